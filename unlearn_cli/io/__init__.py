@@ -1,0 +1,1 @@
+"""Files are the only doors between commands: checkpoints, forget sets, masks, results."""

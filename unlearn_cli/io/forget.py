@@ -1,0 +1,104 @@
+"""Forget-set files: `unlearn-forget/1` JSON, or a plain text / `.npy` list of indices (SPEC §2).
+
+Usage:
+    data = forget_set_json(indices, dataset="digits", num_train=1437, kind="iid", fraction=0.1, classes=None, seed=0)
+    forget = read_forget_set("forget.json", num_train=1437, dataset="digits")
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from unlearn_cli.errors import UserError
+from unlearn_cli.io.hashing import sha256_indices
+from unlearn_cli.io.streams import read_input
+
+FORMAT = "unlearn-forget/1"
+
+
+@dataclass
+class ForgetSet:
+    indices: torch.Tensor  # int64 [K], sorted, unique
+    sha256: str
+    dataset: str | None = None
+    source: str = ""
+    info: dict | None = None
+
+
+def forget_set_json(indices: torch.Tensor, *, dataset: str, num_train: int, kind: str, fraction: float,
+                    classes: list[int] | None, seed: int) -> bytes:
+    document = {
+        "format": FORMAT, "dataset": dataset, "num_train": num_train, "kind": kind, "fraction": fraction,
+        "classes": classes, "seed": seed, "indices": [int(i) for i in indices], "sha256": sha256_indices(indices),
+    }
+    return (json.dumps(document, indent=1) + "\n").encode()
+
+
+def _indices_from(data: bytes, source: str) -> tuple[list, dict | None]:
+    if data[:6] == b"\x93NUMPY":
+        try:
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as error:
+            raise UserError(f"{source}: unreadable .npy index list ({error})") from None
+        if array.ndim != 1 or array.dtype.kind not in "iu":
+            raise UserError(f"{source}: a .npy forget set must be a 1-D integer array, got {array.dtype} {array.shape}")
+        return array.tolist(), None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{source}: not a forget set (neither JSON, .npy nor a text list of indices)") from None
+    if text.lstrip().startswith("{"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{source}: malformed forget-set JSON ({error.msg} at line {error.lineno})") from None
+        if not isinstance(document, dict):
+            raise UserError(f"{source}: forget-set JSON must be an object")
+        if document.get("format") != FORMAT:
+            raise UserError(f"{source}: unknown forget-set format {document.get('format')!r}; expected {FORMAT}")
+        if not isinstance(document.get("indices"), list):
+            raise UserError(f"{source}: forget-set JSON has no 'indices' list")
+        return document["indices"], document
+    tokens = [token for token in re.split(r"[\s,]+", text) if token]
+    if not all(re.fullmatch(r"-?\d+", token) for token in tokens):
+        bad = next(token for token in tokens if not re.fullmatch(r"-?\d+", token))
+        raise UserError(f"{source}: {bad[:30]!r} is not an integer index; a text forget set is whitespace-separated integers")
+    return [int(token) for token in tokens], None
+
+
+def read_forget_set(path: str, num_train: int | None = None, dataset: str | None = None,
+                    allow_other_dataset: bool = False) -> ForgetSet:
+    """Read and validate a forget set: integer, unique, in range, non-empty, for this dataset."""
+    source = "stdin" if path == "-" else str(path)
+    values, document = _indices_from(read_input(path, "forget set"), source)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise UserError(f"{source}: indices must be integers")
+    if not values:
+        raise UserError(f"{source}: the forget set is empty; it must name at least one training example")
+    indices = torch.tensor(values, dtype=torch.long)
+    if int(indices.min()) < 0:
+        raise UserError(f"{source}: negative index {int(indices.min())}; indices count training examples from 0")
+    if num_train is not None and int(indices.max()) >= num_train:
+        raise UserError(f"{source}: index {int(indices.max())} is out of range for a training set of {num_train} examples")
+    unique = torch.unique(indices)
+    if len(unique) != len(indices):
+        raise UserError(f"{source}: {len(indices) - len(unique)} duplicate indices; each example may appear once")
+    indices = unique  # sorted
+    forget = ForgetSet(indices=indices, sha256=sha256_indices(indices), source=source, info=document)
+    if document is not None:
+        forget.dataset = document.get("dataset")
+        if document.get("sha256") not in (None, forget.sha256):
+            raise UserError(f"{source}: sha256 does not match its indices; the file was edited, re-create it with `unlearn split`")
+        if num_train is not None and document.get("num_train") not in (None, num_train):
+            raise UserError(f"{source}: made for a training set of {document['num_train']} examples, this one has {num_train}; "
+                            f"re-create it with `unlearn split` for this dataset")
+    if dataset is not None and forget.dataset not in (None, dataset) and not allow_other_dataset:
+        raise UserError(f"{source}: forget set is for dataset {forget.dataset!r}, the model is trained on {dataset!r}; "
+                        f"use a forget set made for {dataset!r} (or --allow-mismatch)")
+    return forget

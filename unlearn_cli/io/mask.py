@@ -1,0 +1,87 @@
+"""Mask files (SPEC §2): one bool tensor per trainable parameter, keyed by `named_parameters()` name.
+
+Usage:
+    data = mask_bytes(mask, mask_metadata(strategy="del", ..., model_sha256=checkpoint.sha256))
+    mask, meta = read_mask("mask.safetensors", model, model_sha256=checkpoint.sha256)   # or "-" for stdin
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+import unlearn_cli
+from unlearn_cli.errors import UserError
+from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
+from unlearn_cli.io.streams import read_input
+
+FORMAT = "unlearn-mask/1"
+Mask = dict[str, torch.Tensor]
+
+
+def mask_counts(mask: Mask) -> tuple[int, int]:
+    """(selected scalars, total scalars)."""
+    return sum(int(m.sum()) for m in mask.values()), sum(m.numel() for m in mask.values())
+
+
+def mask_metadata(*, strategy: str, criterion: str, granularity: str, budget: float | None, mask: Mask,
+                  model_sha256: str, forget_sha256: str, seed: int, config: dict | None = None,
+                  **extra: str) -> dict[str, str]:
+    selected, total = mask_counts(mask)
+    meta = {
+        "format": FORMAT, "strategy": strategy, "criterion": criterion, "granularity": granularity,
+        "budget": "" if budget is None else repr(float(budget)), "selected": str(selected), "total": str(total),
+        "selected_fraction": repr(selected / max(1, total)), "model_sha256": model_sha256,
+        "forget_sha256": forget_sha256, "seed": str(seed), "unlearn_version": unlearn_cli.__version__,
+    }
+    if config is not None:
+        meta["config"] = json.dumps(config, sort_keys=True)
+    meta.update({key: str(value) for key, value in extra.items()})
+    return meta
+
+
+def mask_bytes(mask: Mask, meta: dict[str, str]) -> bytes:
+    return dump_safetensors({name: tensor.to(torch.bool) for name, tensor in mask.items()}, meta)
+
+
+def parse_mask(data: bytes, source: str) -> tuple[Mask, dict[str, str]]:
+    """Read a mask file's tensors and metadata, checking the format and that every tensor is bool."""
+    tensors, meta = parse_safetensors(data, source)
+    if meta.get("format", "").startswith("unlearn-checkpoint/"):
+        raise UserError(f"{source}: is a checkpoint, not a mask; compute a mask with `unlearn localize`")
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{source}: not an unlearn mask (format {meta.get('format')!r}, expected {FORMAT})")
+    for name, tensor in tensors.items():
+        if tensor.dtype != torch.bool:
+            raise UserError(f"{source}: mask tensor {name} has dtype {tensor.dtype}; mask tensors must be bool")
+    return tensors, meta
+
+
+def check_mask_fits(mask: Mask, model: nn.Module, source: str) -> None:
+    """Names and shapes must match the model's trainable parameters exactly."""
+    parameters = dict(model.named_parameters())
+    missing = [name for name in parameters if name not in mask]
+    unexpected = [name for name in mask if name not in parameters]
+    if missing or unexpected:
+        what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise UserError(f"{source}: mask does not fit this model ({what}; {len(missing)} missing, "
+                        f"{len(unexpected)} unexpected); compute the mask on this model with `unlearn localize`")
+    for name, parameter in parameters.items():
+        if mask[name].shape != parameter.shape:
+            raise UserError(f"{source}: mask for {name} has shape {tuple(mask[name].shape)}, the parameter has "
+                            f"{tuple(parameter.shape)}; compute the mask on this model")
+
+
+def read_mask(path: str, model: nn.Module | None = None, model_sha256: str | None = None,
+              allow_other_model: bool = False) -> tuple[Mask, dict[str, str]]:
+    """Read and validate a mask; refuse one computed on another checkpoint unless `allow_other_model`."""
+    source = "stdin" if path == "-" else str(path)
+    mask, meta = parse_mask(read_input(path, "mask"), source)
+    if model is not None:
+        check_mask_fits(mask, model, source)
+    if model_sha256 is not None and meta.get("model_sha256") != model_sha256 and not allow_other_model:
+        raise UserError(f"{source}: mask was computed on another checkpoint (model_sha256 {meta.get('model_sha256', '?')[:12]}…, "
+                        f"this one {model_sha256[:12]}…); recompute it, or pass --allow-other-model if that is deliberate")
+    return mask, meta

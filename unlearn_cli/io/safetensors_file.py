@@ -1,0 +1,82 @@
+"""Validated reading and writing of safetensors bytes (header checked before any tensor is built).
+
+The header is parsed here first, so a hostile file is refused before memory is allocated for it:
+every tensor's byte range must lie inside the file and match its dtype and shape, and nothing in
+the file is ever executed.
+
+Usage:
+    tensors, metadata = parse_safetensors(data, source="model.safetensors")
+    data = dump_safetensors(tensors, metadata)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from unlearn_cli.errors import UserError
+
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+
+
+def _header(data: bytes, source: str) -> dict:
+    def bad(reason: str) -> UserError:
+        return UserError(f"{source}: not a valid safetensors file ({reason}); was it truncated or is it another format?")
+
+    if len(data) < 8:
+        raise bad(f"{len(data)} bytes, too short for a header")
+    (header_length,) = struct.unpack("<Q", data[:8])
+    if header_length > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise bad(f"header claims {header_length} bytes but the file has {len(data) - 8} after the length field")
+    try:
+        header = json.loads(data[8 : 8 + header_length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise bad("header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    body = len(data) - 8 - header_length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in entry.items()):
+                raise bad("metadata is not a string-to-string map")
+            continue
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"tensor {name!r} has a malformed entry")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in DTYPE_BYTES:
+            raise bad(f"tensor {name!r} has unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+            raise bad(f"tensor {name!r} has a malformed shape")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise bad(f"tensor {name!r} has malformed data offsets")
+        begin, end = offsets
+        if not 0 <= begin <= end <= body:
+            raise bad(f"tensor {name!r} claims bytes {begin}..{end} but the data section has {body}")
+        if math.prod(shape) * DTYPE_BYTES[dtype] != end - begin:
+            raise bad(f"tensor {name!r}: shape {shape} of {dtype} does not match its {end - begin} bytes")
+    return header
+
+
+def parse_safetensors(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file given as bytes; UserError if malformed."""
+    header = _header(data, source)
+    try:
+        tensors = load_tensors(data)
+    except Exception as error:  # the library's own checks (overlapping ranges, …)
+        raise UserError(f"{source}: not a valid safetensors file ({str(error).splitlines()[0]})") from None
+    return tensors, dict(header.get("__metadata__", {}))
+
+
+def dump_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """Serialize contiguous CPU copies of `tensors` with `metadata` (all values strings)."""
+    cpu = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in tensors.items()}
+    return save_tensors(cpu, metadata={key: str(value) for key, value in metadata.items()})

@@ -1,0 +1,70 @@
+"""MLP, small CNN and the ResNets (CIFAR-variant ResNet-18, torchvision ResNet-50)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+from torchvision.models import resnet
+
+from unlearn_cli.models import MODELS
+
+
+@MODELS.register("mlp")
+def mlp(num_classes: int, input_shape: tuple[int, int, int], width: int = 1024, depth: int = 2) -> nn.Module:
+    """`depth` hidden ReLU layers of `width` units; 2×1024 is the over-parameterized CPU benchmark model."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    features = math.prod(input_shape)
+    for _ in range(depth):
+        layers += [nn.Linear(features, width), nn.ReLU()]
+        features = width
+    layers.append(nn.Linear(features, num_classes))
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("cnn")
+def cnn(num_classes: int, input_shape: tuple[int, int, int], width: int = 16, depth: int = 4) -> nn.Module:
+    """`depth` 3×3 conv-BN-ReLU layers (width doubling every two, max-pool after each pair), then a linear head."""
+    layers: list[nn.Module] = []
+    channels, size = input_shape[0], input_shape[1]
+    for index in range(depth):
+        out = width * 2 ** (index // 2)
+        layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+        if index % 2 == 1 and size >= 4:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        channels = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("resnet18")
+def resnet18(num_classes: int, input_shape: tuple[int, int, int], width: int = 64) -> nn.Module:
+    """ResNet-18, CIFAR variant (He et al. 2016): 3×3 stride-1 first conv and no max-pool."""
+    model = _resnet18_of_width(width, num_classes)
+    model.conv1 = nn.Conv2d(input_shape[0], model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def _resnet18_of_width(width: int, num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 layout with stages of width, 2×, 4×, 8× channels (64 is the standard net)."""
+    model = resnet.ResNet(resnet.BasicBlock, [2, 2, 2, 2], num_classes=num_classes, width_per_group=64)
+    model.inplanes = width
+    model.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    model.bn1 = nn.BatchNorm2d(width)
+    model.layer1 = model._make_layer(resnet.BasicBlock, width, 2)
+    model.layer2 = model._make_layer(resnet.BasicBlock, width * 2, 2, stride=2)
+    model.layer3 = model._make_layer(resnet.BasicBlock, width * 4, 2, stride=2)
+    model.layer4 = model._make_layer(resnet.BasicBlock, width * 8, 2, stride=2)
+    model.fc = nn.Linear(width * 8, num_classes)
+    return model
+
+
+@MODELS.register("resnet50")
+def resnet50(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """torchvision's ResNet-50 (the paper's ImageNet-100 model), first conv adapted to the input channels."""
+    model = resnet.resnet50(weights=None, num_classes=num_classes)
+    if input_shape[0] != 3:
+        model.conv1 = nn.Conv2d(input_shape[0], 64, 7, stride=2, padding=3, bias=False)
+    return model
