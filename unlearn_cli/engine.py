@@ -106,6 +106,19 @@ class MaskedStep:
             parameter.requires_grad_(True)
 
 
+@torch.no_grad()
+def restrict_to_mask(model: nn.Module, before: dict[str, torch.Tensor], mask: Mask | None) -> None:
+    """Write `before` back into every parameter entry outside `mask` (None: keep every change).
+
+    The mask guarantee for methods that change weights without the optimizer (ssd, iu, rft's reset).
+    """
+    if mask is None:
+        return
+    for name, parameter in model.named_parameters():
+        selected = mask[name].to(parameter.device)
+        parameter.copy_(torch.where(selected, parameter, before[name].to(parameter.device)))
+
+
 def set_batchnorm_eval(model: nn.Module) -> None:
     """Put normalization layers in eval mode so their running statistics stay as they are."""
     for module in model.modules():

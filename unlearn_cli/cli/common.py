@@ -69,8 +69,8 @@ def handle_errors(command):
 
 
 ConfigOption = Annotated[Optional[str], typer.Option("--config", help="YAML file of options; flags override it.")]
-DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps [default: auto]")]
-SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].")]
+DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (default: auto)")]
+SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: 0).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables on stderr.")]
 DataRootOption = Annotated[Optional[str], typer.Option("--data-root", help="Folder holding the dataset files.")]
 

@@ -43,9 +43,9 @@ def parse_classes(text: str | None) -> list[int] | None:
 @handle_errors
 def split(
     output: Annotated[str, typer.Option("--output", "-o", help="Forget-set JSON to write ('-' for stdout).")],
-    dataset: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_datasets())} [default: digits]")] = None,
-    kind: Annotated[Optional[str], typer.Option(help="iid, noniid or class [default: iid]")] = None,
-    fraction: Annotated[Optional[float], typer.Option(help="Share of the training set to forget [default: 0.1]")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_datasets())} (default: digits)")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="iid, noniid or class (default: iid)")] = None,
+    fraction: Annotated[Optional[float], typer.Option(help="Share of the training set to forget (default: 0.1)")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Classes for noniid/class, e.g. 2,5")] = None,
     dataset_option: Annotated[Optional[list[str]], typer.Option("--dataset-option", help="key=value dataset option, e.g. train_subset=10000")] = None,
     data_root: DataRootOption = None,

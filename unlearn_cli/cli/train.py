@@ -51,12 +51,12 @@ def default_lr(arch: str) -> float:
 @handle_errors
 def train(
     output: Annotated[str, typer.Option("--output", "-o", help="Checkpoint to write (.safetensors).")],
-    dataset: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_datasets())} [default: digits]")] = None,
-    arch: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_models())} [default: mlp]")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_datasets())} (default: digits)")] = None,
+    arch: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_models())} (default: mlp)")] = None,
     exclude: Annotated[Optional[str], typer.Option(help="Forget set to leave out: trains the oracle.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: 30]")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate [default: 0.1; vit 0.05]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size [default: 128]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: 30)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: 0.1; vit 0.05)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: 128)")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
     arch_option: Annotated[Optional[list[str]], typer.Option("--arch-option", help="key=value model option, e.g. width=256")] = None,
     dataset_option: Annotated[Optional[list[str]], typer.Option("--dataset-option", help="key=value dataset option")] = None,

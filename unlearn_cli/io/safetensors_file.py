@@ -17,11 +17,14 @@ import struct
 
 import torch
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
 from unlearn_cli.errors import UserError
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+TORCH_DTYPES = {
+    torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16", torch.int32: "I32",
+    torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
+}
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
@@ -77,6 +80,22 @@ def parse_safetensors(data: bytes, source: str) -> tuple[dict[str, torch.Tensor]
 
 
 def dump_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
-    """Serialize contiguous CPU copies of `tensors` with `metadata` (all values strings)."""
-    cpu = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in tensors.items()}
-    return save_tensors(cpu, metadata={key: str(value) for key, value in metadata.items()})
+    """Serialize `tensors` with string `metadata` in the safetensors layout, byte-for-byte reproducibly.
+
+    The header lists metadata keys and tensors in sorted order (the reference writer orders metadata
+    by hash, so equal inputs could give different files), padded with spaces to 8 bytes.
+    """
+    entries: dict[str, object] = {"__metadata__": {key: str(metadata[key]) for key in sorted(metadata)}}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        if tensor.dtype not in TORCH_DTYPES:
+            raise ValueError(f"tensor {name} has dtype {tensor.dtype}, which safetensors cannot store")
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        entries[name] = {"dtype": TORCH_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                         "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    header = json.dumps(entries, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + b"".join(chunks)
