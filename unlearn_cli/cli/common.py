@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from unlearn_cli.data import ImageData, create_dataset
+from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
 
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -29,27 +30,11 @@ class State:
     debug = False
 
 
-class Interrupted(BaseException):
-    """Raised from a SIGINT/SIGTERM handler so that cleanup runs and nothing partial is written."""
-
-    def __init__(self, signal_number: int):
-        super().__init__(signal_number)
-        self.signal_number = signal_number
-
-
-def _raise_interrupted(signal_number, frame):
-    raise Interrupted(signal_number)
-
-
 def handle_errors(command):
     """Turn UserError into one line on stderr and exit 1; SIGINT/SIGTERM into a clean exit (130/143)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        previous = {}
-        for number in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread (e.g. some test runners)
-                previous[number] = signal.signal(number, _raise_interrupted)
         try:
             return command(*args, **kwargs)
         except UserError as error:
@@ -61,9 +46,6 @@ def handle_errors(command):
             name = signal.Signals(interruption.signal_number).name
             sys.stderr.write(f"interrupted by {name}; no output was written and existing files are untouched\n")
             raise typer.Exit(128 + interruption.signal_number) from None
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
 
     return wrapper
 
@@ -81,6 +63,8 @@ def progress_bar(description: str, total: int, quiet: bool):
     if quiet:
         yield None
         return
+    if not stderr.is_terminal:  # a log file sees when the work starts; the bar itself is drawn at the end
+        stderr.print(f"{description}: {total} steps")
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=stderr, transient=False) as progress:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from torch import nn
-from torchvision.models import resnet
 
 from unlearn_cli.models import MODELS
 
@@ -49,6 +48,8 @@ def resnet18(num_classes: int, input_shape: tuple[int, int, int], width: int = 6
 
 def _resnet18_of_width(width: int, num_classes: int) -> nn.Module:
     """torchvision's ResNet-18 layout with stages of width, 2×, 4×, 8× channels (64 is the standard net)."""
+    from torchvision.models import resnet  # imported on use: torchvision's import is slow
+
     model = resnet.ResNet(resnet.BasicBlock, [2, 2, 2, 2], num_classes=num_classes, width_per_group=64)
     model.inplanes = width
     model.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
@@ -64,6 +65,8 @@ def _resnet18_of_width(width: int, num_classes: int) -> nn.Module:
 @MODELS.register("resnet50")
 def resnet50(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     """torchvision's ResNet-50 (the paper's ImageNet-100 model), first conv adapted to the input channels."""
+    from torchvision.models import resnet
+
     model = resnet.resnet50(weights=None, num_classes=num_classes)
     if input_shape[0] != 3:
         model.conv1 = nn.Conv2d(input_shape[0], 64, 7, stride=2, padding=3, bias=False)
