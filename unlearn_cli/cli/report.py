@@ -1,0 +1,204 @@
+"""`unlearn report`: pool results files, mean ± 95% margin over seeds, as a table, Markdown, CSV or a plot.
+
+Runs are grouped by (forget set, strategy, method, budget); each oracle used appears as a row of its own.
+
+Usage:
+    unlearn report results/*.json
+    unlearn report results/*.json --format markdown -o table.md --plot curves.png
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unlearn_cli.cli.common import handle_errors, stderr
+from unlearn_cli.errors import UserError
+from unlearn_cli.evaluate.aggregate import Group, GroupKey, Summary, group_runs, oracle_summaries
+from unlearn_cli.evaluate.metrics import metric_keys, metric_label
+from unlearn_cli.evaluate.results import validate_results
+from unlearn_cli.io.streams import check_writable, read_input, write_output
+
+EXTRA_COLUMNS = {"average_gap": ("avg gap", 1.0), "strong_average_gap": ("strong avg gap", 1.0),
+                 "fraction_changed": ("changed %", 100.0), "wall_time_s": ("wall s", 1.0)}
+TABLE_COLUMNS = (("forget_accuracy", "forget", 1.0), ("retain_accuracy", "retain", 1.0), ("test_accuracy", "test", 1.0),
+                 ("mia_correctness", "MIA-corr", 1.0), ("mia_confidence", "MIA-conf", 1.0), ("average_gap", "avg gap", 1.0),
+                 ("strong_average_gap", "strong gap", 1.0), ("fraction_changed", "changed %", 100.0))
+PLOT_PANELS = (("forget_accuracy", "forget accuracy (%)"), ("mia_correctness", "MIA-correctness (%)"),
+               ("test_accuracy", "test accuracy (%)"))  # the paper's Figures 2–3
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+
+
+def read_results(path: str) -> list[dict]:
+    source = "stdin" if path == "-" else str(path)
+    try:
+        document = json.loads(read_input(path, "results file").decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{source}: not a results file (not UTF-8 text); give a file from `unlearn evaluate --json`") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{source}: malformed results JSON ({error.msg} at line {error.lineno}); "
+                        f"give a file from `unlearn evaluate --json`") from None
+    return validate_results(document, source)
+
+
+def _rows(groups: list[Group], oracles: dict[str, dict[str, Summary]]) -> list[tuple[GroupKey, int, dict[str, Summary]]]:
+    """(key, runs, summaries) per table row: the groups, then one oracle row per forget set."""
+    rows = [(group.key, group.count, group.stats) for group in groups]
+    kinds = {group.key.forget_sha256: group.key.forget_kind for group in groups}
+    for forget_sha, summaries in oracles.items():
+        count = max(summary.n for summary in summaries.values())
+        rows.append((GroupKey(kinds[forget_sha], forget_sha, "—", "oracle", None), count, summaries))
+    return sorted(rows, key=lambda row: (row[0].forget_kind, row[0].forget_sha256))  # stable: oracle last per set
+
+
+def _columns(only: tuple[str, ...] | None = None) -> list[tuple[str, str, float]]:
+    """(key, header, scale) of every aggregated number (or of those in `only`)."""
+    columns = [(key, metric_label(key), 1.0) for key in metric_keys()] + [
+        (key, header, scale) for key, (header, scale) in EXTRA_COLUMNS.items()]
+    return [column for column in columns if only is None or column[0] in only]
+
+
+def _text(summary: Summary | None, scale: float, digits: int = 2, separator: str = " ± ") -> str:
+    if summary is None or summary.n == 0:
+        return "—"
+    margin = "—" if summary.n == 1 else f"{summary.margin * scale:.{digits}f}"
+    return f"{summary.mean * scale:.{digits}f}{separator}{margin}"
+
+
+def _identity(key: GroupKey, count: int) -> list[str]:
+    budget = "—" if key.budget is None else f"{key.budget:g}"
+    return [f"{key.forget_kind}:{key.forget_sha256[:8]}", key.strategy, key.method, budget, str(count)]
+
+
+IDENTITY_HEADERS = ["forget set", "strategy", "method", "budget", "n"]
+
+
+def render_table(rows) -> Table:
+    """The terminal table: the paper's headline numbers, compact (Markdown and CSV carry every metric)."""
+    forget_sets = sorted({f"{key.forget_kind}:{key.forget_sha256[:8]}" for key, _, _ in rows})
+    title = "unlearn report: mean ± 95% margin over seeds (metrics in %)"
+    table = Table(title=title + (f"\nforget set {forget_sets[0]}" if len(forget_sets) == 1 else ""))
+    identity_headers = (["forget set"] if len(forget_sets) > 1 else []) + ["run", "budget", "n"]
+    for header in identity_headers:
+        table.add_column(header)
+    for _, header, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="right")
+    for key, count, summaries in rows:
+        forget, strategy, method, budget, n = _identity(key, count)
+        run = method if strategy == "—" else f"{strategy} + {method}"
+        cells = ([forget] if len(forget_sets) > 1 else []) + [run, budget, n]
+        table.add_row(*cells, *[_text(summaries.get(name), scale, digits=1, separator="±") for name, _, scale in TABLE_COLUMNS])
+    return table
+
+
+def render_markdown(rows) -> str:
+    headers = IDENTITY_HEADERS + [header for _, header, _ in _columns()]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for key, count, summaries in rows:
+        cells = _identity(key, count) + [_text(summaries.get(name), scale) for name, _, scale in _columns()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names = [name for name, _, _ in _columns()]
+    writer.writerow(["forget_kind", "forget_sha256", "strategy", "method", "budget", "n"]
+                    + [f"{name}_{part}" for name in names for part in ("mean", "margin")])
+    for key, count, summaries in rows:
+        numbers = []
+        for name in names:
+            summary = summaries.get(name)
+            numbers += ["", ""] if summary is None or summary.n == 0 else [f"{summary.mean:.10g}", f"{summary.margin:.10g}"]
+        writer.writerow([key.forget_kind, key.forget_sha256, key.strategy, key.method,
+                         "" if key.budget is None else f"{key.budget:g}", count] + numbers)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("--plot needs matplotlib, an optional extra: pip install -e '.[plot]' (or pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_png(groups: list[Group], oracles: dict[str, dict[str, Summary]]) -> bytes:
+    """Forget accuracy, MIA-correctness and test accuracy against the budget; the oracle as a dashed line."""
+    plt = _pyplot()
+    curves: dict[tuple, list[Group]] = {}
+    for group in groups:
+        if group.key.budget is not None:
+            curves.setdefault((group.key.forget_kind, group.key.forget_sha256, group.key.strategy, group.key.method), []).append(group)
+    if not curves:
+        raise UserError("--plot draws metrics against the mask budget, but no result has one; "
+                        "evaluate models unlearned with a mask (`unlearn apply --mask`)")
+    several_forget_sets = len({key[1] for key in curves}) > 1
+    figure, axes = plt.subplots(1, len(PLOT_PANELS), figsize=(4.5 * len(PLOT_PANELS), 4), constrained_layout=True)
+    for axis, (metric, title) in zip(axes, PLOT_PANELS):
+        for (kind, forget_sha, strategy, method), members in sorted(curves.items()):
+            members = sorted(members, key=lambda group: group.key.budget)
+            label = f"{strategy} + {method}" + (f" ({kind}:{forget_sha[:8]})" if several_forget_sets else "")
+            axis.errorbar([g.key.budget for g in members], [g.stats[metric].mean for g in members],
+                          yerr=[g.stats[metric].margin for g in members], marker="o", capsize=3, label=label)
+        for forget_sha, summaries in oracles.items():
+            if any(key[1] == forget_sha for key in curves):
+                axis.axhline(summaries[metric].mean, color="black", linestyle="--", linewidth=1,
+                             label="oracle" + (f" ({forget_sha[:8]})" if several_forget_sets else ""))
+        axis.set_xlabel("budget (fraction of parameters)")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+@handle_errors
+def report(
+    files: Annotated[list[str], typer.Argument(help="Results files written by `unlearn evaluate --json`.")],
+    output_format: Annotated[ReportFormat, typer.Option("--format", help="table, markdown or csv (default: table)")] = ReportFormat.table,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to FILE instead of the terminal.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Draw metric-vs-budget curves to FILE.png (needs matplotlib).")] = None,
+):
+    """Aggregate evaluation results over seeds: mean ± 95% confidence margin (Student t) per group."""
+    if plot is not None:
+        _pyplot()  # fail before any work when matplotlib is missing
+        check_writable(plot)
+    if output is not None and output != "-":
+        check_writable(output)
+    runs = [run for path in files for run in read_results(path)]
+    groups = group_runs(runs)
+    oracles = oracle_summaries(runs)
+    rows = _rows(groups, oracles)
+    if output_format is ReportFormat.table:
+        if output is None:
+            console = stderr if stderr.is_terminal else Console(stderr=True, width=160, highlight=False)
+            console.print(render_table(rows))  # logs and pipes get a wide table instead of 80 columns
+        else:
+            console = Console(file=io.StringIO(), width=240, color_system=None)
+            console.print(render_table(rows))
+            write_output(output, console.file.getvalue().encode(), binary=False)
+    else:
+        text = render_markdown(rows) if output_format is ReportFormat.markdown else render_csv(rows)
+        write_output(output or "-", text.encode(), binary=False)
+    if plot is not None:
+        write_output(plot, plot_png(groups, oracles))
+        stderr.print(f"plot -> {plot}")

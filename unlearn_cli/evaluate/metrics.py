@@ -1,0 +1,110 @@
+"""Evaluation metrics as plain dicts of numbers: accuracies, MIA scores, gaps to the oracle, parameters changed.
+
+Metric keys (all in %): forget_accuracy, retain_accuracy, test_accuracy and mia_<feature> for every MIA
+feature (mia_correctness, mia_confidence, mia_entropy, mia_m_entropy, mia_prob).
+
+Usage:
+    metrics = evaluate_outputs(train_logits, train_labels, test_logits, test_labels, forget, members, nonmembers)
+    gaps = oracle_gaps(metrics, oracle_metrics)   # {"gaps": {...}, "average_gap": …, "strong_average_gap": …}
+    fraction_changed(unlearned.named_parameters(), parent.named_parameters())
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from unlearn_cli.data.splits import retain_indices
+from unlearn_cli.errors import UserError
+from unlearn_cli.evaluate.mia import list_features, mia_scores
+
+# The paper's main tables compare forget accuracy, test accuracy and MIA-correctness to the oracle;
+# its appendix A.4 repeats the comparison with the stronger MIA-confidence attack.
+AVERAGE_GAP_METRICS = ("forget_accuracy", "test_accuracy", "mia_correctness")
+STRONG_AVERAGE_GAP_METRICS = ("forget_accuracy", "test_accuracy", "mia_confidence")
+
+
+def mia_key(feature: str) -> str:
+    return "mia_" + feature.replace("-", "_")
+
+
+def metric_keys() -> list[str]:
+    return ["forget_accuracy", "retain_accuracy", "test_accuracy"] + [mia_key(name) for name in list_features()]
+
+
+def metric_label(key: str) -> str:
+    """Short human name of a metric key: "forget acc", "MIA-m-entropy", …"""
+    if key.startswith("mia_"):
+        return "MIA-" + key[4:].replace("_", "-")
+    return key.replace("_accuracy", " acc")
+
+
+def accuracy_percent(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in % of logits [N, C] against labels [N]; NaN for an empty set."""
+    if len(labels) == 0:
+        return float("nan")
+    return 100.0 * float((logits.argmax(1) == labels).double().mean())
+
+
+def evaluate_outputs(
+    train_logits: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_logits: torch.Tensor,
+    test_labels: torch.Tensor,
+    forget_indices: torch.Tensor,
+    member_indices: torch.Tensor,
+    nonmember_indices: torch.Tensor,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Every metric of one model from its logits on the whole training set [N_train, C] and test set [N_test, C].
+
+    Args:
+        forget_indices: forget-set positions in the training set; the rest is the retain set.
+        member_indices: shadow members, positions in the training set (drawn from the retain set).
+        nonmember_indices: shadow non-members, positions in the test set.
+    """
+    retain = retain_indices(len(train_labels), forget_indices)
+    metrics = {
+        "forget_accuracy": accuracy_percent(train_logits[forget_indices], train_labels[forget_indices]),
+        "retain_accuracy": accuracy_percent(train_logits[retain], train_labels[retain]),
+        "test_accuracy": accuracy_percent(test_logits, test_labels),
+    }
+    scores = mia_scores(train_logits[member_indices], train_labels[member_indices],
+                        test_logits[nonmember_indices], test_labels[nonmember_indices],
+                        train_logits[forget_indices], train_labels[forget_indices], seed=seed)
+    metrics.update({mia_key(name): value for name, value in scores.items()})
+    return metrics
+
+
+def oracle_gaps(metrics: dict[str, float], oracle: dict[str, float]) -> dict:
+    """|unlearned − oracle| per metric, the average gap and the strong average gap (both in points)."""
+    gaps = {key: abs(metrics[key] - oracle[key]) for key in metrics if key in oracle}
+
+    def mean(keys: Iterable[str]) -> float:
+        keys = list(keys)
+        return sum(gaps[key] for key in keys) / len(keys)
+
+    return {"gaps": gaps, "average_gap": mean(AVERAGE_GAP_METRICS),
+            "strong_average_gap": mean(STRONG_AVERAGE_GAP_METRICS)}
+
+
+def fraction_changed(parameters: Iterable[tuple[str, torch.Tensor]], parent_parameters: Iterable[tuple[str, torch.Tensor]]) -> float:
+    """Share of trainable parameter scalars whose value differs from the parent's (0 … 1).
+
+    Both arguments are `named_parameters()`-like iterables; names and shapes must match.
+    """
+    mine, parents = dict(parameters), dict(parent_parameters)
+    if set(mine) != set(parents):
+        different = sorted(set(mine) ^ set(parents))
+        raise UserError(f"the model and its parent have different parameters ({different[0]} …); "
+                        f"compare a model with the checkpoint it was unlearned from")
+    changed = total = 0
+    for name, tensor in mine.items():
+        reference = parents[name]
+        if tensor.shape != reference.shape:
+            raise UserError(f"parameter {name} has shape {tuple(tensor.shape)} in the model and "
+                            f"{tuple(reference.shape)} in the parent; they are different architectures")
+        changed += int((tensor.detach().cpu() != reference.detach().cpu()).sum())
+        total += tensor.numel()
+    return changed / max(1, total)

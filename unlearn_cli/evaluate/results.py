@@ -1,0 +1,157 @@
+"""The results file that `unlearn evaluate --json` writes and `unlearn report` reads: `unlearn-results/1`.
+
+A results file is one JSON object:
+
+    {
+      "format": "unlearn-results/1",
+      "unlearn_version": "0.1.0",
+      "results": [RESULT, ...]              # one object per evaluated model, in command-line order
+    }
+
+Each RESULT is self-contained, so results of many files can be pooled:
+
+    model               {"source": path, "sha256": file hash, "arch": str, "dataset": str, "num_classes": int}
+    method              unlearning method from the checkpoint's metadata; for a checkpoint without one,
+                        "retrain" when it was trained without this forget set, else "original"
+    strategy            localization strategy of the mask used (metadata `mask_strategy`), or null
+    budget              requested mask budget in (0, 1] (metadata `mask_budget`), or null
+    seed                the checkpoint's seed, or null
+    forget              {"source": path, "sha256": hash of the indices, "kind": iid|noniid|class|null, "size": int}
+    metrics             {forget_accuracy, retain_accuracy, test_accuracy, mia_correctness, mia_confidence,
+                         mia_entropy, mia_m_entropy, mia_prob}: numbers in %
+    oracle              null, or {"source", "sha256", "seed", "excluded_sha256" (str|null),
+                         "matches_forget_set" (bool), "metrics": {same keys as metrics}}
+    gaps                null, or |metric − oracle metric| per metric key (points)
+    average_gap         mean gap over forget_accuracy, test_accuracy, mia_correctness, or null
+    strong_average_gap  mean gap over forget_accuracy, test_accuracy, mia_confidence, or null
+    allow_mismatch      true when --allow-mismatch let an oracle for another forget set through
+    parent              null, or {"source", "sha256"} of the --parent checkpoint
+    fraction_changed    share (0 … 1) of parameter scalars that differ from the parent, or null
+    wall_time_s         seconds the checkpoint took to produce (metadata `wall_time_s`), or null
+    mask_sha256         hash of the mask the method used, or null
+    mia                 {"members": int, "nonmembers": int, "forget": int, "seed": int,
+                         "svc": {"C": 3.0, "gamma": "auto", "kernel": "rbf"}}
+
+Non-finite numbers are written as null. A new field may be added within version 1; removing or
+changing the meaning of a field makes version 2.
+
+Usage:
+    document = results_document([result_record(...), ...])
+    runs = validate_results(json.loads(text), source="results/a.json")   # the list of RESULT objects
+"""
+
+from __future__ import annotations
+
+import math
+
+import unlearn_cli
+from unlearn_cli.errors import UserError
+from unlearn_cli.evaluate.metrics import metric_keys
+from unlearn_cli.evaluate.mia import SVC_SETTINGS
+
+FORMAT = "unlearn-results/1"
+
+_NUMBER = (int, float)
+_NULL = type(None)
+# dotted field -> accepted JSON types of a RESULT object (checked by validate_results)
+FIELDS: dict[str, tuple] = {
+    "model": (dict,), "model.sha256": (str,), "model.source": (str,),
+    "method": (str, _NULL), "strategy": (str, _NULL), "budget": (*_NUMBER, _NULL), "seed": (int, _NULL),
+    "forget": (dict,), "forget.sha256": (str,), "forget.kind": (str, _NULL), "forget.size": (int,),
+    "metrics": (dict,), "oracle": (dict, _NULL), "gaps": (dict, _NULL),
+    "average_gap": (*_NUMBER, _NULL), "strong_average_gap": (*_NUMBER, _NULL),
+    "allow_mismatch": (bool,), "fraction_changed": (*_NUMBER, _NULL), "wall_time_s": (*_NUMBER, _NULL),
+}
+_TYPE_NAMES = {dict: "an object", str: "a string", int: "an integer", float: "a number", bool: "true/false",
+               _NULL: "null", list: "a list"}
+
+
+def finite_or_none(value):
+    """Numbers for JSON: NaN and ±inf become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _clean_metrics(metrics: dict | None) -> dict | None:
+    return None if metrics is None else {key: finite_or_none(float(value)) for key, value in metrics.items()}
+
+
+def result_record(*, model: dict, method: str, strategy: str | None, budget: float | None, seed: int | None,
+                  forget: dict, metrics: dict, oracle: dict | None, comparison: dict | None, allow_mismatch: bool,
+                  parent: dict | None, fraction_changed: float | None, wall_time_s: float | None,
+                  mask_sha256: str | None, mia: dict) -> dict:
+    """One RESULT object; `comparison` is `oracle_gaps(...)` (or None without an oracle)."""
+    if oracle is not None:
+        oracle = {**oracle, "metrics": _clean_metrics(oracle["metrics"])}
+    return {
+        "model": model, "method": method, "strategy": strategy, "budget": finite_or_none(budget), "seed": seed,
+        "forget": forget, "metrics": _clean_metrics(metrics), "oracle": oracle,
+        "gaps": _clean_metrics(comparison["gaps"]) if comparison else None,
+        "average_gap": finite_or_none(comparison["average_gap"]) if comparison else None,
+        "strong_average_gap": finite_or_none(comparison["strong_average_gap"]) if comparison else None,
+        "allow_mismatch": allow_mismatch, "parent": parent,
+        "fraction_changed": finite_or_none(fraction_changed), "wall_time_s": finite_or_none(wall_time_s),
+        "mask_sha256": mask_sha256, "mia": {**mia, "svc": dict(SVC_SETTINGS)},
+    }
+
+
+def results_document(results: list[dict]) -> dict:
+    return {"format": FORMAT, "unlearn_version": unlearn_cli.__version__, "results": results}
+
+
+def _lookup(record: dict, dotted: str):
+    value = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return KeyError
+        value = value[part]
+    return value
+
+
+def _is(value, kinds: tuple) -> bool:
+    if isinstance(value, bool) and bool not in kinds:
+        return False  # JSON true is not a number
+    return isinstance(value, kinds)
+
+
+def _check_metrics(metrics, where: str) -> None:
+    for key in metric_keys():
+        if key not in metrics:
+            raise UserError(f"{where}.{key} is missing")
+        if not _is(metrics[key], (*_NUMBER, _NULL)):
+            raise UserError(f"{where}.{key} must be a number, got {metrics[key]!r}")
+
+
+def validate_results(document, source: str) -> list[dict]:
+    """The RESULT objects of a parsed results file; anything off is a one-line UserError naming the field."""
+    if not isinstance(document, dict):
+        raise UserError(f"{source}: not an unlearn results file (expected a JSON object); write one with `unlearn evaluate --json`")
+    found = document.get("format")
+    if found != FORMAT:
+        if isinstance(found, str) and found.startswith("unlearn-results/"):
+            raise UserError(f"{source}: results format {found!r} is not readable by unlearn {unlearn_cli.__version__} "
+                            f"(reads {FORMAT}); re-run `unlearn evaluate` or upgrade")
+        raise UserError(f"{source}: not an unlearn results file (format {found!r}, expected {FORMAT}); "
+                        f"write one with `unlearn evaluate --json`")
+    results = document.get("results")
+    if not isinstance(results, list) or not results:
+        raise UserError(f"{source}: 'results' must be a non-empty list of evaluated models")
+    for position, record in enumerate(results):
+        where = f"{source}: results[{position}]"
+        if not isinstance(record, dict):
+            raise UserError(f"{where} must be an object")
+        for dotted, kinds in FIELDS.items():
+            value = _lookup(record, dotted)
+            if value is KeyError:
+                raise UserError(f"{where}.{dotted} is missing; the file is damaged, re-run `unlearn evaluate`")
+            if not _is(value, kinds):
+                names = dict.fromkeys("a number" if float in kinds and kind is int else _TYPE_NAMES[kind] for kind in kinds)
+                expected = " or ".join(names)
+                raise UserError(f"{where}.{dotted} must be {expected}, got {value!r:.40}")
+        _check_metrics(record["metrics"], f"{where}.metrics")
+        if record["oracle"] is not None:
+            if not isinstance(record["oracle"].get("sha256"), str) or not isinstance(record["oracle"].get("metrics"), dict):
+                raise UserError(f"{where}.oracle needs 'sha256' and 'metrics'")
+            _check_metrics(record["oracle"]["metrics"], f"{where}.oracle.metrics")
+    return results
