@@ -1,0 +1,135 @@
+"""`unlearn localize`: find the parameters that matter for a forget set and write them as a mask.
+
+Usage:
+    unlearn localize --model original.safetensors --forget forget.json --strategy del --budget 0.3 -o mask.safetensors
+    unlearn localize --model original.safetensors --forget forget.json --strategy random --like mask.safetensors -o control.safetensors
+    unlearn localize --model m.safetensors --forget f.json --strategy del --budget 0.3 -o - | unlearn apply --mask - …
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import typer
+
+from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption, dataset_for,
+                                    handle_errors, progress_bar, stderr)
+from unlearn_cli.config import config_dict, resolve_config
+from unlearn_cli.engine import select_device
+from unlearn_cli.errors import UserError
+from unlearn_cli.io.checkpoint import load_checkpoint
+from unlearn_cli.io.forget import read_forget_set
+from unlearn_cli.io.hashing import sha256_bytes
+from unlearn_cli.io.mask import check_mask_fits, mask_bytes, mask_counts, mask_metadata, parse_mask
+from unlearn_cli.io.streams import check_writable, read_input, write_output
+from unlearn_cli.localize import (CRITERIA, NO_CRITERION, STRATEGIES, LocalizationData, LocalizeSettings, get_strategy,
+                                  list_criteria, list_granularities, list_strategies, resolve_settings)
+
+
+@dataclass
+class LocalizeConfig:
+    strategy: str = "del"
+    budget: Optional[float] = None  # fraction of all trainable scalars in (0, 1]; critmem: an optional cap
+    criterion: Optional[str] = None  # None: the strategy's preset
+    granularity: Optional[str] = None  # None: the strategy's preset
+    topk: float = 0.1  # share of a neuron's scores averaged into its score
+    like: Optional[str] = None  # mask file whose per-tensor counts `random` reproduces
+    max_iterations: int = 100  # critmem: channels zeroed per example at most
+    batch_size: int = 128  # forget-set batch size for the gradient
+    seed: int = 0
+    device: str = "auto"
+    data_root: Optional[str] = None
+    allow_mismatch: bool = False  # accept a forget set made for another dataset
+
+
+def parse_budget(text: str | None) -> float | None:
+    """`--budget` as given on the command line: a number, else a one-line error (not a usage error)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"--budget {text!r}: not a number; give a fraction of the parameters in (0, 1], e.g. --budget 0.3") from None
+
+
+def read_like_mask(path: str, model) -> tuple[dict, dict, str]:
+    """The mask at `path` (or stdin), checked against the model: (mask, metadata, sha256 of the file)."""
+    data = read_input(path, "mask")
+    source = "stdin" if path == "-" else path
+    mask, meta = parse_mask(data, source)
+    check_mask_fits(mask, model, source)
+    return mask, meta, sha256_bytes(data)
+
+
+def _strategy_help() -> str:
+    return "; ".join(f"{name}: {STRATEGIES.get(name).summary}" for name in list_strategies())
+
+
+@handle_errors
+def localize(
+    model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint to localize in (.safetensors).")],
+    forget: Annotated[str, typer.Option("--forget", "-f", help="Forget set (JSON from `unlearn split`, text or .npy indices).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Mask to write (.safetensors; '-' for stdout).")],
+    strategy: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_strategies())} (default: del)")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Fraction of all parameters in (0, 1], e.g. 0.3 (critmem: optional cap)")] = None,
+    criterion: Annotated[Optional[str], typer.Option(help=f"Override the strategy's criterion: {', '.join(list_criteria())}")] = None,
+    granularity: Annotated[Optional[str], typer.Option(help=f"Override the strategy's granularity: {', '.join(list_granularities())}")] = None,
+    topk: Annotated[Optional[float], typer.Option(help="Share of a neuron's top scores averaged into its score (default: 0.1)")] = None,
+    like: Annotated[Optional[str], typer.Option(help="random: reproduce this mask's per-tensor unit counts")] = None,
+    max_iterations: Annotated[Optional[int], typer.Option(help="critmem: channels zeroed per example at most (default: 100)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Forget-set batch size (default: 128)")] = None,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Accept a forget set made for another dataset.")] = False,
+    data_root: DataRootOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+):
+    """Score parameters on the forget set and write the selected ones as a mask."""
+    cfg = resolve_config(LocalizeConfig, config, {
+        "strategy": strategy, "budget": parse_budget(budget), "criterion": criterion, "granularity": granularity,
+        "topk": topk, "like": like, "max_iterations": max_iterations, "batch_size": batch_size, "seed": seed,
+        "device": device, "data_root": data_root, "allow_mismatch": allow_mismatch or None})
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be at least 1")
+    settings = LocalizeSettings(strategy=cfg.strategy, budget=cfg.budget, criterion=cfg.criterion,
+                                granularity=cfg.granularity, topk=cfg.topk, max_iterations=cfg.max_iterations,
+                                seed=cfg.seed, like={} if cfg.like is not None else None)
+    settings = resolve_settings(settings)  # bad options fail before any file is read
+    cfg.criterion, cfg.granularity = settings.criterion, settings.granularity  # the resolved preset goes in the metadata
+    check_writable(output)
+    target = select_device(cfg.device)
+    checkpoint = load_checkpoint(model)
+    data = dataset_for(checkpoint, cfg.data_root)
+    forget_set = read_forget_set(forget, num_train=data.num_train, dataset=checkpoint.meta["dataset"],
+                                 allow_other_dataset=cfg.allow_mismatch)
+    extra = {"topk": repr(cfg.topk)}
+    if cfg.like is not None:
+        like_mask, _, extra["like_sha256"] = read_like_mask(cfg.like, checkpoint.model)
+        settings = dataclasses.replace(settings, like=like_mask)
+    settings = dataclasses.replace(settings, arch=checkpoint.meta["arch"])
+    network = checkpoint.model.to(target)
+    forget_data = LocalizationData(
+        forget_batches=lambda: data.batches("train", forget_set.indices, cfg.batch_size, device=target),
+        train_batches=lambda: data.batches("train", None, cfg.batch_size, device=target))
+    uses_train_set = settings.criterion is not None and CRITERIA.get(settings.criterion).gradient == "train"
+    total = data.num_train if uses_train_set else len(forget_set.indices)
+    with progress_bar(f"localize {settings.strategy}", total, quiet) as on_step:
+        if on_step is not None:
+            settings.on_step = lambda info: on_step({"epoch": 0, "total_steps": total, **info})
+        mask = get_strategy(settings.strategy)(network, forget_data, settings)
+    meta = mask_metadata(
+        strategy=settings.strategy, criterion=settings.criterion or NO_CRITERION, granularity=settings.granularity,
+        budget=settings.budget, mask=mask, model_sha256=checkpoint.sha256, forget_sha256=forget_set.sha256,
+        seed=cfg.seed, config=config_dict(cfg), **extra)
+    write_output(output, mask_bytes(mask, meta))
+    if not quiet:
+        selected, count = mask_counts(mask)
+        stderr.print(f"{settings.strategy} mask -> {output}: {selected:,} of {count:,} parameters "
+                     f"({100 * selected / max(1, count):.2f}%; budget {cfg.budget if cfg.budget is not None else 'none'})")
+
+
+localize.__doc__ = (f"Score parameters on the forget set and write the selected ones as a mask.\n\n"
+                    f"Strategies — {_strategy_help()}.")

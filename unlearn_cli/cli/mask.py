@@ -1,0 +1,119 @@
+"""`unlearn mask`: inspect a mask, compare two, or draw a structure-matched random control.
+
+Usage:
+    unlearn mask info mask.safetensors [--json -]
+    unlearn mask compare del.safetensors salun.safetensors [--json overlap.json]
+    unlearn mask random --like del.safetensors --seed 1 -o control.safetensors
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from unlearn_cli.cli.common import QuietOption, SeedOption, handle_errors, print_json, stderr
+from unlearn_cli.errors import UserError
+from unlearn_cli.io.hashing import sha256_bytes
+from unlearn_cli.io.mask import mask_bytes, mask_metadata, parse_mask
+from unlearn_cli.io.streams import check_writable, read_input, write_output
+from unlearn_cli.localize import NO_CRITERION, random_like
+from unlearn_cli.localize.summary import mask_overlap, mask_summary
+
+app = typer.Typer(help="Inspect masks, compare them, draw structure-matched random controls.", no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+JsonOption = Annotated[Optional[str], typer.Option("--json", help="Also write the numbers as JSON to this file ('-' for stdout).")]
+
+
+def _read(path: str) -> tuple[dict, dict, str]:
+    data = read_input(path, "mask")
+    mask, meta = parse_mask(data, "stdin" if path == "-" else path)
+    return mask, meta, sha256_bytes(data)
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
+@app.command("info")
+@handle_errors
+def info(
+    mask: Annotated[str, typer.Argument(help="Mask file ('-' for stdin).")],
+    json_output: JsonOption = None,
+    quiet: QuietOption = False,
+):
+    """Per tensor: selected parameters and fraction, whole and partly selected rows; totals."""
+    tensors, meta, sha256 = _read(mask)
+    summary = mask_summary(tensors)
+    if not quiet:
+        described = ", ".join(f"{key} {meta[key]}" for key in ("strategy", "criterion", "granularity", "budget")
+                              if meta.get(key))
+        table = Table(title=f"{'stdin' if mask == '-' else mask}: {described}", title_justify="left")
+        for column in ("tensor", "shape", "selected", "total", "fraction", "rows selected", "rows partly"):
+            table.add_column(column, justify="left" if column in ("tensor", "shape") else "right")
+        for entry in summary["tensors"]:
+            table.add_row(entry["name"], "×".join(map(str, entry["shape"])) or "scalar", f"{entry['selected']:,}",
+                          f"{entry['total']:,}", _percent(entry["fraction"]),
+                          f"{entry['rows_selected']}/{entry['rows']}" if "rows" in entry else "",
+                          str(entry["rows_partial"]) if "rows" in entry else "")
+        table.add_section()
+        table.add_row("total", "", f"{summary['selected']:,}", f"{summary['total']:,}", _percent(summary["selected_fraction"]), "", "")
+        stderr.print(table)
+    if json_output is not None:
+        print_json({"mask": mask, "sha256": sha256, "metadata": meta, **summary}, json_output)
+
+
+@app.command("compare")
+@handle_errors
+def compare(
+    first: Annotated[str, typer.Argument(help="First mask file.")],
+    second: Annotated[str, typer.Argument(help="Second mask file.")],
+    json_output: JsonOption = None,
+    quiet: QuietOption = False,
+):
+    """Intersection over union of two masks of the same model, overall and per tensor."""
+    if first == "-" and second == "-":
+        raise UserError("only one of the two masks can come from stdin ('-')")
+    first_mask, first_meta, _ = _read(first)
+    second_mask, second_meta, _ = _read(second)
+    overlap = mask_overlap(first_mask, second_mask, first, second)
+    if not quiet:
+        table = Table(title=f"{first} vs {second}: IoU {overlap['iou']:.4f}", title_justify="left")
+        for column in ("tensor", "first", "second", "both", "either", "IoU"):
+            table.add_column(column, justify="left" if column == "tensor" else "right")
+        for entry in overlap["tensors"]:
+            table.add_row(entry["name"], f"{entry['first']:,}", f"{entry['second']:,}", f"{entry['intersection']:,}",
+                          f"{entry['union']:,}", f"{entry['iou']:.4f}")
+        table.add_section()
+        table.add_row("total", f"{overlap['first']:,}", f"{overlap['second']:,}", f"{overlap['intersection']:,}",
+                      f"{overlap['union']:,}", f"{overlap['iou']:.4f}")
+        stderr.print(table)
+        if first_meta.get("model_sha256") != second_meta.get("model_sha256"):
+            stderr.print("note: the two masks were computed on different checkpoints")
+    if json_output is not None:
+        print_json({"first": first, "second": second, **overlap}, json_output)
+
+
+@app.command("random")
+@handle_errors
+def random(
+    like: Annotated[str, typer.Option("--like", help="Mask whose per-tensor unit counts the control reproduces.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Mask to write (.safetensors; '-' for stdout).")],
+    seed: SeedOption = None,
+    quiet: QuietOption = False,
+):
+    """A random control: as many units per tensor as --like selects, drawn at random (seeded)."""
+    seed = 0 if seed is None else seed
+    check_writable(output)
+    reference, meta, sha256 = _read(like)
+    control = random_like(reference, {name: tensor.shape for name, tensor in reference.items()}, seed)
+    metadata = mask_metadata(
+        strategy="random", criterion=NO_CRITERION, granularity=meta.get("granularity", "neuron"), budget=None,
+        mask=control, model_sha256=meta.get("model_sha256", ""), forget_sha256=meta.get("forget_sha256", ""),
+        seed=seed, config={"like": like, "seed": seed}, like_sha256=sha256)
+    write_output(output, mask_bytes(control, metadata))
+    if not quiet:
+        stderr.print(f"random control like {like} -> {output}: {metadata['selected']} of {metadata['total']} parameters")
+
