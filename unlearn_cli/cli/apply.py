@@ -1,0 +1,158 @@
+"""`unlearn apply`: run an unlearning method on a checkpoint, optionally restricted to a mask.
+
+Every parameter outside the mask stays bit-identical (the classifier head under `rft --train-head`
+excepted). Method hyperparameters come from the method's config (see `--help` of each in the docs),
+set by the common flags, `--param key=value`, or flat keys in the `--config` YAML.
+
+Usage:
+    unlearn apply --model original.safetensors --forget forget.json --method rft --mask mask.safetensors -o del.safetensors
+    unlearn localize -m original.safetensors -f forget.json --strategy del --budget 0.3 -o - \
+      | unlearn apply -m original.safetensors -f forget.json --method rft --mask - -o del.safetensors
+    unlearn apply -m original.safetensors -f forget.json --method neggrad+ --param beta=0.95 --lr 0.01 -o out.safetensors
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import torch
+import typer
+
+from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption, dataset_for,
+                                    handle_errors, progress_bar, stderr)
+from unlearn_cli.config import config_dict, load_yaml_config, parse_options, resolve_config
+from unlearn_cli.engine import accuracy, select_device
+from unlearn_cli.errors import UserError
+from unlearn_cli.io.checkpoint import checkpoint_bytes, checkpoint_metadata, load_checkpoint
+from unlearn_cli.io.forget import read_forget_set
+from unlearn_cli.io.hashing import sha256_bytes
+from unlearn_cli.io.mask import mask_bytes, mask_counts, read_mask
+from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.methods import METHODS, UnlearnData, get_method, list_methods, method_config, method_options
+from unlearn_cli.models import create_model
+
+
+@dataclass
+class ApplyConfig:
+    model: Optional[str] = None  # checkpoint to unlearn from
+    forget: Optional[str] = None  # forget-set file
+    method: str = "rft"
+    mask: Optional[str] = None  # mask file ('-' for stdin); None: every parameter may change
+    allow_other_model: bool = False  # accept a mask computed on another checkpoint
+    device: str = "auto"
+    data_root: Optional[str] = None
+
+
+APPLY_OPTIONS = [field.name for field in dataclasses.fields(ApplyConfig)]
+
+
+def resolve(config_path: str | None, apply_flags: dict, method_flags: dict) -> tuple[ApplyConfig, object]:
+    """Split the YAML file into apply options and method hyperparameters; flags override both."""
+    document = {str(key).replace("-", "_"): value for key, value in load_yaml_config(config_path).items()}
+    apply_values = {key: value for key, value in document.items() if key in APPLY_OPTIONS}
+    apply_values.update({key: value for key, value in apply_flags.items() if value is not None})
+    cfg = resolve_config(ApplyConfig, None, apply_values)
+    get_method(cfg.method)  # an unknown method is reported before its options
+    method_values = {key: value for key, value in document.items() if key not in APPLY_OPTIONS}
+    method_values.update({key: value for key, value in method_flags.items() if value is not None})
+    return cfg, method_config(cfg.method, method_values)
+
+
+def _methods_text() -> str:
+    """One paragraph per method for --help: what it does and its own --param options."""
+    common = set(method_options("finetune")) | {"train_head"}
+    lines = []
+    for name in list_methods():
+        own = [option for option in method_options(name) if option not in common]
+        lines.append(f"{name}: {METHODS.get(name).summary}" + (f" (--param {', '.join(own)})" if own else ""))
+    return "\n\n".join(lines)
+
+
+@handle_errors
+def apply(
+    output: Annotated[str, typer.Option("--output", "-o", help="Unlearned checkpoint to write (.safetensors).")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint to unlearn from.")] = None,
+    forget: Annotated[Optional[str], typer.Option("--forget", "-f", help="Forget set (JSON from `unlearn split`, text or .npy indices).")] = None,
+    method: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_methods())} (default: rft); see below.")] = None,
+    mask: Annotated[Optional[str], typer.Option(help="Mask from `unlearn localize` ('-' for stdin); only masked parameters change.")] = None,
+    allow_other_model: Annotated[Optional[bool], typer.Option("--allow-other-model", help="Accept a mask computed on another checkpoint (recorded in the output).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: per method, e.g. rft 0.015)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: per method, e.g. rft 10)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: 128)")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (default: 0.9)")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="SGD weight decay (default: 0)")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
+    freeze_bn: Annotated[Optional[bool], typer.Option("--freeze-bn/--no-freeze-bn", help="Keep BatchNorm running statistics unchanged (default: off).")] = None,
+    train_head: Annotated[Optional[bool], typer.Option("--train-head/--no-train-head", help="rft: also finetune the whole classifier head (default: on).")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="key=value method hyperparameter, e.g. beta=0.95")] = None,
+    data_root: DataRootOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+):
+    """Unlearn the forget set from a checkpoint with one method, changing only the masked parameters."""
+    method_flags = {**(parse_options(param, "--param") or {}), **{
+        "lr": lr, "epochs": epochs, "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
+        "max_steps": max_steps, "freeze_bn": freeze_bn, "train_head": train_head, "seed": seed}}
+    cfg, method_cfg = resolve(config, {"model": model, "forget": forget, "method": method, "mask": mask,
+                                       "allow_other_model": allow_other_model, "device": device,
+                                       "data_root": data_root}, method_flags)
+    if cfg.model is None or cfg.forget is None:
+        raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
+    unlearning = get_method(cfg.method)
+    check_writable(output)
+    parent = load_checkpoint(cfg.model)
+    dataset = dataset_for(parent, cfg.data_root)
+    forget_set = read_forget_set(cfg.forget, num_train=dataset.num_train, dataset=parent.meta["dataset"])
+    selection, mask_sha256, mask_meta = None, "", {}
+    if cfg.mask is not None:
+        selection, mask_meta = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256,
+                                         allow_other_model=cfg.allow_other_model)
+        mask_sha256 = sha256_bytes(mask_bytes(selection, mask_meta))  # the file's hash: its serialization is canonical
+        if not unlearning.uses_mask and not quiet:
+            stderr.print(f"note: method {cfg.method} ignores the mask; every parameter may change")
+
+    target = select_device(cfg.device)
+    arch_kwargs = json.loads(parent.meta["arch_kwargs"])
+    input_shape = tuple(json.loads(parent.meta["input_shape"]))
+    num_classes = int(parent.meta["num_classes"])
+    if target.type == "cuda":
+        dataset.to(target)
+    data = UnlearnData.split(
+        dataset, forget_set.indices, device=target, training_config=parent.config,
+        new_model=lambda: create_model(parent.meta["arch"], num_classes, input_shape, **arch_kwargs))
+    started = time.perf_counter()
+    with progress_bar(f"{cfg.method}", None, quiet) as on_step:
+        data.on_step = on_step
+        unlearned = unlearning.run(parent.model.to(target), data, selection, method_cfg)
+    wall_time = time.perf_counter() - started
+    unlearned = unlearned.cpu()
+
+    extra = {"method": cfg.method, "parent_sha256": parent.sha256, "mask_sha256": mask_sha256}
+    if unlearning.excludes_forget_set:
+        extra["excluded_sha256"] = forget_set.sha256
+    if cfg.mask is not None and mask_meta.get("model_sha256") != parent.sha256:
+        extra["mask_model_sha256"] = mask_meta.get("model_sha256", "")  # accepted with --allow-other-model
+    data_root_used = cfg.data_root or parent.meta.get("data_root")
+    if data_root_used:
+        extra["data_root"] = data_root_used
+    meta = checkpoint_metadata(
+        arch=parent.meta["arch"], arch_kwargs=arch_kwargs, num_classes=num_classes, dataset=parent.meta["dataset"],
+        dataset_kwargs=parent.dataset_kwargs, input_shape=input_shape, seed=method_cfg.seed,
+        config={**config_dict(cfg), **config_dict(method_cfg)}, wall_time_s=wall_time, **extra)
+    write_output(output, checkpoint_bytes(unlearned, meta))
+    if not quiet:
+        cpu_data = dataset.to(torch.device("cpu"))
+        forget_accuracy = accuracy(unlearned, cpu_data.batches("train", forget_set.indices, batch_size=512))
+        test_accuracy = accuracy(unlearned, cpu_data.batches("test", batch_size=512))
+        scope = "no mask" if selection is None else "mask {}/{} parameters".format(*mask_counts(selection))
+        stderr.print(f"{cfg.method} ({scope}) -> {output}: forget accuracy {forget_accuracy:.1f}%, "
+                     f"test accuracy {test_accuracy:.1f}% ({wall_time:.1f} s)")
+
+
+apply.__doc__ = f"{apply.__doc__}\n\nMethods:\n\n{_methods_text()}"

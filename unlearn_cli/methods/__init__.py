@@ -1,0 +1,71 @@
+"""Unlearning methods (SPEC §6): one module each, one registry, one signature `fn(model, data, mask, cfg) -> model`.
+
+Every finetune-like method is a loss function plus a batch schedule handed to `engine.run_loop`, which
+enforces the mask; the training-free ones (ssd, iu) restrict their change with `engine.restrict_to_mask`.
+
+Usage:
+    data = UnlearnData.split(dataset, forget_indices, new_model=lambda: create_model("mlp", 10, (1, 8, 8)))
+    cfg = method_config("rft", {"epochs": 8, "lr": 0.05})
+    model = get_method("rft").run(model, data, mask, cfg)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+from unlearn_cli.config import resolve_config
+from unlearn_cli.errors import UserError
+from unlearn_cli.registry import Registry
+
+METHODS: Registry = Registry("method")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    run: Callable  # (model, data: UnlearnData, mask | None, cfg) -> model
+    config_class: type
+    summary: str  # one line for --help
+    uses_mask: bool = True  # False: the method ignores --mask (retrain)
+    excludes_forget_set: bool = False  # True: the output is trained without the forget set (an oracle)
+
+
+def register_method(name: str, config_class: type, summary: str, **flags) -> Callable:
+    """Decorator: register `fn(model, data, mask, cfg) -> model` under `name` with its config dataclass."""
+
+    def decorator(fn: Callable) -> Callable:
+        METHODS.register(name)(Method(name, fn, config_class, summary, **flags))
+        return fn
+
+    return decorator
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS.get(name)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def method_options(name: str) -> list[str]:
+    return [field.name for field in dataclasses.fields(get_method(name).config_class)]
+
+
+def method_config(name: str, values: dict):
+    """The config dataclass of method `name` with `values` applied (None values keep the default)."""
+    options = method_options(name)
+    for key in values:
+        if key not in options:
+            raise UserError(f"method {name!r} has no option {key!r}; its options are: {', '.join(options)}")
+    return resolve_config(get_method(name).config_class, None, values)
+
+
+from unlearn_cli.methods._common import MethodConfig, UnlearnData  # noqa: E402,F401
+from unlearn_cli.methods import (finetune, neggrad, neggrad_plus, random_label, l1_sparse, rft, scrub,  # noqa: E402,F401
+                                 ssd, iu, retrain)

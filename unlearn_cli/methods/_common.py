@@ -1,0 +1,125 @@
+"""What the unlearning methods share: their data, their config base classes, batch schedules, gradients.
+
+Usage:
+    data = UnlearnData.split(dataset, forget_indices, new_model=factory)
+    run_method_loop(model, data, mask, cfg, loss_fn, *epoch_batches(data, data.retain, cfg))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+from unlearn_cli.data import ImageData
+from unlearn_cli.data.splits import retain_indices
+from unlearn_cli.engine import LoopSettings, Mask, run_loop
+
+
+@dataclass
+class UnlearnData:
+    """What a method sees: the dataset, the forget / retain split of its training set, and how to rebuild the model."""
+
+    dataset: ImageData
+    forget: torch.Tensor  # int64 [K], sorted training indices
+    retain: torch.Tensor  # int64 [N - K], sorted training indices
+    new_model: Callable[[], nn.Module]  # the architecture freshly initialized (retrain; rft's reset)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    training_config: dict = field(default_factory=dict)  # the parent's `train` configuration (retrain's defaults)
+    on_step: Optional[Callable[[dict], None]] = None  # progress callback handed to the training loop
+
+    @classmethod
+    def split(cls, dataset: ImageData, forget: torch.Tensor, **kwargs) -> "UnlearnData":
+        forget = torch.as_tensor(forget, dtype=torch.long).unique()
+        return cls(dataset, forget, retain_indices(dataset.num_train, forget), **kwargs)
+
+
+@dataclass
+class MethodConfig:
+    seed: int = 0  # seeds shuffling, relabelling, resets and sampling
+    batch_size: int = 128  # examples per batch
+
+
+@dataclass
+class LoopConfig(MethodConfig):
+    epochs: int = 10  # passes over the method's main set (usually the retain set)
+    lr: float = 0.01  # SGD learning rate (peak of the cosine schedule)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | constant
+    final_lr_fraction: float = 0.0  # the cosine schedule ends at this fraction of lr
+    max_steps: Optional[int] = None  # stop after this many optimizer steps (smoke runs)
+
+
+@dataclass
+class UpdateConfig(LoopConfig):
+    """A loop that updates the trained model (not one that trains from scratch)."""
+
+    freeze_bn: bool = False  # keep BatchNorm running statistics as they are
+
+
+def loop_settings(cfg: LoopConfig) -> LoopSettings:
+    return LoopSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                        schedule=cfg.schedule, final_lr_fraction=cfg.final_lr_fraction, max_steps=cfg.max_steps)
+
+
+def shuffled(indices: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+    """`indices` in a (seed, epoch)-determined random order."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return indices[torch.randperm(len(indices), generator=generator)]
+
+
+def epoch_batches(data: UnlearnData, indices: torch.Tensor, cfg: MethodConfig, seed_offset: int = 0):
+    """(epoch -> shuffled training batches of `indices`, batches per epoch)."""
+
+    def batches_for_epoch(epoch: int):
+        return data.dataset.batches("train", indices, cfg.batch_size, shuffle=True, seed=cfg.seed + seed_offset,
+                                    epoch=epoch, device=data.device)
+
+    return batches_for_epoch, math.ceil(len(indices) / cfg.batch_size)
+
+
+def relabelled_batches(data: UnlearnData, order: torch.Tensor, labels: torch.Tensor, batch_size: int):
+    """Training batches over `order` (kept as given) whose labels come from `labels` [N_train] instead."""
+    images = data.dataset.batches("train", order, batch_size, shuffle=False, device=data.device)
+    for (inputs, _), chunk in zip(images, order.split(batch_size)):
+        yield inputs, labels[chunk].to(data.device)
+
+
+def run_method_loop(model: nn.Module, data: UnlearnData, mask: Mask | None, cfg: UpdateConfig, loss_fn,
+                    batches_for_epoch: Callable[[int], Iterable], steps_per_epoch: int,
+                    always_trainable: Iterable[str] = ()) -> nn.Module:
+    """The one training loop with the method's loss and schedule; the mask is enforced inside `run_loop`."""
+    run_loop(model, loss_fn, batches_for_epoch, loop_settings(cfg), mask=mask, always_trainable=always_trainable,
+             freeze_bn=cfg.freeze_bn, steps_per_epoch=steps_per_epoch, on_step=data.on_step)
+    return model
+
+
+def fresh_initialization(data: UnlearnData, seed: int) -> nn.Module:
+    """A seeded, freshly initialized copy of the architecture: every layer's own `reset_parameters()`.
+
+    Parameters owned by modules without `reset_parameters` (e.g. a ViT's position embedding) keep the
+    architecture's construction-time initialization. The global random state is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = data.new_model()
+        for module in fresh.modules():
+            owns_parameters = any(True for _ in module.parameters(recurse=False))
+            if owns_parameters and callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+    return fresh
+
+
+def batch_gradients(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]):
+    """For each batch: (batch size, {name: gradient of the batch-mean cross-entropy}), the model in eval mode."""
+    model.eval()
+    names, parameters = zip(*model.named_parameters())
+    for inputs, labels in batches:
+        loss = nn.functional.cross_entropy(model(inputs), labels)
+        gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        yield len(labels), {name: (torch.zeros_like(parameter) if gradient is None else gradient)
+                            for name, parameter, gradient in zip(names, parameters, gradients)}

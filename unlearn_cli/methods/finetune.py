@@ -1,0 +1,24 @@
+"""`finetune`: cross-entropy on the retain set with a cosine schedule (the classic baseline, e.g. Golatkar et al. 2020).
+
+Usage:
+    unlearn apply --model m.safetensors --forget f.json --method finetune --epochs 10 --lr 0.01 -o out.safetensors
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unlearn_cli.engine import cross_entropy_loss
+from unlearn_cli.methods import register_method
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, run_method_loop
+
+
+@dataclass
+class FinetuneConfig(UpdateConfig):
+    epochs: int = 10
+    lr: float = 0.01
+
+
+@register_method("finetune", FinetuneConfig, "cross-entropy on the retain set, cosine schedule")
+def finetune(model, data, mask, cfg: FinetuneConfig):
+    return run_method_loop(model, data, mask, cfg, cross_entropy_loss, *epoch_batches(data, data.retain, cfg))

@@ -1,0 +1,41 @@
+"""`neggrad+`: β·CE(retain) − (1−β)·CE(forget) on paired batches, forget batches cycled, constant lr
+(Kurmanji et al. 2023, "Towards Unbounded Machine Unlearning", NegGrad+).
+
+Usage:
+    unlearn apply --model m.safetensors --forget f.json --method neggrad+ --param beta=0.99 -o out.safetensors
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from unlearn_cli.engine import cycle
+from unlearn_cli.methods import register_method
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, run_method_loop
+
+
+@dataclass
+class NegGradPlusConfig(UpdateConfig):
+    epochs: int = 5  # passes over the retain set
+    lr: float = 0.01
+    schedule: str = "constant"
+    beta: float = 0.99  # weight of the retain loss; 1 − beta weighs the (negated) forget loss
+
+
+@register_method("neggrad+", NegGradPlusConfig, "beta*CE(retain) - (1-beta)*CE(forget), forget batches cycled")
+def neggrad_plus(model, data, mask, cfg: NegGradPlusConfig):
+    retain_batches, steps_per_epoch = epoch_batches(data, data.retain, cfg)
+    forget_batches = cycle(epoch_batches(data, data.forget, cfg, seed_offset=1)[0])
+
+    def loss_fn(model, batch, info):
+        (retain_inputs, retain_labels), (forget_inputs, forget_labels) = batch
+        logits = model(retain_inputs)
+        retain_loss = nn.functional.cross_entropy(logits, retain_labels)
+        forget_loss = nn.functional.cross_entropy(model(forget_inputs), forget_labels)
+        loss = cfg.beta * retain_loss - (1 - cfg.beta) * forget_loss
+        return loss, int((logits.argmax(1) == retain_labels).sum()), len(retain_labels)
+
+    return run_method_loop(model, data, mask, cfg, loss_fn, lambda epoch: zip(retain_batches(epoch), forget_batches),
+                           steps_per_epoch)

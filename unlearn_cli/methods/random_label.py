@@ -1,0 +1,43 @@
+"""`random-label`: relabel every forget example to a uniformly drawn wrong class (seeded, once), then train on
+forget and retain examples shuffled together (Graves et al. 2021; Fan et al. 2023 — SalUn = salun mask + this).
+
+Usage:
+    unlearn apply --model m.safetensors --forget f.json --method random-label --mask salun.safetensors -o out.safetensors
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from unlearn_cli.engine import cross_entropy_loss
+from unlearn_cli.methods import register_method
+from unlearn_cli.methods._common import UpdateConfig, relabelled_batches, run_method_loop, shuffled
+
+
+@dataclass
+class RandomLabelConfig(UpdateConfig):
+    epochs: int = 5  # passes over forget ∪ retain
+    lr: float = 0.01
+
+
+def wrong_labels(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """Each label replaced by one of the other num_classes − 1 classes, uniformly."""
+    generator = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, num_classes, labels.shape, generator=generator)
+    return (labels + shift) % num_classes
+
+
+@register_method("random-label", RandomLabelConfig,
+                 "forget set relabelled to random wrong classes, trained with the retain set")
+def random_label(model, data, mask, cfg: RandomLabelConfig):
+    labels = data.dataset.train_labels.clone()
+    labels[data.forget] = wrong_labels(labels[data.forget], data.dataset.num_classes, cfg.seed)
+    joint = torch.cat([data.retain, data.forget])
+
+    def batches_for_epoch(epoch: int):
+        return relabelled_batches(data, shuffled(joint, cfg.seed, epoch), labels, cfg.batch_size)
+
+    steps_per_epoch = -(-len(joint) // cfg.batch_size)
+    return run_method_loop(model, data, mask, cfg, cross_entropy_loss, batches_for_epoch, steps_per_epoch)

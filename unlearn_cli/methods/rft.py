@@ -1,0 +1,50 @@
+"""`rft` (Reset + Finetune): reset the masked parameters to a fresh, seeded default initialization of their
+layer, then finetune them and the classifier head on the retain set, cosine down to 0.01·lr.
+DEL = `localize --strategy del` + this (the paper's method; Goel et al. 2022's EU-k is `deepest` + this).
+
+The paper trains 30 epochs at lr 0.015 on CIFAR-10 / ResNet-18; the CLI defaults to 10 epochs, which
+is enough for the small CPU models (raise --epochs for the paper's setting). Without a mask everything
+is reset, which makes it a retrain from scratch with these hyperparameters.
+
+Usage:
+    unlearn localize --model m.safetensors --forget f.json --strategy del --budget 0.3 -o - \
+      | unlearn apply --model m.safetensors --forget f.json --method rft --mask - -o del.safetensors
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from unlearn_cli.engine import cross_entropy_loss, restrict_to_mask
+from unlearn_cli.methods import register_method
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, fresh_initialization, run_method_loop
+from unlearn_cli.models import classifier_head_names
+
+
+@dataclass
+class RFTConfig(UpdateConfig):
+    epochs: int = 10  # the paper: 30 on CIFAR-10
+    lr: float = 0.015  # the paper's DEL learning rate
+    final_lr_fraction: float = 0.01  # cosine down to 0.01·lr
+    train_head: bool = True  # also finetune the whole classifier head (the paper's setting)
+
+
+@torch.no_grad()
+def reset_masked(model, data, mask, seed: int) -> None:
+    """Masked entries take the values of a freshly initialized copy; everything else stays as it was."""
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    fresh = dict(fresh_initialization(data, seed).named_parameters())
+    for name, parameter in model.named_parameters():
+        parameter.copy_(fresh[name])
+    restrict_to_mask(model, before, mask)
+
+
+@register_method("rft", RFTConfig,
+                 "Reset + Finetune: reset masked parameters, finetune them and the head (DEL with a del mask)")
+def rft(model, data, mask, cfg: RFTConfig):
+    reset_masked(model, data, mask, cfg.seed)
+    head = classifier_head_names(model) if cfg.train_head else []
+    return run_method_loop(model, data, mask, cfg, cross_entropy_loss, *epoch_batches(data, data.retain, cfg),
+                           always_trainable=head)
