@@ -1,5 +1,9 @@
 """`unlearn demo`: the whole pipeline on scikit-learn's bundled digits, each step a real `unlearn` command.
 
+It trains an original model and the oracle (retrained without the forget set), runs DEL (DEL mask +
+Reset-and-Finetune), SalUn (SalUn mask + random labels) and plain finetuning, and scores all of them
+against the oracle. Every file stays in the folder, and every step is printed as the command that ran it.
+
 Usage:
     unlearn demo                 # files land in ./demo-run
     unlearn demo --folder /tmp/d
@@ -21,12 +25,26 @@ from unlearn_cli.errors import UserError
 def demo_steps(folder: Path) -> list[list[str]]:
     """The pipeline as `unlearn` argument lists; every file lives in `folder`."""
     f = lambda name: str(folder / name)  # noqa: E731
-    model = ["--arch", "mlp", "--arch-option", "width=256", "--epochs", "40", "--lr", "0.1", "--batch-size", "64"]
+    model = ["--dataset", "digits", "--arch", "mlp", "--arch-option", "width=256", "--epochs", "40",
+             "--batch-size", "64", "--seed", "0", "--quiet"]
+    unlearn = ["--model", f("original.safetensors"), "--forget", f("forget.json"), "--batch-size", "32", "--quiet"]
     return [
         ["split", "--dataset", "digits", "--kind", "noniid", "--classes", "2,5", "--fraction", "0.1", "--seed", "0",
          "-o", f("forget.json")],
-        ["train", "--dataset", "digits", *model, "--seed", "0", "-o", f("original.safetensors")],
-        ["train", "--dataset", "digits", *model, "--seed", "0", "--exclude", f("forget.json"), "-o", f("oracle.safetensors")],
+        ["train", *model, "-o", f("original.safetensors")],
+        ["train", *model, "--exclude", f("forget.json"), "-o", f("oracle.safetensors")],
+        ["localize", "--model", f("original.safetensors"), "--forget", f("forget.json"), "--strategy", "del",
+         "--budget", "0.3", "-o", f("del.mask.safetensors")],
+        ["apply", *unlearn, "--method", "rft", "--mask", f("del.mask.safetensors"), "--lr", "0.05", "--epochs", "10",
+         "-o", f("del.safetensors")],
+        ["localize", "--model", f("original.safetensors"), "--forget", f("forget.json"), "--strategy", "salun",
+         "--budget", "0.3", "-o", f("salun.mask.safetensors")],
+        ["apply", *unlearn, "--method", "random-label", "--mask", f("salun.mask.safetensors"), "--lr", "0.01",
+         "--epochs", "5", "-o", f("salun.safetensors")],
+        ["apply", *unlearn, "--method", "finetune", "--lr", "0.01", "--epochs", "10", "-o", f("finetune.safetensors")],
+        ["evaluate", f("original.safetensors"), f("del.safetensors"), f("salun.safetensors"), f("finetune.safetensors"),
+         "--forget", f("forget.json"), "--oracle", f("oracle.safetensors"), "--parent", f("original.safetensors"),
+         "--json", f("results.json")],
     ]
 
 
@@ -34,18 +52,23 @@ def demo_steps(folder: Path) -> list[list[str]]:
 def demo(
     folder: Annotated[Path, typer.Option("--folder", help="Where the demo's files are written.")] = Path("demo-run"),
 ):
-    """Run the whole pipeline on the bundled digits data and print what each step measured."""
+    """Run the whole pipeline on the bundled digits data and print the comparison with the oracle."""
     from unlearn_cli.cli.app import app
 
-    folder.mkdir(parents=True, exist_ok=True)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: cannot create the demo folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{folder}: cannot create the demo folder ({error.strerror}); choose another --folder") from None
     started = time.perf_counter()
-    for arguments in demo_steps(folder):
-        stderr.print(f"\n[bold]$ unlearn {shlex.join(arguments)}[/bold]")
+    steps = demo_steps(folder)
+    for arguments in steps:
+        stderr.print(f"[bold]$ unlearn {shlex.join(arguments)}[/bold]")
         try:
             app(arguments, standalone_mode=False)
         except SystemExit as exit_:
             if exit_.code:
                 raise UserError(f"demo step `unlearn {arguments[0]}` failed (exit {exit_.code})") from None
-    stderr.print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; files in {folder}/")
+    stderr.print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; every file is in {folder}/. "
+                 f"DEL = the `del` mask + `rft`; SalUn = the `salun` mask + `random-label`. Lower gaps are better.")
+    stderr.print("To rerun a step by hand, copy its `$ unlearn …` line above; to aggregate runs: "
+                 f"unlearn report {shlex.quote(str(folder / 'results.json'))}")

@@ -9,6 +9,7 @@ Usage:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ from unlearn_cli.io.streams import read_input
 from unlearn_cli.models import MODELS, create_model
 
 FORMAT = "unlearn-checkpoint/1"
+REPRODUCIBLE_ENV = "UNLEARN_REPRODUCIBLE"  # set to 1: no wall time in the file, so equal runs give equal bytes
 REQUIRED = ("format", "arch", "arch_kwargs", "num_classes", "dataset", "input_shape")
 PREFIXES = ("module.", "_orig_mod.")
 
@@ -59,10 +61,15 @@ def checkpoint_metadata(*, arch: str, arch_kwargs: dict, num_classes: int, datas
         "format": FORMAT, "arch": arch, "arch_kwargs": json.dumps(arch_kwargs, sort_keys=True),
         "num_classes": str(num_classes), "dataset": dataset, "dataset_kwargs": json.dumps(dataset_kwargs, sort_keys=True),
         "input_shape": json.dumps(list(input_shape)), "seed": str(seed), "config": json.dumps(config, sort_keys=True),
-        "wall_time_s": f"{wall_time_s:.3f}", "unlearn_version": unlearn_cli.__version__,
+        "wall_time_s": recorded_wall_time(wall_time_s), "unlearn_version": unlearn_cli.__version__,
     }
     meta.update({key: str(value) for key, value in extra.items()})
     return meta
+
+
+def recorded_wall_time(seconds: float) -> str:
+    """The wall time as stored: seconds, or "unrecorded" when UNLEARN_REPRODUCIBLE=1 asks for byte-identical files."""
+    return "unrecorded" if os.environ.get(REPRODUCIBLE_ENV) == "1" else f"{seconds:.3f}"
 
 
 def checkpoint_bytes(model: nn.Module, meta: dict[str, str]) -> bytes:
