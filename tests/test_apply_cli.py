@@ -21,15 +21,6 @@ from unlearn_cli.models import classifier_head_names
 TINY = ("--dataset", "digits", "--arch", "mlp", "--epochs", "5", "--quiet")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not oversubscribe a shared CI machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A class-3 forget set, two tiny originals (different seeds), a narrower model, and hand-made masks."""
@@ -90,7 +81,7 @@ def test_output_records_method_hashes_and_resolved_config(files, tmp_path):
     config = json.loads(meta["config"])
     assert config["method"] == "rft" and config["lr"] == 0.05 and config["max_steps"] == 3
     assert config["final_lr_fraction"] == 0.1 and config["train_head"] is True and config["momentum"] == 0.9
-    mask, _ = read_mask(str(files["original_mask"]))
+    mask = read_mask(str(files["original_mask"])).mask
     assert_obeys_mask(files["original"], output, mask, exempt=classifier_head_names(child.model))
 
 
@@ -106,7 +97,7 @@ def test_localize_piped_into_apply_as_real_processes(files, tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr
-    mask, _ = read_mask(str(mask_file))
+    mask = read_mask(str(mask_file)).mask
     assert load_checkpoint(str(output)).meta["mask_sha256"] == sha256_bytes(mask_file.read_bytes())
     assert_obeys_mask(files["original"], output, mask)  # --no-train-head: the head obeys the mask too
 
@@ -139,7 +130,7 @@ def test_mask_from_stdin_in_process(files, tmp_path):
     result = apply_cli(files, output, "--method", "ssd", "--mask", "-", "--param", "selection_weight=1",
                        input=files["original_mask"].read_bytes())
     assert result.exit_code == 0, result.output
-    mask, _ = read_mask(str(files["original_mask"]))
+    mask = read_mask(str(files["original_mask"])).mask
     assert_obeys_mask(files["original"], output, mask)
 
 

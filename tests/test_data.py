@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from unlearn_cli.data import create_dataset, list_datasets
-from unlearn_cli.data.loaders import FASHION_MNIST_ROOT
 from unlearn_cli.errors import UserError
 
 

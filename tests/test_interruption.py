@@ -39,9 +39,12 @@ def test_signal_during_train_keeps_the_old_file(tmp_path, signal_number):
     output = tmp_path / "model.safetensors"
     output.write_bytes(b"previous model")
     process = start([*LONG_TRAIN, "-o", str(output)], tmp_path)
-    wait_for_progress(process)
-    process.send_signal(signal_number)
-    _, rest = process.communicate(timeout=60)
+    try:
+        wait_for_progress(process)
+        process.send_signal(signal_number)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        process.kill()  # never leave a 100,000-epoch run behind when an assertion fails
     assert process.returncode == 128 + signal_number
     assert f"interrupted by {signal.Signals(signal_number).name}; no output was written" in rest.decode()
     assert output.read_bytes() == b"previous model"
@@ -50,9 +53,12 @@ def test_signal_during_train_keeps_the_old_file(tmp_path, signal_number):
 
 def test_signal_before_any_work_is_clean(tmp_path):
     process = start([*LONG_TRAIN, "-o", str(tmp_path / "m.safetensors")], tmp_path)
-    time.sleep(0.3)  # still importing
-    process.send_signal(signal.SIGTERM)
-    _, rest = process.communicate(timeout=60)
+    try:
+        time.sleep(0.3)  # still importing
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert process.returncode == 128 + signal.SIGTERM and b"Traceback" not in rest
     assert list(tmp_path.iterdir()) == []
 

@@ -30,15 +30,6 @@ from unlearn_cli.models import create_model, list_models
 #   dL/dW2 = dlogits ⊗ h = [[-0.75, -0.5, 0], [0.75, 0.5, 0]];  dL/db2 = (-0.5, 0.5)
 #   dL/dh = W2ᵀ dlogits = (-0.5, 0.5, -0.5); through the ReLU: (-0.5, 0.5, 0)
 #   dL/dW1 = (-0.5, 0.5, 0) ⊗ x = [[-0.5, -1], [0.5, 1], [0, 0]];  dL/db1 = (-0.5, 0.5, 0)
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (two threads on a busy 2-core machine contend badly)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 HAND_GRADIENT = {
     "0.weight": [[-0.5, -1.0], [0.5, 1.0], [0.0, 0.0]], "0.bias": [-0.5, 0.5, 0.0],
     "2.weight": [[-0.75, -0.5, 0.0], [0.75, 0.5, 0.0]], "2.bias": [-0.5, 0.5],

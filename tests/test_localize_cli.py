@@ -18,14 +18,6 @@ from unlearn_cli.localize import list_strategies
 from unlearn_cli.localize.budget import budget_limit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def localize(run, *extra):
     return run_cli("localize", "--model", run["original"], "--forget", run["forget"], "-q", *extra)
 
@@ -46,7 +38,8 @@ def test_del_mask_file_fits_the_model_and_records_its_provenance(tiny_run, tmp_p
     result = localize(tiny_run, "--strategy", "del", "--budget", "0.3", "-o", output)
     assert result.exit_code == 0, result.output
     checkpoint = load_checkpoint(str(tiny_run["original"]))
-    mask, meta = read_mask(str(output), checkpoint.model, model_sha256=checkpoint.sha256)
+    mask_file = read_mask(str(output), checkpoint.model, model_sha256=checkpoint.sha256)
+    mask, meta = mask_file.mask, mask_file.meta
     selected, total = mask_counts(mask)
     assert meta["format"] == "unlearn-mask/1" and meta["strategy"] == "del"
     assert (meta["criterion"], meta["granularity"], meta["budget"]) == ("weighted-grad", "neuron", "0.3")

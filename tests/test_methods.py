@@ -23,15 +23,6 @@ MASKED_METHODS = [name for name in list_methods() if get_method(name).uses_mask]
 LOOP_METHODS = [name for name in list_methods() if issubclass(get_method(name).config_class, UpdateConfig)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not oversubscribe a shared CI machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return create_dataset("digits")

@@ -5,6 +5,11 @@ mask. The mask is enforced in exactly one place, `MaskedStep.after_step`: entrie
 written back from a saved copy after every optimizer step, so they stay bit-identical whatever the
 optimizer does (momentum, weight decay, an L1 term in the loss).
 
+Inside a torchrun process group (see `unlearn_cli.distributed`) the loop is data-parallel: the forward
+pass goes through DistributedDataParallel and `train_classifier` shards every epoch. `FastPath` holds
+the CUDA speed-ups (bf16 autocast, channels-last, torch.compile); none of them changes what is computed
+beyond floating-point rounding, and all are off by default.
+
 Usage:
     stats = run_loop(model, loss_fn, batches_for_epoch, LoopSettings(epochs=5, lr=0.1), mask=mask)
     logits = predict(model, data, "test")
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearn_cli.distributed import Shard, current_shard, wrap_for_training
 from unlearn_cli.errors import UserError
 
 Mask = dict[str, torch.Tensor]
@@ -48,6 +54,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@dataclass
+class FastPath:
+    """How the loop runs on an accelerator; the defaults (all off) are the plain float32 CPU path."""
+
+    amp: bool = False  # forward passes under bf16 autocast (weights and optimizer stay float32)
+    channels_last: bool = False  # convolution weights (and image batches) in NHWC memory layout
+    compile: bool = False  # torch.compile the forward pass (minutes of compilation, then faster steps)
+
+    @classmethod
+    def for_device(cls, device: torch.device, amp: bool | None = None, channels_last: bool | None = None,
+                   compile: bool | None = None) -> "FastPath":
+        """Flags left as None take the device's default: autocast and channels-last on CUDA, nothing elsewhere."""
+        on_gpu = device.type == "cuda"
+        return cls(amp=on_gpu if amp is None else amp, channels_last=on_gpu if channels_last is None else channels_last,
+                   compile=bool(compile))
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.amp else None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
 @dataclass
@@ -98,12 +129,16 @@ class MaskedStep:
     @torch.no_grad()
     def after_step(self) -> None:
         for name, (selected, frozen) in self.partial.items():
-            parameter = self.parameters[name]
-            parameter.copy_(torch.where(selected, parameter, frozen))
+            keep_outside_mask(self.parameters[name], selected, frozen)
 
     def restore_requires_grad(self) -> None:
         for parameter in self.parameters.values():
             parameter.requires_grad_(True)
+
+
+def keep_outside_mask(parameter: torch.Tensor, selected: torch.Tensor, original: torch.Tensor) -> None:
+    """In place: entries where `selected` is False get `original`'s values back, bit for bit."""
+    torch.where(selected, parameter, original, out=parameter)
 
 
 @torch.no_grad()
@@ -115,8 +150,7 @@ def restrict_to_mask(model: nn.Module, before: dict[str, torch.Tensor], mask: Ma
     if mask is None:
         return
     for name, parameter in model.named_parameters():
-        selected = mask[name].to(parameter.device)
-        parameter.copy_(torch.where(selected, parameter, before[name].to(parameter.device)))
+        keep_outside_mask(parameter, mask[name].to(parameter.device), before[name].to(parameter.device))
 
 
 def set_batchnorm_eval(model: nn.Module) -> None:
@@ -136,9 +170,13 @@ def run_loop(
     freeze_bn: bool = False,
     steps_per_epoch: int | None = None,
     on_step: Callable[[dict], None] | None = None,
-    autocast_dtype: torch.dtype | None = None,
+    fast: FastPath | None = None,
 ) -> dict:
     """Train `model` in place with SGD on `loss_fn` over the batches; return summary numbers.
+
+    Inside a process group the loss function receives the model wrapped in DistributedDataParallel (its
+    gradients are averaged over ranks; every rank must run the same number of batches), and the
+    summary numbers are this rank's, with `images` counted over all ranks.
 
     Args:
         batches_for_epoch: epoch -> iterable of batches (whatever `loss_fn` takes).
@@ -146,10 +184,18 @@ def run_loop(
         always_trainable: parameter names trained whatever the mask says (the head under `rft --train-head`).
         steps_per_epoch: length of one epoch, for the schedule (counted from epoch 0 when not given).
         on_step: called after every step with {"epoch", "step", "loss", "accuracy", "images"} for progress bars.
+        fast: bf16 autocast / channels-last / torch.compile; None is the plain float32 path.
     """
-    masked = MaskedStep(model, mask, always_trainable)
+    fast = fast or FastPath()
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)  # in place, before MaskedStep copies the frozen values
+    masked = MaskedStep(model, mask, always_trainable)  # names of the unwrapped model: no `module.` prefix
     if not masked.trainable:
         raise UserError("the mask selects no parameter to train; use a larger --budget or another mask")
+    forward_model = wrap_for_training(model)  # after freezing: DDP synchronizes the trainable parameters only
+    if fast.compile:
+        forward_model = torch.compile(forward_model)
+    replicas = current_shard().world
     optimizer = torch.optim.SGD(masked.trainable, lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay)
     if steps_per_epoch is None:
@@ -177,8 +223,8 @@ def run_loop(
                     break
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step)
-                with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    loss, correct, count = loss_fn(model, batch, StepInfo(step, total_steps, epoch))
+                with torch.autocast(device_type, dtype=fast.autocast_dtype, enabled=fast.amp):
+                    loss, correct, count = loss_fn(forward_model, batch, StepInfo(step, total_steps, epoch))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -187,7 +233,7 @@ def run_loop(
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     raise UserError(f"the loss became {loss_value} at step {step}; lower the learning rate (--lr)")
-                images += count
+                images += count * replicas
                 loss_sum += loss_value * count
                 correct_sum += int(correct)
                 count_sum += count
@@ -198,6 +244,8 @@ def run_loop(
                 break
     finally:
         masked.restore_requires_grad()
+        if fast.channels_last:
+            model.to(memory_format=torch.contiguous_format)
     return {"steps": step, "images": images, "seconds": time.perf_counter() - started,
             "loss": loss_sum / max(1, count_sum), "accuracy": correct_sum / max(1, count_sum)}
 
@@ -251,13 +299,19 @@ def train_classifier(
     seed: int,
     device: torch.device,
     on_step: Callable[[dict], None] | None = None,
-    autocast_dtype: torch.dtype | None = None,
+    fast: FastPath | None = None,
+    shard: Shard | None = None,
 ) -> dict:
-    """Supervised training of `model` on the training examples `indices` (None = all): the paper's recipe."""
+    """Supervised training of `model` on the training examples `indices` (None = all): the paper's recipe.
+
+    `batch_size` is the global batch; inside a process group each rank trains on its shard of every
+    epoch (`shard` defaults to this process's, the whole data outside a group).
+    """
+    shard = shard or current_shard()
     count = data.num_train if indices is None else len(indices)
-    steps_per_epoch = math.ceil(count / batch_size)
     return run_loop(
         model, cross_entropy_loss,
-        lambda epoch: data.batches("train", indices, batch_size, shuffle=True, seed=seed, epoch=epoch, device=device),
-        settings, steps_per_epoch=steps_per_epoch, on_step=on_step, autocast_dtype=autocast_dtype,
+        lambda epoch: data.batches("train", indices, batch_size, shuffle=True, seed=seed, epoch=epoch, device=device,
+                                   shard=shard),
+        settings, steps_per_epoch=shard.batches_per_epoch(count, batch_size), on_step=on_step, fast=fast,
     )

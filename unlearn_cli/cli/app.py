@@ -14,6 +14,7 @@ from unlearn_cli.cli import common, demo, info, split, train
 from unlearn_cli.cli import localize, mask
 from unlearn_cli.cli import apply
 from unlearn_cli.cli import evaluate, report
+from unlearn_cli.distributed import rank_zero_only
 
 app = typer.Typer(
     name="unlearn", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -38,10 +39,10 @@ def root(
 
 app.command("split")(split.split)
 app.command("train")(train.train)
-app.command("localize")(localize.localize)
+app.command("localize")(rank_zero_only(localize.localize))
 app.command("apply")(apply.apply)
 app.add_typer(mask.app, name="mask")
-app.command("evaluate")(evaluate.evaluate)
+app.command("evaluate")(rank_zero_only(evaluate.evaluate))
 app.command("report")(report.report)
 app.command("info")(info.info)
 app.command("demo")(demo.demo)

@@ -9,6 +9,7 @@ Usage:
     unlearn localize -m original.safetensors -f forget.json --strategy del --budget 0.3 -o - \
       | unlearn apply -m original.safetensors -f forget.json --method rft --mask - -o del.safetensors
     unlearn apply -m original.safetensors -f forget.json --method neggrad+ --param beta=0.95 --lr 0.01 -o out.safetensors
+    torchrun --nproc-per-node 4 -m unlearn_cli apply -m original.safetensors -f forget.json --mask mask.safetensors -o del.safetensors
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption, dataset_for,
-                                    handle_errors, progress_bar, stderr)
+from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
+                                    DeviceOption, QuietOption, SeedOption, dataset_for, handle_errors, progress_bar,
+                                    stderr)
 from unlearn_cli.config import config_dict, load_yaml_config, parse_options, resolve_config
-from unlearn_cli.engine import accuracy, select_device
+from unlearn_cli.distributed import confirm_replicas, data_parallel, is_main_process
+from unlearn_cli.engine import FastPath, accuracy, select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import checkpoint_bytes, checkpoint_metadata, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.io.mask import mask_bytes, mask_counts, read_mask
+from unlearn_cli.io.mask import mask_counts, read_mask
 from unlearn_cli.io.streams import check_writable, write_output
 from unlearn_cli.methods import METHODS, UnlearnData, get_method, list_methods, method_config, method_options
 from unlearn_cli.models import create_model
@@ -43,8 +45,12 @@ class ApplyConfig:
     method: str = "rft"
     mask: Optional[str] = None  # mask file ('-' for stdin); None: every parameter may change
     allow_other_model: bool = False  # accept a mask computed on another checkpoint
+    allow_mismatch: bool = False  # accept a forget set made for another dataset
     device: str = "auto"
     data_root: Optional[str] = None
+    amp: Optional[bool] = None  # bf16 autocast; None: on for cuda, off otherwise (the resolved value is stored)
+    channels_last: Optional[bool] = None  # channels-last layout; None: on for cuda, off otherwise
+    compile: bool = False  # torch.compile the model for the training loop
 
 
 APPLY_OPTIONS = [field.name for field in dataclasses.fields(ApplyConfig)]
@@ -80,6 +86,7 @@ def apply(
     method: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_methods())} (default: rft); see below.")] = None,
     mask: Annotated[Optional[str], typer.Option(help="Mask from `unlearn localize` ('-' for stdin); only masked parameters change.")] = None,
     allow_other_model: Annotated[Optional[bool], typer.Option("--allow-other-model", help="Accept a mask computed on another checkpoint (recorded in the output).")] = None,
+    allow_mismatch: Annotated[Optional[bool], typer.Option("--allow-mismatch", help="Accept a forget set made for another dataset (recorded in the output).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: per method, e.g. rft 0.015)")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: per method, e.g. rft 10)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: 128)")] = None,
@@ -92,48 +99,69 @@ def apply(
     data_root: DataRootOption = None,
     seed: SeedOption = None,
     device: DeviceOption = None,
+    amp: AmpOption = None,
+    channels_last: ChannelsLastOption = None,
+    compile: CompileOption = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
-    """Unlearn the forget set from a checkpoint with one method, changing only the masked parameters."""
+    """Unlearn the forget set from a checkpoint with one method, changing only the masked parameters.
+
+    Under torchrun the method's training loop is data-parallel over the retain set (--batch-size is the
+    global batch) and rank 0 writes the output.
+    """
     method_flags = {**(parse_options(param, "--param") or {}), **{
         "lr": lr, "epochs": epochs, "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
         "max_steps": max_steps, "freeze_bn": freeze_bn, "train_head": train_head, "seed": seed}}
     cfg, method_cfg = resolve(config, {"model": model, "forget": forget, "method": method, "mask": mask,
-                                       "allow_other_model": allow_other_model, "device": device,
-                                       "data_root": data_root}, method_flags)
+                                       "allow_other_model": allow_other_model, "allow_mismatch": allow_mismatch,
+                                       "device": device,
+                                       "data_root": data_root, "amp": amp, "channels_last": channels_last,
+                                       "compile": compile}, method_flags)
     if cfg.model is None or cfg.forget is None:
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
+    main = is_main_process()
+    quiet = quiet or not main
+    if main:
+        check_writable(output)
+    with data_parallel(select_device(cfg.device)) as (target, shard):
+        _apply(cfg, method_cfg, output, target, shard, quiet)
+
+
+def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shard, quiet: bool) -> None:
+    """Unlearn on this process's device and shard; rank 0 writes the checkpoint and reports."""
     unlearning = get_method(cfg.method)
-    check_writable(output)
     parent = load_checkpoint(cfg.model)
     dataset = dataset_for(parent, cfg.data_root)
-    forget_set = read_forget_set(cfg.forget, num_train=dataset.num_train, dataset=parent.meta["dataset"])
+    forget_set = read_forget_set(cfg.forget, num_train=dataset.num_train, dataset=parent.meta["dataset"],
+                                 allow_other_dataset=cfg.allow_mismatch)
     selection, mask_sha256, mask_meta = None, "", {}
     if cfg.mask is not None:
-        selection, mask_meta = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256,
-                                         allow_other_model=cfg.allow_other_model)
-        mask_sha256 = sha256_bytes(mask_bytes(selection, mask_meta))  # the file's hash: its serialization is canonical
+        mask_file = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256, allow_other_model=cfg.allow_other_model)
+        selection, mask_sha256, mask_meta = mask_file.mask, mask_file.sha256, mask_file.meta
         if not unlearning.uses_mask and not quiet:
             stderr.print(f"note: method {cfg.method} ignores the mask; every parameter may change")
 
-    target = select_device(cfg.device)
+    fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
+    cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
     arch_kwargs = json.loads(parent.meta["arch_kwargs"])
     input_shape = tuple(json.loads(parent.meta["input_shape"]))
     num_classes = int(parent.meta["num_classes"])
-    if target.type == "cuda":
-        dataset.to(target)
+    dataset.to(target, fast.memory_format)
     data = UnlearnData.split(
-        dataset, forget_set.indices, device=target, training_config=parent.config,
+        dataset, forget_set.indices, device=target, training_config=parent.config, fast=fast, shard=shard,
         new_model=lambda: create_model(parent.meta["arch"], num_classes, input_shape, **arch_kwargs))
     started = time.perf_counter()
     with progress_bar(f"{cfg.method}", None, quiet) as on_step:
         data.on_step = on_step
         unlearned = unlearning.run(parent.model.to(target), data, selection, method_cfg)
     wall_time = time.perf_counter() - started
+    confirm_replicas(unlearned)  # every rank got here with the same weights, or nothing is written
     unlearned = unlearned.cpu()
 
-    extra = {"method": cfg.method, "parent_sha256": parent.sha256, "mask_sha256": mask_sha256}
+    extra = {"method": cfg.method, "parent_sha256": parent.sha256, "mask_sha256": mask_sha256,
+             "mask_strategy": mask_meta.get("strategy", ""), "mask_budget": mask_meta.get("budget", ""),
+             "mask_selected_fraction": mask_meta.get("selected_fraction", "")}
     if unlearning.excludes_forget_set:
         extra["excluded_sha256"] = forget_set.sha256
     if cfg.mask is not None and mask_meta.get("model_sha256") != parent.sha256:
@@ -141,11 +169,14 @@ def apply(
     data_root_used = cfg.data_root or parent.meta.get("data_root")
     if data_root_used:
         extra["data_root"] = data_root_used
+    if shard.world > 1:
+        extra["world_size"] = str(shard.world)
     meta = checkpoint_metadata(
         arch=parent.meta["arch"], arch_kwargs=arch_kwargs, num_classes=num_classes, dataset=parent.meta["dataset"],
         dataset_kwargs=parent.dataset_kwargs, input_shape=input_shape, seed=method_cfg.seed,
         config={**config_dict(cfg), **config_dict(method_cfg)}, wall_time_s=wall_time, **extra)
-    write_output(output, checkpoint_bytes(unlearned, meta))
+    if shard.is_main:
+        write_output(output, checkpoint_bytes(unlearned, meta))
     if not quiet:
         cpu_data = dataset.to(torch.device("cpu"))
         forget_accuracy = accuracy(unlearned, cpu_data.batches("train", forget_set.indices, batch_size=512))

@@ -55,6 +55,9 @@ DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu
 SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: 0).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables on stderr.")]
 DataRootOption = Annotated[Optional[str], typer.Option("--data-root", help="Folder holding the dataset files.")]
+AmpOption = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of forward passes (default: on for cuda, off otherwise).")]
+ChannelsLastOption = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory layout for convolutions (default: on for cuda, off otherwise).")]
+CompileOption = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model for training (default: off).")]
 
 
 @contextlib.contextmanager
@@ -64,7 +67,7 @@ def progress_bar(description: str, total: int, quiet: bool):
         yield None
         return
     if not stderr.is_terminal:  # a log file sees when the work starts; the bar itself is drawn at the end
-        stderr.print(f"{description}: {total} steps")
+        stderr.print(f"{description}: {total} steps" if total else f"{description}: started")
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=stderr, transient=False) as progress:

@@ -21,9 +21,8 @@ from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.io.mask import check_mask_fits, mask_bytes, mask_counts, mask_metadata, parse_mask
-from unlearn_cli.io.streams import check_writable, read_input, write_output
+from unlearn_cli.io.mask import mask_bytes, mask_counts, mask_metadata, read_mask
+from unlearn_cli.io.streams import check_writable, write_output
 from unlearn_cli.localize import (CRITERIA, NO_CRITERION, STRATEGIES, LocalizationData, LocalizeSettings, get_strategy,
                                   list_criteria, list_granularities, list_strategies, resolve_settings)
 
@@ -52,15 +51,6 @@ def parse_budget(text: str | None) -> float | None:
         return float(text)
     except ValueError:
         raise UserError(f"--budget {text!r}: not a number; give a fraction of the parameters in (0, 1], e.g. --budget 0.3") from None
-
-
-def read_like_mask(path: str, model) -> tuple[dict, dict, str]:
-    """The mask at `path` (or stdin), checked against the model: (mask, metadata, sha256 of the file)."""
-    data = read_input(path, "mask")
-    source = "stdin" if path == "-" else path
-    mask, meta = parse_mask(data, source)
-    check_mask_fits(mask, model, source)
-    return mask, meta, sha256_bytes(data)
 
 
 def _strategy_help() -> str:
@@ -107,7 +97,8 @@ def localize(
                                  allow_other_dataset=cfg.allow_mismatch)
     extra = {"topk": repr(cfg.topk)}
     if cfg.like is not None:
-        like_mask, _, extra["like_sha256"] = read_like_mask(cfg.like, checkpoint.model)
+        like = read_mask(cfg.like, checkpoint.model)
+        like_mask, extra["like_sha256"] = like.mask, like.sha256
         settings = dataclasses.replace(settings, like=like_mask)
     settings = dataclasses.replace(settings, arch=checkpoint.meta["arch"])
     network = checkpoint.model.to(target)

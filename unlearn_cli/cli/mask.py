@@ -15,9 +15,8 @@ from rich.table import Table
 
 from unlearn_cli.cli.common import QuietOption, SeedOption, handle_errors, print_json, stderr
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.io.mask import mask_bytes, mask_metadata, parse_mask
-from unlearn_cli.io.streams import check_writable, read_input, write_output
+from unlearn_cli.io.mask import mask_bytes, mask_metadata, read_mask
+from unlearn_cli.io.streams import check_writable, write_output
 from unlearn_cli.localize import NO_CRITERION, random_like
 from unlearn_cli.localize.summary import mask_overlap, mask_summary
 
@@ -28,9 +27,8 @@ JsonOption = Annotated[Optional[str], typer.Option("--json", help="Also write th
 
 
 def _read(path: str) -> tuple[dict, dict, str]:
-    data = read_input(path, "mask")
-    mask, meta = parse_mask(data, "stdin" if path == "-" else path)
-    return mask, meta, sha256_bytes(data)
+    mask_file = read_mask(path)
+    return mask_file.mask, mask_file.meta, mask_file.sha256
 
 
 def _percent(fraction: float) -> str:

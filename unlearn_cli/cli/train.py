@@ -3,10 +3,12 @@
 Usage:
     unlearn train --dataset digits --arch mlp --epochs 30 -o original.safetensors
     unlearn train --dataset digits --arch mlp --exclude forget.json -o oracle.safetensors
+    torchrun --nproc-per-node 4 -m unlearn_cli train --dataset cifar10 --arch resnet18 -o original.safetensors
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Optional
@@ -14,12 +16,13 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption, handle_errors,
-                                    progress_bar, stderr)
+from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
+                                    DeviceOption, QuietOption, SeedOption, handle_errors, progress_bar, stderr)
 from unlearn_cli.config import config_dict, parse_options, resolve_config
 from unlearn_cli.data import create_dataset, list_datasets
 from unlearn_cli.data.splits import retain_indices
-from unlearn_cli.engine import LoopSettings, accuracy, seed_everything, select_device, train_classifier
+from unlearn_cli.distributed import confirm_replicas, data_parallel, is_main_process
+from unlearn_cli.engine import FastPath, LoopSettings, accuracy, seed_everything, select_device, train_classifier
 from unlearn_cli.io.checkpoint import checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import check_writable, write_output
@@ -36,12 +39,15 @@ class TrainConfig:
     exclude: Optional[str] = None  # forget-set file: train on the retain set only (the oracle)
     epochs: int = 30
     lr: Optional[float] = None  # SGD learning rate; default 0.1 (0.05 for vit), as in the paper
-    batch_size: int = 128
+    batch_size: int = 128  # global: under torchrun each of the N processes takes batch_size / N
     momentum: float = 0.9
     weight_decay: float = 0.0
     max_steps: Optional[int] = None  # stop after this many steps (smoke runs)
     seed: int = 0
     device: str = "auto"
+    amp: Optional[bool] = None  # bf16 autocast; None: on for cuda, off otherwise (the resolved value is stored)
+    channels_last: Optional[bool] = None  # channels-last layout; None: on for cuda, off otherwise
+    compile: bool = False  # torch.compile the model for training
 
 
 def default_lr(arch: str) -> float:
@@ -63,19 +69,41 @@ def train(
     data_root: DataRootOption = None,
     seed: SeedOption = None,
     device: DeviceOption = None,
+    amp: AmpOption = None,
+    channels_last: ChannelsLastOption = None,
+    compile: CompileOption = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
-    """Train a classifier with SGD (momentum 0.9, cosine schedule) and write a self-describing checkpoint."""
+    """Train a classifier with SGD (momentum 0.9, cosine schedule) and write a self-describing checkpoint.
+
+    Under torchrun the training is data-parallel (--batch-size is the global batch) and rank 0 writes the output.
+    """
     cfg = resolve_config(TrainConfig, config, {
         "dataset": dataset, "arch": arch, "exclude": exclude, "epochs": epochs, "lr": lr, "batch_size": batch_size,
         "max_steps": max_steps, "seed": seed, "device": device, "data_root": data_root,
+        "amp": amp, "channels_last": channels_last, "compile": compile,
         "arch_options": parse_options(arch_option, "--arch-option"),
         "dataset_options": parse_options(dataset_option, "--dataset-option")})
     if cfg.lr is None:
         cfg.lr = default_lr(cfg.arch)
-    check_writable(output)
-    target = select_device(cfg.device)
+    main = is_main_process()
+    quiet = quiet or not main
+    if main:
+        check_writable(output)
+    with data_parallel(select_device(cfg.device)) as (target, shard):
+        written = _train(cfg, output, target, shard, quiet)
+    if not quiet:
+        model, data, indices, wall_time = written
+        test = accuracy(model, data.to(torch.device("cpu")).batches("test", batch_size=512))
+        stderr.print(f"{'oracle' if indices is not None else 'model'} -> {output}: test accuracy {test:.1f}% "
+                     f"({wall_time:.1f} s)")
+
+
+def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bool):
+    """Train on this process's device and shard; rank 0 writes the checkpoint. -> (model, data, indices, seconds)"""
+    fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
+    cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
     data = create_dataset(cfg.dataset, data_root=cfg.data_root, **cfg.dataset_options)
     extra = {}
     indices = None
@@ -83,24 +111,25 @@ def train(
         forget = read_forget_set(cfg.exclude, num_train=data.num_train, dataset=cfg.dataset)
         indices = retain_indices(data.num_train, forget.indices)
         extra["excluded_sha256"] = forget.sha256
-    seed_everything(cfg.seed)
+    if shard.world > 1:
+        extra["world_size"] = str(shard.world)
+    seed_everything(cfg.seed)  # the same initialization on every rank (DDP also broadcasts rank 0's)
     model = create_model(cfg.arch, data.num_classes, data.input_shape, **cfg.arch_options).to(target)
-    if target.type == "cuda":
-        data.to(target)
+    data.to(target, fast.memory_format)
     settings = LoopSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                             max_steps=cfg.max_steps)
     started = time.perf_counter()
-    steps = cfg.epochs * -(-(data.num_train if indices is None else len(indices)) // cfg.batch_size)
+    steps = cfg.epochs * shard.batches_per_epoch(data.num_train if indices is None else len(indices), cfg.batch_size)
     with progress_bar(f"train {cfg.arch}", steps, quiet) as on_step:
-        train_classifier(model, data, indices, settings, cfg.batch_size, cfg.seed, target, on_step)
+        train_classifier(model, data, indices, settings, cfg.batch_size, cfg.seed, target, on_step, fast=fast,
+                         shard=shard)
     wall_time = time.perf_counter() - started
+    confirm_replicas(model)  # every rank got here with the same weights, or nothing is written
     model = model.cpu()
     meta = checkpoint_metadata(
         arch=cfg.arch, arch_kwargs=cfg.arch_options, num_classes=data.num_classes, dataset=cfg.dataset,
         dataset_kwargs=data.kwargs, input_shape=data.input_shape, seed=cfg.seed, config=config_dict(cfg),
         wall_time_s=wall_time, **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
-    write_output(output, checkpoint_bytes(model, meta))
-    if not quiet:
-        test = accuracy(model, data.to(torch.device("cpu")).batches("test", batch_size=512))
-        stderr.print(f"{'oracle' if indices is not None else 'model'} -> {output}: test accuracy {test:.1f}% "
-                     f"({wall_time:.1f} s)")
+    if shard.is_main:
+        write_output(output, checkpoint_bytes(model, meta))
+    return model, data, indices, wall_time

@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unlearn_cli.distributed import Shard
 from unlearn_cli.errors import UserError
 from unlearn_cli.registry import Registry
 
@@ -33,6 +34,7 @@ class ImageData:
     streams: dict[str, Dataset] = field(default_factory=dict)
     kwargs: dict = field(default_factory=dict)  # what create_dataset was called with, minus data_root
     num_workers: int = 0
+    memory_format: torch.memory_format = torch.contiguous_format  # layout of the image batches (channels-last on GPUs)
 
     @property
     def num_train(self) -> int:
@@ -41,11 +43,23 @@ class ImageData:
     def labels(self, split: str) -> torch.Tensor:
         return self.train_labels if split == "train" else self.test_labels
 
-    def to(self, device: torch.device) -> "ImageData":
-        """Move in-memory tensors to `device` (data resident on the GPU when training there)."""
-        if self.train_inputs is not None:
-            self.train_inputs = self.train_inputs.to(device)
-            self.test_inputs = self.test_inputs.to(device)
+    def to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> "ImageData":
+        """Move in-memory tensors to `device` and lay batches out in `memory_format` (None: keep the layout).
+
+        On a GPU the tensors move only when they fit in half of its free memory; otherwise they stay in
+        host memory and each batch is copied over as it is needed.
+        """
+        if memory_format is not None:
+            self.memory_format = memory_format
+        if self.train_inputs is None:
+            return self
+        tensors = (self.train_inputs, self.test_inputs)
+        if device.type == "cuda":
+            size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+            free, _ = torch.cuda.mem_get_info(device)
+            if size > free // 2:
+                device = torch.device("cpu")
+        self.train_inputs, self.test_inputs = (tensor.to(device, memory_format=self.memory_format) for tensor in tensors)
         return self
 
     def batches(
@@ -57,21 +71,27 @@ class ImageData:
         seed: int = 0,
         epoch: int = 0,
         device: torch.device | str = "cpu",
+        shard: Shard | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of (inputs, labels) from `split` ("train" or "test"), restricted to `indices`.
 
-        Shuffling is seeded by (seed, epoch) so every run and every rank sees the same order.
+        Shuffling is seeded by (seed, epoch) so every run and every rank sees the same order. With a
+        `shard`, `batch_size` is the global batch: this rank takes its part of the shuffled order
+        (`Shard.take`) in batches of batch_size / world.
         """
         labels = self.labels(split)
         order = torch.arange(len(labels)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
         if shuffle:
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
             order = order[torch.randperm(len(order), generator=generator)]
+        if shard is not None:
+            order, batch_size = shard.take(order), shard.local_batch_size(batch_size)
         if split in self.streams:
             loader = DataLoader(self.streams[split], batch_size=batch_size, sampler=order.tolist(),
                                 num_workers=self.num_workers, pin_memory=str(device).startswith("cuda"))
             for inputs, targets in loader:
-                yield inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                yield (inputs.to(device, non_blocking=True, memory_format=self.memory_format),
+                       targets.to(device, non_blocking=True))
             return
         inputs = self.train_inputs if split == "train" else self.test_inputs
         for start in range(0, len(order), batch_size):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats
 
 from unlearn_cli.evaluate.metrics import metric_keys
 
@@ -63,6 +62,8 @@ def summarize(values: list[float]) -> Summary:
     if n == 1:
         return Summary(mean, 0.0, 1)
     deviation = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    from scipy import stats  # imported on use: scipy's import slows every command's start
+
     return Summary(mean, float(stats.t.ppf(0.975, n - 1)) * deviation / math.sqrt(n), n)
 
 

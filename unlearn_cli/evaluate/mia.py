@@ -30,7 +30,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.svm import SVC
 
 from unlearn_cli.errors import UserError
 from unlearn_cli.registry import Registry
@@ -133,6 +132,8 @@ def _fit_predict(members: np.ndarray, nonmembers: np.ndarray, forget: np.ndarray
     inputs = np.concatenate([members, nonmembers])
     targets = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
     rows, counts = np.unique(np.column_stack([inputs, targets]), axis=0, return_counts=True)
+    from sklearn.svm import SVC  # imported on use: scikit-learn's import slows every command's start
+
     classifier = SVC(**SVC_SETTINGS, cache_size=500)
     classifier.fit(rows[:, :-1], rows[:, -1], sample_weight=counts.astype(np.float64))
     distinct, inverse = np.unique(forget, axis=0, return_inverse=True)

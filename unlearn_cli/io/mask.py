@@ -2,23 +2,34 @@
 
 Usage:
     data = mask_bytes(mask, mask_metadata(strategy="del", ..., model_sha256=checkpoint.sha256))
-    mask, meta = read_mask("mask.safetensors", model, model_sha256=checkpoint.sha256)   # or "-" for stdin
+    mask_file = read_mask("mask.safetensors", model, model_sha256=checkpoint.sha256)   # or "-" for stdin
+    mask_file.mask, mask_file.meta, mask_file.sha256
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 import unlearn_cli
 from unlearn_cli.errors import UserError
+from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
 from unlearn_cli.io.streams import read_input
 
 FORMAT = "unlearn-mask/1"
 Mask = dict[str, torch.Tensor]
+
+
+@dataclass
+class MaskFile:
+    mask: Mask
+    meta: dict[str, str]
+    sha256: str  # of the file's bytes
+    source: str
 
 
 def mask_counts(mask: Mask) -> tuple[int, int]:
@@ -75,13 +86,14 @@ def check_mask_fits(mask: Mask, model: nn.Module, source: str) -> None:
 
 
 def read_mask(path: str, model: nn.Module | None = None, model_sha256: str | None = None,
-              allow_other_model: bool = False) -> tuple[Mask, dict[str, str]]:
-    """Read and validate a mask; refuse one computed on another checkpoint unless `allow_other_model`."""
+              allow_other_model: bool = False) -> MaskFile:
+    """Read and validate a mask (`-` for stdin); refuse one computed on another checkpoint unless `allow_other_model`."""
     source = "stdin" if path == "-" else str(path)
-    mask, meta = parse_mask(read_input(path, "mask"), source)
+    data = read_input(path, "mask")
+    mask, meta = parse_mask(data, source)
     if model is not None:
         check_mask_fits(mask, model, source)
     if model_sha256 is not None and meta.get("model_sha256") != model_sha256 and not allow_other_model:
         raise UserError(f"{source}: mask was computed on another checkpoint (model_sha256 {meta.get('model_sha256', '?')[:12]}…, "
                         f"this one {model_sha256[:12]}…); recompute it, or pass --allow-other-model if that is deliberate")
-    return mask, meta
+    return MaskFile(mask=mask, meta=meta, sha256=sha256_bytes(data), source=source)

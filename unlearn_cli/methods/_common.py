@@ -7,7 +7,6 @@ Usage:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
@@ -16,7 +15,8 @@ from torch import nn
 
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
-from unlearn_cli.engine import LoopSettings, Mask, run_loop
+from unlearn_cli.distributed import Shard, current_shard
+from unlearn_cli.engine import FastPath, LoopSettings, Mask, run_loop
 
 
 @dataclass
@@ -30,6 +30,8 @@ class UnlearnData:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     training_config: dict = field(default_factory=dict)  # the parent's `train` configuration (retrain's defaults)
     on_step: Optional[Callable[[dict], None]] = None  # progress callback handed to the training loop
+    fast: FastPath = field(default_factory=FastPath)  # autocast / channels-last / compile for the loop
+    shard: Shard = field(default_factory=current_shard)  # this rank's part of every training epoch (torchrun)
 
     @classmethod
     def split(cls, dataset: ImageData, forget: torch.Tensor, **kwargs) -> "UnlearnData":
@@ -73,17 +75,18 @@ def shuffled(indices: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
 
 
 def epoch_batches(data: UnlearnData, indices: torch.Tensor, cfg: MethodConfig, seed_offset: int = 0):
-    """(epoch -> shuffled training batches of `indices`, batches per epoch)."""
+    """(epoch -> shuffled training batches of `indices`, batches per epoch), this rank's shard of each epoch."""
 
     def batches_for_epoch(epoch: int):
         return data.dataset.batches("train", indices, cfg.batch_size, shuffle=True, seed=cfg.seed + seed_offset,
-                                    epoch=epoch, device=data.device)
+                                    epoch=epoch, device=data.device, shard=data.shard)
 
-    return batches_for_epoch, math.ceil(len(indices) / cfg.batch_size)
+    return batches_for_epoch, data.shard.batches_per_epoch(len(indices), cfg.batch_size)
 
 
 def relabelled_batches(data: UnlearnData, order: torch.Tensor, labels: torch.Tensor, batch_size: int):
-    """Training batches over `order` (kept as given) whose labels come from `labels` [N_train] instead."""
+    """Training batches over `order` (kept as given, this rank's shard of it) whose labels come from `labels` [N_train]."""
+    order, batch_size = data.shard.take(order), data.shard.local_batch_size(batch_size)
     images = data.dataset.batches("train", order, batch_size, shuffle=False, device=data.device)
     for (inputs, _), chunk in zip(images, order.split(batch_size)):
         yield inputs, labels[chunk].to(data.device)
@@ -94,7 +97,7 @@ def run_method_loop(model: nn.Module, data: UnlearnData, mask: Mask | None, cfg:
                     always_trainable: Iterable[str] = ()) -> nn.Module:
     """The one training loop with the method's loss and schedule; the mask is enforced inside `run_loop`."""
     run_loop(model, loss_fn, batches_for_epoch, loop_settings(cfg), mask=mask, always_trainable=always_trainable,
-             freeze_bn=cfg.freeze_bn, steps_per_epoch=steps_per_epoch, on_step=data.on_step)
+             freeze_bn=cfg.freeze_bn, steps_per_epoch=steps_per_epoch, on_step=data.on_step, fast=data.fast)
     return model
 
 

@@ -32,5 +32,5 @@ def retrain(model, data, mask, cfg: RetrainConfig):
     seed_everything(cfg.seed)
     fresh = data.new_model().to(data.device)
     train_classifier(fresh, data.dataset, data.retain, loop_settings(cfg), cfg.batch_size, cfg.seed, data.device,
-                     on_step=data.on_step)
+                     on_step=data.on_step, fast=data.fast)
     return fresh

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# GPU smoke run: resnet18 on CIFAR-shaped synthetic data, with and without the CUDA fast path
+# (bf16 autocast + channels-last, optionally torch.compile), then localize, apply and evaluate.
+# Prints images/s for every step and the fast-path speed-up. Needs a CUDA GPU; exits at once without one.
+#
+# Usage:
+#   benchmarks/gpu_smoke.sh                       # defaults below
+#   STEPS=500 BATCH=512 COMPILE=1 benchmarks/gpu_smoke.sh
+#   GPUS=4 benchmarks/gpu_smoke.sh                # also time the fast path under torchrun on 4 GPUs
+set -euo pipefail
+
+PYTHON=${PYTHON:-python}
+STEPS=${STEPS:-300}          # optimizer steps per training run
+BATCH=${BATCH:-256}          # global batch size
+COMPILE=${COMPILE:-0}        # 1: add --compile to the fast runs
+GPUS=${GPUS:-1}              # >1: one more fast run under torchrun with this many processes
+WORK=${WORK:-$(mktemp -d -t unlearn-gpu-smoke.XXXXXX)}
+
+if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    echo "gpu_smoke.sh: no CUDA GPU is visible to $PYTHON (torch.cuda.is_available() is False); run it on a GPU machine" >&2
+    exit 2
+fi
+"$PYTHON" -c 'import torch; print("GPU:", torch.cuda.get_device_name(0), "| torch", torch.__version__)'
+echo "work folder: $WORK"
+
+UNLEARN=("$PYTHON" -m unlearn_cli)
+DATA=(--dataset synthetic --dataset-option channels=3 --dataset-option size=32
+      --dataset-option num_train=50000 --dataset-option num_test=10000)
+FAST=(--amp --channels-last)
+[[ "$COMPILE" == 1 ]] && FAST+=(--compile)
+PLAIN=(--no-amp --no-channels-last --no-compile)
+
+meta() {  # meta FILE KEY: one metadata value of a checkpoint
+    "$PYTHON" -c 'import sys; from unlearn_cli.io.checkpoint import load_checkpoint; print(load_checkpoint(sys.argv[1]).meta[sys.argv[2]])' "$1" "$2"
+}
+rate() {  # rate IMAGES SECONDS
+    "$PYTHON" -c 'import sys; print(f"{float(sys.argv[1]) / float(sys.argv[2]):,.0f}")' "$1" "$2"
+}
+ratio() {
+    "$PYTHON" -c 'import sys; print(f"{float(sys.argv[2]) / float(sys.argv[1]):.2f}")' "$1" "$2"
+}
+timed() {  # timed COMMAND…: run it, print the seconds it took on stdout's last line
+    local start end
+    start=$(date +%s.%N)
+    "$@" >/dev/null
+    end=$(date +%s.%N)
+    "$PYTHON" -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$start" "$end"
+}
+
+IMAGES=$((STEPS * BATCH))
+TRAIN=(train "${DATA[@]}" --arch resnet18 --epochs 100 --max-steps "$STEPS" --batch-size "$BATCH" --device cuda -q)
+
+echo "== train resnet18, $STEPS steps of $BATCH"
+"${UNLEARN[@]}" "${TRAIN[@]}" "${PLAIN[@]}" -o "$WORK/plain.safetensors"
+"${UNLEARN[@]}" "${TRAIN[@]}" "${FAST[@]}" -o "$WORK/original.safetensors"
+plain_s=$(meta "$WORK/plain.safetensors" wall_time_s)
+fast_s=$(meta "$WORK/original.safetensors" wall_time_s)
+echo "train plain (fp32, NCHW):   $(rate "$IMAGES" "$plain_s") images/s"
+echo "train fast (${FAST[*]}): $(rate "$IMAGES" "$fast_s") images/s"
+echo "train speed-up:             $(ratio "$fast_s" "$plain_s")x"
+
+if (( GPUS > 1 )); then
+    "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$GPUS" -m unlearn_cli \
+        "${TRAIN[@]}" "${FAST[@]}" -o "$WORK/ddp.safetensors"
+    ddp_s=$(meta "$WORK/ddp.safetensors" wall_time_s)
+    echo "train fast on $GPUS GPUs:    $(rate "$IMAGES" "$ddp_s") images/s (speed-up over 1 GPU: $(ratio "$ddp_s" "$fast_s")x)"
+fi
+
+echo "== localize del, apply rft, evaluate"
+"${UNLEARN[@]}" split "${DATA[@]}" --kind iid --fraction 0.1 -q -o "$WORK/forget.json"
+FORGET=5000  # 10% of 50,000
+localize_s=$(timed "${UNLEARN[@]}" localize -m "$WORK/original.safetensors" -f "$WORK/forget.json" \
+    --strategy del --budget 0.3 --batch-size "$BATCH" --device cuda -q -o "$WORK/mask.safetensors")
+echo "localize del:               $(rate "$FORGET" "$localize_s") forget images/s (${localize_s%.*} s with start-up)"
+
+APPLY=(apply -m "$WORK/original.safetensors" -f "$WORK/forget.json" --mask "$WORK/mask.safetensors" --method rft
+       --epochs 100 --max-steps "$STEPS" --batch-size "$BATCH" --device cuda -q)
+"${UNLEARN[@]}" "${APPLY[@]}" "${PLAIN[@]}" -o "$WORK/rft-plain.safetensors"
+"${UNLEARN[@]}" "${APPLY[@]}" "${FAST[@]}" -o "$WORK/rft.safetensors"
+apply_plain_s=$(meta "$WORK/rft-plain.safetensors" wall_time_s)
+apply_fast_s=$(meta "$WORK/rft.safetensors" wall_time_s)
+echo "apply rft plain:            $(rate "$IMAGES" "$apply_plain_s") images/s"
+echo "apply rft fast:             $(rate "$IMAGES" "$apply_fast_s") images/s"
+echo "apply speed-up:             $(ratio "$apply_fast_s" "$apply_plain_s")x"
+
+EVALUATED=$((50000 + 10000))  # every training and test image through the model once
+evaluate_s=$(timed "${UNLEARN[@]}" evaluate "$WORK/rft.safetensors" --forget "$WORK/forget.json" \
+    --parent "$WORK/original.safetensors" --device cuda -q --json "$WORK/results.json")
+echo "evaluate:                   $(rate "$EVALUATED" "$evaluate_s") images/s (${evaluate_s%.*} s with start-up)"
+echo "results in $WORK"
