@@ -63,7 +63,8 @@ TUNE_RESULTS = $(foreach f,$(FORGET_SETS),$(foreach p,$(TUNED),$(foreach lr,$($(
   $(call run_dir,$(f),$(TUNE_SEED))/$(call run_name,$(p),$(call tune_budget_of,$(p)),$(lr)).json)))
 LR_FILES = $(foreach p,$(TUNED),$(call lr_file,$(p)))
 # phase 2: every forget set, seed, pipeline and budget, with the chosen learning rate
-final_results = $(foreach s,$(SEEDS),$(foreach p,$(PIPELINES),$(foreach b,$(call budgets_of,$(p)),\
+final_results = $(foreach s,$(SEEDS),$(call run_dir,$(1),$(s))/original.json \
+  $(foreach p,$(PIPELINES),$(foreach b,$(call budgets_of,$(p)),\
   $(call run_dir,$(1),$(s))/$(call run_name,$(p),$(call unset,$(b)),$(call chosen_lr,$(p))).json)))
 FINAL_RESULTS = $(foreach f,$(FORGET_SETS),$(call final_results,$(f)))
 REPORTS = $(RESULTS)/report.md $(RESULTS)/report.txt $(RESULTS)/report.csv
@@ -96,10 +97,14 @@ $(WORK)/original-s%.safetensors: $(CONFIGS)/train.yaml
 	@mkdir -p $(@D)
 	$(UNLEARN) train --config $< --seed $* $(TRAIN_FLAGS) $(COMMON_FLAGS) -o $@
 
-define ORACLE_RULE # $(1) forget set, $(2) seed
+define ORACLE_RULE # $(1) forget set, $(2) seed: the oracle, and the original scored against it (its row in the report)
 $(call run_dir,$(1),$(2))/oracle.safetensors: $(CONFIGS)/train.yaml $(WORK)/forget-$(1).json
 	@mkdir -p $$(@D)
 	$$(UNLEARN) train --config $$< --exclude $(WORK)/forget-$(1).json --seed $(2) $$(TRAIN_FLAGS) $$(COMMON_FLAGS) -o $$@
+
+$(call run_dir,$(1),$(2))/original.json: $(WORK)/original-s$(2).safetensors $(call run_dir,$(1),$(2))/oracle.safetensors
+	$$(UNLEARN) evaluate $$< --forget $(WORK)/forget-$(1).json --oracle $(call run_dir,$(1),$(2))/oracle.safetensors \
+	  $$(COMMON_FLAGS) --json $$@
 endef
 
 # --- masks -----------------------------------------------------------------------------------------
