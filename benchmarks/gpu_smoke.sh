@@ -47,17 +47,24 @@ timed() {  # timed COMMAND…: run it, print the seconds it took on stdout's las
     "$PYTHON" -c 'import sys; print(float(sys.argv[2]) - float(sys.argv[1]))' "$start" "$end"
 }
 
+plain_vs_fast() {  # plain_vs_fast NAME OUTPUT_STEM COMMAND…: run COMMAND plain and fast, print images/s and speed-up
+    local name=$1 stem=$2 plain_s fast_s
+    shift 2
+    "${UNLEARN[@]}" "$@" "${PLAIN[@]}" -o "$stem-plain.safetensors"
+    "${UNLEARN[@]}" "$@" "${FAST[@]}" -o "$stem.safetensors"
+    plain_s=$(meta "$stem-plain.safetensors" wall_time_s)
+    fast_s=$(meta "$stem.safetensors" wall_time_s)
+    echo "$name plain (fp32, NCHW): $(rate "$IMAGES" "$plain_s") images/s"
+    echo "$name fast (${FAST[*]}): $(rate "$IMAGES" "$fast_s") images/s"
+    echo "$name speed-up: $(ratio "$fast_s" "$plain_s")x"
+}
+
 IMAGES=$((STEPS * BATCH))
 TRAIN=(train "${DATA[@]}" --arch resnet18 --epochs 100 --max-steps "$STEPS" --batch-size "$BATCH" --device cuda -q)
 
 echo "== train resnet18, $STEPS steps of $BATCH"
-"${UNLEARN[@]}" "${TRAIN[@]}" "${PLAIN[@]}" -o "$WORK/plain.safetensors"
-"${UNLEARN[@]}" "${TRAIN[@]}" "${FAST[@]}" -o "$WORK/original.safetensors"
-plain_s=$(meta "$WORK/plain.safetensors" wall_time_s)
+plain_vs_fast train "$WORK/original" "${TRAIN[@]}"
 fast_s=$(meta "$WORK/original.safetensors" wall_time_s)
-echo "train plain (fp32, NCHW):   $(rate "$IMAGES" "$plain_s") images/s"
-echo "train fast (${FAST[*]}): $(rate "$IMAGES" "$fast_s") images/s"
-echo "train speed-up:             $(ratio "$fast_s" "$plain_s")x"
 
 if (( GPUS > 1 )); then
     "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$GPUS" -m unlearn_cli \
@@ -75,13 +82,7 @@ echo "localize del:               $(rate "$FORGET" "$localize_s") forget images/
 
 APPLY=(apply -m "$WORK/original.safetensors" -f "$WORK/forget.json" --mask "$WORK/mask.safetensors" --method rft
        --epochs 100 --max-steps "$STEPS" --batch-size "$BATCH" --device cuda -q)
-"${UNLEARN[@]}" "${APPLY[@]}" "${PLAIN[@]}" -o "$WORK/rft-plain.safetensors"
-"${UNLEARN[@]}" "${APPLY[@]}" "${FAST[@]}" -o "$WORK/rft.safetensors"
-apply_plain_s=$(meta "$WORK/rft-plain.safetensors" wall_time_s)
-apply_fast_s=$(meta "$WORK/rft.safetensors" wall_time_s)
-echo "apply rft plain:            $(rate "$IMAGES" "$apply_plain_s") images/s"
-echo "apply rft fast:             $(rate "$IMAGES" "$apply_fast_s") images/s"
-echo "apply speed-up:             $(ratio "$apply_fast_s" "$apply_plain_s")x"
+plain_vs_fast "apply rft" "$WORK/rft" "${APPLY[@]}"
 
 EVALUATED=$((50000 + 10000))  # every training and test image through the model once
 evaluate_s=$(timed "${UNLEARN[@]}" evaluate "$WORK/rft.safetensors" --forget "$WORK/forget.json" \
