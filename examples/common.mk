@@ -2,7 +2,8 @@
 #
 # For every forget set and seed: train the original and the oracle (the same recipe on the retain
 # set), compute masks, unlearn with every pipeline, evaluate each unlearned model against its oracle
-# (one results file per run), then aggregate everything with `unlearn report`.
+# (one results file per run), then aggregate everything with `unlearn report` into $(RESULTS)/, which
+# also gets a copy of every run's results file under $(RESULTS)/runs/ (the raw data; no checkpoints).
 #
 # A pipeline is a method with, optionally, a localization strategy in front of it:
 #   <p>.strategy  localize strategy (empty: the method may change every parameter)
@@ -67,7 +68,9 @@ final_results = $(foreach s,$(SEEDS),$(call run_dir,$(1),$(s))/original.json \
   $(foreach p,$(PIPELINES),$(foreach b,$(call budgets_of,$(p)),\
   $(call run_dir,$(1),$(s))/$(call run_name,$(p),$(call unset,$(b)),$(call chosen_lr,$(p))).json)))
 FINAL_RESULTS = $(foreach f,$(FORGET_SETS),$(call final_results,$(f)))
-REPORTS = $(RESULTS)/report.md $(RESULTS)/report.txt $(RESULTS)/report.csv
+# every run's results file (the tuning runs included), copied next to the report: the raw data behind it
+RAW_RESULTS = $(patsubst $(WORK)/%,$(RESULTS)/runs/%,$(sort $(FINAL_RESULTS) $(TUNE_RESULTS)))
+REPORTS = $(RESULTS)/report.md $(RESULTS)/report.txt $(RESULTS)/report.csv $(RAW_RESULTS)
 
 .PHONY: all tune report smoke clean
 .DELETE_ON_ERROR:
@@ -181,6 +184,10 @@ $(RESULTS)/report.txt: $(FINAL_RESULTS)
 $(RESULTS)/report.csv: $(FINAL_RESULTS)
 	@mkdir -p $(@D)
 	$(UNLEARN) report $^ --format csv -o $@
+
+$(RESULTS)/runs/%.json: $(WORK)/%.json
+	@mkdir -p $(@D)
+	cp $< $@
 
 # --- smoke: the same pipeline on synthetic data of the recipe's shape, one optimizer step per stage ---
 # configs/smoke/ holds the synthetic stand-ins; SMOKE_DIR (default: a new temporary folder) the files.

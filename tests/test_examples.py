@@ -97,6 +97,11 @@ def test_smoke_writes_the_report(smoke_runs, recipe):
     assert "oracle" in (work / "results" / "report.txt").read_text()
     chosen = (work / "lr" / "del.txt").read_text().strip()
     assert chosen in LEARNING_RATE_GRIDS.get(recipe, ["0.015"])
+    # the raw data behind the report: every run's results file, the tuning runs included, copied as is
+    for forget_set, names in EXPECTED_RUNS[recipe].items():
+        for name in [*names, "original"]:
+            run = Path(forget_set) / "s0" / f"{name}.json"
+            assert (work / "results" / "runs" / run).read_bytes() == (work / run).read_bytes()
 
 
 @needs_make
