@@ -2,8 +2,10 @@
 #
 # For every forget set and seed: train the original and the oracle (the same recipe on the retain
 # set), compute masks, unlearn with every pipeline, evaluate each unlearned model against its oracle
-# (one results file per run), then aggregate everything with `unlearn report` into $(RESULTS)/, which
-# also gets a copy of every run's results file under $(RESULTS)/runs/ (the raw data; no checkpoints).
+# (one results file per run; the oracle is measured once, when the original is scored against it, and
+# later evaluations take its metrics from that file with --oracle-results), then aggregate everything
+# with `unlearn report` into $(RESULTS)/, which also gets a copy of every run's results file under
+# $(RESULTS)/runs/ (the raw data; no checkpoints).
 #
 # A pipeline is a method with, optionally, a localization strategy in front of it:
 #   <p>.strategy  localize strategy (empty: the method may change every parameter)
@@ -128,9 +130,10 @@ $(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5)).safetensors: $(WORK)/o
 	  --seed $(2) $$(COMMON_FLAGS) -o $$@
 
 $(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5)).json: \
-  $(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5)).safetensors $(call run_dir,$(1),$(2))/oracle.safetensors
+  $(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5)).safetensors $(call run_dir,$(1),$(2))/original.json
 	$$(UNLEARN) evaluate $$< --forget $(WORK)/forget-$(1).json --oracle $(call run_dir,$(1),$(2))/oracle.safetensors \
-	  --parent $(WORK)/original-s$(2).safetensors $$(COMMON_FLAGS) --json $$@
+	  --oracle-results $(call run_dir,$(1),$(2))/original.json --parent $(WORK)/original-s$(2).safetensors \
+	  $$(COMMON_FLAGS) --json $$@
 endef
 
 # every (forget set, seed) pair that has rules: all seeds, and the tuning seed even when SEEDS omits it

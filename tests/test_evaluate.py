@@ -291,3 +291,38 @@ def test_parent_mismatch_is_refused(tiny_run, tmp_path):
 def test_forget_set_is_required(tiny_run):
     result = run_cli("evaluate", tiny_run["original"], "-q")
     assert result.exit_code == 1 and "--forget is required" in result.stderr
+
+
+def test_oracle_metrics_reused_from_an_earlier_results_file(tiny_run, tmp_path):
+    unlearned, _ = _unlearned(tiny_run, tmp_path / "u.safetensors")
+    earlier = tmp_path / "original.json"
+    result = run_cli("evaluate", tiny_run["original"], "--forget", tiny_run["forget"], "--oracle", tiny_run["oracle"],
+                     "-q", "--json", earlier)
+    assert result.exit_code == 0, result.output
+    common = (unlearned, "--forget", tiny_run["forget"], "--oracle", tiny_run["oracle"], "--parent", tiny_run["original"])
+    measured = _evaluate(*common)["results"][0]
+    reused = _evaluate(*common, "--oracle-results", earlier)["results"][0]
+    assert measured["oracle"].pop("metrics_from") is None
+    assert reused["oracle"].pop("metrics_from") == str(earlier)
+    assert reused == measured
+    # the oracle's own results (evaluated as a model) serve as well
+    own = tmp_path / "oracle.json"
+    assert run_cli("evaluate", tiny_run["oracle"], "--forget", tiny_run["forget"], "-q", "--json", own).exit_code == 0
+    assert _evaluate(*common, "--oracle-results", own)["results"][0]["gaps"] == measured["gaps"]
+
+
+def test_oracle_results_of_another_setting_are_refused(tiny_run, tmp_path):
+    earlier = tmp_path / "original.json"
+    assert run_cli("evaluate", tiny_run["original"], "--forget", tiny_run["forget"], "--oracle", tiny_run["oracle"],
+                   "-q", "--json", earlier).exit_code == 0
+    base = (tiny_run["original"], "--forget", tiny_run["forget"], "-q", "--json", tmp_path / "out.json")
+    other_oracle = _rewrite(tiny_run["oracle"], tmp_path / "o2.safetensors", seed=5)
+    for extra, message in (
+            (("--oracle", tiny_run["oracle"], "--oracle-results", earlier, "--seed", "1"),
+             "holds no measurement of oracle"),
+            (("--oracle", other_oracle, "--oracle-results", earlier), "holds no measurement of oracle"),
+            (("--oracle-results", earlier), "--oracle-results gives the metrics of the --oracle checkpoint; pass --oracle too")):
+        result = run_cli("evaluate", *base, *extra)
+        assert result.exit_code == 1 and message in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "out.json").exists()

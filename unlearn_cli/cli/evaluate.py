@@ -3,6 +3,8 @@
 Usage:
     unlearn evaluate unlearned.safetensors --forget forget.json --oracle oracle.safetensors --json results.json
     unlearn evaluate original.safetensors a.safetensors b.safetensors --forget forget.json --parent original.safetensors
+    unlearn evaluate unlearned.safetensors --forget forget.json --oracle oracle.safetensors \
+        --oracle-results original.json --json results.json    # the oracle's metrics from an earlier run
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from unlearn_cli.engine import predict, select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.metrics import (evaluate_outputs, fraction_changed, metric_keys, metric_label,
                                           oracle_gaps)
-from unlearn_cli.evaluate.mia import shadow_split
-from unlearn_cli.evaluate.results import result_record, results_document
+from unlearn_cli.evaluate.mia import SVC_SETTINGS, shadow_split
+from unlearn_cli.evaluate.results import read_results, result_record, results_document
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import ForgetSet, read_forget_set
 from unlearn_cli.io.streams import check_writable
@@ -44,6 +46,7 @@ class EvaluateConfig:
     seed: int = 0  # draws the MIA's shadow members
     device: str = "auto"
     allow_mismatch: bool = False  # accept an oracle trained without another forget set (recorded)
+    oracle_results: Optional[str] = None  # an earlier results file holding this oracle's metrics (not re-measured)
 
 
 def _describe_data(checkpoint: Checkpoint) -> str:
@@ -90,6 +93,25 @@ def _check_parent(checkpoint: Checkpoint, parent: Checkpoint) -> bool:
         return False
     raise UserError(f"{checkpoint.source}: was unlearned from another checkpoint (parent_sha256 {recorded[:12]}…, "
                     f"{parent.source} is {parent.sha256[:12]}…); pass its parent with --parent")
+
+
+def _reused_oracle_metrics(path: str, oracle: Checkpoint, forget: ForgetSet, mia: dict) -> dict:
+    """The oracle's metrics from an earlier results file: measured on the same oracle file, forget set and MIA
+    shadow sets (seed and sizes), so they are the numbers measuring it again would give."""
+    for record in read_results(path):
+        shadow = record.get("mia") if isinstance(record.get("mia"), dict) else {}
+        if record["forget"]["sha256"] != forget.sha256 or any(shadow.get(key) != mia[key] for key in mia):
+            continue
+        if record["oracle"] is not None and record["oracle"]["sha256"] == oracle.sha256:
+            measured = record["oracle"]["metrics"]
+        elif record["model"]["sha256"] == oracle.sha256:  # the oracle evaluated as a model
+            measured = record["metrics"]
+        else:
+            continue
+        return {key: math.nan if value is None else value for key, value in measured.items()}
+    raise UserError(f"{path}: holds no measurement of oracle {oracle.source} ({oracle.sha256[:12]}…) on forget set "
+                    f"{forget.source} with MIA seed {mia['seed']}; pass a results file of `unlearn evaluate --oracle "
+                    f"{oracle.source}` with the same --forget and --seed, or leave out --oracle-results")
 
 
 def _number(text: str | None) -> float | None:
@@ -171,6 +193,7 @@ def evaluate(
     parent: Annotated[Optional[str], typer.Option("--parent", help="Checkpoint the models were unlearned from.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inference batch size (default: 512)")] = None,
     allow_mismatch: Annotated[Optional[bool], typer.Option("--allow-mismatch", help="Accept an oracle trained without another forget set (recorded in the results).")] = None,
+    oracle_results: Annotated[Optional[str], typer.Option("--oracle-results", help="Take the oracle's metrics from an earlier results file of the same oracle, forget set and --seed instead of measuring them again.")] = None,
     data_root: DataRootOption = None,
     seed: SeedOption = None,
     device: DeviceOption = None,
@@ -180,9 +203,12 @@ def evaluate(
     """Forget / retain / test accuracy and five MIA scores per model; with --oracle the gaps to it."""
     cfg = resolve_config(EvaluateConfig, config, {
         "forget": forget, "oracle": oracle, "parent": parent, "batch_size": batch_size, "seed": seed,
-        "device": device, "data_root": data_root, "allow_mismatch": allow_mismatch})
+        "device": device, "data_root": data_root, "allow_mismatch": allow_mismatch,
+        "oracle_results": oracle_results})
     if cfg.forget is None:
         raise UserError("--forget is required: the forget-set file the models were unlearned on")
+    if cfg.oracle_results is not None and cfg.oracle is None:
+        raise UserError("--oracle-results gives the metrics of the --oracle checkpoint; pass --oracle too")
     if json_output not in (None, "-"):
         check_writable(json_output)
     target = select_device(cfg.device)
@@ -204,6 +230,11 @@ def evaluate(
     retain = retain_indices(data.num_train, forget_set.indices)
     member_positions, nonmembers = shadow_split(data.train_labels[retain], data.test_labels, cfg.seed)
     members = retain[member_positions]
+    mia_setting = {"members": len(members), "nonmembers": len(nonmembers), "forget": len(forget_set.indices),
+                   "seed": cfg.seed, "svc": dict(SVC_SETTINGS)}
+    reused = None
+    if cfg.oracle_results is not None:
+        reused = _reused_oracle_metrics(cfg.oracle_results, oracle_checkpoint, forget_set, mia_setting)
 
     def measure(checkpoint: Checkpoint) -> dict:
         model = checkpoint.model.to(target)
@@ -213,14 +244,17 @@ def evaluate(
         return evaluate_outputs(train_logits, train_labels, test_logits, test_labels, forget_set.indices,
                                 members, nonmembers, seed=cfg.seed)
 
-    with _progress(len(checkpoints) + (oracle_checkpoint is not None), quiet) as advance:
+    with _progress(len(checkpoints) + (oracle_checkpoint is not None and reused is None), quiet) as advance:
         oracle_block = None
         if oracle_checkpoint is not None:
             oracle_block = {"source": oracle_checkpoint.source, "sha256": oracle_checkpoint.sha256,
                             "seed": _identity(oracle_checkpoint, forget_set)["seed"],
                             "excluded_sha256": oracle_checkpoint.meta.get("excluded_sha256"),
-                            "matches_forget_set": matches, "metrics": measure(oracle_checkpoint)}
-            advance(Path(oracle_checkpoint.source).name)
+                            "matches_forget_set": matches,
+                            "metrics": measure(oracle_checkpoint) if reused is None else reused,
+                            "metrics_from": cfg.oracle_results}
+            if reused is None:
+                advance(Path(oracle_checkpoint.source).name)
         records = []
         for checkpoint, is_derived in zip(checkpoints, derived):
             metrics = measure(checkpoint)
@@ -235,8 +269,7 @@ def evaluate(
                 fraction_changed=fraction_changed(checkpoint.model.named_parameters(),
                                                   parent_checkpoint.model.named_parameters()) if is_derived else None,
                 wall_time_s=_number(checkpoint.meta.get("wall_time_s")), mask_sha256=checkpoint.meta.get("mask_sha256"),
-                mia={"members": len(members), "nonmembers": len(nonmembers), "forget": len(forget_set.indices),
-                     "seed": cfg.seed}))
+                mia={key: value for key, value in mia_setting.items() if key != "svc"}))
             advance(Path(checkpoint.source).name)
     if not quiet:
         stderr.print(_render(records, oracle_block["metrics"] if oracle_block else None))

@@ -23,8 +23,8 @@ from unlearn_cli.cli.common import handle_errors, stderr
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.aggregate import Group, GroupKey, Summary, group_runs, oracle_summaries
 from unlearn_cli.evaluate.metrics import metric_keys, metric_label
-from unlearn_cli.evaluate.results import validate_results
-from unlearn_cli.io.streams import check_writable, read_input, write_output
+from unlearn_cli.evaluate.results import read_results
+from unlearn_cli.io.streams import check_writable, write_output
 
 EXTRA_COLUMNS = {"average_gap": ("avg gap", 1.0), "strong_average_gap": ("strong avg gap", 1.0),
                  "fraction_changed": ("changed %", 100.0), "wall_time_s": ("wall s", 1.0)}
@@ -39,18 +39,6 @@ class ReportFormat(str, Enum):
     table = "table"
     markdown = "markdown"
     csv = "csv"
-
-
-def read_results(path: str) -> list[dict]:
-    source = "stdin" if path == "-" else str(path)
-    try:
-        document = json.loads(read_input(path, "results file").decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{source}: not a results file (not UTF-8 text); give a file from `unlearn evaluate --json`") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{source}: malformed results JSON ({error.msg} at line {error.lineno}); "
-                        f"give a file from `unlearn evaluate --json`") from None
-    return validate_results(document, source)
 
 
 def _rows(groups: list[Group], oracles: dict[str, dict[str, Summary]]) -> list[tuple[GroupKey, int, dict[str, Summary]]]:

@@ -20,7 +20,9 @@ Each RESULT is self-contained, so results of many files can be pooled:
     metrics             {forget_accuracy, retain_accuracy, test_accuracy, mia_correctness, mia_confidence,
                          mia_entropy, mia_m_entropy, mia_prob}: numbers in %
     oracle              null, or {"source", "sha256", "seed", "excluded_sha256" (str|null),
-                         "matches_forget_set" (bool), "metrics": {same keys as metrics}}
+                         "matches_forget_set" (bool), "metrics": {same keys as metrics},
+                         "metrics_from": null, or the results file the metrics were taken from
+                         (`--oracle-results`) instead of measured}
     gaps                null, or |metric − oracle metric| per metric key (points)
     average_gap         mean gap over forget_accuracy, test_accuracy, mia_correctness, or null
     strong_average_gap  mean gap over forget_accuracy, test_accuracy, mia_confidence, or null
@@ -38,16 +40,19 @@ changing the meaning of a field makes version 2.
 Usage:
     document = results_document([result_record(...), ...])
     runs = validate_results(json.loads(text), source="results/a.json")   # the list of RESULT objects
+    runs = read_results("results/a.json")                                 # the same, from a file or '-'
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import unlearn_cli
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.metrics import metric_keys
 from unlearn_cli.evaluate.mia import SVC_SETTINGS
+from unlearn_cli.io.streams import read_input
 
 FORMAT = "unlearn-results/1"
 
@@ -155,3 +160,16 @@ def validate_results(document, source: str) -> list[dict]:
                 raise UserError(f"{where}.oracle needs 'sha256' and 'metrics'")
             _check_metrics(record["oracle"]["metrics"], f"{where}.oracle.metrics")
     return results
+
+
+def read_results(path: str) -> list[dict]:
+    """The RESULT objects of results file `path` ('-': stdin); unreadable or malformed input is a UserError."""
+    source = "stdin" if path == "-" else str(path)
+    try:
+        document = json.loads(read_input(path, "results file").decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{source}: not a results file (not UTF-8 text); give a file from `unlearn evaluate --json`") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{source}: malformed results JSON ({error.msg} at line {error.lineno}); "
+                        f"give a file from `unlearn evaluate --json`") from None
+    return validate_results(document, source)
