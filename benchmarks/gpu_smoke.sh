@@ -15,6 +15,7 @@ BATCH=${BATCH:-256}          # global batch size
 COMPILE=${COMPILE:-0}        # 1: add --compile to the fast runs
 GPUS=${GPUS:-1}              # >1: one more fast run under torchrun with this many processes
 WORK=${WORK:-$(mktemp -d -t unlearn-gpu-smoke.XXXXXX)}
+mkdir -p "$WORK"
 
 if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     echo "gpu_smoke.sh: no CUDA GPU is visible to $PYTHON (torch.cuda.is_available() is False); run it on a GPU machine" >&2
