@@ -16,8 +16,8 @@
 # Learning rates are chosen in two phases, so that every target is a plain file (an interrupted run
 # resumes where it stopped, `make -j2` runs independent steps side by side):
 #   1. `tune`: on seed $(TUNE_SEED) only, every pipeline runs each learning rate of its grid (at budget
-#      $(TUNE_BUDGET) when it has budgets); select_lr.py writes the one with the smallest average gap
-#      to the oracle, over all forget sets, to $(WORK)/lr/<p>.txt.
+#      $(TUNE_BUDGET) when it runs at that budget, else at its first); select_lr.py writes the one with
+#      the smallest average gap to the oracle, over all forget sets, to $(WORK)/lr/<p>.txt.
 #   2. `report` (a second make, which reads those files): every forget set, seed and budget with the
 #      chosen learning rate. Run files carry the learning rate in their name, so the seed-0 runs of
 #      phase 1 are reused, not repeated.
@@ -53,7 +53,7 @@ run_name = $(1)$(if $(2),_b$(2))$(if $(3),_lr$(3))
 mask_file = $(call run_dir,$(1),$(2))/mask-$(3)$(if $(4),_b$(4)).safetensors
 # budgets a pipeline runs at (one empty entry when it has none), and the one its learning rate is tuned at
 budgets_of = $(if $($(1).budgets),$($(1).budgets),_)
-tune_budget_of = $(if $($(1).budgets),$(TUNE_BUDGET))
+tune_budget_of = $(if $($(1).budgets),$(if $(filter $(TUNE_BUDGET),$($(1).budgets)),$(TUNE_BUDGET),$(firstword $($(1).budgets))))
 unset = $(subst _,,$(1))
 TUNED := $(foreach p,$(PIPELINES),$(if $($(p).lrs),$(p)))
 lr_file = $(WORK)/lr/$(1).txt

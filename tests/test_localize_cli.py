@@ -147,6 +147,12 @@ def test_bad_budget_is_refused(tiny_run, tmp_path, budget):
     assert_refused(localize(tiny_run, "--strategy", "del", "--budget", budget, "-o", output), output, "--budget", budget)
 
 
+def test_budget_too_small_for_any_unit_is_refused(tiny_run, tmp_path):
+    output = tmp_path / "mask.safetensors"
+    assert_refused(localize(tiny_run, "--strategy", "shallowest", "--budget", "0.01", "-o", output), output,
+                   "--budget 0.01 keeps nothing", "raise --budget to")
+
+
 def test_forget_set_of_another_dataset_is_refused(tiny_run, tmp_path):
     num_train = create_dataset("digits").num_train
     forget = tmp_path / "forget.json"

@@ -47,7 +47,7 @@ from torch import nn
 
 from unlearn_cli.errors import UserError
 from unlearn_cli.localize.base import LocalizationData, LocalizeSettings, Mask
-from unlearn_cli.localize.budget import budget_limit, check_budget, select_prefix
+from unlearn_cli.localize.budget import budget_limit, check_budget, ranking, select_prefix
 from unlearn_cli.localize.criteria import CRITERIA, evaluation_with_gradients
 from unlearn_cli.localize.units import Shapes, build_units, parameter_shapes, top_k_mean
 from unlearn_cli.registry import Registry
@@ -131,7 +131,18 @@ def _scores(model: nn.Module, forget: LocalizationData, settings: LocalizeSettin
 
 
 def _keep_best(units, unit_scores: torch.Tensor, budget: float) -> Mask:
-    return units.mask(select_prefix(unit_scores, units.sizes, budget_limit(budget, units.total)))
+    """The best-ranked units that fit the budget; a budget too small for the first of them is an error
+    (an empty mask would leave every method a no-op)."""
+    selected = select_prefix(unit_scores, units.sizes, budget_limit(budget, units.total))
+    if not bool(selected.any()):
+        first = int(ranking(unit_scores)[0])
+        group, row = units.locate(first)
+        size = int(units.sizes[first])
+        needed = math.ceil(size / units.total * 1000) / 1000  # 3 decimals, rounded up: enough for this unit
+        where = ", ".join(group.names) + (f" row {row}" if group.count > 1 else "")
+        raise UserError(f"--budget {budget:g} keeps nothing: the first unit it ranks ({where}) holds {size:,} of "
+                        f"{units.total:,} trainable scalars ({size / units.total:.1%}); raise --budget to {needed:g} or more")
+    return units.mask(selected)
 
 
 NEURON_LEVELS = ("neuron", "parameter", "layer")
