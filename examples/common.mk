@@ -76,7 +76,8 @@ REPORTS = $(RESULTS)/report.md $(RESULTS)/report.txt $(RESULTS)/report.csv $(RAW
 
 .PHONY: all tune report smoke clean
 .DELETE_ON_ERROR:
-.SECONDARY:
+# (no .SECONDARY: it would let make skip a missing run, e.g. a new grid value, whose inputs are older than
+# the learning-rate file that depends on it; every file here has an explicit rule and is kept anyway)
 
 all: tune
 	$(MAKE) --no-print-directory report

@@ -117,6 +117,21 @@ def test_smoke_resumes_without_redoing_work(smoke_runs):
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file()} == before
 
 
+@needs_make
+def test_a_new_grid_value_is_tuned_on_the_next_run(smoke_runs):
+    code, output, work = smoke_runs["fashion-mnist"]
+    assert code == 0, output[-4000:]
+    # the smoke's own variables (see SMOKE_VARIABLES in examples/fashion-mnist/Makefile), one more DEL learning rate
+    dry_run = subprocess.run(["make", "-n", "-C", str(EXAMPLES / "fashion-mnist"), "tune", "CONFIGS=configs/smoke",
+                              f"WORK={work}", "SEEDS=0", "DATA_ROOT=", "DEVICE=cpu", "FORGET_SETS=noniid", "BUDGETS=0.3",
+                              "PIPELINES=del ssd", "del.lrs=0.03 0.05 0.08", f"UNLEARN={unlearn_command()}",
+                              f"PYTHON={sys.executable}"], capture_output=True, text=True, env=clean_environment(), timeout=120)
+    assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
+    assert "--lr 0.08" in dry_run.stdout and "del_b0.3_lr0.08.json" in dry_run.stdout
+    assert "--lr 0.05" not in dry_run.stdout  # the runs already made are not repeated
+    assert "select_lr.py del" in dry_run.stdout
+
+
 def results_file(folder: Path, name: str, *gaps) -> Path:
     path = folder / name
     path.write_text(json.dumps({"format": "unlearn-results/1", "results": [{"average_gap": gap} for gap in gaps]}))
