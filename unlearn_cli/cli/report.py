@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from enum import Enum
 from typing import Annotated, Optional
 
