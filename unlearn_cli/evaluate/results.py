@@ -26,7 +26,8 @@ Each RESULT is self-contained, so results of many files can be pooled:
     gaps                null, or |metric − oracle metric| per metric key (points)
     average_gap         mean gap over forget_accuracy, test_accuracy, mia_correctness, or null
     strong_average_gap  mean gap over forget_accuracy, test_accuracy, mia_confidence, or null
-    allow_mismatch      true when --allow-mismatch let an oracle for another forget set through
+    allow_mismatch      true when --allow-mismatch let a mismatch through: an oracle for another forget set,
+                        or a forget set made for another dataset
     parent              null, or {"source", "sha256"} of the --parent checkpoint
     fraction_changed    share (0 … 1) of parameter scalars that differ from the parent, or null
     wall_time_s         seconds the checkpoint took to produce (metadata `wall_time_s`), or null
@@ -45,14 +46,14 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import math
 
 import unlearn_cli
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.metrics import metric_keys
 from unlearn_cli.evaluate.mia import SVC_SETTINGS
-from unlearn_cli.io.streams import read_input
+from unlearn_cli.io.limits import load_json
+from unlearn_cli.io.streams import read_input, reader
 
 FORMAT = "unlearn-results/1"
 
@@ -162,14 +163,9 @@ def validate_results(document, source: str) -> list[dict]:
     return results
 
 
+@reader("results file")
 def read_results(path: str) -> list[dict]:
     """The RESULT objects of results file `path` ('-': stdin); unreadable or malformed input is a UserError."""
     source = "stdin" if path == "-" else str(path)
-    try:
-        document = json.loads(read_input(path, "results file").decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{source}: not a results file (not UTF-8 text); give a file from `unlearn evaluate --json`") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{source}: malformed results JSON ({error.msg} at line {error.lineno}); "
-                        f"give a file from `unlearn evaluate --json`") from None
+    document = load_json(read_input(path, "results file"), source, "results")
     return validate_results(document, source)

@@ -1,4 +1,4 @@
-"""Forget-set files: `unlearn-forget/1` JSON, or a plain text / `.npy` list of indices (SPEC §2).
+"""Forget-set files: `unlearn-forget/1` JSON, or a plain text / `.npy` list of indices (docs/files.md).
 
 Usage:
     data = forget_set_json(indices, dataset="digits", num_train=1437, kind="iid", fraction=0.1, classes=None, seed=0)
@@ -17,7 +17,8 @@ import torch
 
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_indices
-from unlearn_cli.io.streams import read_input
+from unlearn_cli.io.limits import INT64_MAX, load_json
+from unlearn_cli.io.streams import read_input, reader
 
 FORMAT = "unlearn-forget/1"
 
@@ -40,52 +41,69 @@ def forget_set_json(indices: torch.Tensor, *, dataset: str, num_train: int, kind
     return (json.dumps(document, indent=1) + "\n").encode()
 
 
+def _npy_indices(data: bytes, source: str) -> list:
+    """A 1-D integer `.npy` array, its header checked against the file's size before anything is built."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(stream, max_header_size=10_000)
+    except (ValueError, SyntaxError, TypeError) as error:
+        raise UserError(f"{source}: unreadable .npy index list ({str(error).splitlines()[0][:80]})") from None
+    if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
+        raise UserError(f"{source}: a .npy forget set must be a 1-D integer array, got {dtype} {shape}")
+    body = len(data) - stream.tell()
+    if shape[0] * dtype.itemsize != body:
+        raise UserError(f"{source}: .npy header claims {shape[0]:,} values of {dtype.itemsize} bytes but the file "
+                        f"holds {body:,} bytes after it; is it truncated?")
+    return np.frombuffer(data, dtype=dtype, offset=stream.tell()).tolist()
+
+
 def _indices_from(data: bytes, source: str) -> tuple[list, dict | None]:
     if data[:6] == b"\x93NUMPY":
-        try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as error:
-            raise UserError(f"{source}: unreadable .npy index list ({error})") from None
-        if array.ndim != 1 or array.dtype.kind not in "iu":
-            raise UserError(f"{source}: a .npy forget set must be a 1-D integer array, got {array.dtype} {array.shape}")
-        return array.tolist(), None
+        return _npy_indices(data, source), None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{source}: not a forget set (neither JSON, .npy nor a text list of indices)") from None
     if text.lstrip().startswith("{"):
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{source}: malformed forget-set JSON ({error.msg} at line {error.lineno})") from None
+        document = load_json(data, source, "forget-set")
         if not isinstance(document, dict):
             raise UserError(f"{source}: forget-set JSON must be an object")
         if document.get("format") != FORMAT:
-            raise UserError(f"{source}: unknown forget-set format {document.get('format')!r}; expected {FORMAT}")
+            raise UserError(f"{source}: unknown forget-set format {str(document.get('format'))[:40]!r}; expected {FORMAT}")
         if not isinstance(document.get("indices"), list):
             raise UserError(f"{source}: forget-set JSON has no 'indices' list")
         return document["indices"], document
-    tokens = [token for token in re.split(r"[\s,]+", text) if token]
-    if not all(re.fullmatch(r"-?\d+", token) for token in tokens):
-        bad = next(token for token in tokens if not re.fullmatch(r"-?\d+", token))
+    tokens = text.split() if "," not in text else [token for token in re.split(r"[\s,]+", text) if token]
+    bad = next((token for token in tokens if not re.fullmatch(r"-?\d{1,19}", token)), None)
+    if bad is not None:
         raise UserError(f"{source}: {bad[:30]!r} is not an integer index; a text forget set is whitespace-separated integers")
     return [int(token) for token in tokens], None
 
 
+@reader("forget set")
 def read_forget_set(path: str, num_train: int | None = None, dataset: str | None = None,
-                    allow_other_dataset: bool = False) -> ForgetSet:
-    """Read and validate a forget set: integer, unique, in range, non-empty, for this dataset."""
+                    allow_other_dataset: bool = False, override_flag: str | None = "--allow-mismatch") -> ForgetSet:
+    """Read and validate a forget set: integer, unique, in range, non-empty, for this dataset.
+
+    A forget set made for another dataset is refused unless `allow_other_dataset`; the error suggests
+    `override_flag` when the command has one.
+    """
     source = "stdin" if path == "-" else str(path)
     values, document = _indices_from(read_input(path, "forget set"), source)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise UserError(f"{source}: indices must be integers")
     if not values:
         raise UserError(f"{source}: the forget set is empty; it must name at least one training example")
+    smallest, largest = min(values), max(values)
+    if smallest < 0:
+        raise UserError(f"{source}: negative index {smallest}; indices count training examples from 0")
+    if num_train is not None and largest >= num_train:
+        raise UserError(f"{source}: index {largest} is out of range for a training set of {num_train} examples")
+    if largest > INT64_MAX:
+        raise UserError(f"{source}: index {largest} is beyond the 64-bit range")
     indices = torch.tensor(values, dtype=torch.long)
-    if int(indices.min()) < 0:
-        raise UserError(f"{source}: negative index {int(indices.min())}; indices count training examples from 0")
-    if num_train is not None and int(indices.max()) >= num_train:
-        raise UserError(f"{source}: index {int(indices.max())} is out of range for a training set of {num_train} examples")
     unique = torch.unique(indices)
     if len(unique) != len(indices):
         raise UserError(f"{source}: {len(indices) - len(unique)} duplicate indices; each example may appear once")
@@ -100,5 +118,5 @@ def read_forget_set(path: str, num_train: int | None = None, dataset: str | None
                             f"re-create it with `unlearn split` for this dataset")
     if dataset is not None and forget.dataset not in (None, dataset) and not allow_other_dataset:
         raise UserError(f"{source}: forget set is for dataset {forget.dataset!r}, the model is trained on {dataset!r}; "
-                        f"use a forget set made for {dataset!r} (or --allow-mismatch)")
+                        f"use a forget set made for {dataset!r}" + (f" (or {override_flag})" if override_flag else ""))
     return forget

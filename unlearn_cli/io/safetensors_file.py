@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load as load_tensors
 
 from unlearn_cli.errors import UserError
+from unlearn_cli.io.limits import load_json
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 TORCH_DTYPES = {
@@ -41,9 +42,9 @@ def _header(data: bytes, source: str) -> dict:
     if header_length > min(MAX_HEADER_BYTES, len(data) - 8):
         raise bad(f"header claims {header_length} bytes but the file has {len(data) - 8} after the length field")
     try:
-        header = json.loads(data[8 : 8 + header_length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise bad("header is not JSON") from None
+        header = load_json(data[8 : 8 + header_length], source, "safetensors header")
+    except UserError as error:
+        raise bad(f"header is not JSON: {str(error).removeprefix(source + ': ')}") from None
     if not isinstance(header, dict):
         raise bad("header is not a JSON object")
     body = len(data) - 8 - header_length
@@ -67,6 +68,13 @@ def _header(data: bytes, source: str) -> dict:
         if math.prod(shape) * DTYPE_BYTES[dtype] != end - begin:
             raise bad(f"tensor {name!r}: shape {shape} of {dtype} does not match its {end - begin} bytes")
     return header
+
+
+def safetensors_layout(data: bytes, source: str) -> tuple[dict[str, tuple[str, list[int]]], dict[str, str]]:
+    """({tensor name: (dtype, shape)}, metadata) from the validated header alone: nothing is built yet."""
+    header = _header(data, source)
+    layout = {name: (entry["dtype"], entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
+    return layout, dict(header.get("__metadata__", {}))
 
 
 def parse_safetensors(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
