@@ -1,19 +1,74 @@
 """Command configuration: a dataclass per command; YAML (`--config`) sets values, flags override them.
 
+Every value is checked at the edge, whether it came from a flag, a YAML file or a checkpoint's metadata:
+its type from the dataclass (or factory) annotation, its range from `BOUNDS`, one table keyed by option
+name, so `epochs` or `seed` mean the same everywhere. YAML files are read without anchors or aliases
+(no expansion bombs) and within a size limit (docs/limits.md).
+
 Usage:
     config = resolve_config(TrainConfig, "cfg.yaml", {"epochs": 3})   # flags given on the command line
     config_dict(config)   # stored in the output's metadata
+    check_options(factory, {"width": 256}, "--arch-option")           # model / dataset options
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from unlearn_cli.errors import UserError
+from unlearn_cli.io.limits import INT64_MAX
+from unlearn_cli.io.streams import read_input, reader
+
+
+def _plain(number: float) -> str:
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range of a numeric option: minimum (inclusive, or exclusive when `above`) and maximum."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False
+
+    def describe(self) -> str:
+        low = None if self.minimum is None else f"{'>' if self.above else '≥'} {_plain(self.minimum)}"
+        high = None if self.maximum is None else f"≤ {_plain(self.maximum)}"
+        return " and ".join(part for part in (low, high) if part)
+
+    def holds(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.minimum is not None and (value <= self.minimum if self.above else value < self.minimum):
+            return False
+        return self.maximum is None or value <= self.maximum
+
+
+FRACTION = Bound(0, 1, above=True)
+COUNT = Bound(1, 2**31 - 1)
+# option name -> its range, for every command, method, model and dataset option that is a number
+BOUNDS: dict[str, Bound] = {
+    "seed": Bound(0, INT64_MAX), "epochs": Bound(1, 100_000), "max_steps": COUNT, "batch_size": COUNT,
+    "lr": Bound(0, above=True), "momentum": Bound(0, 1), "weight_decay": Bound(0), "final_lr_fraction": Bound(0, 1),
+    "budget": FRACTION, "fraction": FRACTION, "topk": FRACTION, "max_iterations": COUNT,
+    "beta": Bound(0, 1), "gamma": Bound(0), "max_epochs": Bound(0, 100_000), "temperature": Bound(0, above=True),
+    "kl_weight": Bound(0), "ce_weight": Bound(0), "alpha": Bound(0), "damping": Bound(0, above=True),
+    "num_samples": COUNT, "selection_weight": Bound(0, above=True), "dampening_constant": Bound(0),
+    # models
+    "width": COUNT, "depth": Bound(0, 1000), "dim": COUNT, "heads": COUNT, "mlp_dim": COUNT, "patch": COUNT, "dim_head": COUNT,
+    # datasets
+    "train_subset": COUNT, "num_train": COUNT, "num_test": COUNT, "num_classes": Bound(2, 1_000_000),
+    "channels": Bound(1, 64), "size": Bound(1, 4096), "image_size": Bound(1, 4096), "noise": Bound(0),
+    "num_workers": Bound(0, 256),
+}
 
 
 def _type_name(kind) -> str:
@@ -62,16 +117,57 @@ def _check_value(value, kind, where: str):
     raise UserError(f"{where}: expected {_type_name(kind)}, got {type(value).__name__} {value!r}")
 
 
+def check_range(name: str, value, where: str):
+    """`value` when option `name` has no bound or lies within it; else a UserError naming the range."""
+    bound = BOUNDS.get(name)
+    if bound is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and not bound.holds(value):
+        raise UserError(f"{where}: {value!r} is out of range; it must be {bound.describe()}")
+    return value
+
+
+def _checked_field(name: str, value, kind, where: str):
+    value = _check_value(value, kind, where)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not (item is None or isinstance(item, (bool, int, float, str))):
+                raise UserError(f"{where}: {key!r}: {item!r:.40} is not a number, string or boolean; "
+                                f"write it as key: value")
+    if isinstance(value, list):
+        return [check_range(name, item, where) for item in value]
+    return check_range(name, value, where)
+
+
+def check_options(factory, options: dict, where: str) -> dict:
+    """Options for a model or dataset factory, each checked against its annotation and its range."""
+    hints = typing.get_type_hints(factory)
+    accepted = inspect.signature(factory).parameters
+    return {key: _checked_field(key, value, hints.get(key, object), f"{where} {key}") if key in accepted else value
+            for key, value in options.items()}
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """yaml's safe loader without anchors and aliases, so a small file cannot expand into a huge one."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.YAMLError("anchors and aliases (&name, *name) are not accepted; write the values out")
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str):
+    """A YAML document (or scalar) parsed with `_PlainLoader`; yaml.YAMLError when malformed."""
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+@reader("config file")
 def load_yaml_config(path: str | Path | None) -> dict:
     if path is None:
         return {}
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: config file not found; check the --config path")
     try:
-        document = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        reason = str(error).splitlines()[0]
+        document = parse_yaml(read_input(path, "config file", limit_name="config_bytes").decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as error:
+        reason = str(error).splitlines()[0] if str(error) else "nested too deeply"
         raise UserError(f"{path}: malformed YAML ({reason})") from None
     if document is None:
         return {}
@@ -80,19 +176,25 @@ def load_yaml_config(path: str | Path | None) -> dict:
     return document
 
 
-def resolve_config(cls, config_path: str | Path | None, overrides: dict):
-    """Defaults of `cls`, then the YAML file, then the flags that were given (values not None)."""
+def resolve_config(cls, config_path: str | Path | None, overrides: dict, document: dict | None = None):
+    """Defaults of `cls`, then the YAML file, then the flags that were given (values not None).
+
+    `document` holds the file's values when the caller has read it already (one file setting two configs,
+    as `apply`'s options and its method's); errors still name `config_path` and the key.
+    """
     hints = typing.get_type_hints(cls)
     names = [field.name for field in dataclasses.fields(cls)]
     values = {}
-    for key, value in load_yaml_config(config_path).items():
+    for key, value in (load_yaml_config(config_path) if document is None else document).items():
         key = str(key).replace("-", "_")
         if key not in names:
-            raise UserError(f"{config_path}: unknown option {key!r}; valid options: {', '.join(names)}")
-        values[key] = _check_value(value, hints[key], f"{config_path}: option {key!r}")
+            valid = f"valid options: {', '.join(names)}" if names else (
+                "this command takes no options from a config file (its files are given on the command line)")
+            raise UserError(f"{config_path}: unknown option {key!r}; {valid}")
+        values[key] = _checked_field(key, value, hints[key], f"{config_path}: option {key!r}")
     for key, value in overrides.items():
         if value is not None:
-            values[key] = _check_value(value, hints[key], f"--{key.replace('_', '-')}")
+            values[key] = _checked_field(key, value, hints[key], f"--{key.replace('_', '-')}")
     return cls(**values)
 
 
@@ -110,7 +212,7 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict | None:
         if not sep or not key:
             raise UserError(f"{flag} {pair!r}: write it as key=value, e.g. {flag} width=256")
         try:
-            options[key.strip().replace("-", "_")] = yaml.safe_load(text)
+            options[key.strip().replace("-", "_")] = parse_yaml(text)
         except yaml.YAMLError:
             raise UserError(f"{flag} {pair!r}: the value is not a number, string or list") from None
     return options

@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unlearn_cli.config import check_options
 from unlearn_cli.distributed import Shard
 from unlearn_cli.errors import UserError
 from unlearn_cli.registry import Registry
@@ -105,8 +106,9 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def create_dataset(name: str, **kwargs) -> ImageData:
-    """Build dataset `name`; unknown names and unknown options are a UserError naming the valid ones."""
+def create_dataset(name: str, where: str = "dataset option", **kwargs) -> ImageData:
+    """Build dataset `name`; unknown names, unknown options and options of the wrong type or out of range are
+    a UserError naming the valid ones (`where` names the options' origin, e.g. "--dataset-option")."""
     try:
         factory = DATASETS.get(name)
     except ValueError as error:
@@ -117,6 +119,7 @@ def create_dataset(name: str, **kwargs) -> ImageData:
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise UserError(f"dataset {name!r} has no option {', '.join(unknown)}; its options are: {', '.join(accepted) or 'none'}")
+    kwargs = check_options(factory, kwargs, where)
     data = factory(**kwargs)
     data.kwargs = {k: v for k, v in kwargs.items() if k != "data_root"}
     return data

@@ -1,4 +1,4 @@
-"""The registered datasets (SPEC §4). Nothing here downloads: files come from the user's disk.
+"""The registered datasets (README, "Datasets and models"). Nothing here downloads: files come from the user's disk.
 
 Usage:
     create_dataset("digits")                                   # bundled with scikit-learn
@@ -22,6 +22,7 @@ import torch
 
 from unlearn_cli.data.base import DATASETS, ImageData
 from unlearn_cli.errors import UserError
+from unlearn_cli.io.limits import check_size
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
@@ -196,6 +197,8 @@ def imagenet100(data_root: str | None = None, image_size: int = 128, num_workers
 def synthetic(num_train: int = 512, num_test: int = 256, num_classes: int = 10, channels: int = 1, size: int = 8,
               noise: float = 0.5, seed: int = 0) -> ImageData:
     """Learnable class-dependent images: a random prototype per class plus Gaussian noise, for tests and smoke runs."""
+    check_size((num_train + num_test + num_classes) * channels * size * size, "dataset_elements", "synthetic",
+               f"{num_train} + {num_test} images of {channels}×{size}×{size} hold")
     generator = torch.Generator().manual_seed(seed)
     prototypes = torch.rand(num_classes, channels, size, size, generator=generator)
 

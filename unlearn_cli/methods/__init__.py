@@ -1,4 +1,4 @@
-"""Unlearning methods (SPEC §6): one module each, one registry, one signature `fn(model, data, mask, cfg) -> model`.
+"""Unlearning methods (README, "Unlearning methods"): one module each, one registry, one signature `fn(model, data, mask, cfg) -> model`.
 
 Every finetune-like method is a loss function plus a batch schedule handed to `engine.run_loop`, which
 enforces the mask; the training-free ones (ssd, iu) restrict their change with `engine.restrict_to_mask`.
@@ -57,13 +57,15 @@ def method_options(name: str) -> list[str]:
     return [field.name for field in dataclasses.fields(get_method(name).config_class)]
 
 
-def method_config(name: str, values: dict):
-    """The config dataclass of method `name` with `values` applied (None values keep the default)."""
+def method_config(name: str, values: dict, config_path: str | None = None, from_file: dict | None = None):
+    """The config dataclass of method `name`: defaults, then `from_file` (the values of YAML file `config_path`),
+    then `values` (flags; None keeps what was there)."""
     options = method_options(name)
-    for key in values:
+    for key in [*(from_file or {}), *(key for key, value in values.items() if value is not None)]:
         if key not in options:
-            raise UserError(f"method {name!r} has no option {key!r}; its options are: {', '.join(options)}")
-    return resolve_config(get_method(name).config_class, None, values)
+            origin = f"{config_path}: " if key in (from_file or {}) else ""
+            raise UserError(f"{origin}method {name!r} has no option {key!r}; its options are: {', '.join(options)}")
+    return resolve_config(get_method(name).config_class, config_path, values, document=from_file or {})
 
 
 from unlearn_cli.methods._common import MethodConfig, UnlearnData  # noqa: E402,F401
