@@ -15,7 +15,6 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from typing import Annotated, Optional
@@ -30,12 +29,11 @@ from unlearn_cli.config import config_dict, load_yaml_config, parse_options, res
 from unlearn_cli.distributed import confirm_replicas, data_parallel, is_main_process
 from unlearn_cli.engine import FastPath, accuracy, select_device
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.checkpoint import checkpoint_bytes, checkpoint_metadata, load_checkpoint
+from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.mask import mask_counts, read_mask
 from unlearn_cli.io.streams import check_writable, write_output
 from unlearn_cli.methods import METHODS, UnlearnData, get_method, list_methods, method_config, method_options
-from unlearn_cli.models import create_model
 
 
 @dataclass
@@ -45,7 +43,7 @@ class ApplyConfig:
     method: str = "rft"
     mask: Optional[str] = None  # mask file ('-' for stdin); None: every parameter may change
     allow_other_model: bool = False  # accept a mask computed on another checkpoint
-    allow_mismatch: bool = False  # accept a forget set made for another dataset
+    allow_mismatch: bool = False  # accept a forget set made for another dataset, or a mask for another forget set
     device: str = "auto"
     data_root: Optional[str] = None
     amp: Optional[bool] = None  # bf16 autocast; None: on for cuda, off otherwise (the resolved value is stored)
@@ -59,13 +57,11 @@ APPLY_OPTIONS = [field.name for field in dataclasses.fields(ApplyConfig)]
 def resolve(config_path: str | None, apply_flags: dict, method_flags: dict) -> tuple[ApplyConfig, object]:
     """Split the YAML file into apply options and method hyperparameters; flags override both."""
     document = {str(key).replace("-", "_"): value for key, value in load_yaml_config(config_path).items()}
-    apply_values = {key: value for key, value in document.items() if key in APPLY_OPTIONS}
-    apply_values.update({key: value for key, value in apply_flags.items() if value is not None})
-    cfg = resolve_config(ApplyConfig, None, apply_values)
+    cfg = resolve_config(ApplyConfig, config_path, apply_flags,
+                         document={key: value for key, value in document.items() if key in APPLY_OPTIONS})
     get_method(cfg.method)  # an unknown method is reported before its options
-    method_values = {key: value for key, value in document.items() if key not in APPLY_OPTIONS}
-    method_values.update({key: value for key, value in method_flags.items() if value is not None})
-    return cfg, method_config(cfg.method, method_values)
+    from_file = {key: value for key, value in document.items() if key not in APPLY_OPTIONS}
+    return cfg, method_config(cfg.method, method_flags, config_path, from_file)
 
 
 def _methods_text() -> str:
@@ -86,9 +82,9 @@ def apply(
     method: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_methods())} (default: rft); see below.")] = None,
     mask: Annotated[Optional[str], typer.Option(help="Mask from `unlearn localize` ('-' for stdin); only masked parameters change.")] = None,
     allow_other_model: Annotated[Optional[bool], typer.Option("--allow-other-model", help="Accept a mask computed on another checkpoint (recorded in the output).")] = None,
-    allow_mismatch: Annotated[Optional[bool], typer.Option("--allow-mismatch", help="Accept a forget set made for another dataset (recorded in the output).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: per method, e.g. rft 0.015)")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: per method, e.g. rft 10)")] = None,
+    allow_mismatch: Annotated[Optional[bool], typer.Option("--allow-mismatch", help="Accept a forget set made for another dataset, or a mask computed for another forget set (recorded in the output).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: per method, e.g. rft 0.1)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: per method, e.g. rft 20)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: 128)")] = None,
     momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (default: 0.9)")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="SGD weight decay (default: 0)")] = None,
@@ -123,7 +119,8 @@ def apply(
     main = is_main_process()
     quiet = quiet or not main
     if main:
-        check_writable(output)
+        check_writable(output, "--output", {"--model": cfg.model, "--forget": cfg.forget, "--mask": cfg.mask,
+                                            "--config": config})
     with data_parallel(select_device(cfg.device)) as (target, shard):
         _apply(cfg, method_cfg, output, target, shard, quiet)
 
@@ -133,24 +130,21 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
     unlearning = get_method(cfg.method)
     parent = load_checkpoint(cfg.model)
     dataset = dataset_for(parent, cfg.data_root)
-    forget_set = read_forget_set(cfg.forget, num_train=dataset.num_train, dataset=parent.meta["dataset"],
+    forget_set = read_forget_set(cfg.forget, num_train=dataset.num_train, dataset=parent.dataset,
                                  allow_other_dataset=cfg.allow_mismatch)
-    selection, mask_sha256, mask_meta = None, "", {}
+    selection, mask_file = None, None
     if cfg.mask is not None:
-        mask_file = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256, allow_other_model=cfg.allow_other_model)
-        selection, mask_sha256, mask_meta = mask_file.mask, mask_file.sha256, mask_file.meta
+        mask_file = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256, allow_other_model=cfg.allow_other_model,
+                              forget_sha256=forget_set.sha256, allow_other_forget_set=cfg.allow_mismatch)
+        selection = mask_file.mask
         if not unlearning.uses_mask and not quiet:
             stderr.print(f"note: method {cfg.method} ignores the mask; every parameter may change")
 
     fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
     cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
-    arch_kwargs = json.loads(parent.meta["arch_kwargs"])
-    input_shape = tuple(json.loads(parent.meta["input_shape"]))
-    num_classes = int(parent.meta["num_classes"])
     dataset.to(target, fast.memory_format)
-    data = UnlearnData.split(
-        dataset, forget_set.indices, device=target, training_config=parent.config, fast=fast, shard=shard,
-        new_model=lambda: create_model(parent.meta["arch"], num_classes, input_shape, **arch_kwargs))
+    data = UnlearnData.split(dataset, forget_set.indices, device=target, training_config=parent.config, fast=fast,
+                             shard=shard, new_model=parent.new_model)
     started = time.perf_counter()
     with progress_bar(f"{cfg.method}", None, quiet) as on_step:
         data.on_step = on_step
@@ -159,22 +153,25 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
     confirm_replicas(unlearned)  # every rank got here with the same weights, or nothing is written
     unlearned = unlearned.cpu()
 
-    extra = {"method": cfg.method, "parent_sha256": parent.sha256, "mask_sha256": mask_sha256,
-             "mask_strategy": mask_meta.get("strategy", ""), "mask_budget": mask_meta.get("budget", ""),
-             "mask_selected_fraction": mask_meta.get("selected_fraction", "")}
-    if unlearning.excludes_forget_set:
-        extra["excluded_sha256"] = forget_set.sha256
-    if cfg.mask is not None and mask_meta.get("model_sha256") != parent.sha256:
-        extra["mask_model_sha256"] = mask_meta.get("model_sha256", "")  # accepted with --allow-other-model
-    data_root_used = cfg.data_root or parent.meta.get("data_root")
+    provenance = Provenance(seed=method_cfg.seed, method=cfg.method, parent_sha256=parent.sha256,
+                            excluded_sha256=forget_set.sha256 if unlearning.excludes_forget_set else None)
+    if mask_file is not None:
+        recorded = mask_file.typed
+        provenance = dataclasses.replace(
+            provenance, mask_sha256=mask_file.sha256, mask_strategy=recorded.get("strategy") or None,
+            mask_budget=recorded.get("budget"), mask_selected_fraction=recorded.get("selected_fraction"),
+            mask_model_sha256=None if recorded.get("model_sha256") == parent.sha256 else recorded.get("model_sha256") or "unrecorded",
+            mask_forget_sha256=None if recorded.get("forget_sha256") == forget_set.sha256 else recorded.get("forget_sha256") or "unrecorded")
+    extra = {}
+    data_root_used = cfg.data_root or parent.data_root
     if data_root_used:
         extra["data_root"] = data_root_used
     if shard.world > 1:
         extra["world_size"] = str(shard.world)
     meta = checkpoint_metadata(
-        arch=parent.meta["arch"], arch_kwargs=arch_kwargs, num_classes=num_classes, dataset=parent.meta["dataset"],
-        dataset_kwargs=parent.dataset_kwargs, input_shape=input_shape, seed=method_cfg.seed,
-        config={**config_dict(cfg), **config_dict(method_cfg)}, wall_time_s=wall_time, **extra)
+        arch=parent.arch, arch_kwargs=parent.arch_kwargs, num_classes=parent.num_classes, dataset=parent.dataset,
+        dataset_kwargs=parent.dataset_kwargs, input_shape=parent.input_shape,
+        config={**config_dict(cfg), **config_dict(method_cfg)}, wall_time_s=wall_time, provenance=provenance, **extra)
     if shard.is_main:
         write_output(output, checkpoint_bytes(unlearned, meta))
     if not quiet:

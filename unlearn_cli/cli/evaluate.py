@@ -10,8 +10,6 @@ Usage:
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,19 +18,20 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption, dataset_for,
-                                    handle_errors, print_json, stderr)
+from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption, SeedOption,
+                                    dataset_for, handle_errors, is_terminal, print_json, stderr)
 from unlearn_cli.config import resolve_config
-from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict, select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.metrics import (evaluate_outputs, fraction_changed, metric_keys, metric_label,
                                           oracle_gaps)
 from unlearn_cli.evaluate.mia import SVC_SETTINGS, shadow_split
+from unlearn_cli.evaluate.provenance import (check_fits_data, check_oracle, check_parent, reused_oracle_metrics,
+                                             run_identity)
 from unlearn_cli.evaluate.results import read_results, result_record, results_document
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
-from unlearn_cli.io.forget import ForgetSet, read_forget_set
+from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import check_writable
 
 
@@ -49,102 +48,25 @@ class EvaluateConfig:
     oracle_results: Optional[str] = None  # an earlier results file holding this oracle's metrics (not re-measured)
 
 
-def _describe_data(checkpoint: Checkpoint) -> str:
-    options = checkpoint.dataset_kwargs
-    return checkpoint.meta["dataset"] + (f" {json.dumps(options, sort_keys=True)}" if options else "")
-
-
-def _check_fits_data(checkpoint: Checkpoint, reference: Checkpoint, data: ImageData, role: str) -> None:
-    """The checkpoint must be trained on the reference's dataset and match its classes and input shape."""
-    if _describe_data(checkpoint) != _describe_data(reference):
-        raise UserError(f"{checkpoint.source}: {role} was trained on {_describe_data(checkpoint)}, but "
-                        f"{reference.source} on {_describe_data(reference)}; compare models of the same dataset")
-    classes = int(checkpoint.meta["num_classes"])
-    if classes != data.num_classes:
-        raise UserError(f"{checkpoint.source}: {role} has {classes} classes but dataset {data.name} has "
-                        f"{data.num_classes}; evaluate it on the data it was trained for")
-    shape = tuple(json.loads(checkpoint.meta["input_shape"]))
-    if shape != tuple(data.input_shape):
-        raise UserError(f"{checkpoint.source}: {role} takes inputs of shape {list(shape)} but dataset {data.name} "
-                        f"has {list(data.input_shape)}; evaluate it on the data it was trained for")
-
-
-def _check_oracle(oracle: Checkpoint, forget: ForgetSet, allow_mismatch: bool) -> bool:
-    """True when the oracle was trained without exactly this forget set; otherwise an error (or False if allowed)."""
-    excluded = oracle.meta.get("excluded_sha256")
-    if excluded == forget.sha256:
-        return True
-    if allow_mismatch:
-        return False
-    if excluded is None:
-        raise UserError(f"{oracle.source}: the oracle was trained on the full training set (no excluded_sha256); "
-                        f"train it with `unlearn train --exclude {forget.source}`, or pass --allow-mismatch")
-    raise UserError(f"{oracle.source}: the oracle was trained without another forget set (excluded_sha256 "
-                    f"{excluded[:12]}…, {forget.source} is {forget.sha256[:12]}…); retrain it with "
-                    f"`unlearn train --exclude {forget.source}`, or pass --allow-mismatch")
-
-
-def _check_parent(checkpoint: Checkpoint, parent: Checkpoint) -> bool:
-    """True when `checkpoint` is `parent` or derived from it; False when it records no parent; else an error."""
-    recorded = checkpoint.meta.get("parent_sha256")
-    if checkpoint.sha256 == parent.sha256 or recorded == parent.sha256:
-        return True
-    if recorded is None:
-        return False
-    raise UserError(f"{checkpoint.source}: was unlearned from another checkpoint (parent_sha256 {recorded[:12]}…, "
-                    f"{parent.source} is {parent.sha256[:12]}…); pass its parent with --parent")
-
-
-def _reused_oracle_metrics(path: str, oracle: Checkpoint, forget: ForgetSet, mia: dict) -> dict:
-    """The oracle's metrics from an earlier results file: measured on the same oracle file, forget set and MIA
-    shadow sets (seed and sizes), so they are the numbers measuring it again would give."""
-    for record in read_results(path):
-        shadow = record.get("mia") if isinstance(record.get("mia"), dict) else {}
-        if record["forget"]["sha256"] != forget.sha256 or any(shadow.get(key) != mia[key] for key in mia):
-            continue
-        if record["oracle"] is not None and record["oracle"]["sha256"] == oracle.sha256:
-            measured = record["oracle"]["metrics"]
-        elif record["model"]["sha256"] == oracle.sha256:  # the oracle evaluated as a model
-            measured = record["metrics"]
-        else:
-            continue
-        return {key: math.nan if value is None else value for key, value in measured.items()}
-    raise UserError(f"{path}: holds no measurement of oracle {oracle.source} ({oracle.sha256[:12]}…) on forget set "
-                    f"{forget.source} with MIA seed {mia['seed']}; pass a results file of `unlearn evaluate --oracle "
-                    f"{oracle.source}` with the same --forget and --seed, or leave out --oracle-results")
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _identity(checkpoint: Checkpoint, forget: ForgetSet) -> dict:
-    """method, strategy, budget and seed of a checkpoint, for grouping runs in `unlearn report`."""
-    meta, config = checkpoint.meta, checkpoint.config
-    method = meta.get("method") or ("retrain" if meta.get("excluded_sha256") == forget.sha256 else "original")
-    strategy = meta.get("mask_strategy") or (config.get("strategy") if isinstance(config.get("strategy"), str) else None)
-    budget = _number(meta.get("mask_budget"))
-    if budget is None and "mask_budget" not in meta:
-        budget = _number(config.get("budget"))
-    seed = meta.get("seed")
-    return {"method": method, "strategy": strategy, "budget": budget,
-            "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else None}
-
-
 def _model_fields(checkpoint: Checkpoint) -> dict:
-    return {"source": checkpoint.source, "sha256": checkpoint.sha256, "arch": checkpoint.meta["arch"],
-            "dataset": checkpoint.meta["dataset"], "num_classes": int(checkpoint.meta["num_classes"])}
+    return {"source": checkpoint.source, "sha256": checkpoint.sha256, "arch": checkpoint.arch,
+            "dataset": checkpoint.dataset, "num_classes": checkpoint.num_classes}
 
 
 @contextlib.contextmanager
 def _progress(total: int, quiet: bool):
-    """Yields `advance(name)`: one step per evaluated checkpoint on a rich progress bar."""
+    """Yields `advance(name)`: one step per evaluated checkpoint on a rich progress bar; in a log or a pipe, a line
+    when the work starts and one as each checkpoint is done."""
     if quiet:
         yield lambda name: None
+        return
+    if not is_terminal(stderr.file):
+        lines = ProgressLines("evaluate", total)
+        lines.start(f"{total} checkpoint{'s' if total != 1 else ''} to measure; each: predicting the train and test "
+                    f"sets, fitting the MIA attacks")
+        done = iter(range(1, total + 1))
+        yield lambda name: lines.update(next(done, total), status=f"{name} done", force=True)
+        lines.finish()
         return
     columns = [TextColumn("[bold]evaluate"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[name]}"), TimeElapsedColumn()]
@@ -192,7 +114,7 @@ def evaluate(
     json_output: Annotated[Optional[str], typer.Option("--json", help="Write results (unlearn-results/1) to FILE or '-'.")] = None,
     parent: Annotated[Optional[str], typer.Option("--parent", help="Checkpoint the models were unlearned from.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inference batch size (default: 512)")] = None,
-    allow_mismatch: Annotated[Optional[bool], typer.Option("--allow-mismatch", help="Accept an oracle trained without another forget set (recorded in the results).")] = None,
+    allow_mismatch: Annotated[Optional[bool], typer.Option("--allow-mismatch", help="Accept an oracle trained without another forget set, or a forget set made for another dataset (recorded in the results).")] = None,
     oracle_results: Annotated[Optional[str], typer.Option("--oracle-results", help="Take the oracle's metrics from an earlier results file of the same oracle, forget set and --seed instead of measuring them again.")] = None,
     data_root: DataRootOption = None,
     seed: SeedOption = None,
@@ -210,22 +132,28 @@ def evaluate(
     if cfg.oracle_results is not None and cfg.oracle is None:
         raise UserError("--oracle-results gives the metrics of the --oracle checkpoint; pass --oracle too")
     if json_output not in (None, "-"):
-        check_writable(json_output)
+        check_writable(json_output, "--json", {"MODEL": models, "--forget": cfg.forget, "--oracle": cfg.oracle,
+                                                "--parent": cfg.parent, "--oracle-results": cfg.oracle_results,
+                                                "--config": config})
     target = select_device(cfg.device)
     checkpoints = [load_checkpoint(path) for path in models]
     reference = checkpoints[0]
     data = dataset_for(reference, cfg.data_root)
     for checkpoint in checkpoints:
-        _check_fits_data(checkpoint, reference, data, "the model")
-    forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=reference.meta["dataset"],
+        check_fits_data(checkpoint, reference, data, "the model")
+    forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=reference.dataset,
                                  allow_other_dataset=cfg.allow_mismatch)
     oracle_checkpoint = matches = None
     if cfg.oracle is not None:
         oracle_checkpoint = load_checkpoint(cfg.oracle)
-        _check_fits_data(oracle_checkpoint, reference, data, "the oracle")
-        matches = _check_oracle(oracle_checkpoint, forget_set, cfg.allow_mismatch)
+        check_fits_data(oracle_checkpoint, reference, data, "the oracle")
+        matches = check_oracle(oracle_checkpoint, forget_set, cfg.allow_mismatch)
     parent_checkpoint = load_checkpoint(cfg.parent) if cfg.parent is not None else None
-    derived = [parent_checkpoint is not None and _check_parent(c, parent_checkpoint) for c in checkpoints]
+    derived = [parent_checkpoint is not None and check_parent(c, parent_checkpoint) for c in checkpoints]
+    # the flag is recorded whenever it let something through: an oracle for another forget set, or a
+    # forget set made for another dataset
+    mismatch_allowed = bool(cfg.allow_mismatch and ((oracle_checkpoint is not None and not matches)
+                                                    or forget_set.dataset not in (None, reference.dataset)))
 
     retain = retain_indices(data.num_train, forget_set.indices)
     member_positions, nonmembers = shadow_split(data.train_labels[retain], data.test_labels, cfg.seed)
@@ -234,7 +162,8 @@ def evaluate(
                    "seed": cfg.seed, "svc": dict(SVC_SETTINGS)}
     reused = None
     if cfg.oracle_results is not None:
-        reused = _reused_oracle_metrics(cfg.oracle_results, oracle_checkpoint, forget_set, mia_setting)
+        reused = reused_oracle_metrics(read_results(cfg.oracle_results), cfg.oracle_results, oracle_checkpoint,
+                                       forget_set, mia_setting)
 
     def measure(checkpoint: Checkpoint) -> dict:
         model = checkpoint.model.to(target)
@@ -248,8 +177,8 @@ def evaluate(
         oracle_block = None
         if oracle_checkpoint is not None:
             oracle_block = {"source": oracle_checkpoint.source, "sha256": oracle_checkpoint.sha256,
-                            "seed": _identity(oracle_checkpoint, forget_set)["seed"],
-                            "excluded_sha256": oracle_checkpoint.meta.get("excluded_sha256"),
+                            "seed": oracle_checkpoint.provenance.seed,
+                            "excluded_sha256": oracle_checkpoint.provenance.excluded_sha256,
                             "matches_forget_set": matches,
                             "metrics": measure(oracle_checkpoint) if reused is None else reused,
                             "metrics_from": cfg.oracle_results}
@@ -259,21 +188,22 @@ def evaluate(
         for checkpoint, is_derived in zip(checkpoints, derived):
             metrics = measure(checkpoint)
             records.append(result_record(
-                model=_model_fields(checkpoint), **_identity(checkpoint, forget_set),
+                model=_model_fields(checkpoint), **run_identity(checkpoint, forget_set),
                 forget={"source": forget_set.source, "sha256": forget_set.sha256, "size": len(forget_set.indices),
                         "kind": (forget_set.info or {}).get("kind", "indices")},
                 metrics=metrics, oracle=oracle_block,
                 comparison=oracle_gaps(metrics, oracle_block["metrics"]) if oracle_block else None,
-                allow_mismatch=bool(cfg.allow_mismatch and oracle_block is not None and not matches),
+                allow_mismatch=mismatch_allowed,
                 parent={"source": parent_checkpoint.source, "sha256": parent_checkpoint.sha256} if parent_checkpoint else None,
                 fraction_changed=fraction_changed(checkpoint.model.named_parameters(),
                                                   parent_checkpoint.model.named_parameters()) if is_derived else None,
-                wall_time_s=_number(checkpoint.meta.get("wall_time_s")), mask_sha256=checkpoint.meta.get("mask_sha256"),
+                wall_time_s=checkpoint.wall_time_s, mask_sha256=checkpoint.provenance.mask_sha256,
                 mia={key: value for key, value in mia_setting.items() if key != "svc"}))
             advance(Path(checkpoint.source).name)
     if not quiet:
         stderr.print(_render(records, oracle_block["metrics"] if oracle_block else None))
-        if oracle_block is not None and not matches:
-            stderr.print("[yellow]warning: the oracle was not trained without this forget set (--allow-mismatch)[/yellow]")
+        if mismatch_allowed:
+            stderr.print("[yellow]warning: --allow-mismatch let a mismatch through (an oracle trained without another "
+                         "forget set, or a forget set for another dataset); it is recorded in the results[/yellow]")
     if json_output is not None:
         print_json(results_document(records), json_output)

@@ -29,6 +29,8 @@ from unlearn_cli.localize import (CRITERIA, NO_CRITERION, STRATEGIES, Localizati
 
 @dataclass
 class LocalizeConfig:
+    model: Optional[str] = None  # checkpoint to localize in (required: --model or model: in the YAML)
+    forget: Optional[str] = None  # forget-set file (required: --forget or forget: in the YAML)
     strategy: str = "del"
     budget: Optional[float] = None  # fraction of all trainable scalars in (0, 1]; critmem: an optional cap
     criterion: Optional[str] = None  # None: the strategy's preset
@@ -59,9 +61,9 @@ def _strategy_help() -> str:
 
 @handle_errors
 def localize(
-    model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint to localize in (.safetensors).")],
-    forget: Annotated[str, typer.Option("--forget", "-f", help="Forget set (JSON from `unlearn split`, text or .npy indices).")],
     output: Annotated[str, typer.Option("--output", "-o", help="Mask to write (.safetensors; '-' for stdout).")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint to localize in (.safetensors); required, here or as model: in --config.")] = None,
+    forget: Annotated[Optional[str], typer.Option("--forget", "-f", help="Forget set (JSON from `unlearn split`, text or .npy indices); required, here or as forget: in --config.")] = None,
     strategy: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_strategies())} (default: del)")] = None,
     budget: Annotated[Optional[str], typer.Option(help="Fraction of all parameters in (0, 1], e.g. 0.3 (critmem: optional cap)")] = None,
     criterion: Annotated[Optional[str], typer.Option(help=f"Override the strategy's criterion: {', '.join(list_criteria())}")] = None,
@@ -79,28 +81,31 @@ def localize(
 ):
     """Score parameters on the forget set and write the selected ones as a mask."""
     cfg = resolve_config(LocalizeConfig, config, {
-        "strategy": strategy, "budget": parse_budget(budget), "criterion": criterion, "granularity": granularity,
-        "topk": topk, "like": like, "max_iterations": max_iterations, "batch_size": batch_size, "seed": seed,
-        "device": device, "data_root": data_root, "allow_mismatch": allow_mismatch or None})
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size {cfg.batch_size}: must be at least 1")
+        "model": model, "forget": forget, "strategy": strategy, "budget": parse_budget(budget), "criterion": criterion,
+        "granularity": granularity, "topk": topk, "like": like, "max_iterations": max_iterations,
+        "batch_size": batch_size, "seed": seed, "device": device, "data_root": data_root,
+        "allow_mismatch": allow_mismatch or None})
+    for flag, key, what in (("--model", "model", "CHECKPOINT"), ("--forget", "forget", "FORGET_SET")):
+        if getattr(cfg, key) is None:
+            raise UserError(f"{flag} is required: pass {flag} {what}, or set `{key}:` in {config or 'a --config YAML'}")
     settings = LocalizeSettings(strategy=cfg.strategy, budget=cfg.budget, criterion=cfg.criterion,
                                 granularity=cfg.granularity, topk=cfg.topk, max_iterations=cfg.max_iterations,
                                 seed=cfg.seed, like={} if cfg.like is not None else None)
     settings = resolve_settings(settings)  # bad options fail before any file is read
     cfg.criterion, cfg.granularity = settings.criterion, settings.granularity  # the resolved preset goes in the metadata
-    check_writable(output)
+    check_writable(output, "--output", {"--model": cfg.model, "--forget": cfg.forget, "--like": cfg.like,
+                                        "--config": config})
     target = select_device(cfg.device)
-    checkpoint = load_checkpoint(model)
+    checkpoint = load_checkpoint(cfg.model)
     data = dataset_for(checkpoint, cfg.data_root)
-    forget_set = read_forget_set(forget, num_train=data.num_train, dataset=checkpoint.meta["dataset"],
+    forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=checkpoint.dataset,
                                  allow_other_dataset=cfg.allow_mismatch)
     extra = {"topk": repr(cfg.topk)}
     if cfg.like is not None:
         like = read_mask(cfg.like, checkpoint.model)
         like_mask, extra["like_sha256"] = like.mask, like.sha256
         settings = dataclasses.replace(settings, like=like_mask)
-    settings = dataclasses.replace(settings, arch=checkpoint.meta["arch"])
+    settings = dataclasses.replace(settings, arch=checkpoint.arch)
     network = checkpoint.model.to(target)
     forget_data = LocalizationData(
         forget_batches=lambda: data.batches("train", forget_set.indices, cfg.batch_size, device=target),

@@ -57,8 +57,8 @@ def split(
     cfg = resolve_config(SplitConfig, config, {
         "dataset": dataset, "kind": kind, "fraction": fraction, "classes": parse_classes(classes), "seed": seed,
         "data_root": data_root, "dataset_options": parse_options(dataset_option, "--dataset-option")})
-    check_writable(output) if output != "-" else None
-    data = create_dataset(cfg.dataset, data_root=cfg.data_root, **cfg.dataset_options)
+    check_writable(output, "--output", {"--config": config})
+    data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
     indices = draw_forget_indices(data.train_labels, cfg.kind, cfg.fraction, cfg.classes, cfg.seed)
     write_output(output, forget_set_json(indices, dataset=cfg.dataset, num_train=data.num_train, kind=cfg.kind,
                                          fraction=cfg.fraction, classes=cfg.classes, seed=cfg.seed), binary=False)

@@ -23,7 +23,8 @@ from unlearn_cli.data import create_dataset, list_datasets
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.distributed import confirm_replicas, data_parallel, is_main_process
 from unlearn_cli.engine import FastPath, LoopSettings, accuracy, seed_everything, select_device, train_classifier
-from unlearn_cli.io.checkpoint import checkpoint_bytes, checkpoint_metadata
+from unlearn_cli.errors import UserError
+from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import check_writable, write_output
 from unlearn_cli.models import create_model, list_models
@@ -90,7 +91,7 @@ def train(
     main = is_main_process()
     quiet = quiet or not main
     if main:
-        check_writable(output)
+        check_writable(output, "--output", {"--exclude": cfg.exclude, "--config": config})
     with data_parallel(select_device(cfg.device)) as (target, shard):
         written = _train(cfg, output, target, shard, quiet)
     if not quiet:
@@ -104,13 +105,16 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
     """Train on this process's device and shard; rank 0 writes the checkpoint. -> (model, data, indices, seconds)"""
     fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
     cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
-    data = create_dataset(cfg.dataset, data_root=cfg.data_root, **cfg.dataset_options)
+    data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
     extra = {}
-    indices = None
+    indices = excluded = None
     if cfg.exclude is not None:
-        forget = read_forget_set(cfg.exclude, num_train=data.num_train, dataset=cfg.dataset)
+        forget = read_forget_set(cfg.exclude, num_train=data.num_train, dataset=cfg.dataset, override_flag=None)
         indices = retain_indices(data.num_train, forget.indices)
-        extra["excluded_sha256"] = forget.sha256
+        if len(indices) == 0:
+            raise UserError(f"{forget.source}: --exclude leaves no training data (it names all {data.num_train} "
+                            f"examples of {cfg.dataset}); exclude fewer examples")
+        excluded = forget.sha256
     if shard.world > 1:
         extra["world_size"] = str(shard.world)
     seed_everything(cfg.seed)  # the same initialization on every rank (DDP also broadcasts rank 0's)
@@ -128,8 +132,9 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
     model = model.cpu()
     meta = checkpoint_metadata(
         arch=cfg.arch, arch_kwargs=cfg.arch_options, num_classes=data.num_classes, dataset=cfg.dataset,
-        dataset_kwargs=data.kwargs, input_shape=data.input_shape, seed=cfg.seed, config=config_dict(cfg),
-        wall_time_s=wall_time, **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
+        dataset_kwargs=data.kwargs, input_shape=data.input_shape, config=config_dict(cfg), wall_time_s=wall_time,
+        provenance=Provenance(seed=cfg.seed, excluded_sha256=excluded),
+        **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
     if shard.is_main:
         write_output(output, checkpoint_bytes(model, meta))
     return model, data, indices, wall_time

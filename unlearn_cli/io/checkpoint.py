@@ -1,16 +1,25 @@
-"""Self-describing safetensors checkpoints (SPEC §2): the full state_dict plus string metadata.
+"""Self-describing safetensors checkpoints: the full state_dict plus string metadata, read into one typed face.
+
+Metadata (all strings in the file, see docs/files.md): `format` (unlearn-checkpoint/1), `arch`, `arch_kwargs`
+(JSON), `num_classes`, `dataset`, `dataset_kwargs` (JSON), `input_shape` (JSON), `config` (JSON of the
+resolved command), `wall_time_s`, `unlearn_version`, `data_root` when one was given, and the provenance
+fields of `Provenance` (seed, method, parent / mask / excluded hashes, …). A reader never re-parses these
+strings: `load_checkpoint` checks every field once, sizes the architecture before building it, and
+returns them typed.
 
 Usage:
-    data = checkpoint_bytes(model, checkpoint_metadata(arch="mlp", ...))
+    data = checkpoint_bytes(model, checkpoint_metadata(arch="mlp", ..., provenance=Provenance(seed=0)))
     checkpoint = load_checkpoint("model.safetensors")   # rebuilds the architecture, loads strictly
-    checkpoint.model, checkpoint.meta, checkpoint.sha256
+    checkpoint.model, checkpoint.arch, checkpoint.provenance.parent_sha256, checkpoint.new_model()
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -18,9 +27,10 @@ from torch import nn
 import unlearn_cli
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
-from unlearn_cli.io.streams import read_input
-from unlearn_cli.models import MODELS, create_model
+from unlearn_cli.io.limits import INT64_MAX, check_size, load_json
+from unlearn_cli.io.safetensors_file import TORCH_DTYPES, dump_safetensors, parse_safetensors, safetensors_layout
+from unlearn_cli.io.streams import read_input, reader
+from unlearn_cli.models import MODELS, create_model, measure_model
 
 FORMAT = "unlearn-checkpoint/1"
 REPRODUCIBLE_ENV = "UNLEARN_REPRODUCIBLE"  # set to 1: no wall time in the file, so equal runs give equal bytes
@@ -28,20 +38,103 @@ REQUIRED = ("format", "arch", "arch_kwargs", "num_classes", "dataset", "input_sh
 PREFIXES = ("module.", "_orig_mod.")
 
 
+def _number(text: str | None, key: str, source: str) -> float | None:
+    if text in (None, "", "unrecorded"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{source}: metadata field {key!r} must be a number, got {text[:40]!r}") from None
+    return value if math.isfinite(value) else None
+
+
+def _integer(text: str | None, key: str, source: str, low: int, high: int) -> int | None:
+    if text in (None, ""):
+        return None
+    if not (text.lstrip("-").isdigit() and len(text) <= 20 and low <= int(text) <= high):
+        raise UserError(f"{source}: metadata field {key!r} must be an integer in {low}…{high}, got {text[:40]!r}")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a checkpoint came from. Each field is one metadata key of the same name; None: not recorded."""
+
+    seed: int | None = None  # seed of the run that wrote it
+    method: str | None = None  # unlearning method (`apply`); None for `train`
+    parent_sha256: str | None = None  # the checkpoint it was unlearned from
+    mask_sha256: str | None = None  # the mask file the method used
+    mask_strategy: str | None = None  # that mask's strategy, budget and achieved fraction (for reports)
+    mask_budget: float | None = None
+    mask_selected_fraction: float | None = None
+    excluded_sha256: str | None = None  # the forget set it was trained without (an oracle)
+    # overrides: set only when a flag let a mismatch through
+    mask_model_sha256: str | None = None  # --allow-other-model: the checkpoint the mask was computed on
+    mask_forget_sha256: str | None = None  # --allow-mismatch: the forget set the mask was computed for
+
+    _NUMBERS = ("mask_budget", "mask_selected_fraction")
+
+    def to_meta(self) -> dict[str, str]:
+        meta = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if value is not None:
+                meta[item.name] = repr(float(value)) if item.name in self._NUMBERS else str(value)
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, str], source: str) -> "Provenance":
+        values = {}
+        for item in dataclasses.fields(cls):
+            text = meta.get(item.name)
+            if item.name == "seed":
+                values["seed"] = _integer(text, "seed", source, -INT64_MAX - 1, INT64_MAX)
+            elif item.name in cls._NUMBERS:
+                values[item.name] = _number(text, item.name, source)
+            else:
+                values[item.name] = text or None  # older files wrote "" for "none"
+        return cls(**values)
+
+    @property
+    def overrides(self) -> list[str]:
+        """The flags that let a mismatch through when this checkpoint was made."""
+        return (["--allow-other-model"] if self.mask_model_sha256 else []) + (
+            ["--allow-mismatch"] if self.mask_forget_sha256 else [])
+
+
 @dataclass
 class Checkpoint:
     model: nn.Module
-    meta: dict[str, str]
-    sha256: str
+    meta: dict[str, str]  # the raw string metadata, as stored
+    sha256: str  # of the file's bytes
     source: str
+    arch: str = ""
+    arch_kwargs: dict = field(default_factory=dict)
+    num_classes: int = 0
+    input_shape: tuple[int, int, int] = (0, 0, 0)
+    dataset: str = ""
+    dataset_kwargs: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # the resolved configuration of the command that wrote it
+    provenance: Provenance = field(default_factory=Provenance)
+    wall_time_s: float | None = None
+    data_root: str | None = None
 
-    @property
-    def dataset_kwargs(self) -> dict:
-        return json.loads(self.meta.get("dataset_kwargs", "{}"))
+    def new_model(self) -> nn.Module:
+        """The same architecture, freshly initialized (retrain; rft's reset)."""
+        return create_model(self.arch, self.num_classes, self.input_shape, **self.arch_kwargs)
 
-    @property
-    def config(self) -> dict:
-        return json.loads(self.meta.get("config", "{}"))
+    def describe_data(self) -> str:
+        return self.dataset + (f" {json.dumps(self.dataset_kwargs, sort_keys=True)}" if self.dataset_kwargs else "")
+
+    def typed_metadata(self) -> dict:
+        """Every metadata field with its real type (numbers, objects), as `unlearn info --json` shows it."""
+        typed = {**self.meta, "arch_kwargs": self.arch_kwargs, "num_classes": self.num_classes,
+                 "input_shape": list(self.input_shape), "dataset_kwargs": self.dataset_kwargs, "config": self.config,
+                 "wall_time_s": self.wall_time_s}
+        typed.update({key: getattr(self.provenance, key) for key in self.provenance.to_meta()})
+        if "world_size" in self.meta:
+            typed["world_size"] = _integer(self.meta["world_size"], "world_size", self.source, 1, 2**31)
+        return typed
 
 
 def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -55,13 +148,15 @@ def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def checkpoint_metadata(*, arch: str, arch_kwargs: dict, num_classes: int, dataset: str, dataset_kwargs: dict,
-                        input_shape, seed: int, config: dict, wall_time_s: float, **extra: str) -> dict[str, str]:
-    """The metadata every checkpoint carries; `extra` adds excluded_sha256, parent_sha256, method, mask_sha256, …"""
+                        input_shape, config: dict, wall_time_s: float, provenance: Provenance,
+                        **extra: str) -> dict[str, str]:
+    """The metadata every checkpoint carries; `extra` adds data_root, world_size."""
     meta = {
         "format": FORMAT, "arch": arch, "arch_kwargs": json.dumps(arch_kwargs, sort_keys=True),
         "num_classes": str(num_classes), "dataset": dataset, "dataset_kwargs": json.dumps(dataset_kwargs, sort_keys=True),
-        "input_shape": json.dumps(list(input_shape)), "seed": str(seed), "config": json.dumps(config, sort_keys=True),
+        "input_shape": json.dumps(list(input_shape)), "config": json.dumps(config, sort_keys=True),
         "wall_time_s": recorded_wall_time(wall_time_s), "unlearn_version": unlearn_cli.__version__,
+        **provenance.to_meta(),
     }
     meta.update({key: str(value) for key, value in extra.items()})
     return meta
@@ -81,18 +176,18 @@ def checkpoint_bytes(model: nn.Module, meta: dict[str, str]) -> bytes:
     return dump_safetensors(state, meta)
 
 
-def _json_field(meta: dict, key: str, source: str):
-    try:
-        return json.loads(meta[key])
-    except (json.JSONDecodeError, TypeError):
-        raise UserError(f"{source}: metadata field {key!r} is not valid JSON ({meta[key][:60]!r})") from None
+def _json_field(meta: dict, key: str, source: str, kind: type):
+    text = meta[key]
+    check_size(len(text.encode()), "metadata_field_bytes", source, f"metadata field {key!r} size in bytes")
+    value = load_json(text, source, f"metadata field {key!r}")
+    if not isinstance(value, kind):
+        raise UserError(f"{source}: metadata field {key!r} must be a JSON {'object' if kind is dict else 'list'}, "
+                        f"got {text[:60]!r}")
+    return value
 
 
-def load_checkpoint(path: str, data: bytes | None = None, allow_nonfinite: bool = False) -> Checkpoint:
-    """Rebuild the architecture from metadata and load tensors strictly; every defect is a one-line UserError."""
-    source = "stdin" if path == "-" else str(path)
-    data = read_input(path, "checkpoint") if data is None else data
-    tensors, meta = parse_safetensors(data, source)
+def _typed_fields(meta: dict[str, str], source: str) -> dict:
+    """The metadata fields checked and typed, before anything is built from them."""
     missing_fields = [key for key in REQUIRED if key not in meta]
     if meta.get("format", "").startswith("unlearn-mask/"):
         raise UserError(f"{source}: is a mask file, not a checkpoint; pass it with --mask")
@@ -100,43 +195,64 @@ def load_checkpoint(path: str, data: bytes | None = None, allow_nonfinite: bool 
         raise UserError(f"{source}: not an unlearn checkpoint (metadata lacks {', '.join(missing_fields)}); "
                         f"create checkpoints with `unlearn train`")
     if meta["format"] != FORMAT:
-        raise UserError(f"{source}: unknown checkpoint format {meta['format']!r}; this unlearn "
+        raise UserError(f"{source}: unknown checkpoint format {meta['format'][:60]!r}; this unlearn "
                         f"{unlearn_cli.__version__} reads {FORMAT}")
     if meta["arch"] not in MODELS:
-        raise UserError(f"{source}: unknown arch {meta['arch']!r}; known: {', '.join(MODELS.names())}")
-    arch_kwargs = _json_field(meta, "arch_kwargs", source)
-    input_shape = _json_field(meta, "input_shape", source)
-    if not isinstance(arch_kwargs, dict):
-        raise UserError(f"{source}: metadata field 'arch_kwargs' must be a JSON object")
-    if not (isinstance(input_shape, list) and len(input_shape) == 3 and all(isinstance(s, int) and 0 < s <= 4096 for s in input_shape)):
-        raise UserError(f"{source}: metadata field 'input_shape' must be [channels, height, width], got {meta['input_shape']!r}")
-    try:
-        num_classes = int(meta["num_classes"])
-        if not 1 <= num_classes <= 1_000_000:
-            raise ValueError
-    except ValueError:
-        raise UserError(f"{source}: metadata field 'num_classes' must be a positive integer, got {meta['num_classes']!r}") from None
-    try:
-        model = create_model(meta["arch"], num_classes, tuple(input_shape), **arch_kwargs)
-    except UserError as error:
-        raise UserError(f"{source}: {error}") from None
-    except (TypeError, ValueError) as error:
-        raise UserError(f"{source}: cannot rebuild {meta['arch']} from its metadata ({error})") from None
-    expected = model.state_dict()
-    missing = [name for name in expected if name not in tensors]
-    unexpected = [name for name in tensors if name not in expected]
+        raise UserError(f"{source}: unknown arch {meta['arch'][:60]!r}; known: {', '.join(MODELS.names())}")
+    input_shape = _json_field(meta, "input_shape", source, list)
+    if not (len(input_shape) == 3 and all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 4096
+                                          for s in input_shape)):
+        raise UserError(f"{source}: metadata field 'input_shape' must be [channels, height, width] of integers in "
+                        f"1…4096, got {meta['input_shape'][:60]!r}")
+    return {
+        "arch": meta["arch"], "arch_kwargs": _json_field(meta, "arch_kwargs", source, dict),
+        "num_classes": _integer(meta["num_classes"], "num_classes", source, 2, 1_000_000),
+        "input_shape": tuple(input_shape), "dataset": meta["dataset"],
+        "dataset_kwargs": _json_field(meta, "dataset_kwargs", source, dict) if "dataset_kwargs" in meta else {},
+        "config": _json_field(meta, "config", source, dict) if "config" in meta else {},
+        "provenance": Provenance.from_meta(meta, source),
+        "wall_time_s": _number(meta.get("wall_time_s"), "wall_time_s", source),
+        "data_root": meta.get("data_root") or None,
+    }
+
+
+_STORED_DTYPES = {name: dtype for dtype, name in TORCH_DTYPES.items()}  # "F32" -> torch.float32
+
+
+def _check_layout(expected: dict, stored: dict, arch: str, source: str) -> None:
+    """The tensors the architecture needs (names, shapes, dtypes) against those the file stores."""
+    missing = [name for name in expected if name not in stored]
+    unexpected = [name for name in stored if name not in expected]
     if missing or unexpected:
         parts = ([f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}"] if missing else []) + (
             [f"unexpected {', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''}"] if unexpected else [])
-        raise UserError(f"{source}: tensors do not match arch {meta['arch']} ({'; '.join(parts)})")
-    for name, reference in expected.items():
-        tensor = tensors[name]
-        if tensor.shape != reference.shape:
-            raise UserError(f"{source}: tensor {name} has shape {tuple(tensor.shape)}, arch {meta['arch']} "
-                            f"needs {tuple(reference.shape)}")
-        if tensor.dtype != reference.dtype:
-            raise UserError(f"{source}: tensor {name} has dtype {tensor.dtype}, expected {reference.dtype}")
-        if not allow_nonfinite and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UserError(f"{source}: tensor {name} holds NaN or Inf values; the model is broken, retrain it")
+        raise UserError(f"{source}: tensors do not match arch {arch} ({'; '.join(parts)})")
+    for name, (shape, dtype) in expected.items():
+        stored_dtype, stored_shape = stored[name]
+        if tuple(stored_shape) != shape:
+            raise UserError(f"{source}: tensor {name} has shape {tuple(stored_shape)}, arch {arch} needs {shape}")
+        if _STORED_DTYPES.get(stored_dtype) != dtype:
+            raise UserError(f"{source}: tensor {name} has dtype {_STORED_DTYPES.get(stored_dtype, stored_dtype)}, "
+                            f"expected {dtype}")
+
+
+@reader("checkpoint")
+def load_checkpoint(path: str, data: bytes | None = None, allow_nonfinite: bool = False) -> Checkpoint:
+    """Check the metadata, size the architecture it asks for and compare it with the tensors the file stores
+    (before anything is allocated: a checkpoint cannot ask for more than it holds), then build it and load the
+    tensors strictly; every defect is a one-line UserError."""
+    source = "stdin" if path == "-" else str(path)
+    data = read_input(path, "checkpoint", limit_name="tensor_file_bytes") if data is None else data
+    layout, meta = safetensors_layout(data, source)
+    fields = _typed_fields(meta, source)
+    size = measure_model(fields["arch"], fields["num_classes"], fields["input_shape"], fields["arch_kwargs"],
+                         where=f"{source}: ")
+    _check_layout(size.layout, layout, fields["arch"], source)
+    tensors, _ = parse_safetensors(data, source)
+    if not allow_nonfinite:
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise UserError(f"{source}: tensor {name} holds NaN or Inf values; the model is broken, retrain it")
+    model = create_model(fields["arch"], fields["num_classes"], fields["input_shape"], **fields["arch_kwargs"])
     model.load_state_dict(tensors, strict=True)
-    return Checkpoint(model=model, meta=meta, sha256=sha256_bytes(data), source=source)
+    return Checkpoint(model=model, meta=meta, sha256=sha256_bytes(data), source=source, **fields)

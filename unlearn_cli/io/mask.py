@@ -1,4 +1,4 @@
-"""Mask files (SPEC §2): one bool tensor per trainable parameter, keyed by `named_parameters()` name.
+"""Mask files: one bool tensor per trainable parameter, keyed by `named_parameters()` name (docs/files.md).
 
 Usage:
     data = mask_bytes(mask, mask_metadata(strategy="del", ..., model_sha256=checkpoint.sha256))
@@ -9,7 +9,7 @@ Usage:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -18,7 +18,9 @@ import unlearn_cli
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
-from unlearn_cli.io.streams import read_input
+from unlearn_cli.io.limits import check_size, load_json
+from unlearn_cli.io.streams import read_input, reader
+from unlearn_cli.localize.budget import budget_limit
 
 FORMAT = "unlearn-mask/1"
 Mask = dict[str, torch.Tensor]
@@ -27,9 +29,10 @@ Mask = dict[str, torch.Tensor]
 @dataclass
 class MaskFile:
     mask: Mask
-    meta: dict[str, str]
+    meta: dict[str, str]  # as stored: strings
     sha256: str  # of the file's bytes
     source: str
+    typed: dict = field(default_factory=dict)  # the metadata with numbers as numbers (typed_mask_metadata)
 
 
 def mask_counts(mask: Mask) -> tuple[int, int]:
@@ -85,15 +88,82 @@ def check_mask_fits(mask: Mask, model: nn.Module, source: str) -> None:
                             f"{tuple(parameter.shape)}; compute the mask on this model")
 
 
+def check_mask_metadata(mask: Mask, typed: dict, source: str) -> None:
+    """The counts, fraction and budget a mask records must describe its tensors: a mask edited after
+    `localize` wrote it would otherwise be reported with numbers it does not have."""
+    selected, total = mask_counts(mask)
+    recorded = {key: typed.get(key) for key in ("selected", "total")}
+    if any(value is not None and value != actual for value, actual in zip(recorded.values(), (selected, total))):
+        raise UserError(f"{source}: mask records {recorded['selected']} of {recorded['total']} parameters selected but "
+                        f"holds {selected} of {total}; the file was edited, recompute it with `unlearn localize`")
+    fraction = typed.get("selected_fraction")
+    if fraction is not None and abs(fraction - selected / max(1, total)) > 1e-9:
+        raise UserError(f"{source}: mask records a selected fraction of {fraction!r} but selects "
+                        f"{selected / max(1, total)!r}; the file was edited, recompute it with `unlearn localize`")
+    budget = typed.get("budget")
+    if budget is not None and not (0 < budget <= 1 and selected <= budget_limit(budget, total)):
+        raise UserError(f"{source}: mask selects {selected} of {total} parameters, more than its budget {budget!r} "
+                        f"allows; the file was edited, recompute it with `unlearn localize`")
+
+
+@reader("mask")
 def read_mask(path: str, model: nn.Module | None = None, model_sha256: str | None = None,
-              allow_other_model: bool = False) -> MaskFile:
-    """Read and validate a mask (`-` for stdin); refuse one computed on another checkpoint unless `allow_other_model`."""
+              allow_other_model: bool = False, forget_sha256: str | None = None,
+              allow_other_forget_set: bool = False) -> MaskFile:
+    """Read and validate a mask (`-` for stdin): its metadata must describe its tensors; one computed on another
+    checkpoint (or, given `forget_sha256`, for another forget set) is refused unless allowed."""
     source = "stdin" if path == "-" else str(path)
-    data = read_input(path, "mask")
+    data = read_input(path, "mask", limit_name="tensor_file_bytes")
     mask, meta = parse_mask(data, source)
+    typed = typed_mask_metadata(meta, source)
+    check_mask_metadata(mask, typed, source)
     if model is not None:
         check_mask_fits(mask, model, source)
     if model_sha256 is not None and meta.get("model_sha256") != model_sha256 and not allow_other_model:
         raise UserError(f"{source}: mask was computed on another checkpoint (model_sha256 {meta.get('model_sha256', '?')[:12]}…, "
                         f"this one {model_sha256[:12]}…); recompute it, or pass --allow-other-model if that is deliberate")
-    return MaskFile(mask=mask, meta=meta, sha256=sha256_bytes(data), source=source)
+    if forget_sha256 is not None and meta.get("forget_sha256") != forget_sha256 and not allow_other_forget_set:
+        raise UserError(f"{source}: mask was computed for another forget set (forget_sha256 "
+                        f"{meta.get('forget_sha256', '?')[:12]}…, this one {forget_sha256[:12]}…); recompute it with "
+                        f"`unlearn localize --forget` on this forget set, or pass --allow-mismatch if that is deliberate")
+    return MaskFile(mask=mask, meta=meta, sha256=sha256_bytes(data), source=source, typed=typed)
+
+
+_MASK_NUMBERS = ("budget", "selected_fraction", "topk")  # "" (no budget) is null
+_MASK_INTEGERS = ("selected", "total", "seed")
+
+
+def typed_mask_metadata(meta: dict[str, str], source: str = "mask") -> dict:
+    """A mask's metadata for JSON: numbers as numbers (an empty budget as null), `config` as an object.
+
+    Every other key keeps its string value; a value that does not read as its type is a UserError naming it.
+    """
+    import math
+
+    typed: dict = dict(meta)
+    for key in _MASK_NUMBERS + _MASK_INTEGERS + ("config",):
+        if key not in meta:
+            continue
+        text = meta[key]
+        try:
+            if key == "config":
+                check_size(len(text.encode()), "metadata_field_bytes", source, "metadata field 'config' size in bytes")
+                value = load_json(text, source, "mask metadata 'config'")
+                valid = isinstance(value, dict)
+            elif key in _MASK_INTEGERS:
+                value = int(text)
+                valid = True
+            elif text == "" and key == "budget":
+                value = None
+                valid = True
+            else:
+                value = float(text)
+                valid = math.isfinite(value)
+        except ValueError:  # json.JSONDecodeError is a ValueError
+            valid = False
+        if not valid:
+            kind = "a JSON object" if key == "config" else "an integer" if key in _MASK_INTEGERS else "a finite number"
+            raise UserError(f"{source}: mask metadata {key!r} is {text[:40]!r}, not {kind}; the file is damaged, "
+                            f"recompute it with `unlearn localize`")
+        typed[key] = value
+    return typed
