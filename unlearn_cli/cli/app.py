@@ -16,6 +16,8 @@ from unlearn_cli.cli import apply
 from unlearn_cli.cli import evaluate, report
 from unlearn_cli.distributed import rank_zero_only
 
+common.whole_help_when_piped()  # `--help | cat`, `--help > file`: whole option names, not 80 cut columns
+
 app = typer.Typer(
     name="unlearn", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Localized machine unlearning for image classifiers: train, localize, apply, evaluate.",

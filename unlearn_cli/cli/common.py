@@ -11,19 +11,72 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import signal
 import sys
-from typing import Annotated, Optional
+import time
+from typing import Annotated, Callable, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from unlearn_cli.data import ImageData, create_dataset
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
 
-stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+LOG_WIDTH = 1000  # columns a table may use when the stream is a log file or a pipe: tables take only what they need
+HELP_WIDTH = 120  # columns of `--help` when stdout is not a terminal: wide enough for every option name, uncut
+
+
+def is_terminal(stream=None) -> bool:
+    """Whether STREAM (default: stderr) is a real terminal. FORCE_COLOR and CI settings do not make a log a terminal."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # closed, or not a file at all
+        return False
+
+
+class _Console(Console):
+    """A rich Console that renders whole when its stream is not a terminal: a wide virtual width instead of 80
+    columns, so no table cuts a name or a number with an ellipsis. On a terminal, rich's own width (COLUMNS)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if not is_terminal(self.file):
+            return ConsoleDimensions(LOG_WIDTH, Console.size.fget(self).height)
+        return Console.size.fget(self)
+
+    @size.setter
+    def size(self, new_size) -> None:
+        Console.size.fset(self, new_size)
+
+
+stderr = _Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def whole_help_when_piped() -> None:
+    """Make typer's `--help` (and usage errors) use HELP_WIDTH columns when its stream is not a terminal, instead of
+    80 columns that cut long option names (`--allow-other-m…`). TERMINAL_WIDTH, when set, still wins; on a terminal
+    rich's own width applies."""
+    try:
+        from typer import rich_utils
+    except ImportError:  # typer without rich: plain click help, which wraps instead of cutting
+        return
+    make_console = getattr(rich_utils, "_get_rich_console", None)
+    if make_console is None or getattr(make_console, "whole_when_piped", False):
+        return
+
+    @functools.wraps(make_console)
+    def console_for_help(*args, **kwargs):
+        console = make_console(*args, **kwargs)
+        if getattr(rich_utils, "MAX_WIDTH", None) is None and not is_terminal(console.file):
+            console.width = HELP_WIDTH
+        return console
+
+    console_for_help.whole_when_piped = True
+    rich_utils._get_rich_console = console_for_help
 
 
 class State:
@@ -41,6 +94,13 @@ def handle_errors(command):
             if State.debug:
                 raise
             sys.stderr.write(f"error: {error}\n")
+            raise typer.Exit(1) from None
+        except Exception as error:  # a defect: one line, and the way to see more
+            if State.debug or type(error).__module__.startswith(("typer", "click")):  # exits and usage errors
+                raise
+            detail = str(error).splitlines()[0][:200] if str(error) else "no detail"
+            sys.stderr.write(f"error: internal error ({type(error).__name__}: {detail}); "
+                             f"rerun with --debug for the traceback\n")
             raise typer.Exit(1) from None
         except Interrupted as interruption:
             name = signal.Signals(interruption.signal_number).name
@@ -60,41 +120,151 @@ ChannelsLastOption = Annotated[Optional[bool], typer.Option("--channels-last/--n
 CompileOption = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model for training (default: off).")]
 
 
+def _clock_text(seconds: float) -> str:
+    seconds = round(max(0.0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressLines:
+    """Plain progress lines for logs and pipes, where a live bar cannot redraw itself.
+
+    One line when the work starts (0%), then one whenever the step crosses the next `every_fraction` of the total
+    or `every_seconds` have passed since the last line, whichever comes first, and a final line. With an unknown
+    total only the time interval applies. `clock` and `write` are injectable, so the cadence is testable without
+    waiting.
+
+        lines = ProgressLines("train mlp", 100, write=print)
+        lines.start()
+        lines.update(10, status="epoch 1 loss 2.301")   # -> train mlp: 10/100 (10%) 0:00:01 elapsed, eta 0:00:09, ...
+        lines.finish()
+    """
+
+    def __init__(self, description: str, total: int | None, *, write: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic, every_fraction: float = 0.1,
+                 every_seconds: float = 30.0):
+        self.description, self.total = description, total or None
+        self.write = write or (lambda line: stderr.print(line, markup=False, highlight=False))
+        self.clock, self.every_fraction, self.every_seconds = clock, every_fraction, every_seconds
+        self.started = self.last_time = None
+        self.step, self.status = 0, ""
+        self.last_step = self.last_mark = None  # the step and the fraction mark of the latest line
+
+    def _mark(self, step: int) -> int | None:
+        if not self.total or self.every_fraction <= 0:
+            return None
+        return math.floor(min(step, self.total) / self.total / self.every_fraction + 1e-9)
+
+    def start(self, message: str = "started") -> None:
+        """The 0% line: `train mlp: 0/100 (0%), started`."""
+        self.started = self.last_time = self.clock()
+        self.step, self.last_step, self.last_mark = 0, 0, self._mark(0)
+        self.write(f"{self.description}: " + (f"0/{self.total} (0%), " if self.total else "") + message)
+
+    def update(self, step: int, total: int | None = None, status: str = "", force: bool = False) -> None:
+        """Record STEP (of TOTAL, when it becomes known) and write a line when an interval is up."""
+        if self.started is None:
+            self.start()
+        if total:
+            self.total = total
+            if self.last_mark is None:  # the total just became known: the marks count from the latest line
+                self.last_mark = self._mark(self.last_step or 0)
+        if self.last_step is not None and step < self.last_step:  # a new phase counts from 0 again
+            self.last_mark = -1
+        self.step, self.status = step, status
+        now, mark = self.clock(), self._mark(step)
+        if (force or (mark is not None and (self.last_mark is None or mark > self.last_mark))
+                or now - self.last_time >= self.every_seconds):
+            self._emit()
+
+    def finish(self) -> None:
+        """The final line, unless the latest line already showed the latest step."""
+        if self.started is not None and self.step != self.last_step:
+            self._emit()
+
+    def _emit(self) -> None:
+        now = self.clock()
+        elapsed = now - self.started
+        self.last_time, self.last_step, self.last_mark = now, self.step, self._mark(self.step)
+        if self.total:
+            fraction = min(self.step, self.total) / self.total
+            parts = [f"{self.step}/{self.total} ({100 * fraction:.0f}%)", f"{_clock_text(elapsed)} elapsed"]
+            if 0 < fraction < 1:
+                parts.append(f"eta {_clock_text(elapsed * (1 - fraction) / fraction)}")
+        else:
+            parts = [f"step {self.step}", f"{_clock_text(elapsed)} elapsed"]
+        if self.status:
+            parts.append(self.status)
+        self.write(f"{self.description}: " + ", ".join(parts))
+
+
+def step_status(info: dict, rate: float | None) -> str:
+    """`epoch 2 loss 0.512 acc 84.4% 1,303 img/s` from a training loop's step info."""
+    parts = []
+    if "epoch" in info:
+        parts.append(f"epoch {info['epoch'] + 1}")
+    if info.get("loss") is not None:
+        parts.append(f"loss {info['loss']:.3f}")
+    if info.get("accuracy") is not None:
+        parts.append(f"acc {100 * info['accuracy']:.1f}%")
+    if rate is not None:
+        parts.append(f"{rate:,.0f} img/s")
+    return " ".join(parts)
+
+
 @contextlib.contextmanager
-def progress_bar(description: str, total: int, quiet: bool):
-    """A rich progress bar on stderr; yields the `on_step` callback that the training loop calls."""
+def progress_bar(description: str, total: int | None, quiet: bool, *, clock: Callable[[], float] = time.perf_counter,
+                 every_fraction: float = 0.1, every_seconds: float = 30.0):
+    """Progress on stderr; yields the `on_step` callback that the training loop calls.
+
+    On a terminal: a rich live bar. Otherwise (a log file, a pipe, CI): plain lines, one at the start, then every
+    `every_fraction` of the steps or every `every_seconds`, whichever comes first, and one at the end. `total` may
+    be None; the loop's `total_steps` fills it in.
+    """
     if quiet:
         yield None
         return
-    if not stderr.is_terminal:  # a log file sees when the work starts; the bar itself is drawn at the end
-        stderr.print(f"{description}: {total} steps" if total else f"{description}: started")
+    state = {"started": None}
+
+    def status_of(info: dict) -> str:
+        now = clock()
+        if state["started"] is None:
+            state["started"] = (now, info.get("images", 0))
+        start, first_images = state["started"]
+        rate = (info["images"] - first_images) / (now - start) if "images" in info and now > start else None
+        return step_status(info, rate)
+
+    if not is_terminal(stderr.file):
+        lines = ProgressLines(description, total, clock=clock, every_fraction=every_fraction,
+                              every_seconds=every_seconds)
+        lines.start()
+
+        def on_line(info: dict) -> None:
+            lines.update(info["step"], info.get("total_steps"), status_of(info))
+
+        try:
+            yield on_line
+        finally:
+            lines.finish()
+        return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=stderr, transient=False) as progress:
         task = progress.add_task(description, total=total, status="")
-        state = {"started": None}
 
         def on_step(info: dict) -> None:
-            import time
-
-            now = time.perf_counter()
-            if state["started"] is None:
-                state["started"] = (now, info["images"])
-            start, first_images = state["started"]
-            rate = (info["images"] - first_images) / max(now - start, 1e-9)
-            status = f"epoch {info['epoch'] + 1} loss {info['loss']:.3f} acc {100 * info['accuracy']:.1f}% {rate:,.0f} img/s"
-            progress.update(task, completed=info["step"], total=info["total_steps"], status=status)
+            progress.update(task, completed=info["step"], total=info.get("total_steps") or total,
+                            status=status_of(info))
 
         yield on_step
 
 
 def dataset_for(checkpoint, data_root: str | None) -> ImageData:
     """Rebuild the dataset a checkpoint was trained on (its name and options are in the metadata)."""
-    kwargs = checkpoint.dataset_kwargs
-    root = data_root or checkpoint.meta.get("data_root") or None
+    kwargs = dict(checkpoint.dataset_kwargs)
+    root = data_root or checkpoint.data_root
     if root:
         kwargs["data_root"] = root
-    return create_dataset(checkpoint.meta["dataset"], **kwargs)
+    return create_dataset(checkpoint.dataset, where=f"{checkpoint.source}: dataset option", **kwargs)
 
 
 def print_json(document: dict, path: str) -> None:
