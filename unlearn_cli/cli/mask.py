@@ -4,18 +4,24 @@ Usage:
     unlearn mask info mask.safetensors [--json -]
     unlearn mask compare del.safetensors salun.safetensors [--json overlap.json]
     unlearn mask random --like del.safetensors --seed 1 -o control.safetensors
+    unlearn mask random --config control.yaml -o control.safetensors     # like: and seed: from YAML
+
+`--config FILE.yaml` holds a command's options (flags override them). `mask info` and `mask compare` have no
+options besides their arguments and outputs, which are always given on the command line.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from unlearn_cli.cli.common import QuietOption, SeedOption, handle_errors, print_json, stderr
+from unlearn_cli.cli.common import ConfigOption, QuietOption, SeedOption, handle_errors, print_json, stderr
+from unlearn_cli.config import config_dict, resolve_config
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.mask import mask_bytes, mask_metadata, read_mask
+from unlearn_cli.io.mask import mask_bytes, mask_metadata, read_mask, typed_mask_metadata
 from unlearn_cli.io.streams import check_writable, write_output
 from unlearn_cli.localize import NO_CRITERION, random_like
 from unlearn_cli.localize.summary import mask_overlap, mask_summary
@@ -24,6 +30,22 @@ app = typer.Typer(help="Inspect masks, compare them, draw structure-matched rand
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 JsonOption = Annotated[Optional[str], typer.Option("--json", help="Also write the numbers as JSON to this file ('-' for stdout).")]
+
+
+@dataclass
+class MaskInfoConfig:
+    """`mask info` has no options besides its argument and --json (an output)."""
+
+
+@dataclass
+class MaskCompareConfig:
+    """`mask compare` has no options besides its two arguments and --json (an output)."""
+
+
+@dataclass
+class MaskRandomConfig:
+    like: Optional[str] = None  # mask whose per-tensor unit counts the control reproduces (required)
+    seed: int = 0
 
 
 def _read(path: str) -> tuple[dict, dict, str]:
@@ -40,9 +62,13 @@ def _percent(fraction: float) -> str:
 def info(
     mask: Annotated[str, typer.Argument(help="Mask file ('-' for stdin).")],
     json_output: JsonOption = None,
+    config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
     """Per tensor: selected parameters and fraction, whole and partly selected rows; totals."""
+    resolve_config(MaskInfoConfig, config, {})
+    if json_output is not None:
+        check_writable(json_output, "--json", {"MASK": mask, "--config": config})
     tensors, meta, sha256 = _read(mask)
     summary = mask_summary(tensors)
     if not quiet:
@@ -60,7 +86,8 @@ def info(
         table.add_row("total", "", f"{summary['selected']:,}", f"{summary['total']:,}", _percent(summary["selected_fraction"]), "", "")
         stderr.print(table)
     if json_output is not None:
-        print_json({"mask": mask, "sha256": sha256, "metadata": meta, **summary}, json_output)
+        metadata = typed_mask_metadata(meta, "stdin" if mask == "-" else mask)
+        print_json({"mask": mask, "sha256": sha256, "metadata": metadata, **summary}, json_output)
 
 
 @app.command("compare")
@@ -69,9 +96,13 @@ def compare(
     first: Annotated[str, typer.Argument(help="First mask file.")],
     second: Annotated[str, typer.Argument(help="Second mask file.")],
     json_output: JsonOption = None,
+    config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
     """Intersection over union of two masks of the same model, overall and per tensor."""
+    resolve_config(MaskCompareConfig, config, {})
+    if json_output is not None:
+        check_writable(json_output, "--json", {"FIRST": first, "SECOND": second, "--config": config})
     if first == "-" and second == "-":
         raise UserError("only one of the two masks can come from stdin ('-')")
     first_mask, first_meta, _ = _read(first)
@@ -97,20 +128,25 @@ def compare(
 @app.command("random")
 @handle_errors
 def random(
-    like: Annotated[str, typer.Option("--like", help="Mask whose per-tensor unit counts the control reproduces.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Mask to write (.safetensors; '-' for stdout).")],
+    like: Annotated[Optional[str], typer.Option("--like", help="Mask whose per-tensor unit counts the control reproduces (required; or like: in --config).")] = None,
     seed: SeedOption = None,
+    config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
     """A random control: as many units per tensor as --like selects, drawn at random (seeded)."""
-    seed = 0 if seed is None else seed
-    check_writable(output)
-    reference, meta, sha256 = _read(like)
+    cfg = resolve_config(MaskRandomConfig, config, {"like": like, "seed": seed})
+    if cfg.like is None:
+        raise UserError(f"--like is required: the mask whose per-tensor counts the control copies; pass --like MASK, "
+                        f"or set `like:` in {config or 'a --config YAML'}")
+    like, seed = cfg.like, cfg.seed
+    check_writable(output, "--output", {"--like": cfg.like, "--config": config})
+    reference, meta, sha256 = _read(cfg.like)
     control = random_like(reference, {name: tensor.shape for name, tensor in reference.items()}, seed)
     metadata = mask_metadata(
         strategy="random", criterion=NO_CRITERION, granularity=meta.get("granularity", "neuron"), budget=None,
         mask=control, model_sha256=meta.get("model_sha256", ""), forget_sha256=meta.get("forget_sha256", ""),
-        seed=seed, config={"like": like, "seed": seed}, like_sha256=sha256)
+        seed=seed, config=config_dict(cfg), like_sha256=sha256)
     write_output(output, mask_bytes(control, metadata))
     if not quiet:
         stderr.print(f"random control like {like} -> {output}: {metadata['selected']} of {metadata['total']} parameters")

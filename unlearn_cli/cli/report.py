@@ -1,16 +1,20 @@
 """`unlearn report`: pool results files, mean ± 95% margin over seeds, as a table, Markdown, CSV or a plot.
 
 Runs are grouped by (forget set, strategy, method, budget); each oracle used appears as a row of its own.
+A checkpoint evaluated more than once on the same forget set counts once: the most complete record is kept,
+and records whose numbers disagree are refused (`merge_evaluations`).
 
 Usage:
     unlearn report results/*.json
     unlearn report results/*.json --format markdown -o table.md --plot curves.png
+    unlearn report results/*.json --config report.yaml     # format: markdown
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -18,9 +22,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearn_cli.cli.common import handle_errors, stderr
+from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, stderr
+from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.aggregate import Group, GroupKey, Summary, group_runs, oracle_summaries
+from unlearn_cli.evaluate.aggregate import Group, GroupKey, Summary, group_runs, merge_evaluations, oracle_summaries
 from unlearn_cli.evaluate.metrics import metric_keys, metric_label
 from unlearn_cli.evaluate.results import read_results
 from unlearn_cli.io.streams import check_writable, write_output
@@ -38,6 +43,19 @@ class ReportFormat(str, Enum):
     table = "table"
     markdown = "markdown"
     csv = "csv"
+
+
+@dataclass
+class ReportConfig:
+    format: str = "table"  # table | markdown | csv (the files, -o and --plot are given on the command line)
+
+
+def resolve_report_config(config_path: str | None, output_format: ReportFormat | None) -> ReportConfig:
+    cfg = resolve_config(ReportConfig, config_path, {"format": None if output_format is None else output_format.value})
+    choices = [choice.value for choice in ReportFormat]
+    if cfg.format not in choices:  # a flag is checked by typer; only the YAML can get here
+        raise UserError(f"{config_path}: option 'format': {cfg.format!r} is not one of {', '.join(choices)}")
+    return cfg
 
 
 def _rows(groups: list[Group], oracles: dict[str, dict[str, Summary]]) -> list[tuple[GroupKey, int, dict[str, Summary]]]:
@@ -161,24 +179,31 @@ def plot_png(groups: list[Group], oracles: dict[str, dict[str, Summary]]) -> byt
 @handle_errors
 def report(
     files: Annotated[list[str], typer.Argument(help="Results files written by `unlearn evaluate --json`.")],
-    output_format: Annotated[ReportFormat, typer.Option("--format", help="table, markdown or csv (default: table)")] = ReportFormat.table,
+    output_format: Annotated[Optional[ReportFormat], typer.Option("--format", help="table, markdown or csv (default: table)")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to FILE instead of the terminal.")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Draw metric-vs-budget curves to FILE.png (needs matplotlib).")] = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
 ):
-    """Aggregate evaluation results over seeds: mean ± 95% confidence margin (Student t) per group."""
+    """Aggregate evaluation results over seeds: mean ± 95% confidence margin (Student t) per group.
+
+    A checkpoint evaluated twice on one forget set counts once (the most complete record); disagreeing ones are refused.
+    """
+    output_format = ReportFormat(resolve_report_config(config, output_format).format)
+    inputs = {"FILES": files, "--config": config}
     if plot is not None:
         _pyplot()  # fail before any work when matplotlib is missing
-        check_writable(plot)
+        check_writable(plot, "--plot", inputs)
     if output is not None and output != "-":
-        check_writable(output)
-    runs = [run for path in files for run in read_results(path)]
+        check_writable(output, "--output", {**inputs, "--plot": plot})
+    runs = merge_evaluations(("stdin" if path == "-" else path, run) for path in files for run in read_results(path))
     groups = group_runs(runs)
     oracles = oracle_summaries(runs)
     rows = _rows(groups, oracles)
     if output_format is ReportFormat.table:
         if output is None:
-            console = stderr if stderr.is_terminal else Console(stderr=True, width=160, highlight=False)
-            console.print(render_table(rows))  # logs and pipes get a wide table instead of 80 columns
+            if not quiet:
+                stderr.print(render_table(rows))
         else:
             console = Console(file=io.StringIO(), width=240, color_system=None)
             console.print(render_table(rows))
@@ -188,4 +213,5 @@ def report(
         write_output(output or "-", text.encode(), binary=False)
     if plot is not None:
         write_output(plot, plot_png(groups, oracles))
-        stderr.print(f"plot -> {plot}")
+        if not quiet:
+            stderr.print(f"plot -> {plot}")
