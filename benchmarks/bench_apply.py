@@ -1,6 +1,6 @@
 """Cost of localized unlearning: wall time of `rft` on a 20% DEL mask ÷ full `finetune`, same epochs, one run.
 
-Fashion-MNIST (10,000-example training subset), the 2×1024 MLP, the non-IID forget set of SPEC §10 (10% of
+Fashion-MNIST (10,000-example training subset), the 2×1024 MLP, the non-IID forget set of docs/cpu-calibration.md (10% of
 the training set from classes 2 and 5). The oracle's retrain time is printed for scale. Prints ratios
 measured in this one run; absolute times depend on the machine.
 

@@ -6,7 +6,7 @@ Prints
   2. CritMem's time ÷ DEL's on the same forget examples: CritMem runs one forward+backward per example per
      zeroed channel (Maini et al. 2023), so it is expected to be far slower.
 
-Setting of SPEC §10: a 10,000-image training subset, the non-IID forget set (10%, classes 2 and 5), the
+Setting of docs/cpu-calibration.md: a 10,000-image training subset, the non-IID forget set (10%, classes 2 and 5), the
 CPU benchmark MLP (2×1024) trained for two epochs so that forget examples are mostly classified correctly
 (CritMem's loop only starts on correct ones). Each time is the median of repeats run alternately with the
 time it is divided by, on one thread by default (timings on a shared 2-core machine are steadier that way).

@@ -1,4 +1,4 @@
-"""Forget / retain splits as sorted index tensors over the training set (SPEC §2).
+"""Forget / retain splits as sorted index tensors over the training set (docs/files.md).
 
 Usage:
     forget = draw_forget_indices(data.train_labels, kind="noniid", fraction=0.1, classes=[2, 5], seed=0)

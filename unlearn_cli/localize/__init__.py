@@ -1,4 +1,4 @@
-"""Localization (SPEC §5): which parameters matter for a forget set, as a mask.
+"""Localization (the DEL paper, Sections 4–5): which parameters matter for a forget set, as a mask.
 
 The pieces: `criteria` (a score per scalar), `units` (scalars grouped into parameters, neurons or
 layers), `budget` (the longest prefix of units that fits) and `strategies` (the registry of presets
