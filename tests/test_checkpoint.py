@@ -60,7 +60,7 @@ def broken_files(original, folder):
     rewrite(original, case("mis-shaped", "tensor 5.bias has shape (11,), arch mlp needs (10,)"), {**state, "5.bias": torch.zeros(11)})
     rewrite(original, case("wrong-dtype", "tensor 5.bias has dtype torch.float64"), {**state, "5.bias": state["5.bias"].double()})
     rewrite(original, case("nan", "tensor 1.weight holds NaN or Inf values"), {**state, "1.weight": state["1.weight"] * float("nan")})
-    rewrite(original, case("bad-kwargs", "metadata field 'arch_kwargs' is not valid JSON"), arch_kwargs="{width:")
+    rewrite(original, case("bad-kwargs", "malformed metadata field 'arch_kwargs' JSON"), arch_kwargs="{width:")
     rewrite(original, case("bad-option", "model 'mlp' has no option colour"), arch_kwargs='{"colour": 1}')
     return cases
 

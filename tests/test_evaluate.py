@@ -11,7 +11,7 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate import mia
 from unlearn_cli.evaluate.metrics import evaluate_outputs, fraction_changed, oracle_gaps
 from unlearn_cli.evaluate.mia import FEATURES, mia_scores, shadow_split
-from unlearn_cli.io.checkpoint import checkpoint_bytes, checkpoint_metadata, load_checkpoint
+from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.safetensors_file import dump_safetensors
 from unlearn_cli.models import create_model
@@ -262,7 +262,7 @@ def test_oracle_of_another_dataset_is_refused(tiny_run, tmp_path):
 def test_model_with_other_classes_is_refused(tiny_run, tmp_path):
     model = create_model("mlp", 5, (1, 8, 8), width=32)
     meta = checkpoint_metadata(arch="mlp", arch_kwargs={"width": 32}, num_classes=5, dataset="digits", dataset_kwargs={},
-                               input_shape=(1, 8, 8), seed=0, config={}, wall_time_s=0.0)
+                               input_shape=(1, 8, 8), config={}, wall_time_s=0.0, provenance=Provenance(seed=0))
     path = tmp_path / "five.safetensors"
     path.write_bytes(checkpoint_bytes(model, meta))
     result = run_cli("evaluate", path, "--forget", tiny_run["forget"], "-q")

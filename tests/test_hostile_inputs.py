@@ -165,7 +165,7 @@ def test_npy_with_pickled_objects_is_refused_without_unpickling(tmp_path):
     import numpy as np
 
     np.save(tmp_path / "f.npy", np.array([object()], dtype=object), allow_pickle=True)
-    with pytest.raises(UserError, match="unreadable .npy index list"):
+    with pytest.raises(UserError, match="a .npy forget set must be a 1-D integer array, got object"):
         read_forget_set(str(tmp_path / "f.npy"))
 
 

@@ -85,7 +85,7 @@ def test_forget_set_for_another_dataset_is_refused(tmp_path):
 @pytest.mark.parametrize("arguments, message", [
     (("--kind", "noniid"), "--kind noniid needs --classes"),
     (("--kind", "noniid", "--classes", "2,11"), "--classes [11]: the dataset has classes 0..9"),
-    (("--fraction", "1.5"), "--fraction 1.5: must be in (0, 1]"),
+    (("--fraction", "1.5"), "--fraction: 1.5 is out of range; it must be > 0 and ≤ 1"),
     (("--kind", "noniid", "--classes", "2", "--fraction", "0.5"), "classes [2] hold only"),
     (("--classes", "2,x", "--kind", "class"), "give class numbers separated by commas"),
 ])
