@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -39,3 +42,31 @@ def tiny_run(tmp_path_factory):
         result = run_cli(*arguments)
         assert result.exit_code == 0, result.output
     return {"folder": folder, "forget": forget, "original": original, "oracle": oracle}
+
+
+FASHION_MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                       "t10k-labels-idx1-ubyte")
+
+
+def require_fashion_mnist() -> str | None:
+    """Where the tests read Fashion-MNIST: None for the loader's default (Debian's /usr/share/datasets/fashion-mnist),
+    or the folder in UNLEARN_FASHION_MNIST_ROOT. Without the four IDX files there the calling test is skipped, or
+    fails with the same message when UNLEARN_REQUIRE_DATA=1 (CI sets it, so a missing package cannot pass as a skip)."""
+    from unlearn_cli.data.loaders import FASHION_MNIST_ROOT
+
+    chosen = os.environ.get("UNLEARN_FASHION_MNIST_ROOT") or None
+    root = Path(chosen or FASHION_MNIST_ROOT).expanduser()
+    missing = [stem for stem in FASHION_MNIST_STEMS if not (root / stem).exists() and not (root / f"{stem}.gz").exists()]
+    if missing:
+        message = (f"Fashion-MNIST is not installed: {', '.join(missing)} (or .gz) not found in {root}; install it with "
+                   f"`apt-get install dataset-fashion-mnist`, or set UNLEARN_FASHION_MNIST_ROOT to a folder with the IDX files")
+        if os.environ.get("UNLEARN_REQUIRE_DATA") == "1":
+            pytest.fail(f"{message} (UNLEARN_REQUIRE_DATA=1 makes missing data a failure)", pytrace=False)
+        pytest.skip(message)
+    return str(root) if chosen else None
+
+
+@pytest.fixture
+def fashion_mnist_root() -> str | None:
+    """The `data_root` to pass for Fashion-MNIST; see require_fashion_mnist (skips or fails when the files are missing)."""
+    return require_fashion_mnist()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FASHION_MNIST_STEMS, require_fashion_mnist
 from unlearn_cli.data import create_dataset, list_datasets
 from unlearn_cli.errors import UserError
 
@@ -39,18 +40,38 @@ def test_digits_is_the_bundled_set_with_a_fixed_split():
     assert torch.equal(data.train_labels, again.train_labels)
 
 
-def test_fashion_mnist_reads_the_debian_idx_files():
-    data = create_dataset("fashion-mnist")
+def test_fashion_mnist_reads_the_debian_idx_files(fashion_mnist_root):
+    data = create_dataset("fashion-mnist", data_root=fashion_mnist_root)
     assert (data.num_train, len(data.test_labels), data.input_shape) == (60000, 10000, (1, 28, 28))
     assert torch.bincount(data.train_labels).tolist() == [6000] * 10  # the real set is balanced
     assert 0.0 <= float(data.train_inputs.min()) and float(data.train_inputs.max()) == 1.0
-    subset = create_dataset("fashion-mnist", train_subset=1000)
+    subset = create_dataset("fashion-mnist", data_root=fashion_mnist_root, train_subset=1000)
     assert subset.num_train == 1000 and subset.kwargs == {"train_subset": 1000}
 
 
 def test_fashion_mnist_missing_files_say_how_to_get_them(tmp_path):
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
         create_dataset("fashion-mnist", data_root=str(tmp_path))
+
+
+def test_missing_fashion_mnist_skips_unless_data_is_required(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARN_FASHION_MNIST_ROOT", str(tmp_path))
+    monkeypatch.delenv("UNLEARN_REQUIRE_DATA", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install dataset-fashion-mnist") as skipped:
+        require_fashion_mnist()
+    assert str(tmp_path) in str(skipped.value) and "UNLEARN_FASHION_MNIST_ROOT" in str(skipped.value)
+    monkeypatch.setenv("UNLEARN_REQUIRE_DATA", "1")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install dataset-fashion-mnist") as failed:
+        require_fashion_mnist()
+    assert "UNLEARN_REQUIRE_DATA=1" in str(failed.value)
+
+
+def test_fashion_mnist_root_from_the_environment_is_used_when_complete(tmp_path, monkeypatch):
+    for stem in FASHION_MNIST_STEMS:
+        (tmp_path / f"{stem}.gz").write_bytes(b"")  # only their presence is checked here
+    monkeypatch.setenv("UNLEARN_FASHION_MNIST_ROOT", str(tmp_path))
+    monkeypatch.setenv("UNLEARN_REQUIRE_DATA", "1")
+    assert require_fashion_mnist() == str(tmp_path)
 
 
 def test_cifar10_python_batches(tmp_path):

@@ -299,6 +299,6 @@ def test_every_method_config_is_a_dataclass_with_the_shared_defaults():
     assert method_config("neggrad", {}).schedule == method_config("neggrad+", {}).schedule == "constant"
     assert method_config("neggrad+", {}).beta == 0.99 and method_config("l1-sparse", {}).gamma == 7e-5
     rft = method_config("rft", {})
-    assert (rft.lr, rft.final_lr_fraction, rft.train_head) == (0.015, 0.01, True)
+    assert (rft.lr, rft.final_lr_fraction, rft.train_head) == (0.1, 0.01, True)
     ssd = method_config("ssd", {})
     assert (ssd.selection_weight, ssd.dampening_constant) == (10.0, 1.0)

@@ -1,0 +1,56 @@
+"""The README's "The pipeline" block, pasted as written into an empty folder: every line runs, DEL lands near the
+oracle, and the report step writes its table and its plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+MAX_GAP = 5.0  # points between DEL's test (and forget) accuracy and the oracle's
+
+
+def pipeline_block() -> str:
+    """The first ```sh block under "## The pipeline"."""
+    section = README.read_text().split("\n## The pipeline\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"^```sh\n(.*?)^```", section, re.S | re.M)
+    assert match, 'README.md: no ```sh block under "## The pipeline"'
+    return match.group(1)
+
+
+def test_the_block_is_a_whole_pipeline():
+    block = pipeline_block()
+    for command in ("split", "train", "localize", "apply", "evaluate", "report"):
+        assert re.search(rf"^unlearn {command}\b|\| unlearn {command}\b", block, re.M), command
+    assert "--strategy del" in block and "--method rft" in block and "--oracle" in block
+
+
+@pytest.mark.slow
+def test_the_pipeline_block_runs_as_pasted(tmp_path):
+    block = pipeline_block()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("UNLEARN_")}
+    environment.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}",
+                       OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    # -e and pipefail: a line that fails, inside the localize | apply pipe too, fails the test
+    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+
+    (results_file,) = re.findall(r"--json\s+(\S+)", block)
+    (result_record,) = json.loads((tmp_path / results_file).read_text())["results"]
+    metrics, oracle = result_record["metrics"], result_record["oracle"]["metrics"]
+    assert (result_record["method"], result_record["strategy"]) == ("rft", "del")
+    for metric in ("test_accuracy", "forget_accuracy"):
+        assert abs(metrics[metric] - oracle[metric]) <= MAX_GAP, (metric, metrics, oracle)
+
+    # report: the Markdown table on stdout (DEL's row and the oracle's) and the budget plot
+    assert re.search(r"^\| noniid\S* \| del \| rft \| 0\.3 \| 1 \|", result.stdout, re.M), result.stdout
+    assert re.search(r"^\| noniid\S* \| — \| oracle \|", result.stdout, re.M), result.stdout
+    (plot,) = re.findall(r"--plot\s+(\S+)", block)
+    assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
