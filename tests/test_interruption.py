@@ -22,10 +22,10 @@ def start(arguments: list[str], folder) -> subprocess.Popen:
 
 
 def wait_for_progress(process: subprocess.Popen) -> bytes:
-    """Read stderr until the training progress bar shows (the loop is running), at most 120 s."""
+    """Read stderr until the training progress line shows (the loop is starting), at most 120 s."""
     seen, deadline = b"", time.monotonic() + 120
     os.set_blocking(process.stderr.fileno(), False)
-    while b"steps" not in seen and time.monotonic() < deadline:
+    while b"train mlp: " not in seen and time.monotonic() < deadline:
         chunk = process.stderr.read() or b""
         seen += chunk
         time.sleep(0.1)
