@@ -47,6 +47,7 @@ def main() -> None:
     from unlearn_cli.cli.app import app
 
     torch.set_num_threads(1)
+    torch.cuda.is_available()  # device discovery too, before the cap (the tests hide GPUs: a CUDA context would not fit)
     CliRunner().invoke(app, ["--help"])  # warm up: lazy imports happen before the cap too
     cap = _address_space() + options.headroom
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
