@@ -11,17 +11,29 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MAX_GAP = 5.0  # points between DEL's test (and forget) accuracy and the oracle's
 
 
+def section_blocks() -> list[str]:
+    """The ```sh blocks under "## The pipeline", in order."""
+    section = README.read_text().split("\n## The pipeline\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```sh\n(.*?)^```", section, re.S | re.M)
+    assert blocks, 'README.md: no ```sh block under "## The pipeline"'
+    return blocks
+
+
 def pipeline_block() -> str:
     """The first ```sh block under "## The pipeline"."""
-    section = README.read_text().split("\n## The pipeline\n", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"^```sh\n(.*?)^```", section, re.S | re.M)
-    assert match, 'README.md: no ```sh block under "## The pipeline"'
-    return match.group(1)
+    return section_blocks()[0]
+
+
+def tune_block() -> str:
+    """The block under "### Choosing settings without an oracle", run in the pipeline's folder."""
+    (block,) = [block for block in section_blocks() if "unlearn tune" in block]
+    return block
 
 
 def test_the_block_is_a_whole_pipeline():
@@ -54,3 +66,11 @@ def test_the_pipeline_block_runs_as_pasted(tmp_path):
     assert re.search(r"^\| noniid\S* \| — \| oracle \|", result.stdout, re.M), result.stdout
     (plot,) = re.findall(r"--plot\s+(\S+)", block)
     assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the next block: tune in the same folder, and its choice applied
+    tuned = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", tune_block()], cwd=tmp_path, env=environment,
+                           capture_output=True, text=True, timeout=900)
+    assert tuned.returncode == 0, f"exit {tuned.returncode}\n{tuned.stderr[-6000:]}"
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["localize"]["strategy"] == "del" and best["apply"]["method"] == "rft"
+    assert len(best["tune"]["candidates"]) == 8 and (tmp_path / "tuned.safetensors").exists()

@@ -160,8 +160,17 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
+SECTIONS = ("split", "train", "localize", "apply", "evaluate", "report", "tune")  # commands a file may hold options for
+
+
 @reader("config file")
-def load_yaml_config(path: str | Path | None) -> dict:
+def load_yaml_config(path: str | Path | None, section: str | None = None) -> dict:
+    """The options in YAML file `path` for command `section`.
+
+    A file may hold the options of one command (`epochs: 8`), or of several, one mapping per command
+    (`localize: {budget: 0.3}` and `apply: {method: rft}`, as `unlearn tune` writes): then each command
+    reads its own section and ignores the others.
+    """
     if path is None:
         return {}
     try:
@@ -173,11 +182,19 @@ def load_yaml_config(path: str | Path | None) -> dict:
         return {}
     if not isinstance(document, dict):
         raise UserError(f"{path}: a config file must be a YAML mapping of option: value")
+    if any(key in SECTIONS and isinstance(value, dict) for key, value in document.items()):
+        stray = [str(key) for key, value in document.items() if not (key in SECTIONS and isinstance(value, dict))]
+        if stray:
+            raise UserError(f"{path}: option {stray[0]!r} stands outside the command sections "
+                            f"({', '.join(k for k in document if k not in stray)}); move it into one")
+        return document.get(section, {}) if section else {}
     return document
 
 
-def resolve_config(cls, config_path: str | Path | None, overrides: dict, document: dict | None = None):
-    """Defaults of `cls`, then the YAML file, then the flags that were given (values not None).
+def resolve_config(cls, config_path: str | Path | None, overrides: dict, document: dict | None = None,
+                   section: str | None = None):
+    """Defaults of `cls`, then the YAML file (its `section` when it has one per command), then the flags that
+    were given (values not None).
 
     `document` holds the file's values when the caller has read it already (one file setting two configs,
     as `apply`'s options and its method's); errors still name `config_path` and the key.
@@ -185,7 +202,7 @@ def resolve_config(cls, config_path: str | Path | None, overrides: dict, documen
     hints = typing.get_type_hints(cls)
     names = [field.name for field in dataclasses.fields(cls)]
     values = {}
-    for key, value in (load_yaml_config(config_path) if document is None else document).items():
+    for key, value in (load_yaml_config(config_path, section) if document is None else document).items():
         key = str(key).replace("-", "_")
         if key not in names:
             valid = f"valid options: {', '.join(names)}" if names else (

@@ -52,11 +52,12 @@ class ApplyConfig:
 
 
 APPLY_OPTIONS = [field.name for field in dataclasses.fields(ApplyConfig)]
+RECOVERY_TOLERANCE = 5.0  # points of retain accuracy below the parent's before `apply` warns
 
 
 def resolve(config_path: str | None, apply_flags: dict, method_flags: dict) -> tuple[ApplyConfig, object]:
     """Split the YAML file into apply options and method hyperparameters; flags override both."""
-    document = {str(key).replace("-", "_"): value for key, value in load_yaml_config(config_path).items()}
+    document = {str(key).replace("-", "_"): value for key, value in load_yaml_config(config_path, "apply").items()}
     cfg = resolve_config(ApplyConfig, config_path, apply_flags,
                          document={key: value for key, value in document.items() if key in APPLY_OPTIONS})
     get_method(cfg.method)  # an unknown method is reported before its options
@@ -145,6 +146,8 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
     dataset.to(target, fast.memory_format)
     data = UnlearnData.split(dataset, forget_set.indices, device=target, training_config=parent.config, fast=fast,
                              shard=shard, new_model=parent.new_model)
+    retain_batches = lambda: dataset.batches("train", data.retain, batch_size=512, device=target)  # noqa: E731
+    parent_retain = accuracy(parent.model.to(target), retain_batches()) if shard.is_main else None
     started = time.perf_counter()
     with progress_bar(f"{cfg.method}", None, quiet) as on_step:
         data.on_step = on_step
@@ -174,6 +177,11 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
         config={**config_dict(cfg), **config_dict(method_cfg)}, wall_time_s=wall_time, provenance=provenance, **extra)
     if shard.is_main:
         write_output(output, checkpoint_bytes(unlearned, meta))
+        retain = accuracy(unlearned.to(target), retain_batches())
+        unlearned.cpu()
+        if parent_retain - retain > RECOVERY_TOLERANCE:
+            stderr.print(f"[yellow]warning: retain accuracy fell from {parent_retain:.1f}% to {retain:.1f}%: the "
+                         f"finetune did not recover the model: try `unlearn tune` or raise --epochs / --lr[/yellow]")
     if not quiet:
         cpu_data = dataset.to(torch.device("cpu"))
         forget_accuracy = accuracy(unlearned, cpu_data.batches("train", forget_set.indices, batch_size=512))

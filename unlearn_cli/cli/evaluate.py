@@ -126,7 +126,7 @@ def evaluate(
     cfg = resolve_config(EvaluateConfig, config, {
         "forget": forget, "oracle": oracle, "parent": parent, "batch_size": batch_size, "seed": seed,
         "device": device, "data_root": data_root, "allow_mismatch": allow_mismatch,
-        "oracle_results": oracle_results})
+        "oracle_results": oracle_results}, section="evaluate")
     if cfg.forget is None:
         raise UserError("--forget is required: the forget-set file the models were unlearned on")
     if cfg.oracle_results is not None and cfg.oracle is None:

@@ -84,7 +84,7 @@ def localize(
         "model": model, "forget": forget, "strategy": strategy, "budget": parse_budget(budget), "criterion": criterion,
         "granularity": granularity, "topk": topk, "like": like, "max_iterations": max_iterations,
         "batch_size": batch_size, "seed": seed, "device": device, "data_root": data_root,
-        "allow_mismatch": allow_mismatch or None})
+        "allow_mismatch": allow_mismatch or None}, section="localize")
     for flag, key, what in (("--model", "model", "CHECKPOINT"), ("--forget", "forget", "FORGET_SET")):
         if getattr(cfg, key) is None:
             raise UserError(f"{flag} is required: pass {flag} {what}, or set `{key}:` in {config or 'a --config YAML'}")

@@ -56,7 +56,7 @@ def split(
     """Draw a forget set (seeded, reproducible) and write it as JSON."""
     cfg = resolve_config(SplitConfig, config, {
         "dataset": dataset, "kind": kind, "fraction": fraction, "classes": parse_classes(classes), "seed": seed,
-        "data_root": data_root, "dataset_options": parse_options(dataset_option, "--dataset-option")})
+        "data_root": data_root, "dataset_options": parse_options(dataset_option, "--dataset-option")}, section="split")
     check_writable(output, "--output", {"--config": config})
     data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
     indices = draw_forget_indices(data.train_labels, cfg.kind, cfg.fraction, cfg.classes, cfg.seed)

@@ -85,7 +85,7 @@ def train(
         "max_steps": max_steps, "seed": seed, "device": device, "data_root": data_root,
         "amp": amp, "channels_last": channels_last, "compile": compile,
         "arch_options": parse_options(arch_option, "--arch-option"),
-        "dataset_options": parse_options(dataset_option, "--dataset-option")})
+        "dataset_options": parse_options(dataset_option, "--dataset-option")}, section="train")
     if cfg.lr is None:
         cfg.lr = default_lr(cfg.arch)
     main = is_main_process()

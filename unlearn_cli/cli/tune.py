@@ -1,0 +1,290 @@
+"""`unlearn tune`: choose a pipeline's settings from a grid, without an oracle by default, and write the choice as
+a config YAML that `localize --config` and `apply --config` read.
+
+Without --oracle each candidate is scored against held-out test examples with the forget set's class mix
+(tune/objectives.py: the forget set should look as unseen as they do, without losing validation accuracy or
+damaging the model). With --oracle it is scored by the average gap to the oracle, as the DEL paper tunes; then
+--forget should be a validation forget set, not one whose results are reported.
+
+Usage:
+    unlearn tune --model original.safetensors --forget forget.json --strategy del --method rft \
+        --grid lr=0.01,0.03,0.1 --grid epochs=5,10 --grid budget=0.1,0.3 -o best.yaml
+    unlearn localize --model original.safetensors --forget forget.json --config best.yaml -o mask.safetensors
+    unlearn apply --model original.safetensors --forget forget.json --mask mask.safetensors --config best.yaml -o del.safetensors
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Optional
+
+import torch
+import typer
+import yaml
+from rich.table import Table
+
+from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption, dataset_for,
+                                    handle_errors, progress_bar, stderr)
+from unlearn_cli.config import parse_options, resolve_config
+from unlearn_cli.data.splits import retain_indices
+from unlearn_cli.engine import FastPath, predict, select_device
+from unlearn_cli.errors import UserError
+from unlearn_cli.evaluate.metrics import evaluate_outputs
+from unlearn_cli.evaluate.mia import shadow_split
+from unlearn_cli.evaluate.provenance import check_fits_data, check_oracle
+from unlearn_cli.io.checkpoint import load_checkpoint
+from unlearn_cli.io.forget import read_forget_set
+from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.localize import LocalizationData, LocalizeSettings, get_strategy, list_strategies, resolve_settings
+from unlearn_cli.methods import UnlearnData, get_method, list_methods, method_config, method_options
+from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, expand_grid, oracle_free_score,
+                              oracle_score, parse_grid, planned_runs, rank_candidates, successive_halving,
+                              tuning_parts)
+
+LOCALIZE_OPTIONS = ("budget", "topk", "criterion", "granularity", "max_iterations")  # grid keys that make the mask
+
+
+@dataclass
+class TuneConfig:
+    model: Optional[str] = None  # checkpoint to unlearn from
+    forget: Optional[str] = None  # forget set (with --oracle: a validation forget set)
+    oracle: Optional[str] = None  # checkpoint retrained without the forget set: score by the average gap to it
+    strategy: Optional[str] = None  # localization strategy; None: the method runs without a mask
+    method: str = "rft"
+    budget: Optional[float] = None  # the budget when it is not searched
+    params: dict = field(default_factory=dict)  # method options that are not searched, e.g. {momentum: 0.9}
+    allowance: float = 5.0  # points of reference accuracy a candidate may lose before it counts as damage
+    weights: dict = field(default_factory=dict)  # oracle-free part -> weight (default 1 each)
+    halving: bool = True  # stop hopeless candidates early (successive halving on epochs)
+    seed: int = 0  # draws the reference and validation parts and the MIA shadow sets; seeds every candidate
+    device: str = "auto"
+    data_root: Optional[str] = None
+
+
+def _split_settings(settings: dict) -> tuple[dict, dict]:
+    """(localize options, method options) of a candidate's settings."""
+    return ({key: value for key, value in settings.items() if key in LOCALIZE_OPTIONS},
+            {key: value for key, value in settings.items() if key not in LOCALIZE_OPTIONS})
+
+
+def _check_candidates(cfg: TuneConfig, candidates: list[Candidate]) -> dict[tuple, LocalizeSettings | None]:
+    """Every candidate's options, checked before any work; -> the localization settings per distinct mask."""
+    get_method(cfg.method)
+    masks = {}
+    for candidate in candidates:
+        localize_values, method_values = _split_settings(candidate.settings)
+        method_config(cfg.method, {**cfg.params, **method_values})
+        key = tuple(sorted(localize_values.items()))
+        if cfg.strategy is None:
+            if localize_values:
+                raise UserError(f"--grid {next(iter(localize_values))}: a localization option needs --strategy")
+            masks[key] = None
+        elif key not in masks:
+            settings = LocalizeSettings(strategy=cfg.strategy, seed=cfg.seed,
+                                        **{"budget": cfg.budget, **localize_values})
+            masks[key] = resolve_settings(settings)
+    return masks
+
+
+def _outputs(model, data, forget_indices, parts, device) -> Outputs:
+    forget_logits, forget_labels = predict(model, data.batches("train", forget_indices, 512, device=device))
+    test_logits, test_labels = predict(model, data.batches("test", None, 512, device=device))
+    return Outputs(forget_logits, forget_labels, test_logits[parts.reference], test_labels[parts.reference],
+                   test_logits[parts.validation], test_labels[parts.validation])
+
+
+def _render(ranked: list[Trial], grid_keys: list[str], chosen: Trial | None) -> Table:
+    parts = [key for key in (ranked[0].score if ranked and ranked[0].score else {}) if key != "objective"]
+    for trial in ranked:
+        parts += [key for key in trial.score if key != "objective" and key not in parts]
+    table = Table(title="unlearn tune: every candidate, best first (objective and parts in points; lower is better)")
+    for header in ["rank", *grid_keys, "share run", "objective", *parts, "status"]:
+        table.add_column(header, justify="left" if header in ("status", *grid_keys) else "right")
+    for rank, trial in enumerate(ranked, 1):
+        status = ("chosen" if trial is chosen else "failed: " + trial.failure if trial.failure
+                  else "stopped early" if trial.fraction < 1 else "")
+        numbers = [f"{trial.score[key]:.2f}" if key in trial.score and math.isfinite(trial.score[key]) else "—"
+                   for key in parts]
+        objective = "—" if not math.isfinite(trial.objective) else f"{trial.objective:.2f}"
+        table.add_row(str(rank), *[str(trial.candidate.settings[key]) for key in grid_keys],
+                      "all" if trial.fraction == 1 else f"{trial.fraction:g}", objective, *numbers, status)
+    return table
+
+
+def _plain(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def best_yaml(cfg: TuneConfig, chosen: Trial, ranked: list[Trial], grid: dict, mode: str, provenance: dict) -> bytes:
+    """The chosen settings as `localize:` and `apply:` sections, and the search in a `tune:` section."""
+    localize_values, method_values = _split_settings(chosen.candidate.settings)
+    document = {}
+    if cfg.strategy is not None:
+        document["localize"] = {"strategy": cfg.strategy,
+                                **({"budget": cfg.budget} if cfg.budget is not None else {}), **localize_values}
+    document["apply"] = {"method": cfg.method, **cfg.params, **method_values}
+    document["tune"] = {
+        "objective": mode, "value": _plain(chosen.objective),
+        "parts": {key: _plain(value) for key, value in chosen.score.items() if key != "objective"},
+        "search_space": grid, "fixed": {"strategy": cfg.strategy, "budget": cfg.budget, **cfg.params},
+        "weights": dataclasses.asdict(_weights(cfg)) if mode == "oracle-free" else None,
+        "seed": cfg.seed, **provenance,
+        "candidates": [{"settings": trial.candidate.settings, "ran": trial.fraction,
+                        "objective": _plain(trial.objective), "failure": trial.failure} for trial in ranked],
+    }
+    header = f"# unlearn tune: the best of {len(ranked)} candidates ({mode} objective {chosen.objective:.3f})\n"
+    return (header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None)).encode()
+
+
+def _weights(cfg: TuneConfig) -> OracleFreeWeights:
+    known = set(OracleFreeWeights.PARTS)
+    unknown = sorted(set(cfg.weights) - known)
+    if unknown:
+        raise UserError(f"--weight {unknown[0]}: choose among {', '.join(OracleFreeWeights.PARTS)}")
+    for key, value in cfg.weights.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise UserError(f"--weight {key}={value!r}: a weight is a number ≥ 0")
+    return OracleFreeWeights(damage_allowance=cfg.allowance).replace({k: float(v) for k, v in cfg.weights.items()})
+
+
+@handle_errors
+def tune(
+    output: Annotated[str, typer.Option("--output", "-o", help="YAML to write: localize:/apply: sections for --config ('-' for stdout).")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint to unlearn from.")] = None,
+    forget: Annotated[Optional[str], typer.Option("--forget", "-f", help="Forget set (with --oracle: a validation forget set).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help=f"Localization strategy: {', '.join(list_strategies())}; none: no mask.")] = None,
+    method: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_methods())} (default: rft)")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", "-g", help="option=v1,v2,… to search: a method option (lr, epochs, …) or a localization option (budget, topk, …).")] = None,
+    budget: Annotated[Optional[float], typer.Option(help="The budget when it is not searched.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="key=value method option that is not searched.")] = None,
+    oracle: Annotated[Optional[str], typer.Option("--oracle", help="Score by the average gap to this oracle (research mode).")] = None,
+    allowance: Annotated[Optional[float], typer.Option(help="Points of reference accuracy a candidate may lose before it counts as damage (default: 5).")] = None,
+    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="part=weight of the oracle-free objective: forget_gap, distribution, validation_drop, damage (default 1 each).")] = None,
+    halving: Annotated[Optional[bool], typer.Option("--halving/--no-halving", help="Stop hopeless candidates early: successive halving on epochs (default: on).")] = None,
+    data_root: DataRootOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+):
+    """Search a pipeline's settings and write the best as a YAML for `localize --config` and `apply --config`."""
+    cfg = resolve_config(TuneConfig, config, {
+        "model": model, "forget": forget, "oracle": oracle, "strategy": strategy, "method": method, "budget": budget,
+        "params": parse_options(param, "--param"), "allowance": allowance, "weights": parse_options(weight, "--weight"),
+        "halving": halving, "seed": seed, "device": device, "data_root": data_root}, section="tune")
+    for flag, key in (("--model", "model"), ("--forget", "forget")):
+        if getattr(cfg, key) is None:
+            raise UserError(f"{flag} is required: pass {flag}, or set `{key}:` in the tune section of a --config YAML")
+    weights = _weights(cfg)
+    search_space = parse_grid(grid)
+    unknown = [key for key in search_space if key not in LOCALIZE_OPTIONS and key not in method_options(cfg.method or "rft")]
+    if unknown:
+        raise UserError(f"--grid {unknown[0]}: method {cfg.method!r} has no such option, nor is it a localization "
+                        f"option ({', '.join(LOCALIZE_OPTIONS)})")
+    candidates = expand_grid(search_space)
+    mask_settings = _check_candidates(cfg, candidates)
+    check_writable(output, "--output", {"--model": cfg.model, "--forget": cfg.forget, "--oracle": cfg.oracle,
+                                        "--config": config})
+    target = select_device(cfg.device)
+    parent = load_checkpoint(cfg.model)
+    data = dataset_for(parent, cfg.data_root)
+    forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=parent.dataset)
+    oracle_checkpoint = None
+    if cfg.oracle is not None:
+        oracle_checkpoint = load_checkpoint(cfg.oracle)
+        check_fits_data(oracle_checkpoint, parent, data, "the oracle")
+        check_oracle(oracle_checkpoint, forget_set, allow_mismatch=False)
+    parts = tuning_parts(data.test_labels, data.train_labels[forget_set.indices], cfg.seed)
+    fast = FastPath.for_device(target, None, None, False)
+    data.to(target, fast.memory_format)
+    original_model = parent.model.to(target)
+
+    if oracle_checkpoint is None:
+        mode = "oracle-free"
+        original_outputs = _outputs(original_model, data, forget_set.indices, parts, target)
+
+        def score(model) -> dict:
+            return oracle_free_score(_outputs(model, data, forget_set.indices, parts, target), original_outputs, weights)
+    else:
+        mode = "oracle"
+        retain = retain_indices(data.num_train, forget_set.indices)
+        member_positions, nonmembers = shadow_split(data.train_labels[retain], data.test_labels, cfg.seed)
+        members = retain[member_positions]
+
+        def metrics_of(model) -> dict:
+            train_logits, train_labels = predict(model, data.batches("train", None, 512, device=target))
+            test_logits, test_labels = predict(model, data.batches("test", None, 512, device=target))
+            return evaluate_outputs(train_logits, train_labels, test_logits, test_labels, forget_set.indices,
+                                    members, nonmembers, seed=cfg.seed)
+
+        oracle_metrics = metrics_of(oracle_checkpoint.model.to(target))
+
+        def score(model) -> dict:
+            return oracle_score(metrics_of(model), oracle_metrics)
+
+    masks: dict[tuple, object] = {}
+
+    def mask_for(key: tuple):
+        if key not in masks:
+            settings = mask_settings[key]
+            if settings is None:
+                masks[key] = None
+            else:
+                localization = LocalizationData(
+                    forget_batches=lambda: data.batches("train", forget_set.indices, 128, device=target),
+                    train_batches=lambda: data.batches("train", None, 128, device=target))
+                try:
+                    masks[key] = get_strategy(settings.strategy)(copy.deepcopy(original_model), localization,
+                                                                 dataclasses.replace(settings, arch=parent.arch))
+                except UserError as error:
+                    masks[key] = error
+        return masks[key]
+
+    def run(candidate: Candidate, fraction: float) -> Trial:
+        started = time.perf_counter()
+        localize_values, method_values = _split_settings(candidate.settings)
+        values = {"seed": cfg.seed, **cfg.params, **method_values}
+        method_cfg = method_config(cfg.method, values)
+        if fraction < 1 and hasattr(method_cfg, "epochs") and method_cfg.epochs:
+            method_cfg = dataclasses.replace(method_cfg, epochs=max(1, math.ceil(method_cfg.epochs * fraction)))
+        mask = mask_for(tuple(sorted(localize_values.items())))
+        if isinstance(mask, UserError):
+            return Trial(candidate, fraction, failure=str(mask), seconds=time.perf_counter() - started)
+        unlearn_data = UnlearnData.split(data, forget_set.indices, device=target, training_config=parent.config,
+                                         fast=fast, new_model=parent.new_model)
+        try:
+            unlearned = get_method(cfg.method).run(copy.deepcopy(original_model), unlearn_data, mask, method_cfg)
+            if not all(bool(torch.isfinite(p).all()) for p in unlearned.parameters()):
+                raise UserError("the weights became NaN or Inf")
+            result = score(unlearned)
+        except UserError as error:
+            return Trial(candidate, fraction, failure=str(error), seconds=time.perf_counter() - started)
+        return Trial(candidate, fraction, score=result, seconds=time.perf_counter() - started)
+
+    halving_possible = cfg.halving and "epochs" in method_options(cfg.method)
+    rungs = (0.25, 0.5, 1.0) if halving_possible else (1.0,)
+    with progress_bar(f"tune {cfg.method}", planned_runs(len(candidates), rungs), quiet) as on_step:
+        done = {"runs": 0}
+
+        def on_trial(trial: Trial) -> None:
+            done["runs"] += 1
+            if on_step is not None:
+                on_step({"step": done["runs"], "total_steps": planned_runs(len(candidates), rungs)})
+
+        trials = successive_halving(candidates, run, rungs, on_trial=on_trial)
+    ranked = rank_candidates(trials)
+    chosen = ranked[0] if ranked and ranked[0].failure is None and ranked[0].fraction == 1 else None
+    if not quiet:
+        stderr.print(_render(ranked, list(search_space), chosen))
+    if chosen is None:
+        raise UserError(f"every candidate failed ({ranked[0].failure}); try lower learning rates or larger budgets")
+    provenance = {"model_sha256": parent.sha256, "forget_sha256": forget_set.sha256,
+                  "oracle_sha256": oracle_checkpoint.sha256 if oracle_checkpoint is not None else None,
+                  "reference_size": len(parts.reference), "validation_size": len(parts.validation)}
+    write_output(output, best_yaml(cfg, chosen, ranked, search_space, mode, provenance), binary=False)
+    if not quiet:
+        stderr.print(f"chose {chosen.candidate.label()} ({mode} objective {chosen.objective:.2f}) -> {output}")

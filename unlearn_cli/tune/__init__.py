@@ -1,0 +1,19 @@
+"""Choosing a pipeline's settings: candidates from a grid, scored without an oracle (or with one), the hopeless
+ones stopped early. The search calls the same localization strategies, unlearning methods and metrics as the
+commands do; `unlearn tune` (cli/tune.py) reads the files and writes the choice as a config YAML.
+
+Usage:
+    parts = tuning_parts(data.test_labels, data.train_labels[forget], seed=0)    # R, V and the reported part
+    score = oracle_free_score(candidate_outputs, original_outputs)              # {"objective", parts…}
+    trials = successive_halving(candidates, run_candidate, rungs=(0.25, 0.5, 1.0))
+"""
+
+from unlearn_cli.tune.objectives import (OracleFreeWeights, Outputs, ks_distance, oracle_free_score,
+                                         oracle_score)
+from unlearn_cli.tune.reference import TuningParts, tuning_parts
+from unlearn_cli.tune.search import (Candidate, Trial, expand_grid, parse_grid, planned_runs, rank_candidates,
+                                     successive_halving)
+
+__all__ = ["Candidate", "OracleFreeWeights", "Outputs", "Trial", "TuningParts", "expand_grid", "ks_distance",
+           "oracle_free_score", "oracle_score", "parse_grid", "planned_runs", "rank_candidates", "successive_halving",
+           "tuning_parts"]

@@ -1,0 +1,102 @@
+"""What a candidate is scored by: pure functions of logits (lower is better).
+
+Oracle-free (the default; a user who unlearns to avoid retraining has no oracle). On the candidate model,
+with R the reference part of the test set (tune/reference.py) and V its validation part, in points (%):
+
+    forget_gap       |acc(F) − acc(R)|                 the forget set should look as unseen as R
+    distribution     100 · KS(p_y on F, p_y on R)      two-sample Kolmogorov–Smirnov statistic of the
+                                                       true-class probabilities: sup_x |F_F(x) − F_R(x)|
+    validation_drop  max(0, acc_V(original) − acc_V)   test accuracy must not be lost
+    damage           max(0, acc_R(original) − acc_R − allowance)
+                                                       forgetting by damage: a model that got worse on
+                                                       everything also has acc(F) ≈ acc(R)
+
+    objective = Σ weight · part (every weight 1, the allowance 5 points, by default)
+
+With an oracle (research mode, as the DEL paper tunes): the average gap to the oracle over forget accuracy,
+test accuracy and MIA-correctness (evaluate/metrics.py), on a validation forget set.
+
+Usage:
+    score = oracle_free_score(candidate, original, OracleFreeWeights())   # {"objective": …, parts…}
+    score = oracle_score(candidate_metrics, oracle_metrics)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from unlearn_cli.evaluate.metrics import AVERAGE_GAP_METRICS, accuracy_percent, oracle_gaps
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A model's logits [N, C] and labels [N] on the forget set and on the reference and validation parts."""
+
+    forget_logits: torch.Tensor
+    forget_labels: torch.Tensor
+    reference_logits: torch.Tensor
+    reference_labels: torch.Tensor
+    validation_logits: torch.Tensor
+    validation_labels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class OracleFreeWeights:
+    forget_gap: float = 1.0
+    distribution: float = 1.0
+    validation_drop: float = 1.0
+    damage: float = 1.0
+    damage_allowance: float = 5.0  # points of reference accuracy a candidate may lose before `damage` counts
+
+    PARTS = ("forget_gap", "distribution", "validation_drop", "damage")
+
+    def replace(self, changes: dict) -> "OracleFreeWeights":
+        return dataclasses.replace(self, **changes)
+
+
+def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """p_y, the softmax probability of the true label, per example [N]."""
+    return logits.double().softmax(1).gather(1, labels[:, None]).squeeze(1)
+
+
+def ks_distance(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Two-sample Kolmogorov–Smirnov statistic: the largest gap between the two empirical distribution functions."""
+    if len(first) == 0 or len(second) == 0:
+        return math.nan
+    first, second = first.double().sort().values, second.double().sort().values
+    points = torch.cat([first, second])
+    cdf_first = torch.searchsorted(first, points, right=True).double() / len(first)
+    cdf_second = torch.searchsorted(second, points, right=True).double() / len(second)
+    return float((cdf_first - cdf_second).abs().max())
+
+
+def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFreeWeights = OracleFreeWeights()) -> dict:
+    """The oracle-free objective and its parts (points); NaN-free inputs give a finite objective."""
+    forget = accuracy_percent(candidate.forget_logits, candidate.forget_labels)
+    reference = accuracy_percent(candidate.reference_logits, candidate.reference_labels)
+    validation = accuracy_percent(candidate.validation_logits, candidate.validation_labels)
+    original_reference = accuracy_percent(original.reference_logits, original.reference_labels)
+    original_validation = accuracy_percent(original.validation_logits, original.validation_labels)
+    parts = {
+        "forget_gap": abs(forget - reference),
+        "distribution": 100.0 * ks_distance(true_class_probability(candidate.forget_logits, candidate.forget_labels),
+                                            true_class_probability(candidate.reference_logits,
+                                                                   candidate.reference_labels)),
+        "validation_drop": max(0.0, original_validation - validation),
+        "damage": max(0.0, original_reference - reference - weights.damage_allowance),
+    }
+    objective = sum(getattr(weights, name) * parts[name] for name in OracleFreeWeights.PARTS)
+    return {"objective": objective, **parts, "forget_accuracy": forget, "reference_accuracy": reference,
+            "validation_accuracy": validation}
+
+
+def oracle_score(metrics: dict[str, float], oracle_metrics: dict[str, float]) -> dict:
+    """The average gap to the oracle (forget accuracy, test accuracy, MIA-correctness) and each gap."""
+    comparison = oracle_gaps(metrics, oracle_metrics)
+    return {"objective": comparison["average_gap"],
+            **{f"{key}_gap": comparison["gaps"][key] for key in AVERAGE_GAP_METRICS},
+            "forget_accuracy": metrics["forget_accuracy"], "test_accuracy": metrics["test_accuracy"]}

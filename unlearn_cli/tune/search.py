@@ -1,0 +1,123 @@
+"""Candidates from a grid, and successive halving: every candidate runs a short version of itself, the better
+half goes on to a longer one, and only the survivors run in full.
+
+A rung is a fraction of the candidate's epochs (at least one epoch): the short run is a complete run with
+fewer epochs, its own schedule included. A failed candidate (a diverged loss, a mask that keeps nothing)
+never advances and is ranked last; it does not stop the search.
+
+Usage:
+    grid = parse_grid(["lr=0.01,0.03,0.1", "epochs=5,10"])       # {"lr": [0.01, 0.03, 0.1], "epochs": [5, 10]}
+    trials = successive_halving(expand_grid(grid), run)          # run(candidate, fraction) -> Trial
+    ranked = rank_candidates(trials)                             # best first; ranked[0] is the choice
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from unlearn_cli.config import parse_yaml
+from unlearn_cli.errors import UserError
+
+RUNGS = (0.25, 0.5, 1.0)  # fractions of a candidate's epochs
+MIN_CANDIDATES_FOR_HALVING = 4  # fewer candidates all run in full
+
+
+@dataclass(frozen=True)
+class Candidate:
+    index: int  # position in the grid's order: ties are broken by it
+    settings: dict  # grid option -> value
+
+    def label(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in self.settings.items()) or "(the given settings)"
+
+
+@dataclass
+class Trial:
+    candidate: Candidate
+    fraction: float  # of the candidate's epochs that ran (1: the full run)
+    score: dict = field(default_factory=dict)  # {"objective": …, parts…}; empty when it failed
+    failure: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def objective(self) -> float:
+        value = self.score.get("objective", math.nan)
+        return value if self.failure is None and math.isfinite(value) else math.inf
+
+
+def parse_grid(texts: Sequence[str] | None) -> dict[str, list]:
+    """`["lr=0.01,0.1", "epochs=5,10"]` -> {"lr": [0.01, 0.1], "epochs": [5, 10]} (values read as YAML scalars)."""
+    grid: dict[str, list] = {}
+    for text in texts or ():
+        key, separator, values = text.partition("=")
+        key = key.strip().replace("-", "_")
+        if not separator or not key or not values.strip():
+            raise UserError(f"--grid {text!r}: write it as option=value,value,…, e.g. --grid lr=0.01,0.03,0.1")
+        if key in grid:
+            raise UserError(f"--grid {key} is given twice; list all its values in one --grid {key}=…")
+        try:
+            parsed = [parse_yaml(value.strip()) for value in values.split(",") if value.strip()]
+        except Exception:  # yaml.YAMLError and friends: the value is not a scalar
+            raise UserError(f"--grid {text!r}: a value is not a number or a word") from None
+        if any(isinstance(value, (list, dict)) or value is None for value in parsed):
+            raise UserError(f"--grid {text!r}: each value must be a number, a word or true/false")
+        if len(set(map(repr, parsed))) != len(parsed):
+            raise UserError(f"--grid {text!r}: a value is listed twice")
+        grid[key] = parsed
+    return grid
+
+
+def expand_grid(grid: dict[str, list]) -> list[Candidate]:
+    """Every combination, the last option varying fastest; an empty grid is one candidate (the given settings)."""
+    keys = list(grid)
+    return [Candidate(index, dict(zip(keys, values)))
+            for index, values in enumerate(itertools.product(*(grid[key] for key in keys)))]
+
+
+def successive_halving(candidates: list[Candidate], run: Callable[[Candidate, float], Trial],
+                       rungs: Sequence[float] = RUNGS, on_trial: Callable[[Trial], None] | None = None) -> list[Trial]:
+    """Run every candidate at the first rung, the better half (at least two) at the next, and so on; every trial
+    is returned. Fewer than MIN_CANDIDATES_FOR_HALVING candidates, or `rungs == (1.0,)`, is a plain grid search."""
+    if len(candidates) < MIN_CANDIDATES_FOR_HALVING:
+        rungs = (1.0,)
+    alive, trials = list(candidates), []
+    for position, fraction in enumerate(rungs):
+        results = []
+        for candidate in alive:
+            trial = run(candidate, fraction)
+            results.append(trial)
+            if on_trial is not None:
+                on_trial(trial)
+        trials += results
+        if position == len(rungs) - 1:
+            break
+        ranked = sorted((trial for trial in results if trial.failure is None),
+                        key=lambda trial: (trial.objective, trial.candidate.index))
+        alive = [trial.candidate for trial in ranked[:max(2, math.ceil(len(alive) / 2))]]
+        if not alive:
+            break
+    return trials
+
+
+def rank_candidates(trials: list[Trial]) -> list[Trial]:
+    """Each candidate's last trial, best first: full runs by objective, then those stopped early (the longer
+    they ran, the higher), then the failed ones."""
+    last: dict[int, Trial] = {}
+    for trial in trials:
+        last[trial.candidate.index] = trial
+    return sorted(last.values(), key=lambda trial: (trial.failure is not None, -trial.fraction, trial.objective,
+                                                    trial.candidate.index))
+
+
+def planned_runs(count: int, rungs: Sequence[float] = RUNGS) -> int:
+    """How many runs successive halving makes for `count` candidates when none fails (for progress bars)."""
+    if count < MIN_CANDIDATES_FOR_HALVING:
+        return count
+    total, alive = 0, count
+    for position, _ in enumerate(rungs):
+        total += alive
+        alive = min(alive, max(2, math.ceil(alive / 2)))
+    return total
