@@ -2,12 +2,18 @@
 
 Runs are grouped by (forget set, strategy, method, budget); each oracle used appears as a row of its own.
 A checkpoint evaluated more than once on the same forget set counts once: the most complete record is kept,
-and records whose numbers disagree are refused (`merge_evaluations`).
+and records whose numbers disagree are refused (`merge_evaluations`). The ToW column is the Tug-of-War
+score of Zhao et al. 2024 (see aggregate.py).
+
+With --baseline PIPELINE (`[STRATEGY +] METHOD [@ BUDGET]`, as the pipelines are labelled) a second table
+compares every other pipeline with it run by run: mean ± 95% margin of the differences (pipeline − baseline)
+of the average gap, the strong average gap and ToW over runs with the same forget set and seed.
 
 Usage:
     unlearn report results/*.json
     unlearn report results/*.json --format markdown -o table.md --plot curves.png
-    unlearn report results/*.json --config report.yaml     # format: markdown
+    unlearn report results/*.json --baseline "del + rft @ 0.3"
+    unlearn report results/*.json --config report.yaml     # format: markdown, baseline: del+rft@0.3
 """
 
 from __future__ import annotations
@@ -25,16 +31,36 @@ from rich.table import Table
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, stderr
 from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.aggregate import Group, GroupKey, Summary, group_runs, merge_evaluations, oracle_summaries
+from unlearn_cli.evaluate.aggregate import (
+    PAIRED_KEYS,
+    UNDECIDED,
+    Group,
+    GroupKey,
+    PairedRow,
+    Pipeline,
+    Summary,
+    find_pipeline,
+    group_runs,
+    merge_evaluations,
+    oracle_summaries,
+    paired_comparisons,
+    pipelines,
+)
 from unlearn_cli.evaluate.metrics import metric_keys, metric_label
 from unlearn_cli.evaluate.results import read_results
 from unlearn_cli.io.streams import check_writable, write_output
 
 EXTRA_COLUMNS = {"average_gap": ("avg gap", 1.0), "strong_average_gap": ("strong avg gap", 1.0),
-                 "fraction_changed": ("changed %", 100.0), "wall_time_s": ("wall s", 1.0)}
+                 "fraction_changed": ("changed %", 100.0), "wall_time_s": ("wall s", 1.0),
+                 "tow": ("ToW", 1.0)}  # last: the CSV's earlier columns keep their positions
 TABLE_COLUMNS = (("forget_accuracy", "forget", 1.0), ("retain_accuracy", "retain", 1.0), ("test_accuracy", "test", 1.0),
                  ("mia_correctness", "MIA-corr", 1.0), ("mia_confidence", "MIA-conf", 1.0), ("average_gap", "avg gap", 1.0),
-                 ("strong_average_gap", "strong gap", 1.0), ("fraction_changed", "changed %", 100.0))
+                 ("strong_average_gap", "strong gap", 1.0), ("fraction_changed", "changed %", 100.0), ("tow", "ToW", 1.0))
+EXTRA_DIGITS = {"tow": 3}  # ToW lies in [0, 1]: more decimals than the other columns (1 in the table, 2 in Markdown)
+PAIRED_HEADERS = {"average_gap": "avg gap", "strong_average_gap": "strong gap", "tow": "ToW"}
+PAIRED_DIGITS = {"average_gap": 2, "strong_average_gap": 2, "tow": 4}
+PAIRED_NOTE = ("difference = pipeline − baseline over runs with the same forget set and seed; "
+               "gaps: lower is better, ToW: higher is better")
 PLOT_PANELS = (("forget_accuracy", "forget accuracy (%)"), ("mia_correctness", "MIA-correctness (%)"),
                ("test_accuracy", "test accuracy (%)"))  # the paper's Figures 2–3
 
@@ -48,10 +74,13 @@ class ReportFormat(str, Enum):
 @dataclass
 class ReportConfig:
     format: str = "table"  # table | markdown | csv (the files, -o and --plot are given on the command line)
+    baseline: Optional[str] = None  # pipeline `[STRATEGY +] METHOD [@ BUDGET]` the others are paired against
 
 
-def resolve_report_config(config_path: str | None, output_format: ReportFormat | None) -> ReportConfig:
-    cfg = resolve_config(ReportConfig, config_path, {"format": None if output_format is None else output_format.value})
+def resolve_report_config(config_path: str | None, output_format: ReportFormat | None,
+                          baseline: str | None = None) -> ReportConfig:
+    cfg = resolve_config(ReportConfig, config_path, {"format": None if output_format is None else output_format.value,
+                                                     "baseline": baseline})
     choices = [choice.value for choice in ReportFormat]
     if cfg.format not in choices:  # a flag is checked by typer; only the YAML can get here
         raise UserError(f"{config_path}: option 'format': {cfg.format!r} is not one of {', '.join(choices)}")
@@ -75,11 +104,11 @@ def _columns(only: tuple[str, ...] | None = None) -> list[tuple[str, str, float]
     return [column for column in columns if only is None or column[0] in only]
 
 
-def _text(summary: Summary | None, scale: float, digits: int = 2, separator: str = " ± ") -> str:
+def _text(summary: Summary | None, scale: float, digits: int = 2, separator: str = " ± ", sign: str = "") -> str:
     if summary is None or summary.n == 0:
         return "—"
     margin = "—" if summary.n == 1 else f"{summary.margin * scale:.{digits}f}"
-    return f"{summary.mean * scale:.{digits}f}{separator}{margin}"
+    return f"{summary.mean * scale:{sign}.{digits}f}{separator}{margin}"
 
 
 def _identity(key: GroupKey, count: int) -> list[str]:
@@ -104,7 +133,8 @@ def render_table(rows) -> Table:
         forget, strategy, method, budget, n = _identity(key, count)
         run = method if strategy == "—" else f"{strategy} + {method}"
         cells = ([forget] if len(forget_sets) > 1 else []) + [run, budget, n]
-        table.add_row(*cells, *[_text(summaries.get(name), scale, digits=1, separator="±") for name, _, scale in TABLE_COLUMNS])
+        table.add_row(*cells, *[_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 1), separator="±")
+                                for name, _, scale in TABLE_COLUMNS])
     return table
 
 
@@ -112,25 +142,98 @@ def render_markdown(rows) -> str:
     headers = IDENTITY_HEADERS + [header for _, header, _ in _columns()]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for key, count, summaries in rows:
-        cells = _identity(key, count) + [_text(summaries.get(name), scale) for name, _, scale in _columns()]
+        cells = _identity(key, count) + [_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 2))
+                                         for name, _, scale in _columns()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def render_csv(rows) -> str:
+def _budget(budget: float | None) -> str:
+    return "" if budget is None else f"{budget:g}"
+
+
+def _numbers(summary: Summary | None) -> list[str]:
+    return ["", ""] if summary is None or summary.n == 0 else [f"{summary.mean:.10g}", f"{summary.margin:.10g}"]
+
+
+PAIRED_CSV_COLUMNS = (["comparison", "baseline_strategy", "baseline_method", "baseline_budget",
+                       "unpaired_pipeline", "unpaired_baseline"]
+                      + [f"{name}_diff_{part}" for name in PAIRED_KEYS for part in ("mean", "margin", "n", "verdict")])
+
+
+def render_csv(rows, paired: tuple[Pipeline, list[PairedRow]] | None = None) -> str:
+    """One row per table row; with `paired`, the comparison's columns are appended (empty on those rows)
+    and one `comparison=paired` row per pipeline and forget set follows, `n` holding the pairs."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     names = [name for name, _, _ in _columns()]
     writer.writerow(["forget_kind", "forget_sha256", "strategy", "method", "budget", "n"]
-                    + [f"{name}_{part}" for name in names for part in ("mean", "margin")])
+                    + [f"{name}_{part}" for name in names for part in ("mean", "margin")]
+                    + (PAIRED_CSV_COLUMNS if paired else []))
+    extra = [""] * len(PAIRED_CSV_COLUMNS) if paired else []
     for key, count, summaries in rows:
-        numbers = []
-        for name in names:
-            summary = summaries.get(name)
-            numbers += ["", ""] if summary is None or summary.n == 0 else [f"{summary.mean:.10g}", f"{summary.margin:.10g}"]
-        writer.writerow([key.forget_kind, key.forget_sha256, key.strategy, key.method,
-                         "" if key.budget is None else f"{key.budget:g}", count] + numbers)
+        numbers = [value for name in names for value in _numbers(summaries.get(name))]
+        writer.writerow([key.forget_kind, key.forget_sha256, key.strategy, key.method, _budget(key.budget), count]
+                        + numbers + extra)
+    if paired:
+        baseline, comparisons = paired
+        for row in comparisons:
+            differences = []
+            for name in PAIRED_KEYS:
+                summary = row.differences[name]
+                verdict = row.verdicts[name]
+                differences += _numbers(summary) + [summary.n, "" if verdict == UNDECIDED else verdict]
+            writer.writerow([row.forget_kind, row.forget_sha256, row.pipeline.strategy, row.pipeline.method,
+                             _budget(row.pipeline.budget), row.pairs] + [""] * (2 * len(names))
+                            + ["paired", baseline.strategy, baseline.method, _budget(baseline.budget),
+                               row.unpaired_pipeline, row.unpaired_baseline] + differences)
     return buffer.getvalue()
+
+
+def _paired_cells(row: PairedRow, several_forget_sets: bool) -> list[str]:
+    cells = [f"{row.forget_kind}:{row.forget_sha256[:8]}"] if several_forget_sets else []
+    cells += [row.pipeline.label, str(row.pairs), str(row.left_out)]
+    for name in PAIRED_KEYS:
+        summary = row.differences[name]
+        text = _text(summary, 1.0, digits=PAIRED_DIGITS[name], sign="+")
+        if 0 < summary.n < row.pairs:  # some pairs lack this score (a run without an oracle)
+            text += f" (n={summary.n})"
+        cells += [text, row.verdicts[name]]
+    return cells
+
+
+def _paired_headers(several_forget_sets: bool) -> list[str]:
+    headers = (["forget set"] if several_forget_sets else []) + ["pipeline", "n", "left out"]
+    for name in PAIRED_KEYS:
+        headers += [f"Δ {PAIRED_HEADERS[name]}", f"{PAIRED_HEADERS[name]}: baseline"]
+    return headers
+
+
+def _several_forget_sets(comparisons: list[PairedRow]) -> bool:
+    return len({row.forget_sha256 for row in comparisons}) > 1
+
+
+def render_paired_table(baseline: Pipeline, comparisons: list[PairedRow]) -> Table:
+    """The terminal's second table; rows where an interval excludes 0 are bold."""
+    several = _several_forget_sets(comparisons)
+    table = Table(title=f"paired against baseline {baseline.label}: mean ± 95% margin of the differences\n{PAIRED_NOTE}")
+    for header in _paired_headers(several):
+        table.add_column(header, justify="right" if header.startswith("Δ") else "left")
+    for row in comparisons:
+        decided = any(verdict not in ("level", UNDECIDED) for verdict in row.verdicts.values())
+        table.add_row(*_paired_cells(row, several), style="bold" if decided else None)
+    if not comparisons:
+        table.caption = "no other pipeline to compare"
+    return table
+
+
+def render_paired_markdown(baseline: Pipeline, comparisons: list[PairedRow]) -> str:
+    several = True  # like the first Markdown table, always with the forget set
+    headers = _paired_headers(several)
+    lines = [f"Paired against baseline `{baseline.label}`: mean ± 95% margin; {PAIRED_NOTE}.", "",
+             "| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_paired_cells(row, several)) + " |" for row in comparisons]
+    return "\n".join(lines) + "\n"
 
 
 def _pyplot():
@@ -182,14 +285,21 @@ def report(
     output_format: Annotated[Optional[ReportFormat], typer.Option("--format", help="table, markdown or csv (default: table)")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to FILE instead of the terminal.")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Draw metric-vs-budget curves to FILE.png (needs matplotlib).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(
+        "--baseline", metavar="PIPELINE",
+        help="Pair every other pipeline with this one per forget set and seed. Name it 'STRATEGY + METHOD @ BUDGET' "
+             "as the paired table labels it, e.g. 'del + rft @ 0.3' or del+rft@0.3; 'finetune' for a method "
+             "without a mask; a strategy or budget left out matches any.")] = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
-    """Aggregate evaluation results over seeds: mean ± 95% confidence margin (Student t) per group.
+    """Aggregate evaluation results over seeds: mean ± 95% confidence margin (Student t) per group, with ToW.
 
     A checkpoint evaluated twice on one forget set counts once (the most complete record); disagreeing ones are refused.
+    --baseline adds a paired comparison: differences (pipeline − baseline) of runs with the same forget set and seed.
     """
-    output_format = ReportFormat(resolve_report_config(config, output_format).format)
+    cfg = resolve_report_config(config, output_format, baseline)
+    output_format = ReportFormat(cfg.format)
     inputs = {"FILES": files, "--config": config}
     if plot is not None:
         _pyplot()  # fail before any work when matplotlib is missing
@@ -200,16 +310,26 @@ def report(
     groups = group_runs(runs)
     oracles = oracle_summaries(runs)
     rows = _rows(groups, oracles)
+    paired = None
+    if cfg.baseline is not None:
+        chosen = find_pipeline(cfg.baseline, pipelines(groups))
+        paired = (chosen, paired_comparisons(groups, chosen))
+    tables = [render_table(rows)] + ([render_paired_table(*paired)] if paired else [])
     if output_format is ReportFormat.table:
         if output is None:
             if not quiet:
-                stderr.print(render_table(rows))
+                for table in tables:
+                    stderr.print(table)
         else:
             console = Console(file=io.StringIO(), width=240, color_system=None)
-            console.print(render_table(rows))
+            for table in tables:
+                console.print(table)
             write_output(output, console.file.getvalue().encode(), binary=False)
     else:
-        text = render_markdown(rows) if output_format is ReportFormat.markdown else render_csv(rows)
+        if output_format is ReportFormat.markdown:
+            text = render_markdown(rows) + ("\n" + render_paired_markdown(*paired) if paired else "")
+        else:
+            text = render_csv(rows, paired)
         write_output(output or "-", text.encode(), binary=False)
     if plot is not None:
         write_output(plot, plot_png(groups, oracles))

@@ -3,6 +3,14 @@
 margin = t_{0.975, n−1} · s / √n with s the sample standard deviation (n − 1 in the denominator);
 a single run has margin 0 (shown as "—").
 
+Besides the metrics and the gaps, every run with an oracle gets the Tug-of-War score of Zhao et al. 2024
+("What makes unlearning hard and what to do about it"): ToW = Π over forget, retain and test accuracy of
+(1 − |acc − oracle acc| / 100), in [0, 1], 1 when the model matches the oracle (`tug_of_war`).
+
+`paired_comparisons` compares every pipeline (strategy, method, budget) with a baseline pipeline run by
+run: the pipelines share originals, oracles and forget sets, so the differences (pipeline − baseline) of
+runs on the same forget set with the same seed are aggregated, not the pipelines' independent margins.
+
 The same checkpoint evaluated more than once on the same forget set (same `model.sha256` and
 `forget.sha256`) is one run: `merge_evaluations` keeps the most complete record (the oracle comparison
 of one and the parameters-changed measurement of another are combined), and refuses records whose
@@ -13,6 +21,8 @@ Usage:
     groups = group_runs(runs)            # runs: result objects of `unlearn-results/1` files
     for group in groups: group.key, group.count, group.stats["forget_accuracy"]   # Summary(mean, margin, n)
     oracle_summaries(runs)               # forget sha -> {metric: Summary} over distinct oracles
+    baseline = find_pipeline("del + rft @ 0.3", pipelines(groups))
+    paired_comparisons(groups, baseline)  # PairedRow per other pipeline and forget set
 """
 
 from __future__ import annotations
@@ -25,6 +35,10 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.metrics import metric_keys
 
 SUMMARY_KEYS = ("average_gap", "strong_average_gap", "fraction_changed", "wall_time_s")
+TOW_METRICS = ("forget_accuracy", "retain_accuracy", "test_accuracy")
+# paired scores -> True when higher is better (the gaps are distances to the oracle: lower is better)
+PAIRED_KEYS = {"average_gap": False, "strong_average_gap": False, "tow": True}
+BASELINE_BETTER, BASELINE_WORSE, LEVEL, UNDECIDED = "baseline better", "baseline worse", "level", "—"
 
 
 @dataclass(frozen=True)
@@ -74,10 +88,26 @@ def summarize(values: list[float]) -> Summary:
     return Summary(mean, float(stats.t.ppf(0.975, n - 1)) * deviation / math.sqrt(n), n)
 
 
+def tug_of_war(metrics: dict, oracle_metrics: dict | None) -> float | None:
+    """ToW (Zhao et al. 2024) = Π_{forget, retain, test} (1 − |acc − oracle acc| / 100), accuracies in %;
+    None without an oracle or with an accuracy missing on either side."""
+    if not oracle_metrics:
+        return None
+    score = 1.0
+    for key in TOW_METRICS:
+        mine, oracle = metrics.get(key), oracle_metrics.get(key)
+        if mine is None or oracle is None or not math.isfinite(mine) or not math.isfinite(oracle):
+            return None
+        score *= 1.0 - abs(mine - oracle) / 100.0
+    return score
+
+
 def run_values(run: dict) -> dict[str, float | None]:
-    """The numbers of one result object that are aggregated: every metric plus the summary scores."""
+    """The numbers of one result object that are aggregated: every metric, the summary scores and ToW."""
     values = {key: run["metrics"].get(key) for key in metric_keys()}
     values.update({key: run.get(key) for key in SUMMARY_KEYS})
+    oracle = run.get("oracle")
+    values["tow"] = tug_of_war(run["metrics"], oracle.get("metrics") if oracle else None)
     return values
 
 
@@ -197,3 +227,158 @@ def oracle_summaries(runs: list[dict]) -> dict[str, dict[str, Summary]]:
             oracles.setdefault(run["forget"]["sha256"], {})[oracle["sha256"]] = oracle["metrics"]
     return {forget: {key: summarize([metrics.get(key) for metrics in by_sha.values()]) for key in metric_keys()}
             for forget, by_sha in oracles.items()}
+
+
+# --- paired comparison against a baseline pipeline ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What produced a group's checkpoints, whatever the forget set: (strategy, method, budget)."""
+
+    strategy: str  # "—" without a mask
+    method: str
+    budget: float | None
+
+    @property
+    def label(self) -> str:
+        """`del + rft @ 0.3`, `del + rft`, `rft @ 0.3` or `finetune`: what --baseline accepts."""
+        text = self.method if self.strategy == "—" else f"{self.strategy} + {self.method}"
+        return text if self.budget is None else f"{text} @ {self.budget:g}"
+
+    @property
+    def sort_key(self) -> tuple:
+        return (self.strategy, self.method, -1.0 if self.budget is None else self.budget)
+
+
+def pipeline_of(key: GroupKey) -> Pipeline:
+    return Pipeline(key.strategy, key.method, key.budget)
+
+
+def pipelines(groups: list[Group]) -> list[Pipeline]:
+    """The distinct pipelines of `groups`, sorted."""
+    return sorted({pipeline_of(group.key) for group in groups}, key=lambda pipeline: pipeline.sort_key)
+
+
+def find_pipeline(text: str, known: list[Pipeline]) -> Pipeline:
+    """The pipeline named `[STRATEGY +] METHOD [@ BUDGET]` (spaces optional, e.g. `del+rft@0.3`).
+
+    A part left out matches any value; of several matches, the one that has none of the parts left out wins
+    (`rft` names the maskless rft when there is one). No match, or several, is a one-line UserError listing
+    the pipelines there are.
+    """
+    known = sorted(known, key=lambda pipeline: pipeline.sort_key)
+    listing = ", ".join(pipeline.label for pipeline in known) or "none"
+    compact = "".join(text.split())
+    head, at, budget_text = compact.rpartition("@")
+    if not at:
+        head, budget_text = compact, None
+    strategy, plus, method = head.rpartition("+")
+    budget = None
+    if budget_text is not None:
+        try:
+            budget = float(budget_text)
+        except ValueError:
+            budget = float("nan")
+        if not math.isfinite(budget):
+            raise UserError(f"baseline {text!r}: the budget after '@' must be a number, e.g. del + rft @ 0.3; "
+                            f"pipelines in the report: {listing}")
+    if not method or (plus and not strategy):
+        raise UserError(f"baseline {text!r}: write it as [STRATEGY +] METHOD [@ BUDGET], e.g. del + rft @ 0.3; "
+                        f"pipelines in the report: {listing}")
+    matches = [pipeline for pipeline in known if pipeline.method == method
+               and (not plus or pipeline.strategy == strategy)
+               and (budget_text is None or (pipeline.budget is not None
+                                            and math.isclose(pipeline.budget, budget, rel_tol=1e-9, abs_tol=1e-12)))]
+    if len(matches) > 1:
+        exact = [pipeline for pipeline in matches
+                 if (plus or pipeline.strategy == "—") and (budget_text is not None or pipeline.budget is None)]
+        if len(exact) == 1:
+            return exact[0]
+        raise UserError(f"baseline {text!r} is ambiguous: it matches {', '.join(m.label for m in matches)}; "
+                        f"name one of them in full ([STRATEGY +] METHOD [@ BUDGET])")
+    if not matches:
+        raise UserError(f"baseline {text!r}: no such pipeline in the report; pipelines: {listing}")
+    return matches[0]
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    """One pipeline against the baseline on one forget set: the differences (pipeline − baseline) of runs
+    with the same seed, aggregated as mean ± 95% t-margin (n = pairs with both numbers)."""
+
+    forget_kind: str
+    forget_sha256: str
+    pipeline: Pipeline
+    pairs: int  # runs of the pipeline with a baseline run of the same seed
+    unpaired_pipeline: int  # runs of the pipeline without one (or without a seed): left out
+    unpaired_baseline: int  # runs of the baseline without a pipeline run of the same seed: left out
+    differences: dict[str, Summary]  # PAIRED_KEYS -> Summary of (pipeline − baseline)
+    verdicts: dict[str, str]  # PAIRED_KEYS -> BASELINE_BETTER | BASELINE_WORSE | LEVEL | UNDECIDED
+
+    @property
+    def left_out(self) -> int:
+        return self.unpaired_pipeline + self.unpaired_baseline
+
+
+def verdict(difference: Summary, higher_is_better: bool) -> str:
+    """How the baseline compares when the 95% interval of the mean difference (pipeline − baseline)
+    excludes 0: `level` when it does not, `—` with fewer than two pairs (no interval)."""
+    if difference.n < 2 or not math.isfinite(difference.mean) or not math.isfinite(difference.margin):
+        return UNDECIDED
+    if abs(difference.mean) <= difference.margin:
+        return LEVEL
+    pipeline_better = (difference.mean > 0) == higher_is_better
+    return BASELINE_WORSE if pipeline_better else BASELINE_BETTER
+
+
+def _by_seed(group: Group) -> tuple[dict[int, dict], int]:
+    """Runs of a group by seed, and the number of runs without a seed; two runs with one seed are a UserError."""
+    runs: dict[int, dict] = {}
+    seedless = 0
+    for run in group.runs:
+        seed = run.get("seed")
+        if seed is None:
+            seedless += 1
+        elif seed in runs:
+            raise UserError(f"{pipeline_of(group.key).label} has two runs with seed {seed} on forget set "
+                            f"{group.key.forget_sha256[:12]}… (models {runs[seed]['model']['sha256'][:12]}… and "
+                            f"{run['model']['sha256'][:12]}…), so the paired comparison cannot tell which to pair; "
+                            f"pass the results of only one of them")
+        else:
+            runs[seed] = run
+    return runs, seedless
+
+
+def paired_comparisons(groups: list[Group], baseline: Pipeline) -> list[PairedRow]:
+    """Every other pipeline against `baseline`, per forget set: runs paired on (forget set, seed).
+
+    Differences are pipeline − baseline of `average_gap`, `strong_average_gap` (lower is better: a positive
+    difference that excludes 0 means the baseline is better) and ToW (higher is better: a positive
+    difference means the baseline is worse). Runs without a partner, or without a seed, are left out and
+    counted. Rows are sorted by forget set, then pipeline.
+    """
+    baselines = {group.key.forget_sha256: group for group in groups if pipeline_of(group.key) == baseline}
+    rows = []
+    for group in groups:
+        pipeline = pipeline_of(group.key)
+        if pipeline == baseline:
+            continue
+        mine, seedless = _by_seed(group)
+        base_group = baselines.get(group.key.forget_sha256)
+        theirs, base_seedless = _by_seed(base_group) if base_group is not None else ({}, 0)
+        common = sorted(mine.keys() & theirs.keys())
+        differences = {}
+        for name in PAIRED_KEYS:
+            values = []
+            for seed in common:
+                one, other = run_values(mine[seed])[name], run_values(theirs[seed])[name]
+                if one is not None and other is not None:
+                    values.append(one - other)
+            differences[name] = summarize(values)
+        rows.append(PairedRow(
+            forget_kind=group.key.forget_kind, forget_sha256=group.key.forget_sha256, pipeline=pipeline,
+            pairs=len(common), unpaired_pipeline=len(mine) - len(common) + seedless,
+            unpaired_baseline=len(theirs) - len(common) + base_seedless, differences=differences,
+            verdicts={name: verdict(differences[name], higher) for name, higher in PAIRED_KEYS.items()}))
+    return sorted(rows, key=lambda row: (row.forget_kind, row.forget_sha256, row.pipeline.sort_key))
