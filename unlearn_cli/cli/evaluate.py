@@ -21,12 +21,11 @@ from rich.table import Table
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption, SeedOption,
                                     dataset_for, handle_errors, is_terminal, print_json, stderr)
 from unlearn_cli.config import resolve_config
-from unlearn_cli.data.splits import retain_indices
-from unlearn_cli.engine import predict, select_device
+from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.metrics import (evaluate_outputs, fraction_changed, metric_keys, metric_label,
-                                          oracle_gaps)
-from unlearn_cli.evaluate.mia import SVC_SETTINGS, shadow_split
+from unlearn_cli.evaluate.metrics import (fraction_changed, metric_keys, metric_label, model_metrics, oracle_gaps,
+                                          shadow_sets)
+from unlearn_cli.evaluate.mia import SVC_SETTINGS
 from unlearn_cli.evaluate.provenance import (check_fits_data, check_oracle, check_parent, reused_oracle_metrics,
                                              run_identity)
 from unlearn_cli.evaluate.results import read_results, result_record, results_document
@@ -155,9 +154,7 @@ def evaluate(
     mismatch_allowed = bool(cfg.allow_mismatch and ((oracle_checkpoint is not None and not matches)
                                                     or forget_set.dataset not in (None, reference.dataset)))
 
-    retain = retain_indices(data.num_train, forget_set.indices)
-    member_positions, nonmembers = shadow_split(data.train_labels[retain], data.test_labels, cfg.seed)
-    members = retain[member_positions]
+    members, nonmembers = shadow_sets(data, forget_set.indices, cfg.seed)
     mia_setting = {"members": len(members), "nonmembers": len(nonmembers), "forget": len(forget_set.indices),
                    "seed": cfg.seed, "svc": dict(SVC_SETTINGS)}
     reused = None
@@ -166,12 +163,10 @@ def evaluate(
                                        forget_set, mia_setting)
 
     def measure(checkpoint: Checkpoint) -> dict:
-        model = checkpoint.model.to(target)
-        train_logits, train_labels = predict(model, data.batches("train", batch_size=cfg.batch_size, device=target))
-        test_logits, test_labels = predict(model, data.batches("test", batch_size=cfg.batch_size, device=target))
+        metrics = model_metrics(checkpoint.model.to(target), data, forget_set.indices, members, nonmembers,
+                                cfg.seed, cfg.batch_size, target)
         checkpoint.model.cpu()
-        return evaluate_outputs(train_logits, train_labels, test_logits, test_labels, forget_set.indices,
-                                members, nonmembers, seed=cfg.seed)
+        return metrics
 
     with _progress(len(checkpoints) + (oracle_checkpoint is not None and reused is None), quiet) as advance:
         oracle_block = None

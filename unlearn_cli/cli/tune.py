@@ -30,11 +30,9 @@ from rich.table import Table
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption, dataset_for,
                                     handle_errors, progress_bar, stderr)
 from unlearn_cli.config import parse_options, resolve_config
-from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import FastPath, predict, select_device
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.metrics import evaluate_outputs
-from unlearn_cli.evaluate.mia import shadow_split
+from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
 from unlearn_cli.evaluate.provenance import check_fits_data, check_oracle
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
@@ -211,15 +209,10 @@ def tune(
             return oracle_free_score(_outputs(model, data, forget_set.indices, parts, target), original_outputs, weights)
     else:
         mode = "oracle"
-        retain = retain_indices(data.num_train, forget_set.indices)
-        member_positions, nonmembers = shadow_split(data.train_labels[retain], data.test_labels, cfg.seed)
-        members = retain[member_positions]
+        members, nonmembers = shadow_sets(data, forget_set.indices, cfg.seed)
 
         def metrics_of(model) -> dict:
-            train_logits, train_labels = predict(model, data.batches("train", None, 512, device=target))
-            test_logits, test_labels = predict(model, data.batches("test", None, 512, device=target))
-            return evaluate_outputs(train_logits, train_labels, test_logits, test_labels, forget_set.indices,
-                                    members, nonmembers, seed=cfg.seed)
+            return model_metrics(model, data, forget_set.indices, members, nonmembers, cfg.seed, device=target)
 
         oracle_metrics = metrics_of(oracle_checkpoint.model.to(target))
 

@@ -15,9 +15,11 @@ from typing import Iterable
 
 import torch
 
+from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
+from unlearn_cli.engine import predict
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.mia import list_features, mia_scores
+from unlearn_cli.evaluate.mia import list_features, mia_scores, shadow_split
 
 # The paper's main tables compare forget accuracy, test accuracy and MIA-correctness to the oracle;
 # its appendix A.4 repeats the comparison with the stronger MIA-confidence attack.
@@ -75,6 +77,23 @@ def evaluate_outputs(
                         train_logits[forget_indices], train_labels[forget_indices], seed=seed)
     metrics.update({mia_key(name): value for name, value in scores.items()})
     return metrics
+
+
+def shadow_sets(data: ImageData, forget_indices: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MIA's shadow members (training positions, drawn from the retain set) and non-members (test positions)."""
+    retain = retain_indices(data.num_train, forget_indices)
+    member_positions, nonmembers = shadow_split(data.train_labels[retain], data.test_labels, seed)
+    return retain[member_positions], nonmembers
+
+
+def model_metrics(model: torch.nn.Module, data: ImageData, forget_indices: torch.Tensor, members: torch.Tensor,
+                  nonmembers: torch.Tensor, seed: int, batch_size: int = 512,
+                  device: torch.device | str = "cpu") -> dict[str, float]:
+    """Every metric of `model` (already on `device`): its logits on the whole training and test sets, scored."""
+    train_logits, train_labels = predict(model, data.batches("train", batch_size=batch_size, device=device))
+    test_logits, test_labels = predict(model, data.batches("test", batch_size=batch_size, device=device))
+    return evaluate_outputs(train_logits, train_labels, test_logits, test_labels, forget_indices, members,
+                            nonmembers, seed=seed)
 
 
 def oracle_gaps(metrics: dict[str, float], oracle: dict[str, float]) -> dict:
