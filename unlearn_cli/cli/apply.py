@@ -160,11 +160,15 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
                             excluded_sha256=forget_set.sha256 if unlearning.excludes_forget_set else None)
     if mask_file is not None:
         recorded = mask_file.typed
+
+        def override(key: str, expected: str) -> str | None:  # what a flag let through, or None
+            return None if recorded.get(key) == expected else recorded.get(key) or "unrecorded"
+
         provenance = dataclasses.replace(
             provenance, mask_sha256=mask_file.sha256, mask_strategy=recorded.get("strategy") or None,
             mask_budget=recorded.get("budget"), mask_selected_fraction=recorded.get("selected_fraction"),
-            mask_model_sha256=None if recorded.get("model_sha256") == parent.sha256 else recorded.get("model_sha256") or "unrecorded",
-            mask_forget_sha256=None if recorded.get("forget_sha256") == forget_set.sha256 else recorded.get("forget_sha256") or "unrecorded")
+            mask_model_sha256=override("model_sha256", parent.sha256),
+            mask_forget_sha256=override("forget_sha256", forget_set.sha256))
     extra = {}
     data_root_used = cfg.data_root or parent.data_root
     if data_root_used:

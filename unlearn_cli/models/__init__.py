@@ -79,30 +79,31 @@ def _checked_options(name: str, num_classes: int, input_shape, options: dict, wh
         raise UserError(f"{where}model {name!r} has no option {', '.join(unknown)}; its options are: "
                         f"{', '.join(accepted) or 'none'}")
     check_range("num_classes", num_classes, f"{where}num_classes")
-    if not (len(input_shape) == 3 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in input_shape)):
-        raise UserError(f"{where}input shape {list(input_shape)} must be three positive integers [channels, height, width]")
-    check_size(math.prod(input_shape), "input_elements", where.rstrip(": ") or "model", f"input shape {list(input_shape)}:")
+    if not (len(input_shape) == 3 and all(isinstance(size, int) and not isinstance(size, bool) and size >= 1
+                                          for size in input_shape)):
+        raise UserError(f"{where}input shape {list(input_shape)} must be three positive integers "
+                        f"[channels, height, width]")
+    check_size(math.prod(input_shape), "input_elements", where.rstrip(": ") or "model",
+               f"input shape {list(input_shape)}:")
     return check_options(factory, options, f"{where}model option")
 
 
-def measure_model(name: str, num_classes: int, input_shape, options: dict, max_scalars: int | None = None,
-                  max_tensors: int | None = None, where: str = "") -> ModelSize:
+def measure_model(name: str, num_classes: int, input_shape, options: dict, where: str = "") -> ModelSize:
     """Build `name` on the meta device (nothing allocated) and count what the real model would need.
 
-    Construction stops early once it has registered far more than `max_scalars` / `max_tensors`, so a
-    request for a billion-wide or ten-million-deep network costs nothing. Over a limit is a UserError.
+    Construction stops early once it has registered twice the limits and more (parameters replaced while
+    a model is assembled count twice), so a request for a billion-wide network costs nothing. Over a limit
+    is a UserError; `where` prefixes its message (a checkpoint's path).
     """
     options = _checked_options(name, num_classes, input_shape, options, where)
-    max_scalars = limit("parameters") if max_scalars is None else min(max_scalars, limit("parameters"))
-    max_tensors = limit("tensors") if max_tensors is None else min(max_tensors, limit("tensors"))
-    # parameters replaced during construction count twice, hence the slack before giving up
-    registered = {"scalars": 0, "tensors": 0, "scalar_bound": 2 * max_scalars + 10**6, "tensor_bound": 2 * max_tensors + 100}
+    max_scalars, max_tensors = limit("parameters"), limit("tensors")
+    registered = {"scalars": 0, "tensors": 0}
 
     def count(module, name, tensor):
         if tensor is not None:
             registered["scalars"] += tensor.numel()
             registered["tensors"] += 1
-            if registered["scalars"] > registered["scalar_bound"] or registered["tensors"] > registered["tensor_bound"]:
+            if registered["scalars"] > 2 * max_scalars + 10**6 or registered["tensors"] > 2 * max_tensors + 100:
                 raise _TooLarge
         return None
 
@@ -116,7 +117,8 @@ def measure_model(name: str, num_classes: int, input_shape, options: dict, max_s
         raise UserError(f"{what} needs more than {max_scalars:,} parameter scalars or {max_tensors:,} tensors; "
                         f"choose smaller options (the limits are in docs/limits.md)") from None
     except (TypeError, ValueError, RuntimeError) as error:
-        raise UserError(f"{what}: cannot be built ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{what}: cannot be built ({detail})") from None
     finally:
         for handle in handles:
             handle.remove()
