@@ -274,6 +274,19 @@ def test_an_output_link_is_followed_and_kept(tiny_run, tmp_path):
     assert link.is_symlink() and json.loads(target.read_text())["arch"] == "mlp"
 
 
+def test_text_may_go_to_a_terminal_binary_may_not(monkeypatch):
+    from unlearn_cli.io import streams
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(streams.sys, "stdout", Terminal())
+    streams.check_writable("-", "--json", binary=False)
+    with pytest.raises(UserError, match="refusing to write binary data to a terminal"):
+        streams.check_writable("-", "--output")
+
+
 def test_info_json_is_typed(tiny_run):
     document = json.loads(run_cli("info", tiny_run["original"], "--json", "-").stdout)
     assert document["arch_kwargs"] == {"width": 32} and document["input_shape"] == [1, 8, 8]

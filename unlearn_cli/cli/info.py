@@ -39,7 +39,7 @@ def info(
     """Load a checkpoint strictly and print its metadata and parameter count."""
     resolve_config(InfoConfig, config, {})
     if json_output is not None:
-        check_writable(json_output, "--json", {"MODEL": model, "--config": config})
+        check_writable(json_output, "--json", {"MODEL": model, "--config": config}, binary=False)
     checkpoint = load_checkpoint(model)
     parameters = sum(p.numel() for p in checkpoint.model.parameters())
     document = {**checkpoint.typed_metadata(), "sha256": checkpoint.sha256, "parameters": parameters}

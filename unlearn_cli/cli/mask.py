@@ -68,7 +68,7 @@ def info(
     """Per tensor: selected parameters and fraction, whole and partly selected rows; totals."""
     resolve_config(MaskInfoConfig, config, {})
     if json_output is not None:
-        check_writable(json_output, "--json", {"MASK": mask, "--config": config})
+        check_writable(json_output, "--json", {"MASK": mask, "--config": config}, binary=False)
     tensors, meta, sha256 = _read(mask)
     summary = mask_summary(tensors)
     if not quiet:
@@ -102,7 +102,7 @@ def compare(
     """Intersection over union of two masks of the same model, overall and per tensor."""
     resolve_config(MaskCompareConfig, config, {})
     if json_output is not None:
-        check_writable(json_output, "--json", {"FIRST": first, "SECOND": second, "--config": config})
+        check_writable(json_output, "--json", {"FIRST": first, "SECOND": second, "--config": config}, binary=False)
     if first == "-" and second == "-":
         raise UserError("only one of the two masks can come from stdin ('-')")
     first_mask, first_meta, _ = _read(first)

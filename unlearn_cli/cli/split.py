@@ -57,7 +57,7 @@ def split(
     cfg = resolve_config(SplitConfig, config, {
         "dataset": dataset, "kind": kind, "fraction": fraction, "classes": parse_classes(classes), "seed": seed,
         "data_root": data_root, "dataset_options": parse_options(dataset_option, "--dataset-option")}, section="split")
-    check_writable(output, "--output", {"--config": config})
+    check_writable(output, "--output", {"--config": config}, binary=False)
     data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
     indices = draw_forget_indices(data.train_labels, cfg.kind, cfg.fraction, cfg.classes, cfg.seed)
     write_output(output, forget_set_json(indices, dataset=cfg.dataset, num_train=data.num_train, kind=cfg.kind,

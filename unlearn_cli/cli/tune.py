@@ -186,7 +186,7 @@ def tune(
     candidates = expand_grid(search_space)
     mask_settings = _check_candidates(cfg, candidates)
     check_writable(output, "--output", {"--model": cfg.model, "--forget": cfg.forget, "--oracle": cfg.oracle,
-                                        "--config": config})
+                                        "--config": config}, binary=False)
     target = select_device(cfg.device)
     parent = load_checkpoint(cfg.model)
     data = dataset_for(parent, cfg.data_root)

@@ -184,14 +184,16 @@ def _same_file(first: str, second: str) -> bool:
         return os.path.realpath(first) == os.path.realpath(second)
 
 
-def check_writable(path: str | Path, flag: str = "--output", inputs: dict[str, object] | None = None) -> None:
+def check_writable(path: str | Path, flag: str = "--output", inputs: dict[str, object] | None = None,
+                   binary: bool = True) -> None:
     """Fail before long work when the output could not be written at the end, or would replace an input.
 
     `inputs` maps each input flag to its path (or a list of paths, or None); an output that resolves
-    to any of them, through links too, is refused naming both flags.
+    to any of them, through links too, is refused naming both flags. Text (`binary=False`) may go to a
+    terminal; binary data may not.
     """
     if str(path) == STDIO:
-        if sys.stdout.isatty():
+        if binary and sys.stdout.isatty():
             raise UserError("refusing to write binary data to a terminal; redirect it (`> file`) or pipe it (`| unlearn …`)")
         return
     for input_flag, given in (inputs or {}).items():
