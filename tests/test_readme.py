@@ -73,4 +73,5 @@ def test_the_pipeline_block_runs_as_pasted(tmp_path):
     assert tuned.returncode == 0, f"exit {tuned.returncode}\n{tuned.stderr[-6000:]}"
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert best["localize"]["strategy"] == "del" and best["apply"]["method"] == "rft"
-    assert len(best["tune"]["candidates"]) == 8 and (tmp_path / "tuned.safetensors").exists()
+    extended = sum(len(values) for values in best["tune"]["extended"].values())
+    assert len(best["tune"]["candidates"]) == 8 + extended and (tmp_path / "tuned.safetensors").exists()

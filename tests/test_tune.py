@@ -11,8 +11,9 @@ import yaml
 from conftest import run_cli
 from unlearn_cli.config import load_yaml_config
 from unlearn_cli.errors import UserError
-from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, expand_grid, ks_distance,
-                              oracle_free_score, parse_grid, planned_runs, rank_candidates, successive_halving,
+from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, edge_extensions, expand_grid,
+                              extend_edges, ks_distance, oracle_free_score, parse_grid, planned_runs,
+                              rank_candidates, successive_halving,
                               tuning_parts)
 
 # --- the reference part ----------------------------------------------------------------------------------------
@@ -129,6 +130,30 @@ def test_few_candidates_all_run_in_full():
     assert seen == [1.0, 1.0]
 
 
+def test_edge_choices_extend_the_grid_one_geometric_step():
+    grid = {"lr": [0.03, 0.1], "epochs": [8, 16, 32], "budget": [0.1, 0.3], "schedule": ["cosine", "constant"]}
+    steps = edge_extensions(grid, {"lr": 0.1, "epochs": 8, "budget": 0.2, "schedule": "cosine"})
+    assert steps == {"lr": pytest.approx(0.1 * 0.1 / 0.03), "epochs": 4}  # budget 0.2 is inside; words never
+    assert edge_extensions(grid, {"lr": 0.03, "epochs": 16}) == {"lr": pytest.approx(0.009)}
+    assert edge_extensions({"epochs": [1, 2]}, {"epochs": 1}) == {}  # round(0.5) = 0 is no epoch count
+    assert edge_extensions({"lr": [0.01, 1000]}, {"lr": 0.01}) == {"lr": pytest.approx(0.001)}  # ÷10 at most
+
+
+def test_extension_follows_the_best_until_it_is_interior_or_out_of_range():
+    def run(candidate, fraction):  # the best learning rate is 0.5, and 0.9 is past the option's range
+        return Trial(candidate, fraction, score={"objective": abs(candidate.settings["lr"] - 0.5)})
+
+    grid = {"lr": [0.03, 0.1]}
+    trials = [run(candidate, 1.0) for candidate in expand_grid(grid)]
+    extended = extend_edges(grid, trials, run, admit=lambda candidate: candidate.settings["lr"] < 0.9, times=5)
+    # 0.1 chose -> 0.333 (×3.33); 0.333 chose -> 1.11 refused: the search stops with 0.333 at the admitted edge
+    assert extended == {"lr": [pytest.approx(1 / 3)]} and grid["lr"][-1] == pytest.approx(1 / 3)
+    assert rank_candidates(trials)[0].candidate.settings["lr"] == pytest.approx(1 / 3)
+    grid = {"lr": [0.03, 0.1]}
+    trials = [run(candidate, 1.0) for candidate in expand_grid(grid)]
+    assert extend_edges(grid, trials, run, admit=lambda candidate: True, times=1) == {"lr": [pytest.approx(1 / 3)]}
+
+
 # --- config sections ----------------------------------------------------------------------------------------------
 
 
@@ -187,7 +212,8 @@ def test_tune_chooses_the_learning_rate_that_recovers_and_writes_a_config(digits
 def test_a_diverging_candidate_is_ranked_last_not_fatal(digits, tmp_path):
     best = tmp_path / "best.yaml"
     result = run_cli("tune", "--model", digits / "original.safetensors", "--forget", digits / "forget.json",
-                     "--method", "finetune", "--grid", "lr=1000000,0.01", "--param", "epochs=1", "-q", "-o", best)
+                     "--method", "finetune", "--grid", "lr=1000000,0.01", "--param", "epochs=1", "--extend", "0",
+                     "-q", "-o", best)
     assert result.exit_code == 0, result.output
     candidates = yaml.safe_load(best.read_text())["tune"]["candidates"]
     assert [c["settings"]["lr"] for c in candidates] == [0.01, 1000000]

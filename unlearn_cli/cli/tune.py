@@ -39,9 +39,9 @@ from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import check_writable, write_output
 from unlearn_cli.localize import LocalizationData, LocalizeSettings, get_strategy, list_strategies, resolve_settings
 from unlearn_cli.methods import UnlearnData, get_method, list_methods, method_config, method_options
-from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, expand_grid, oracle_free_score,
-                              oracle_score, parse_grid, planned_runs, rank_candidates, successive_halving,
-                              tuning_parts)
+from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, expand_grid, extend_edges,
+                              oracle_free_score, oracle_score, parse_grid, planned_runs, rank_candidates,
+                              successive_halving, tuning_parts)
 
 LOCALIZE_OPTIONS = ("budget", "topk", "criterion", "granularity", "max_iterations")  # grid keys that make the mask
 
@@ -58,6 +58,7 @@ class TuneConfig:
     allowance: float = 5.0  # points of reference accuracy a candidate may lose before it counts as damage
     weights: dict = field(default_factory=dict)  # oracle-free part -> weight (default 1 each)
     halving: bool = True  # stop hopeless candidates early (successive halving on epochs)
+    extend: int = 2  # times a grid whose choice is at its edge is extended one step that way
     seed: int = 0  # draws the reference and validation parts and the MIA shadow sets; seeds every candidate
     device: str = "auto"
     data_root: Optional[str] = None
@@ -113,6 +114,11 @@ def _render(ranked: list[Trial], grid_keys: list[str], chosen: Trial | None) -> 
     return table
 
 
+def _chosen(ranked: list[Trial]) -> Trial | None:
+    """The best candidate that ran in full, or None when none did."""
+    return ranked[0] if ranked and ranked[0].failure is None and ranked[0].fraction == 1 else None
+
+
 def _plain(value):
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
@@ -163,6 +169,7 @@ def tune(
     allowance: Annotated[Optional[float], typer.Option(help="Points of reference accuracy a candidate may lose before it counts as damage (default: 5).")] = None,
     weight: Annotated[Optional[list[str]], typer.Option("--weight", help="part=weight of the oracle-free objective: forget_gap, distribution, validation_drop, damage (default 1 each).")] = None,
     halving: Annotated[Optional[bool], typer.Option("--halving/--no-halving", help="Stop hopeless candidates early: successive halving on epochs (default: on).")] = None,
+    extend: Annotated[Optional[int], typer.Option("--extend", help="When the choice is a grid's smallest or largest value, try one step further that way, at most this many times (default: 2; 0: never).")] = None,
     data_root: DataRootOption = None,
     seed: SeedOption = None,
     device: DeviceOption = None,
@@ -173,7 +180,7 @@ def tune(
     cfg = resolve_config(TuneConfig, config, {
         "model": model, "forget": forget, "oracle": oracle, "strategy": strategy, "method": method, "budget": budget,
         "params": parse_options(param, "--param"), "allowance": allowance, "weights": parse_options(weight, "--weight"),
-        "halving": halving, "seed": seed, "device": device, "data_root": data_root}, section="tune")
+        "halving": halving, "extend": extend, "seed": seed, "device": device, "data_root": data_root}, section="tune")
     for flag, key in (("--model", "model"), ("--forget", "forget")):
         if getattr(cfg, key) is None:
             raise UserError(f"{flag} is required: pass {flag}, or set `{key}:` in the tune section of a --config YAML")
@@ -261,16 +268,26 @@ def tune(
     halving_possible = cfg.halving and "epochs" in method_options(cfg.method)
     rungs = (0.25, 0.5, 1.0) if halving_possible else (1.0,)
     with progress_bar(f"tune {cfg.method}", planned_runs(len(candidates), rungs), quiet) as on_step:
-        done = {"runs": 0}
+        done = {"runs": 0, "total": planned_runs(len(candidates), rungs)}
 
-        def on_trial(trial: Trial) -> None:
+        def reported(candidate: Candidate, fraction: float) -> Trial:
+            trial = run(candidate, fraction)
             done["runs"] += 1
             if on_step is not None:
-                on_step({"step": done["runs"], "total_steps": planned_runs(len(candidates), rungs)})
+                on_step({"step": done["runs"], "total_steps": max(done["total"], done["runs"])})
+            return trial
 
-        trials = successive_halving(candidates, run, rungs, on_trial=on_trial)
+        def admit(candidate: Candidate) -> bool:
+            try:
+                mask_settings.update(_check_candidates(cfg, [candidate]))
+            except UserError:  # past the option's range: the edge is the limit
+                return False
+            return True
+
+        trials = successive_halving(candidates, reported, rungs)
+        extended = extend_edges(search_space, trials, reported, admit, cfg.extend)
     ranked = rank_candidates(trials)
-    chosen = ranked[0] if ranked and ranked[0].failure is None and ranked[0].fraction == 1 else None
+    chosen = _chosen(ranked)
     if not quiet:
         stderr.print(_render(ranked, list(search_space), chosen))
     if chosen is None:
@@ -278,6 +295,7 @@ def tune(
     provenance = {"model_sha256": parent.sha256, "forget_sha256": forget_set.sha256,
                   "oracle_sha256": oracle_checkpoint.sha256 if oracle_checkpoint is not None else None,
                   "reference_size": len(parts.reference), "validation_size": len(parts.validation)}
-    write_output(output, best_yaml(cfg, chosen, ranked, search_space, mode, provenance), binary=False)
+    write_output(output, best_yaml(cfg, chosen, ranked, search_space, mode, {**provenance, "extended": extended}),
+                 binary=False)
     if not quiet:
         stderr.print(f"chose {chosen.candidate.label()} ({mode} objective {chosen.objective:.2f}) -> {output}")

@@ -9,6 +9,7 @@ Usage:
     grid = parse_grid(["lr=0.01,0.03,0.1", "epochs=5,10"])       # {"lr": [0.01, 0.03, 0.1], "epochs": [5, 10]}
     trials = successive_halving(expand_grid(grid), run)          # run(candidate, fraction) -> Trial
     ranked = rank_candidates(trials)                             # best first; ranked[0] is the choice
+    edge_extensions(grid, ranked[0].candidate.settings)          # {"lr": 0.333…} when 0.1 was the top value
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from unlearn_cli.errors import UserError
 
 RUNGS = (0.25, 0.5, 1.0)  # fractions of a candidate's epochs
 MIN_CANDIDATES_FOR_HALVING = 4  # fewer candidates all run in full
+MAX_STEP_RATIO = 10.0  # an edge extension steps at most ×10 or ÷10, whatever the spacing of the grid
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,52 @@ def rank_candidates(trials: list[Trial]) -> list[Trial]:
         last[trial.candidate.index] = trial
     return sorted(last.values(), key=lambda trial: (trial.failure is not None, -trial.fraction, trial.objective,
                                                     trial.candidate.index))
+
+
+def edge_extensions(grid: dict[str, list], chosen: dict) -> dict[str, float | int]:
+    """The next value outward for every numeric option (of two values or more) whose chosen value is the
+    grid's smallest or largest: one geometric step, the ratio of the edge value to its neighbour
+    (0.03, 0.1 chose 0.1 -> 0.333…; epochs 8, 16 chose 8 -> 4), at most ×10 or ÷10. An edge choice says the
+    best may lie beyond."""
+    extensions = {}
+    for key, values in grid.items():
+        numbers = sorted(value for value in values if isinstance(value, (int, float)) and not isinstance(value, bool))
+        value = chosen.get(key)
+        if len(numbers) < 2 or len(numbers) != len(values) or numbers[0] <= 0 or value not in (numbers[0], numbers[-1]):
+            continue
+        edge, neighbour = (numbers[-1], numbers[-2]) if value == numbers[-1] else (numbers[0], numbers[1])
+        ratio = min(edge / neighbour, MAX_STEP_RATIO) if edge > neighbour else max(edge / neighbour, 1 / MAX_STEP_RATIO)
+        step = edge * ratio
+        if all(isinstance(number, int) for number in numbers):
+            step = round(step)
+            if step in numbers or step < 1:
+                continue
+        extensions[key] = step
+    return extensions
+
+
+def extend_edges(grid: dict[str, list], trials: list[Trial], run: Callable[[Candidate, float], Trial],
+                 admit: Callable[[Candidate], bool], times: int) -> dict[str, list]:
+    """While the best full run sits at the edge of a numeric option, run the chosen settings one step beyond
+    (`edge_extensions`) in full, at most `times` rounds; a candidate `admit` refuses (past the option's range)
+    is not run. `grid` and `trials` grow in place; -> the values added per option."""
+    extended: dict[str, list] = {}
+    for _ in range(times):
+        ranked = rank_candidates(trials)
+        if not ranked or ranked[0].failure is not None or ranked[0].fraction < 1:
+            break
+        chosen = ranked[0].candidate
+        beyond = []
+        for key, value in edge_extensions(grid, chosen.settings).items():
+            candidate = Candidate(len(ranked) + len(beyond), {**chosen.settings, key: value})
+            if admit(candidate):
+                grid[key] = sorted(grid[key] + [value])
+                extended.setdefault(key, []).append(value)
+                beyond.append(candidate)
+        if not beyond:
+            break
+        trials += [run(candidate, 1.0) for candidate in beyond]
+    return extended
 
 
 def planned_runs(count: int, rungs: Sequence[float] = RUNGS) -> int:
