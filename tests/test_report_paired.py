@@ -245,7 +245,8 @@ def test_cli_markdown_has_a_second_table(tmp_path):
     result = run_cli("report", results_file(tmp_path), "--baseline", "del + rft @ 0.3", "--format", "markdown")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("| forget set | strategy | method | budget | n | forget acc") and lines[0].endswith("| ToW |")
+    assert lines[0].startswith("| forget set | strategy | method | budget | n | forget acc")
+    assert lines[0].endswith("| ToW | cost ×oracle |")
     header = lines.index(next(line for line in lines if line.startswith("| forget set | pipeline |")))
     assert lines[header] == ("| forget set | pipeline | n | left out | Δ avg gap | avg gap: baseline | Δ strong gap | "
                              "strong gap: baseline | Δ ToW | ToW: baseline |")
@@ -261,7 +262,7 @@ def test_cli_csv_keeps_its_columns_and_adds_paired_rows(tmp_path):
     plain_rows, paired_rows = list(csv.reader(io.StringIO(plain.stdout))), list(csv.reader(io.StringIO(paired.stdout)))
     header = plain_rows[0]
     assert header[:6] == ["forget_kind", "forget_sha256", "strategy", "method", "budget", "n"]
-    assert header[-2:] == ["tow_mean", "tow_margin"]  # appended: the earlier columns keep their positions
+    assert header[-4:] == ["tow_mean", "tow_margin", "cost_mean", "cost_margin"]  # appended: earlier columns keep place
     assert paired_rows[0][:len(header)] == header and paired_rows[0][len(header)] == "comparison"
     assert [row[:len(header)] for row in paired_rows[1:len(plain_rows)]] == plain_rows[1:]
     rows = [row for row in csv.DictReader(io.StringIO(paired.stdout)) if row["comparison"] == "paired"]
@@ -303,3 +304,13 @@ def test_baseline_from_the_config_and_the_flag_overrides(tmp_path):
     config.write_text("baseline: 3\n")
     result = run_cli("report", path, "--config", config)
     assert result.exit_code == 1 and "'baseline'" in result.stderr and str(config) in result.stderr
+
+
+def test_cost_is_the_wall_time_as_a_fraction_of_the_oracles():
+    from unlearn_cli.evaluate.aggregate import cost_fraction, run_values
+
+    assert cost_fraction(10.0, 40.0) == 0.25
+    assert cost_fraction(None, 40.0) is None and cost_fraction(10.0, None) is None and cost_fraction(1.0, 0.0) is None
+    run = {"metrics": {}, "wall_time_s": 6.0, "oracle": {"metrics": {}, "wall_time_s": 24.0}}
+    assert run_values(run)["cost"] == 0.25
+    assert run_values({**run, "oracle": None})["cost"] is None

@@ -176,7 +176,7 @@ def evaluate(
                             "excluded_sha256": oracle_checkpoint.provenance.excluded_sha256,
                             "matches_forget_set": matches,
                             "metrics": measure(oracle_checkpoint) if reused is None else reused,
-                            "metrics_from": cfg.oracle_results}
+                            "metrics_from": cfg.oracle_results, "wall_time_s": oracle_checkpoint.wall_time_s}
             if reused is None:
                 advance(Path(oracle_checkpoint.source).name)
         records = []

@@ -52,11 +52,12 @@ from unlearn_cli.io.streams import check_writable, write_output
 
 EXTRA_COLUMNS = {"average_gap": ("avg gap", 1.0), "strong_average_gap": ("strong avg gap", 1.0),
                  "fraction_changed": ("changed %", 100.0), "wall_time_s": ("wall s", 1.0),
-                 "tow": ("ToW", 1.0)}  # last: the CSV's earlier columns keep their positions
+                 "tow": ("ToW", 1.0), "cost": ("cost ×oracle", 1.0)}  # appended: earlier CSV columns keep their places
 TABLE_COLUMNS = (("forget_accuracy", "forget", 1.0), ("retain_accuracy", "retain", 1.0), ("test_accuracy", "test", 1.0),
                  ("mia_correctness", "MIA-corr", 1.0), ("mia_confidence", "MIA-conf", 1.0), ("average_gap", "avg gap", 1.0),
-                 ("strong_average_gap", "strong gap", 1.0), ("fraction_changed", "changed %", 100.0), ("tow", "ToW", 1.0))
-EXTRA_DIGITS = {"tow": 3}  # ToW lies in [0, 1]: more decimals than the other columns (1 in the table, 2 in Markdown)
+                 ("strong_average_gap", "strong gap", 1.0), ("fraction_changed", "changed %", 100.0), ("tow", "ToW", 1.0),
+                 ("cost", "cost ×oracle", 1.0))
+EXTRA_DIGITS = {"tow": 3, "cost": 3}  # ToW lies in [0, 1]: more decimals than the other columns (1 in the table, 2 in Markdown)
 PAIRED_HEADERS = {"average_gap": "avg gap", "strong_average_gap": "strong gap", "tow": "ToW"}
 PAIRED_DIGITS = {"average_gap": 2, "strong_average_gap": 2, "tow": 4}
 PAIRED_NOTE = ("difference = pipeline − baseline over runs with the same forget set and seed; "

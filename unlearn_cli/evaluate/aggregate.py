@@ -108,7 +108,15 @@ def run_values(run: dict) -> dict[str, float | None]:
     values.update({key: run.get(key) for key in SUMMARY_KEYS})
     oracle = run.get("oracle")
     values["tow"] = tug_of_war(run["metrics"], oracle.get("metrics") if oracle else None)
+    values["cost"] = cost_fraction(run.get("wall_time_s"), oracle.get("wall_time_s") if oracle else None)
     return values
+
+
+def cost_fraction(seconds: float | None, oracle_seconds: float | None) -> float | None:
+    """A run's wall time as a fraction of its oracle's (the retraining it avoids); None when either is unknown."""
+    if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in (seconds, oracle_seconds)):
+        return None
+    return seconds / oracle_seconds if oracle_seconds > 0 else None
 
 
 def key_of(run: dict) -> GroupKey:

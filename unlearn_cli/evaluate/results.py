@@ -22,7 +22,8 @@ Each RESULT is self-contained, so results of many files can be pooled:
     oracle              null, or {"source", "sha256", "seed", "excluded_sha256" (str|null),
                          "matches_forget_set" (bool), "metrics": {same keys as metrics},
                          "metrics_from": null, or the results file the metrics were taken from
-                         (`--oracle-results`) instead of measured}
+                         (`--oracle-results`) instead of measured,
+                         "wall_time_s": seconds the oracle took to train, or null}
     gaps                null, or |metric − oracle metric| per metric key (points)
     average_gap         mean gap over forget_accuracy, test_accuracy, mia_correctness, or null
     strong_average_gap  mean gap over forget_accuracy, test_accuracy, mia_confidence, or null
@@ -89,7 +90,8 @@ def result_record(*, model: dict, method: str, strategy: str | None, budget: flo
                   mask_sha256: str | None, mia: dict) -> dict:
     """One RESULT object; `comparison` is `oracle_gaps(...)` (or None without an oracle)."""
     if oracle is not None:
-        oracle = {**oracle, "metrics": _clean_metrics(oracle["metrics"])}
+        oracle = {**oracle, "metrics": _clean_metrics(oracle["metrics"]),
+                  "wall_time_s": finite_or_none(oracle.get("wall_time_s"))}
     return {
         "model": model, "method": method, "strategy": strategy, "budget": finite_or_none(budget), "seed": seed,
         "forget": forget, "metrics": _clean_metrics(metrics), "oracle": oracle,
