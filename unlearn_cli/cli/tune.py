@@ -204,6 +204,9 @@ def tune(
         check_fits_data(oracle_checkpoint, parent, data, "the oracle")
         check_oracle(oracle_checkpoint, forget_set, allow_mismatch=False)
     parts = tuning_parts(data.test_labels, data.train_labels[forget_set.indices], cfg.seed)
+    if oracle_checkpoint is None and len(parts.reference) == 0:
+        raise UserError(f"{forget_set.source}: the test set holds no example of the forget set's classes, so there "
+                        f"is no reference to score against; tune with --oracle instead")
     fast = FastPath.for_device(target, None, None, False)
     data.to(target, fast.memory_format)
     original_model = parent.model.to(target)
