@@ -247,3 +247,40 @@ def test_apply_warns_when_the_finetune_did_not_recover(digits, tmp_path):
     recovered = run_cli("apply", "--model", digits / "original.safetensors", "--forget", digits / "forget.json",
                         "--mask", mask, "--method", "rft", "-q", "-o", tmp_path / "good.safetensors")
     assert recovered.exit_code == 0 and "warning" not in recovered.stderr
+
+
+def test_evaluate_reports_on_the_part_tuning_never_saw(digits, tmp_path):
+    from unlearn_cli.data import create_dataset
+    from unlearn_cli.io.forget import read_forget_set
+
+    model, forget = digits / "original.safetensors", digits / "forget.json"
+    whole, part = tmp_path / "whole.json", tmp_path / "part.json"
+    assert run_cli("evaluate", model, "--forget", forget, "-q", "--json", whole).exit_code == 0
+    result = run_cli("evaluate", model, "--forget", forget, "--test-part", "reported", "--tune-seed", "3", "-q",
+                     "--json", part)
+    assert result.exit_code == 0, result.output
+    data = create_dataset("digits")
+    indices = read_forget_set(str(forget)).indices
+    reported = tuning_parts(data.test_labels, data.train_labels[indices], seed=3).reported
+    (record,) = yaml.safe_load(part.read_text())["results"]
+    assert record["mia"]["test_part"] == {"part": "reported", "tune_seed": 3, "size": len(reported)}
+    assert record["mia"]["nonmembers"] <= len(reported) < len(data.test_labels)
+    # test accuracy over exactly those examples
+    from unlearn_cli.engine import predict
+    from unlearn_cli.io.checkpoint import load_checkpoint
+
+    logits, labels = predict(load_checkpoint(str(model)).model, data.test_subset(reported).batches("test"))
+    expected = 100.0 * float((logits.argmax(1) == labels).double().mean())
+    assert record["metrics"]["test_accuracy"] == pytest.approx(expected)
+    (all_record,) = yaml.safe_load(whole.read_text())["results"]
+    assert "test_part" not in all_record["mia"]
+    refused = run_cli("evaluate", model, "--forget", forget, "--test-part", "some", "-q")
+    assert refused.exit_code == 1 and "--test-part 'some': choose all or reported" in refused.stderr
+
+
+def test_oracle_metrics_of_another_test_part_are_not_reused(tiny_run, tmp_path):
+    whole = tmp_path / "whole.json"
+    common = ("--forget", tiny_run["forget"], "--oracle", tiny_run["oracle"], "-q")
+    assert run_cli("evaluate", tiny_run["original"], *common, "--json", whole).exit_code == 0
+    refused = run_cli("evaluate", tiny_run["original"], *common, "--test-part", "reported", "--oracle-results", whole)
+    assert refused.exit_code == 1 and "holds no measurement of oracle" in refused.stderr

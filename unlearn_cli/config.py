@@ -56,7 +56,7 @@ FRACTION = Bound(0, 1, above=True)
 COUNT = Bound(1, 2**31 - 1)
 # option name -> its range, for every command, method, model and dataset option that is a number
 BOUNDS: dict[str, Bound] = {
-    "seed": Bound(0, INT64_MAX), "epochs": Bound(1, 100_000), "max_steps": COUNT, "batch_size": COUNT,
+    "seed": Bound(0, INT64_MAX), "tune_seed": Bound(0, INT64_MAX), "epochs": Bound(1, 100_000), "max_steps": COUNT, "batch_size": COUNT,
     "lr": Bound(0, above=True), "momentum": Bound(0, 1), "weight_decay": Bound(0), "final_lr_fraction": Bound(0, 1),
     "budget": FRACTION, "fraction": FRACTION, "topk": FRACTION, "max_iterations": COUNT,
     "beta": Bound(0, 1), "gamma": Bound(0), "max_epochs": Bound(0, 100_000), "temperature": Bound(0, above=True),

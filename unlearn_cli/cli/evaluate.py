@@ -32,6 +32,7 @@ from unlearn_cli.evaluate.results import read_results, result_record, results_do
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import check_writable
+from unlearn_cli.tune import tuning_parts
 
 
 @dataclass
@@ -45,6 +46,8 @@ class EvaluateConfig:
     device: str = "auto"
     allow_mismatch: bool = False  # accept an oracle trained without another forget set (recorded)
     oracle_results: Optional[str] = None  # an earlier results file holding this oracle's metrics (not re-measured)
+    test_part: str = "all"  # all | reported: only the test examples `unlearn tune --seed tune_seed` never looked at
+    tune_seed: int = 0  # the --seed of the `unlearn tune` whose reference and validation parts are left out
 
 
 def _model_fields(checkpoint: Checkpoint) -> dict:
@@ -114,6 +117,8 @@ def evaluate(
     parent: Annotated[Optional[str], typer.Option("--parent", help="Checkpoint the models were unlearned from.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inference batch size (default: 512)")] = None,
     allow_mismatch: Annotated[Optional[bool], typer.Option("--allow-mismatch", help="Accept an oracle trained without another forget set, or a forget set made for another dataset (recorded in the results).")] = None,
+    test_part: Annotated[Optional[str], typer.Option("--test-part", help="all (default), or reported: only the test examples that `unlearn tune --seed TUNE_SEED` left out of its reference and validation parts.")] = None,
+    tune_seed: Annotated[Optional[int], typer.Option("--tune-seed", help="The --seed of that `unlearn tune` (default: 0).")] = None,
     oracle_results: Annotated[Optional[str], typer.Option("--oracle-results", help="Take the oracle's metrics from an earlier results file of the same oracle, forget set and --seed instead of measuring them again.")] = None,
     data_root: DataRootOption = None,
     seed: SeedOption = None,
@@ -125,7 +130,7 @@ def evaluate(
     cfg = resolve_config(EvaluateConfig, config, {
         "forget": forget, "oracle": oracle, "parent": parent, "batch_size": batch_size, "seed": seed,
         "device": device, "data_root": data_root, "allow_mismatch": allow_mismatch,
-        "oracle_results": oracle_results}, section="evaluate")
+        "oracle_results": oracle_results, "test_part": test_part, "tune_seed": tune_seed}, section="evaluate")
     if cfg.forget is None:
         raise UserError("--forget is required: the forget-set file the models were unlearned on")
     if cfg.oracle_results is not None and cfg.oracle is None:
@@ -154,9 +159,17 @@ def evaluate(
     mismatch_allowed = bool(cfg.allow_mismatch and ((oracle_checkpoint is not None and not matches)
                                                     or forget_set.dataset not in (None, reference.dataset)))
 
+    test_part = None
+    if cfg.test_part == "reported":  # leave out the test examples tuning scored candidates on
+        part = tuning_parts(data.test_labels, data.train_labels[forget_set.indices], cfg.tune_seed).reported
+        data = data.test_subset(part)
+        test_part = {"part": "reported", "tune_seed": cfg.tune_seed, "size": len(part)}
+    elif cfg.test_part != "all":
+        raise UserError(f"--test-part {cfg.test_part!r}: choose all or reported")
+
     members, nonmembers = shadow_sets(data, forget_set.indices, cfg.seed)
     mia_setting = {"members": len(members), "nonmembers": len(nonmembers), "forget": len(forget_set.indices),
-                   "seed": cfg.seed, "svc": dict(SVC_SETTINGS)}
+                   "seed": cfg.seed, "svc": dict(SVC_SETTINGS), **({"test_part": test_part} if test_part else {})}
     reused = None
     if cfg.oracle_results is not None:
         reused = reused_oracle_metrics(read_results(cfg.oracle_results), cfg.oracle_results, oracle_checkpoint,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -62,6 +63,17 @@ class ImageData:
                 device = torch.device("cpu")
         self.train_inputs, self.test_inputs = (tensor.to(device, memory_format=self.memory_format) for tensor in tensors)
         return self
+
+    def test_subset(self, indices: torch.Tensor) -> "ImageData":
+        """A copy whose test set is only `indices` (positions in the test set); the training set is shared."""
+        from torch.utils.data import Subset
+
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        streams = dict(self.streams)
+        if "test" in streams:
+            streams["test"] = Subset(streams["test"], indices.tolist())
+        return dataclasses.replace(self, test_labels=self.test_labels[indices], streams=streams,
+                                   test_inputs=None if self.test_inputs is None else self.test_inputs[indices])
 
     def batches(
         self,

@@ -80,7 +80,8 @@ def reused_oracle_metrics(records: list[dict], source: str, oracle: Checkpoint, 
     would give."""
     for record in records:
         shadow = record.get("mia") if isinstance(record.get("mia"), dict) else {}
-        if record["forget"]["sha256"] != forget.sha256 or any(shadow.get(key) != mia[key] for key in mia):
+        if (record["forget"]["sha256"] != forget.sha256 or any(shadow.get(key) != mia[key] for key in mia)
+                or shadow.get("test_part") != mia.get("test_part")):  # measured on another part of the test set
             continue
         if record["oracle"] is not None and record["oracle"]["sha256"] == oracle.sha256:
             measured = record["oracle"]["metrics"]

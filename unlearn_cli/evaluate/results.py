@@ -34,7 +34,9 @@ Each RESULT is self-contained, so results of many files can be pooled:
     wall_time_s         seconds the checkpoint took to produce (metadata `wall_time_s`), or null
     mask_sha256         hash of the mask the method used, or null
     mia                 {"members": int, "nonmembers": int, "forget": int, "seed": int,
-                         "svc": {"C": 3.0, "gamma": "auto", "kernel": "rbf"}}
+                         "svc": {"C": 3.0, "gamma": "auto", "kernel": "rbf"},
+                         "test_part": only with `--test-part reported`: {"part": "reported", "tune_seed": int,
+                         "size": int}, the part of the test set that test accuracy and non-members come from}
 
 Non-finite numbers are written as null. A new field may be added within version 1; removing or
 changing the meaning of a field makes version 2.
