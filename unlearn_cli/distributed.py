@@ -121,6 +121,7 @@ def data_parallel(device: torch.device):
                         f"check MASTER_ADDR/MASTER_PORT and that every node runs the same command") from None
     try:
         yield device, Shard(rank, world)
+        dist.barrier()  # leave together: a rank that tears gloo down while rank 0 still writes can abort rank 0's exit
     except RuntimeError as error:
         if not peer_failed(error):
             raise
