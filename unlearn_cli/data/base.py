@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from unlearn_cli.config import check_options
 from unlearn_cli.distributed import Shard
@@ -66,8 +66,6 @@ class ImageData:
 
     def test_subset(self, indices: torch.Tensor) -> "ImageData":
         """A copy whose test set is only `indices` (positions in the test set); the training set is shared."""
-        from torch.utils.data import Subset
-
         indices = torch.as_tensor(indices, dtype=torch.long)
         streams = dict(self.streams)
         if "test" in streams:

@@ -27,7 +27,7 @@ from torch import nn
 import unlearn_cli
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.io.limits import INT64_MAX, check_size, load_json
+from unlearn_cli.io.limits import INT64_MAX, load_json_field
 from unlearn_cli.io.safetensors_file import TORCH_DTYPES, dump_safetensors, parse_safetensors, safetensors_layout
 from unlearn_cli.io.streams import read_input, reader
 from unlearn_cli.models import MODELS, create_model, measure_model
@@ -178,8 +178,7 @@ def checkpoint_bytes(model: nn.Module, meta: dict[str, str]) -> bytes:
 
 def _json_field(meta: dict, key: str, source: str, kind: type):
     text = meta[key]
-    check_size(len(text.encode()), "metadata_field_bytes", source, f"metadata field {key!r} size in bytes")
-    value = load_json(text, source, f"metadata field {key!r}")
+    value = load_json_field(text, source, f"metadata field {key!r}")
     if not isinstance(value, kind):
         raise UserError(f"{source}: metadata field {key!r} must be a JSON {'object' if kind is dict else 'list'}, "
                         f"got {text[:60]!r}")
@@ -253,6 +252,6 @@ def load_checkpoint(path: str, data: bytes | None = None, allow_nonfinite: bool 
         for name, tensor in tensors.items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise UserError(f"{source}: tensor {name} holds NaN or Inf values; the model is broken, retrain it")
-    model = create_model(fields["arch"], fields["num_classes"], fields["input_shape"], **fields["arch_kwargs"])
+    model = size.build()  # measured above: not measured again
     model.load_state_dict(tensors, strict=True)
     return Checkpoint(model=model, meta=meta, sha256=sha256_bytes(data), source=source, **fields)

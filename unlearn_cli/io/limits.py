@@ -5,7 +5,8 @@ real user could need to raise is read from an environment variable, e.g. `UNLEAR
 
 Usage:
     limit("parameters")                      # 2_000_000_000, or $UNLEARN_MAX_PARAMETERS
-    document = load_json(data, "forget.json", "forget set")   # depth, integer range and size checked
+    document = load_json(data, "forget.json", "forget set")   # depth and integer range checked
+    value = load_json_field(meta["config"], "m.safetensors", "metadata field 'config'")   # and its size
 """
 
 from __future__ import annotations
@@ -92,3 +93,9 @@ def load_json(data: bytes | str, source: str, what: str, depth_limit: str = "jso
         raise UserError(f"{source}: malformed {what} JSON ({error.msg} at line {error.lineno})") from None
     except ValueError as error:  # _bounded_int
         raise UserError(f"{source}: {what}: {error}") from None
+
+
+def load_json_field(text: str, source: str, what: str):
+    """A JSON-valued metadata field of a checkpoint or mask: its size and depth checked, then parsed."""
+    check_size(len(text.encode()), "metadata_field_bytes", source, f"{what} size in bytes")
+    return load_json(text, source, what)

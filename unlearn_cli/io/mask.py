@@ -9,6 +9,7 @@ Usage:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +19,7 @@ import unlearn_cli
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
-from unlearn_cli.io.limits import check_size, load_json
+from unlearn_cli.io.limits import load_json_field
 from unlearn_cli.io.streams import read_input, reader
 from unlearn_cli.localize.budget import budget_limit
 
@@ -138,8 +139,6 @@ def typed_mask_metadata(meta: dict[str, str], source: str = "mask") -> dict:
 
     Every other key keeps its string value; a value that does not read as its type is a UserError naming it.
     """
-    import math
-
     typed: dict = dict(meta)
     for key in _MASK_NUMBERS + _MASK_INTEGERS + ("config",):
         if key not in meta:
@@ -147,8 +146,7 @@ def typed_mask_metadata(meta: dict[str, str], source: str = "mask") -> dict:
         text = meta[key]
         try:
             if key == "config":
-                check_size(len(text.encode()), "metadata_field_bytes", source, "metadata field 'config' size in bytes")
-                value = load_json(text, source, "mask metadata 'config'")
+                value = load_json_field(text, source, "mask metadata 'config'")
                 valid = isinstance(value, dict)
             elif key in _MASK_INTEGERS:
                 value = int(text)

@@ -6,7 +6,8 @@ parameters and activations; only a model within the limits of docs/limits.md is 
 
 Usage:
     model = create_model("resnet18", num_classes=10, input_shape=(3, 32, 32))
-    size = measure_model("mlp", 10, (1, 8, 8), {"width": 30000})   # ModelSize(scalars, tensors, activations, layout)
+    size = measure_model("mlp", 10, (1, 8, 8), {"width": 30000})   # scalars, tensors, activations, layout
+    model = size.build()                                            # the same model, for real
     head = classifier_head_names(model)   # parameter names of the final linear layer
 """
 
@@ -42,6 +43,14 @@ class ModelSize:
     tensors: int  # parameter and buffer tensors
     activations: int  # scalars of the tensors one example's forward pass creates (views not counted)
     layout: dict[str, tuple[tuple[int, ...], torch.dtype]]  # state_dict name -> (shape, dtype)
+    name: str  # what was measured, so that it can be built without measuring again
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    options: dict
+
+    def build(self) -> nn.Module:
+        """The measured model, built for real (freshly initialized)."""
+        return _factory(self.name)(num_classes=self.num_classes, input_shape=self.input_shape, **self.options)
 
 
 class _TooLarge(Exception):
@@ -138,14 +147,14 @@ def measure_model(name: str, num_classes: int, input_shape, options: dict, where
         raise UserError(f"{what}: does not run on input shape {list(input_shape)} "
                         f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
     layout = {key: (tuple(tensor.shape), tensor.dtype) for key, tensor in state.items()}
-    return ModelSize(scalars=scalars, tensors=tensors, activations=counter.total, layout=layout)
+    return ModelSize(scalars=scalars, tensors=tensors, activations=counter.total, layout=layout, name=name,
+                     num_classes=num_classes, input_shape=tuple(input_shape), options=options)
 
 
 def create_model(name: str, num_classes: int, input_shape: tuple[int, int, int], **options) -> nn.Module:
     """Build architecture `name` for the data's classes and input shape, after sizing it with `measure_model`;
     bad names, options or sizes are a UserError."""
-    measure_model(name, num_classes, input_shape, options)
-    return _factory(name)(num_classes=num_classes, input_shape=tuple(input_shape), **options)
+    return measure_model(name, num_classes, input_shape, options).build()
 
 
 def classifier_head_names(model: nn.Module) -> list[str]:
