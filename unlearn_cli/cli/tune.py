@@ -90,10 +90,10 @@ def _check_candidates(cfg: TuneConfig, candidates: list[Candidate]) -> dict[tupl
 
 
 def _outputs(model, data, forget_indices, parts, device) -> Outputs:
-    forget_logits, forget_labels = predict(model, data.batches("train", forget_indices, 512, device=device))
-    test_logits, test_labels = predict(model, data.batches("test", None, 512, device=device))
-    return Outputs(forget_logits, forget_labels, test_logits[parts.reference], test_labels[parts.reference],
-                   test_logits[parts.validation], test_labels[parts.validation])
+    """Logits on F, R and V only: the reported part of the test set is never looked at."""
+    return Outputs(*predict(model, data.batches("train", forget_indices, 512, device=device)),
+                   *predict(model, data.batches("test", parts.reference, 512, device=device)),
+                   *predict(model, data.batches("test", parts.validation, 512, device=device)))
 
 
 def _render(ranked: list[Trial], grid_keys: list[str], chosen: Trial | None) -> Table:
