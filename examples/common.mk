@@ -1,100 +1,137 @@
 # The reproduction pipeline shared by every recipe in examples/ (included by each recipe's Makefile).
 #
-# For every forget set and seed: train the original and the oracle (the same recipe on the retain
-# set), compute masks, unlearn with every pipeline, evaluate each unlearned model against its oracle
-# (one results file per run; the oracle is measured once, when the original is scored against it, and
-# later evaluations take its metrics from that file with --oracle-results), then aggregate everything
-# with `unlearn report` into $(RESULTS)/, which also gets a copy of every run's results file under
-# $(RESULTS)/runs/ (the raw data; no checkpoints).
+# For every forget set and seed: train the original and the oracle (the same recipe on the retain set),
+# unlearn with every pipeline at the settings `unlearn tune` chose, evaluate each unlearned model against its
+# oracle (one results file per run; the oracle is measured once, when the original is scored against it, and
+# later evaluations take its metrics from that file with --oracle-results), then aggregate everything with
+# `unlearn report` into $(RESULTS)/, which also gets a copy of every run's results file under $(RESULTS)/runs/
+# and of every search under $(RESULTS)/tuned-<mode>/ (the raw data; no checkpoints).
 #
 # A pipeline is a method with, optionally, a localization strategy in front of it:
 #   <p>.strategy  localize strategy (empty: the method may change every parameter)
-#   <p>.budgets   mask budgets (empty: one run without --budget)
-#   <p>.lrs       learning-rate grid (empty: the method has no learning rate, e.g. ssd, iu)
-# and $(METHOD_CONFIGS)/<p>.yaml holds its `unlearn apply --config` (method, epochs, hyperparameters).
+#   <p>.budgets   grid of mask budgets (empty: no mask, or the strategy's own size)
+#   <p>.lrs       grid of learning rates (empty: the method does not train, e.g. ssd, iu: one run)
+#   <p>.epochs    grid of epochs (default $(EPOCHS), the same for every pipeline that trains)
+# and $(METHOD_CONFIGS)/<p>.yaml holds its `unlearn apply --config` (the method and its fixed options).
 #
-# Learning rates are chosen in two phases, so that every target is a plain file (an interrupted run
-# resumes where it stopped, `make -j2` runs independent steps side by side):
-#   1. `tune`: on seed $(TUNE_SEED) only, every pipeline runs each learning rate of its grid (at budget
-#      $(TUNE_BUDGET) when it runs at that budget, else at its first); select_lr.py writes the one with
-#      the smallest average gap to the oracle, over all forget sets, to $(WORK)/lr/<p>.txt.
-#   2. `report` (a second make, which reads those files): every forget set, seed and budget with the
-#      chosen learning rate. Run files carry the learning rate in their name, so the seed-0 runs of
-#      phase 1 are reused, not repeated.
+# Protocol (docs/reproducing.md): settings are chosen in two phases, so that every target is a plain file
+# (an interrupted run resumes where it stopped, `make -j2` runs independent steps side by side):
+#   1. `tune`: for every forget set F, a validation forget set of the same kind and size (split seed
+#      $(VALIDATION_SEED)) is unlearned from the seed-$(TUNE_SEED) original with every candidate of the pipeline's
+#      grid (`unlearn tune`, each grid extended $(EXTEND) step past a chosen edge), scored without an oracle
+#      (TUNE=free, the default) or by the average gap to the validation forget set's own oracle (TUNE=oracle, as
+#      the paper tunes). The choice goes to $(WORK)/tuned-<mode>/<F>/<p>.yaml and, as budget@lr@epochs, .txt.
+#   2. `report` (a second make, which reads those files): every reported forget set and seed with the chosen
+#      settings, evaluated on the half of the test set that tuning never looked at (--test-part reported).
+#      Run files carry their settings in their names, so both modes share the runs they agree on.
+# `make both` runs the two modes and writes $(RESULTS)/tuning.md, what tuning without an oracle costs.
 #
-# Variables a recipe sets: CONFIGS (train.yaml, split-<forget set>.yaml), METHOD_CONFIGS, PIPELINES,
-# the per-pipeline ones above, REPORT_TITLE and SMOKE_VARIABLES (what `make smoke` trims); optional:
-# DATA_ROOT (passed as --data-root), LOOP_FLAGS (flags for methods that train), TRAIN_FLAGS.
+# Variables a recipe sets: CONFIGS (train.yaml, split-<forget set>.yaml), METHOD_CONFIGS, PIPELINES, the
+# per-pipeline ones above, REPORT_TITLE and SMOKE_VARIABLES (what `make smoke` trims); optional: DATA_ROOT
+# (passed as --data-root), LOOP_FLAGS (apply flags for methods that train), TUNE_FLAGS (tune flags), TRAIN_FLAGS.
 
 UNLEARN ?= ../../.venv/bin/unlearn
-PYTHON ?= python3
+PYTHON ?= $(dir $(UNLEARN))python
 WORK ?= work
 RESULTS ?= results
 SEEDS ?= 0 1 2
 FORGET_SETS ?= iid noniid
+TUNE ?= free
+MODES ?= $(TUNE)
 TUNE_SEED ?= $(firstword $(SEEDS))
-TUNE_BUDGET ?= 0.3
+VALIDATION_SEED ?= 1
+EPOCHS ?= 8 16 32
+EXTEND ?= 1
+BASELINE ?= del + rft
 DEVICE ?= auto
 QUIET ?= --quiet
 DATA_ROOT ?=
 DATA_FLAGS = $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 EXAMPLES_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-SELECT_LR := $(PYTHON) $(EXAMPLES_DIR)/select_lr.py
+CHOSEN := $(PYTHON) $(EXAMPLES_DIR)/chosen_settings.py
+COMPARE := $(PYTHON) $(EXAMPLES_DIR)/compare_tuning.py
 
 COMMON_FLAGS = $(DATA_FLAGS) --device $(DEVICE) $(QUIET)
+ifneq ($(filter-out free oracle,$(MODES)),)
+$(error TUNE=$(filter-out free oracle,$(MODES)): choose free (tune without an oracle) or oracle (the paper's way))
+endif
 
 # --- names -----------------------------------------------------------------------------------------
+empty :=
+comma := ,
+space := $(empty) $(empty)
+commas = $(subst $(space),$(comma),$(strip $(1)))
+unset = $(subst _,,$(1))
 # $(call run_dir,FORGET_SET,SEED)
 run_dir = $(WORK)/$(1)/s$(2)
-# $(call run_name,PIPELINE,BUDGET,LR): e.g. del_b0.3_lr0.05, finetune_lr0.01, ssd
-run_name = $(1)$(if $(2),_b$(2))$(if $(3),_lr$(3))
+# $(call run_name,PIPELINE,BUDGET,LR,EPOCHS): e.g. del_b0.3_lr0.05_e16, finetune_lr0.01_e8, ssd
+run_name = $(1)$(if $(2),_b$(2))$(if $(3),_lr$(3))$(if $(4),_e$(4))
 # $(call mask_file,FORGET_SET,SEED,STRATEGY,BUDGET)
 mask_file = $(call run_dir,$(1),$(2))/mask-$(3)$(if $(4),_b$(4)).safetensors
-# budgets a pipeline runs at (one empty entry when it has none), and the one its learning rate is tuned at
-budgets_of = $(if $($(1).budgets),$($(1).budgets),_)
-tune_budget_of = $(if $($(1).budgets),$(if $(filter $(TUNE_BUDGET),$($(1).budgets)),$(TUNE_BUDGET),$(firstword $($(1).budgets))))
-unset = $(subst _,,$(1))
+method_of = $(shell sed -n 's/^method: *//p' $(METHOD_CONFIGS)/$(1).yaml)
+epochs_of = $(or $($(1).epochs),$(EPOCHS))
 TUNED := $(foreach p,$(PIPELINES),$(if $($(p).lrs),$(p)))
-lr_file = $(WORK)/lr/$(1).txt
-# the learning rate chosen for a pipeline (empty before phase 1 has written it)
-chosen_lr = $(if $(wildcard $(call lr_file,$(1))),$(strip $(file <$(call lr_file,$(1)))))
+UNTUNED := $(filter-out $(TUNED),$(PIPELINES))
+# the validation forget set of a forget set, and (oracle mode) its oracle from the tuning seed's recipe
+validation_set = $(WORK)/forget-$(1)-validation.json
+validation_oracle = $(WORK)/$(1)-validation/s$(TUNE_SEED)/oracle.safetensors
+tuned_file = $(WORK)/tuned-$(1)/$(2)/$(3).yaml
+# the settings a mode chose for a pipeline on a forget set, as budget@lr@epochs with _ for none (empty
+# before phase 1 has written them); untuned pipelines: one run per budget of theirs, or one run
+chosen = $(if $(wildcard $(call tuned_file,$(1),$(2),$(3)).txt),$(strip $(file <$(call tuned_file,$(1),$(2),$(3)).txt)))
+settings_of = $(if $($(3).lrs),$(call chosen,$(1),$(2),$(3)),$(or $(foreach b,$($(3).budgets),$(b)@_@_),_@_@_))
+# $(call runs_of,MODE,FORGET_SET,PIPELINE): the run names of a pipeline under a mode's choice
+runs_of = $(strip $(foreach k,$(call settings_of,$(1),$(2),$(3)),\
+  $(call run_name,$(3),$(call word_at,$(k),1),$(call word_at,$(k),2),$(call word_at,$(k),3))))
+word_at = $(call unset,$(word $(2),$(subst @, ,$(1))))
+mode_results = $(if $(filter oracle,$(1)),$(RESULTS)/oracle-tuned,$(RESULTS))
 
 # --- targets ---------------------------------------------------------------------------------------
-# phase 1: seed TUNE_SEED, every learning rate of every grid
-TUNE_RESULTS = $(foreach f,$(FORGET_SETS),$(foreach p,$(TUNED),$(foreach lr,$($(p).lrs),\
-  $(call run_dir,$(f),$(TUNE_SEED))/$(call run_name,$(p),$(call tune_budget_of,$(p)),$(lr)).json)))
-LR_FILES = $(foreach p,$(TUNED),$(call lr_file,$(p)))
-# phase 2: every forget set, seed, pipeline and budget, with the chosen learning rate
-final_results = $(foreach s,$(SEEDS),$(call run_dir,$(1),$(s))/original.json \
-  $(foreach p,$(PIPELINES),$(foreach b,$(call budgets_of,$(p)),\
-  $(call run_dir,$(1),$(s))/$(call run_name,$(p),$(call unset,$(b)),$(call chosen_lr,$(p))).json)))
-FINAL_RESULTS = $(foreach f,$(FORGET_SETS),$(call final_results,$(f)))
-# every run's results file (the tuning runs included), copied next to the report: the raw data behind it
-RAW_RESULTS = $(patsubst $(WORK)/%,$(RESULTS)/runs/%,$(sort $(FINAL_RESULTS) $(TUNE_RESULTS)))
-REPORTS = $(RESULTS)/report.md $(RESULTS)/report.txt $(RESULTS)/report.csv $(RAW_RESULTS)
+TUNED_FILES = $(foreach m,$(MODES),$(foreach f,$(FORGET_SETS),$(foreach p,$(TUNED),$(call tuned_file,$(m),$(f),$(p)).txt)))
+# phase 2 of a mode on a forget set: every seed's original and pipeline runs
+final_results = $(foreach s,$(SEEDS),$(call run_dir,$(2),$(s))/original.json \
+  $(foreach p,$(PIPELINES),$(foreach r,$(call runs_of,$(1),$(2),$(p)),$(call run_dir,$(2),$(s))/$(r).json)))
+mode_final = $(foreach f,$(FORGET_SETS),$(call final_results,$(1),$(f)))
+FINAL_RESULTS = $(sort $(foreach m,$(MODES),$(call mode_final,$(m))))
+RAW_RESULTS = $(patsubst $(WORK)/%,$(RESULTS)/runs/%,$(FINAL_RESULTS)) \
+  $(patsubst $(WORK)/%.txt,$(RESULTS)/%,$(TUNED_FILES))
+mode_reports = $(addprefix $(call mode_results,$(1))/,report.md report.txt report.csv)
+REPORTS = $(foreach m,$(MODES),$(call mode_reports,$(m))) $(RAW_RESULTS)
 
-.PHONY: all tune report smoke clean
+.PHONY: all both tune report compare smoke clean
 .DELETE_ON_ERROR:
-# (no .SECONDARY: it would let make skip a missing run, e.g. a new grid value, whose inputs are older than
-# the learning-rate file that depends on it; every file here has an explicit rule and is kept anyway)
+# (no .SECONDARY: it would let make skip a missing run whose inputs are older than the files that depend on it;
+# every file here has an explicit rule and is kept anyway)
 
 all: tune
 	$(MAKE) --no-print-directory report
 
-tune: $(LR_FILES)
+# both modes, their runs shared where they chose alike, and the comparison of the two
+both:
+	$(MAKE) --no-print-directory tune MODES="free oracle"
+	$(MAKE) --no-print-directory report compare MODES="free oracle"
+
+tune: $(TUNED_FILES)
 
 report: $(REPORTS)
-	@cat $(RESULTS)/report.txt
+	@cat $(call mode_results,$(firstword $(MODES)))/report.txt
 
-ifneq ($(filter report $(REPORTS),$(MAKECMDGOALS)),)
-missing_lr := $(filter-out $(wildcard $(LR_FILES)),$(LR_FILES))
-ifneq ($(missing_lr),)
-$(error $(missing_lr) not found: run `make tune` (or plain `make`) first, which chooses the learning rates on seed $(TUNE_SEED))
+compare: $(RESULTS)/tuning.md
+	@cat $<
+
+ifneq ($(filter report compare $(REPORTS) $(RESULTS)/tuning.md,$(MAKECMDGOALS)),)
+missing_settings := $(filter-out $(wildcard $(TUNED_FILES)),$(TUNED_FILES))
+ifneq ($(missing_settings),)
+$(error $(firstword $(missing_settings)) not found: run `make tune MODES="$(MODES)"` (or plain `make`) first, which chooses the settings on validation forget sets)
 endif
 endif
 
 # --- forget sets, originals, oracles ---------------------------------------------------------------
+$(WORK)/forget-%-validation.json: $(CONFIGS)/split-%.yaml
+	@mkdir -p $(@D)
+	$(UNLEARN) split --config $< --seed $(VALIDATION_SEED) $(DATA_FLAGS) $(QUIET) -o $@
+
 $(WORK)/forget-%.json: $(CONFIGS)/split-%.yaml
 	@mkdir -p $(@D)
 	$(UNLEARN) split --config $< $(DATA_FLAGS) $(QUIET) -o $@
@@ -103,14 +140,19 @@ $(WORK)/original-s%.safetensors: $(CONFIGS)/train.yaml
 	@mkdir -p $(@D)
 	$(UNLEARN) train --config $< --seed $* $(TRAIN_FLAGS) $(COMMON_FLAGS) -o $@
 
-define ORACLE_RULE # $(1) forget set, $(2) seed: the oracle, and the original scored against it (its row in the report)
-$(call run_dir,$(1),$(2))/oracle.safetensors: $(CONFIGS)/train.yaml $(WORK)/forget-$(1).json
+define ORACLE_RULE # $(1) forget set file stem (iid, iid-validation, …), $(2) seed: the oracle trained without it
+$(WORK)/$(1)/s$(2)/oracle.safetensors: $(CONFIGS)/train.yaml $(WORK)/forget-$(1).json
 	@mkdir -p $$(@D)
 	$$(UNLEARN) train --config $$< --exclude $(WORK)/forget-$(1).json --seed $(2) $$(TRAIN_FLAGS) $$(COMMON_FLAGS) -o $$@
+endef
 
+# what the reported evaluations are measured on: the test examples tuning never looked at
+EVALUATE_FLAGS = --test-part reported --tune-seed $(TUNE_SEED) $(COMMON_FLAGS)
+
+define ORIGINAL_RULE # $(1) forget set, $(2) seed: the original scored against the oracle (its row in the report)
 $(call run_dir,$(1),$(2))/original.json: $(WORK)/original-s$(2).safetensors $(call run_dir,$(1),$(2))/oracle.safetensors
 	$$(UNLEARN) evaluate $$< --forget $(WORK)/forget-$(1).json --oracle $(call run_dir,$(1),$(2))/oracle.safetensors \
-	  $$(COMMON_FLAGS) --json $$@
+	  $$(EVALUATE_FLAGS) --json $$@
 endef
 
 # --- masks -----------------------------------------------------------------------------------------
@@ -122,84 +164,107 @@ $(call mask_file,$(1),$(2),$(3),$(4)): $(WORK)/original-s$(2).safetensors $(WORK
 endef
 
 # --- unlearned models and their results ------------------------------------------------------------
-define RUN_RULE # $(1) forget set, $(2) seed, $(3) pipeline, $(4) budget or empty, $(5) learning rate or empty
-$(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5)).safetensors: $(WORK)/original-s$(2).safetensors \
+define RUN_RULE # $(1) forget set, $(2) seed, $(3) pipeline, $(4) budget, $(5) learning rate, $(6) epochs (each or empty)
+$(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5),$(6)).safetensors: $(WORK)/original-s$(2).safetensors \
   $(WORK)/forget-$(1).json $(METHOD_CONFIGS)/$(3).yaml $(if $($(3).strategy),$(call mask_file,$(1),$(2),$($(3).strategy),$(4)))
 	@mkdir -p $$(@D)
 	$$(UNLEARN) apply --config $(METHOD_CONFIGS)/$(3).yaml -m $$< -f $(WORK)/forget-$(1).json \
-	  $(if $($(3).strategy),--mask $(call mask_file,$(1),$(2),$($(3).strategy),$(4))) $(if $(5),--lr $(5) $$(LOOP_FLAGS)) \
-	  --seed $(2) $$(COMMON_FLAGS) -o $$@
+	  $(if $($(3).strategy),--mask $(call mask_file,$(1),$(2),$($(3).strategy),$(4))) \
+	  $(if $(5),--lr $(5)) $(if $(6),--epochs $(6)) $(if $(5),$$(LOOP_FLAGS)) --seed $(2) $$(COMMON_FLAGS) -o $$@
 
-$(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5)).json: \
-  $(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5)).safetensors $(call run_dir,$(1),$(2))/original.json
+$(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5),$(6)).json: \
+  $(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5),$(6)).safetensors $(call run_dir,$(1),$(2))/original.json
 	$$(UNLEARN) evaluate $$< --forget $(WORK)/forget-$(1).json --oracle $(call run_dir,$(1),$(2))/oracle.safetensors \
 	  --oracle-results $(call run_dir,$(1),$(2))/original.json --parent $(WORK)/original-s$(2).safetensors \
-	  $$(COMMON_FLAGS) --json $$@
+	  $$(EVALUATE_FLAGS) --json $$@
+endef
+
+# --- settings (phase 1) ----------------------------------------------------------------------------
+define TUNE_RULE # $(1) mode, $(2) forget set, $(3) pipeline
+$(call tuned_file,$(1),$(2),$(3)): $(WORK)/original-s$(TUNE_SEED).safetensors $(call validation_set,$(2)) \
+  $(METHOD_CONFIGS)/$(3).yaml $(if $(filter oracle,$(1)),$(call validation_oracle,$(2)))
+	@mkdir -p $$(@D)
+	$$(UNLEARN) tune -m $$< -f $(call validation_set,$(2)) $(if $($(3).strategy),--strategy $($(3).strategy)) \
+	  --method $(call method_of,$(3)) --grid lr=$(call commas,$($(3).lrs)) --grid epochs=$(call commas,$(call epochs_of,$(3))) \
+	  $(if $($(3).budgets),--grid budget=$(call commas,$($(3).budgets))) --extend $$(EXTEND) --seed $$(TUNE_SEED) \
+	  $(if $(filter oracle,$(1)),--oracle $(call validation_oracle,$(2))) $$(TUNE_FLAGS) $$(COMMON_FLAGS) -o $$@
+
+$(call tuned_file,$(1),$(2),$(3)).txt: $(call tuned_file,$(1),$(2),$(3))
+	$$(CHOSEN) $$< > $$@.tmp && mv $$@.tmp $$@
 endef
 
 # every (forget set, seed) pair that has rules: all seeds, and the tuning seed even when SEEDS omits it
 RULE_SEEDS = $(sort $(SEEDS) $(TUNE_SEED))
-# (strategy, budget) pairs, deduplicated: pipelines sharing a strategy and budget share the mask
-MASK_KEYS = $(sort $(foreach p,$(PIPELINES),$(if $($(p).strategy),\
-  $(foreach b,$(sort $(call budgets_of,$(p)) $(or $(call tune_budget_of,$(p)),_)),$($(p).strategy)@$(b)))))
-# runs that have rules: every grid learning rate at every budget (only the ones asked for are built)
-run_keys = $(foreach b,$(sort $(call budgets_of,$(1)) $(or $(call tune_budget_of,$(1)),_)),\
-  $(foreach lr,$(or $($(1).lrs),_),$(1)@$(b)@$(lr)))
-word_at = $(call unset,$(word $(2),$(subst @, ,$(1))))
+# every run some mode asks for (settings known), as pipeline@budget@lr@epochs, and the masks they need
+RUN_KEYS = $(sort $(foreach m,free oracle,$(foreach f,$(FORGET_SETS),$(foreach p,$(PIPELINES),\
+  $(foreach k,$(call settings_of,$(m),$(f),$(p)),$(p)@$(k))))))
+MASK_KEYS = $(sort $(foreach k,$(RUN_KEYS),$(if $($(call word_at,$(k),1).strategy),$($(call word_at,$(k),1).strategy)@$(word 2,$(subst @, ,$(k))))))
 
-$(foreach f,$(FORGET_SETS),$(foreach s,$(RULE_SEEDS),\
-  $(eval $(call ORACLE_RULE,$(f),$(s)))\
-  $(foreach k,$(MASK_KEYS),$(eval $(call MASK_RULE,$(f),$(s),$(call word_at,$(k),1),$(call word_at,$(k),2))))\
-  $(foreach p,$(PIPELINES),$(foreach k,$(call run_keys,$(p)),\
-    $(eval $(call RUN_RULE,$(f),$(s),$(p),$(call word_at,$(k),2),$(call word_at,$(k),3)))))))
-
-# --- learning-rate choice (phase 1) ----------------------------------------------------------------
-define LR_RULE # $(1) pipeline
-$(call lr_file,$(1)): $(foreach f,$(FORGET_SETS),$(foreach lr,$($(1).lrs),\
-    $(call run_dir,$(f),$(TUNE_SEED))/$(call run_name,$(1),$(call tune_budget_of,$(1)),$(lr)).json))
-	@mkdir -p $$(@D)
-	$$(SELECT_LR) $(1) $$@ $(foreach f,$(FORGET_SETS),$(foreach lr,$($(1).lrs),\
-	  $(lr)=$(call run_dir,$(f),$(TUNE_SEED))/$(call run_name,$(1),$(call tune_budget_of,$(1)),$(lr)).json))
-endef
-$(foreach p,$(TUNED),$(eval $(call LR_RULE,$(p))))
+$(foreach f,$(FORGET_SETS),\
+  $(eval $(call ORACLE_RULE,$(f)-validation,$(TUNE_SEED)))\
+  $(foreach m,free oracle,$(foreach p,$(TUNED),$(eval $(call TUNE_RULE,$(m),$(f),$(p)))))\
+  $(foreach s,$(RULE_SEEDS),$(eval $(call ORACLE_RULE,$(f),$(s)))$(eval $(call ORIGINAL_RULE,$(f),$(s)))\
+    $(foreach k,$(MASK_KEYS),$(eval $(call MASK_RULE,$(f),$(s),$(call word_at,$(k),1),$(call word_at,$(k),2))))\
+    $(foreach k,$(RUN_KEYS),$(eval $(call RUN_RULE,$(f),$(s),$(call word_at,$(k),1),$(call word_at,$(k),2),$(call word_at,$(k),3),$(call word_at,$(k),4))))))
 
 # --- report (phase 2) ------------------------------------------------------------------------------
-define FORGET_REPORT_RULE # $(1) forget set: its table and its metric-vs-budget curves
-$(WORK)/report-$(1).md: $(call final_results,$(1))
-	@mkdir -p $(RESULTS)
-	$$(UNLEARN) report $$^ --format markdown -o $$@ $(if $(strip $(foreach p,$(PIPELINES),$($(p).budgets))),\
-	  --plot $(RESULTS)/curves-$(1).png)
+# the paired comparison against the baseline pipeline, when it runs beside others
+baseline_flags = $(if $(and $(filter del,$(PIPELINES)),$(word 2,$(PIPELINES))),--baseline "$(BASELINE)")
+
+define FORGET_REPORT_RULE # $(1) mode, $(2) forget set: its table with the paired comparison
+$(WORK)/report-$(1)-$(2).md: $(call final_results,$(1),$(2))
+	$$(UNLEARN) report $$^ --format markdown $(call baseline_flags) -o $$@
 endef
-$(foreach f,$(FORGET_SETS),$(eval $(call FORGET_REPORT_RULE,$(f))))
 
-$(RESULTS)/report.md: $(foreach f,$(FORGET_SETS),$(WORK)/report-$(f).md) $(LR_FILES)
-	@mkdir -p $(@D)
+define MODE_REPORT_RULE # $(1) mode
+$(call mode_results,$(1))/report.md: $(foreach f,$(FORGET_SETS),$(WORK)/report-$(1)-$(f).md) \
+  $(foreach f,$(FORGET_SETS),$(foreach p,$(TUNED),$(call tuned_file,$(1),$(f),$(p)).txt))
+	@mkdir -p $$(@D)
 	{ echo "# $(REPORT_TITLE)"; echo; \
-	  echo "Mean ± 95% margin (Student t) over seeds $(SEEDS); metrics in %; gaps are to the oracle."; echo; \
-	  echo "Learning rates chosen on seed $(TUNE_SEED) by average gap:$(foreach p,$(TUNED), $(p) $(call chosen_lr,$(p)))."; \
-	  $(foreach f,$(FORGET_SETS),echo; echo "## Forget set: $(f)"; echo; cat $(WORK)/report-$(f).md; \
-	    $(if $(wildcard $(RESULTS)/curves-$(f).png),echo; echo "![curves $(f)](curves-$(f).png)";)) } > $@.tmp
-	mv $@.tmp $@
+	  echo "Mean ± 95% margin (Student t) over seeds $(SEEDS); metrics in %; gaps are to the oracle; test accuracy"; \
+	  echo "and the MIA's non-members on the half of the test set that tuning never looked at."; echo; \
+	  echo "Settings chosen $(if $(filter oracle,$(1)),by the average gap to the oracle of,without an oracle ("'`unlearn tune`'") on) a validation forget set"; \
+	  echo "(split seed $(VALIDATION_SEED)) from the seed-$(TUNE_SEED) original: grids of $(EPOCHS) epochs, the learning rates and budgets below,"; \
+	  echo "each extended $(EXTEND) step past a chosen edge."; \
+	  $(foreach f,$(FORGET_SETS),echo; echo "## Forget set: $(f)"; echo; \
+	    echo "Chosen (budget, lr, epochs):$(foreach p,$(TUNED), $(p) $(subst @,/,$(call chosen,$(1),$(f),$(p))))."; \
+	    echo; cat $(WORK)/report-$(1)-$(f).md;) } > $$@.tmp
+	mv $$@.tmp $$@
 
-$(RESULTS)/report.txt: $(FINAL_RESULTS)
-	@mkdir -p $(@D)
-	$(UNLEARN) report $^ --format table -o $@
+$(call mode_results,$(1))/report.txt: $(call mode_final,$(1))
+	@mkdir -p $$(@D)
+	$$(UNLEARN) report $$^ --format table -o $$@
 
-$(RESULTS)/report.csv: $(FINAL_RESULTS)
-	@mkdir -p $(@D)
-	$(UNLEARN) report $^ --format csv -o $@
+$(call mode_results,$(1))/report.csv: $(call mode_final,$(1))
+	@mkdir -p $$(@D)
+	$$(UNLEARN) report $$^ --format csv -o $$@
+endef
+$(foreach m,$(MODES),$(foreach f,$(FORGET_SETS),$(eval $(call FORGET_REPORT_RULE,$(m),$(f))))$(eval $(call MODE_REPORT_RULE,$(m))))
 
 $(RESULTS)/runs/%.json: $(WORK)/%.json
 	@mkdir -p $(@D)
 	cp $< $@
+
+$(RESULTS)/tuned-%.yaml: $(WORK)/tuned-%.yaml
+	@mkdir -p $(@D)
+	cp $< $@
+
+# what tuning without an oracle costs: per forget set and pipeline, both modes' choices and average gaps
+$(RESULTS)/tuning.md: $(foreach m,free oracle,$(call mode_final,$(m)))
+	@mkdir -p $(@D)
+	$(COMPARE) --work $(WORK) --seeds "$(SEEDS)" \
+	  $(foreach f,$(FORGET_SETS),$(foreach p,$(TUNED),\
+	    $(f):$(p)=$(call runs_of,free,$(f),$(p))/$(call runs_of,oracle,$(f),$(p)))) > $@.tmp
+	mv $@.tmp $@
 
 # --- smoke: the same pipeline on synthetic data of the recipe's shape, one optimizer step per stage ---
 # configs/smoke/ holds the synthetic stand-ins; SMOKE_DIR (default: a new temporary folder) the files.
 SMOKE_DIR ?=
 smoke:
 	dir="$(SMOKE_DIR)"; [ -n "$$dir" ] || dir=$$(mktemp -d); \
-	$(MAKE) --no-print-directory all CONFIGS=configs/smoke WORK=$$dir RESULTS=$$dir/results SEEDS=0 DATA_ROOT= \
-	  DEVICE=cpu LOOP_FLAGS="--epochs 1 --max-steps 1" $(SMOKE_VARIABLES) && echo "smoke run in $$dir"
+	$(MAKE) --no-print-directory both CONFIGS=configs/smoke WORK=$$dir RESULTS=$$dir/results SEEDS=0 DATA_ROOT= \
+	  DEVICE=cpu EPOCHS=1 LOOP_FLAGS="--max-steps 1" TUNE_FLAGS="--param max_steps=1" $(SMOKE_VARIABLES) \
+	  && echo "smoke run in $$dir"
 
 clean:
 	rm -rf $(WORK) $(RESULTS)

@@ -20,18 +20,31 @@ from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, edge
 
 
 def test_reference_has_the_forget_sets_class_mix_and_parts_are_disjoint():
-    test_labels = torch.arange(10).repeat_interleave(20)  # 20 test examples per class
-    forget_labels = torch.tensor([2] * 7 + [5] * 30)  # class 5 asks for more than half of its test examples
+    test_labels = torch.arange(10).repeat_interleave(40)  # 40 test examples per class: 20 may be tuned on
+    forget_labels = torch.tensor([2] * 7 + [5] * 30)  # class 5 asks for more than half of its tuning half
     parts = tuning_parts(test_labels, forget_labels, seed=3)
     counts = torch.bincount(test_labels[parts.reference], minlength=10).tolist()
-    assert counts == [0, 0, 7, 0, 0, 10, 0, 0, 0, 0]  # min(wanted, half the class)
+    assert counts == [0, 0, 7, 0, 0, 10, 0, 0, 0, 0]  # min(wanted, half of the class's tuning half)
+    assert torch.bincount(test_labels[parts.reported], minlength=10).tolist() == [20] * 10
     together = torch.cat([parts.reference, parts.validation, parts.reported])
-    assert sorted(together.tolist()) == list(range(200))  # disjoint, and nothing lost
-    assert abs(len(parts.validation) - len(parts.reported)) <= 1
+    assert sorted(together.tolist()) == list(range(400))  # disjoint, and nothing lost
+    assert torch.equal(parts.tuning, torch.cat([parts.reference, parts.validation]).sort().values)
     again = tuning_parts(test_labels, forget_labels, seed=3)
     assert torch.equal(again.reference, parts.reference) and torch.equal(again.validation, parts.validation)
     other = tuning_parts(test_labels, forget_labels, seed=4)
     assert not torch.equal(other.reference, parts.reference)
+    assert not torch.equal(other.reported, parts.reported)
+
+
+def test_the_reported_half_does_not_depend_on_the_forget_set():
+    """Settings tuned on a validation forget set are reported on another: neither may have scored on the
+    reported half."""
+    test_labels = torch.arange(10).repeat_interleave(40)
+    validation_set = tuning_parts(test_labels, torch.tensor([2] * 7 + [5] * 9), seed=3)
+    reported_set = tuning_parts(test_labels, torch.tensor([2] * 8 + [5] * 8), seed=3)
+    assert torch.equal(validation_set.reported, reported_set.reported)
+    assert not torch.equal(validation_set.reference, reported_set.reference)
+    assert torch.equal(validation_set.tuning, reported_set.tuning)
 
 
 # --- objectives ---------------------------------------------------------------------------------------------------

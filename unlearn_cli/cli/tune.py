@@ -219,10 +219,11 @@ def tune(
             return oracle_free_score(_outputs(model, data, forget_set.indices, parts, target), original_outputs, weights)
     else:
         mode = "oracle"
-        members, nonmembers = shadow_sets(data, forget_set.indices, cfg.seed)
+        scored = data.test_subset(parts.tuning)  # as without an oracle, the reported half stays unseen
+        members, nonmembers = shadow_sets(scored, forget_set.indices, cfg.seed)
 
         def metrics_of(model) -> dict:
-            return model_metrics(model, data, forget_set.indices, members, nonmembers, cfg.seed, device=target)
+            return model_metrics(model, scored, forget_set.indices, members, nonmembers, cfg.seed, device=target)
 
         oracle_metrics = metrics_of(oracle_checkpoint.model.to(target))
 
@@ -268,7 +269,9 @@ def tune(
             return Trial(candidate, fraction, failure=str(error), seconds=time.perf_counter() - started)
         return Trial(candidate, fraction, score=result, seconds=time.perf_counter() - started)
 
-    halving_possible = cfg.halving and "epochs" in method_options(cfg.method)
+    # A quarter run of an 8-epoch candidate would compete with a quarter run of a 32-epoch one (8 epochs): when
+    # epochs are searched, halving on them favours the longer candidates, so every candidate runs in full.
+    halving_possible = cfg.halving and "epochs" in method_options(cfg.method) and "epochs" not in search_space
     rungs = (0.25, 0.5, 1.0) if halving_possible else (1.0,)
     with progress_bar(f"tune {cfg.method}", planned_runs(len(candidates), rungs), quiet) as on_step:
         done = {"runs": 0, "total": planned_runs(len(candidates), rungs)}

@@ -4,14 +4,17 @@ For the oracle (a model retrained without the forget set) the forget set is just
 accuracy and its distribution of true-class probabilities on the forget set should match those on unseen
 examples of the same classes. The test set is split, seeded, into three disjoint parts:
 
-    reference R   per class c, as many test examples as the forget set has of c, at most half of the
-                  test examples of c (the rest stay for the other parts)
-    validation V  half of what is left: accuracy that tuning must not lose
-    reported      the other half, which tuning never looks at
+    reported      half of every class, drawn from the seed alone: tuning never looks at it, and it is the
+                  same half whatever the forget set, so settings tuned on a validation forget set and
+                  reported on another forget set never saw the examples they are reported on
+    reference R   from the other half, per class c as many examples as the forget set has of c, at most
+                  half of that half's examples of c (the rest stay for V)
+    validation V  the rest of the tuning half: accuracy that tuning must not lose
 
 Usage:
     parts = tuning_parts(test_labels, forget_labels, seed=0)
     parts.reference, parts.validation, parts.reported   # sorted int64 test-set positions
+    parts.tuning                                          # R and V: all that tuning may look at
 """
 
 from __future__ import annotations
@@ -27,21 +30,37 @@ class TuningParts:
     validation: torch.Tensor  # int64 [V]
     reported: torch.Tensor  # int64 [T - R - V]: left for the evaluation
 
+    @property
+    def tuning(self) -> torch.Tensor:
+        """R and V together, sorted: the test examples tuning may score on."""
+        return torch.cat([self.reference, self.validation]).sort().values
 
-def tuning_parts(test_labels: torch.Tensor, forget_labels: torch.Tensor, seed: int) -> TuningParts:
-    """Split the test set into reference, validation and reported parts (disjoint, deterministic per seed)."""
-    num_classes = int(max(int(test_labels.max()), int(forget_labels.max()))) + 1
+
+def reported_part(test_labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tuning half, reported half) of the test set: per class, a seeded half (the odd one to the reported
+    half); each a list of test-set positions, the tuning half in the seeded order."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(test_labels), generator=generator)
-    wanted = torch.bincount(forget_labels, minlength=num_classes)
-    reference, rest = [], []
-    for label in range(num_classes):
+    tuning, reported = [], []
+    for label in torch.unique(test_labels).tolist():
         members = order[test_labels[order] == label]
+        half = len(members) // 2
+        tuning.append(members[:half])
+        reported.append(members[half:])
+    return torch.cat(tuning), torch.cat(reported).sort().values
+
+
+def tuning_parts(test_labels: torch.Tensor, forget_labels: torch.Tensor, seed: int) -> TuningParts:
+    """Split the test set into reference, validation and reported parts (disjoint, deterministic per seed; the
+    reported part depends on the seed and the test labels only)."""
+    tuning, reported = reported_part(test_labels, seed)
+    num_classes = int(max(int(test_labels.max()), int(forget_labels.max()))) + 1
+    wanted = torch.bincount(forget_labels, minlength=num_classes)
+    reference, validation = [], []
+    for label in range(num_classes):
+        members = tuning[test_labels[tuning] == label]
         take = min(int(wanted[label]), len(members) // 2)
         reference.append(members[:take])
-        rest.append(members[take:])
-    rest = torch.cat(rest)
-    rest = rest[torch.randperm(len(rest), generator=generator)]
-    half = len(rest) // 2
-    return TuningParts(reference=torch.cat(reference).sort().values, validation=rest[:half].sort().values,
-                       reported=rest[half:].sort().values)
+        validation.append(members[take:])
+    return TuningParts(reference=torch.cat(reference).sort().values, validation=torch.cat(validation).sort().values,
+                       reported=reported)
