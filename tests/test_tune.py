@@ -146,10 +146,11 @@ def test_few_candidates_all_run_in_full():
 def test_edge_choices_extend_the_grid_one_geometric_step():
     grid = {"lr": [0.03, 0.1], "epochs": [8, 16, 32], "budget": [0.1, 0.3], "schedule": ["cosine", "constant"]}
     steps = edge_extensions(grid, {"lr": 0.1, "epochs": 8, "budget": 0.2, "schedule": "cosine"})
-    assert steps == {"lr": pytest.approx(0.1 * 0.1 / 0.03), "epochs": 4}  # budget 0.2 is inside; words never
-    assert edge_extensions(grid, {"lr": 0.03, "epochs": 16}) == {"lr": pytest.approx(0.009)}
+    assert steps == {"lr": 0.333, "epochs": 4}  # 0.1 · (0.1 / 0.03) to 3 digits; budget 0.2 is inside; words never
+    assert edge_extensions(grid, {"lr": 0.03, "epochs": 16}) == {"lr": 0.009}
+    assert edge_extensions({"budget": [0.1, 0.3]}, {"budget": 0.3}) == {"budget": 0.9}  # not 0.8999999999999998
     assert edge_extensions({"epochs": [1, 2]}, {"epochs": 1}) == {}  # round(0.5) = 0 is no epoch count
-    assert edge_extensions({"lr": [0.01, 1000]}, {"lr": 0.01}) == {"lr": pytest.approx(0.001)}  # ÷10 at most
+    assert edge_extensions({"lr": [0.01, 1000]}, {"lr": 0.01}) == {"lr": 0.001}  # ÷10 at most
 
 
 def test_extension_follows_the_best_until_it_is_interior_or_out_of_range():
@@ -160,11 +161,11 @@ def test_extension_follows_the_best_until_it_is_interior_or_out_of_range():
     trials = [run(candidate, 1.0) for candidate in expand_grid(grid)]
     extended = extend_edges(grid, trials, run, admit=lambda candidate: candidate.settings["lr"] < 0.9, times=5)
     # 0.1 chose -> 0.333 (×3.33); 0.333 chose -> 1.11 refused: the search stops with 0.333 at the admitted edge
-    assert extended == {"lr": [pytest.approx(1 / 3)]} and grid["lr"][-1] == pytest.approx(1 / 3)
-    assert rank_candidates(trials)[0].candidate.settings["lr"] == pytest.approx(1 / 3)
+    assert extended == {"lr": [0.333]} and grid["lr"][-1] == 0.333
+    assert rank_candidates(trials)[0].candidate.settings["lr"] == 0.333
     grid = {"lr": [0.03, 0.1]}
     trials = [run(candidate, 1.0) for candidate in expand_grid(grid)]
-    assert extend_edges(grid, trials, run, admit=lambda candidate: True, times=1) == {"lr": [pytest.approx(1 / 3)]}
+    assert extend_edges(grid, trials, run, admit=lambda candidate: True, times=1) == {"lr": [0.333]}
 
 
 # --- config sections ----------------------------------------------------------------------------------------------

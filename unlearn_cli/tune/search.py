@@ -25,6 +25,7 @@ from unlearn_cli.errors import UserError
 RUNGS = (0.25, 0.5, 1.0)  # fractions of a candidate's epochs
 MIN_CANDIDATES_FOR_HALVING = 4  # fewer candidates all run in full
 MAX_STEP_RATIO = 10.0  # an edge extension steps at most ×10 or ÷10, whatever the spacing of the grid
+SIGNIFICANT_DIGITS = 3  # an extended value is rounded to these, so that it reads (and names files) as written
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def rank_candidates(trials: list[Trial]) -> list[Trial]:
 def edge_extensions(grid: dict[str, list], chosen: dict) -> dict[str, float | int]:
     """The next value outward for every numeric option (of two values or more) whose chosen value is the
     grid's smallest or largest: one geometric step, the ratio of the edge value to its neighbour
-    (0.03, 0.1 chose 0.1 -> 0.333…; epochs 8, 16 chose 8 -> 4), at most ×10 or ÷10. An edge choice says the
+    (0.03, 0.1 chose 0.1 -> 0.333; epochs 8, 16 chose 8 -> 4), at most ×10 or ÷10. An edge choice says the
     best may lie beyond."""
     extensions = {}
     for key, values in grid.items():
@@ -131,6 +132,10 @@ def edge_extensions(grid: dict[str, list], chosen: dict) -> dict[str, float | in
         if all(isinstance(number, int) for number in numbers):
             step = round(step)
             if step in numbers or step < 1:
+                continue
+        else:  # 3 significant digits: 0.333, not 0.33333333333333337 (the value run is the value written)
+            step = float(f"{step:.{SIGNIFICANT_DIGITS}g}")
+            if step in numbers:
                 continue
         extensions[key] = step
     return extensions
