@@ -180,14 +180,26 @@ $(call run_dir,$(1),$(2))/$(call run_name,$(3),$(4),$(5),$(6)).json: \
 endef
 
 # --- settings (phase 1) ----------------------------------------------------------------------------
+# a pipeline's search: its grids and how far they extend
+tune_args = $(strip $(if $($(1).strategy),--strategy $($(1).strategy)) --method $(call method_of,$(1)) \
+  --grid lr=$(call commas,$($(1).lrs)) --grid epochs=$(call commas,$(call epochs_of,$(1))) \
+  $(if $($(1).budgets),--grid budget=$(call commas,$($(1).budgets))) --extend $(EXTEND) --seed $(TUNE_SEED) $(TUNE_FLAGS))
+
+# The search is written to <tuned>.args when it changed (at parse time), and the choice depends on that file: a
+# new grid value, or any other change of the search, tunes again.
+define TUNE_ARGS # $(1) mode, $(2) forget set, $(3) pipeline
+ifneq ($$(file <$(call tuned_file,$(1),$(2),$(3)).args),$(call tune_args,$(3)))
+$$(shell mkdir -p $(dir $(call tuned_file,$(1),$(2),$(3))))
+$$(file >$(call tuned_file,$(1),$(2),$(3)).args,$(call tune_args,$(3)))
+endif
+endef
+
 define TUNE_RULE # $(1) mode, $(2) forget set, $(3) pipeline
 $(call tuned_file,$(1),$(2),$(3)): $(WORK)/original-s$(TUNE_SEED).safetensors $(call validation_set,$(2)) \
-  $(METHOD_CONFIGS)/$(3).yaml $(if $(filter oracle,$(1)),$(call validation_oracle,$(2)))
+  $(METHOD_CONFIGS)/$(3).yaml $(call tuned_file,$(1),$(2),$(3)).args $(if $(filter oracle,$(1)),$(call validation_oracle,$(2)))
 	@mkdir -p $$(@D)
-	$$(UNLEARN) tune -m $$< -f $(call validation_set,$(2)) $(if $($(3).strategy),--strategy $($(3).strategy)) \
-	  --method $(call method_of,$(3)) --grid lr=$(call commas,$($(3).lrs)) --grid epochs=$(call commas,$(call epochs_of,$(3))) \
-	  $(if $($(3).budgets),--grid budget=$(call commas,$($(3).budgets))) --extend $$(EXTEND) --seed $$(TUNE_SEED) \
-	  $(if $(filter oracle,$(1)),--oracle $(call validation_oracle,$(2))) $$(TUNE_FLAGS) $$(COMMON_FLAGS) -o $$@
+	$$(UNLEARN) tune -m $$< -f $(call validation_set,$(2)) $(call tune_args,$(3)) \
+	  $(if $(filter oracle,$(1)),--oracle $(call validation_oracle,$(2))) $$(COMMON_FLAGS) -o $$@
 
 $(call tuned_file,$(1),$(2),$(3)).txt: $(call tuned_file,$(1),$(2),$(3))
 	$$(CHOSEN) $$< > $$@.tmp && mv $$@.tmp $$@
@@ -203,6 +215,7 @@ MASK_KEYS = $(sort $(foreach k,$(RUN_KEYS),$(if $($(call word_at,$(k),1).strateg
 $(foreach f,$(FORGET_SETS),\
   $(eval $(call ORACLE_RULE,$(f)-validation,$(TUNE_SEED)))\
   $(foreach m,free oracle,$(foreach p,$(TUNED),$(eval $(call TUNE_RULE,$(m),$(f),$(p)))))\
+  $(foreach m,$(MODES),$(foreach p,$(TUNED),$(eval $(call TUNE_ARGS,$(m),$(f),$(p)))))\
   $(foreach s,$(RULE_SEEDS),$(eval $(call ORACLE_RULE,$(f),$(s)))$(eval $(call ORIGINAL_RULE,$(f),$(s)))\
     $(foreach k,$(MASK_KEYS),$(eval $(call MASK_RULE,$(f),$(s),$(call word_at,$(k),1),$(call word_at,$(k),2))))\
     $(foreach k,$(RUN_KEYS),$(eval $(call RUN_RULE,$(f),$(s),$(call word_at,$(k),1),$(call word_at,$(k),2),$(call word_at,$(k),3),$(call word_at,$(k),4))))))

@@ -56,7 +56,7 @@ def table(work: Path, seeds: list[int], forget_set: str, pairs: list[tuple[str, 
         same_count += same
         difference = summarize(paired)
         differences.append(difference.mean)
-        lines.append(f"| {pipeline} | {settings['free'].replace('@', ' / ')} | {settings['oracle'].replace('@', ' / ')} | "
+        lines.append(f"| {pipeline} | {settings['free'].replace('@', ' / ').replace('_', '—')} | {settings['oracle'].replace('@', ' / ').replace('_', '—')} | "
                      f"{'yes' if same else 'no'} | {shown(summarize(free))} | {shown(summarize(oracle))} | "
                      f"{shown(difference)} |")
     finite = [value for value in differences if math.isfinite(value)]

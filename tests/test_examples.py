@@ -1,5 +1,6 @@
-"""The reproductions in examples/: every recipe's `make smoke` runs its whole pipeline (one optimizer step per
-stage, synthetic data of the recipe's shape) and leaves parseable results; the learning-rate choice."""
+"""The reproductions in examples/: every recipe's `make smoke` runs its whole pipeline in both tuning modes (one
+optimizer step per stage, synthetic data of the recipe's shape) and leaves parseable results; the helpers that
+read `unlearn tune`'s choice and compare the two modes."""
 
 from __future__ import annotations
 
@@ -11,21 +12,24 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from unlearn_cli.evaluate.results import validate_results
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-SELECT_LR = EXAMPLES / "select_lr.py"
+CHOSEN_SETTINGS = EXAMPLES / "chosen_settings.py"
+COMPARE_TUNING = EXAMPLES / "compare_tuning.py"
 
-# recipe -> {forget set: run names} that its smoke run must leave (run files: <forget set>/s0/<name>.json)
+# recipe -> {forget set: runs of pipelines that do not train} that its smoke run must leave besides DEL's, which is
+# named by the settings `unlearn tune` chose (run files: <forget set>/s0/<name>.json)
 EXPECTED_RUNS = {
-    "fashion-mnist": {"noniid": ["del_b0.3_lr0.03", "del_b0.3_lr0.05", "ssd"]},
-    "cifar10-resnet18": {"noniid": ["del_b0.3_lr0.015"]},
-    "svhn-vit": {"noniid": ["del_b0.3_lr0.015"]},
-    "imagenet100-resnet50": {"iid": ["del_b0.3_lr0.015"]},
+    "fashion-mnist": {"noniid": ["ssd"]},
+    "cifar10-resnet18": {"noniid": []},
+    "svhn-vit": {"noniid": []},
+    "imagenet100-resnet50": {"iid": []},
 }
-LEARNING_RATE_GRIDS = {"fashion-mnist": ["0.03", "0.05"]}  # smoke grids with more than one value
+LEARNING_RATE_GRIDS = {"fashion-mnist": [0.03, 0.05, 0.05 * (0.05 / 0.03), 0.03 * (0.03 / 0.05)]}  # the smoke grid, extended
 
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
@@ -65,6 +69,12 @@ def test_every_recipe_is_covered():
     assert sorted(EXPECTED_RUNS) == sorted(path.parent.name for path in EXAMPLES.glob("*/Makefile"))
 
 
+def del_run(work: Path, forget_set: str, mode: str = "free") -> str:
+    """The DEL run a smoke's tuning chose, e.g. del_b0.3_lr0.03_e1."""
+    budget, lr, epochs = (work / f"tuned-{mode}" / forget_set / "del.yaml.txt").read_text().split("@")
+    return f"del_b{budget}_lr{lr}_e{epochs.strip()}"
+
+
 @needs_make
 @pytest.mark.parametrize("recipe", sorted(EXPECTED_RUNS))
 def test_smoke_runs_the_pipeline(smoke_runs, recipe):
@@ -72,11 +82,14 @@ def test_smoke_runs_the_pipeline(smoke_runs, recipe):
     assert code == 0, f"make -C examples/{recipe} smoke failed:\n{output[-4000:]}"
     for forget_set, names in EXPECTED_RUNS[recipe].items():
         assert json.loads((work / f"forget-{forget_set}.json").read_text())
-        for name in names:
+        validation = json.loads((work / f"forget-{forget_set}-validation.json").read_text())
+        assert validation["indices"] != json.loads((work / f"forget-{forget_set}.json").read_text())["indices"]
+        for name in [*names, del_run(work, forget_set), del_run(work, forget_set, "oracle")]:
             document = json.loads((work / forget_set / "s0" / f"{name}.json").read_text())
             (result,) = validate_results(document, name)
             assert result["oracle"] is not None and result["average_gap"] is not None
             assert result["seed"] == 0
+            assert result["mia"]["test_part"]["part"] == "reported"  # what tuning never looked at
             if name.startswith("del_"):
                 assert (result["method"], result["strategy"], result["budget"]) == ("rft", "del", 0.3)
                 assert 0 < result["fraction_changed"] <= 1
@@ -84,24 +97,45 @@ def test_smoke_runs_the_pipeline(smoke_runs, recipe):
 
 @needs_make
 @pytest.mark.parametrize("recipe", sorted(EXPECTED_RUNS))
-def test_smoke_writes_the_report(smoke_runs, recipe):
+def test_smoke_tunes_on_the_validation_forget_set(smoke_runs, recipe):
     code, output, work = smoke_runs[recipe]
     assert code == 0, output[-4000:]
-    report = (work / "results" / "report.md").read_text()
-    assert report.startswith("# ") and "| del | rft | 0.3 |" in report
     for forget_set in EXPECTED_RUNS[recipe]:
-        assert f"## Forget set: {forget_set}" in report
-        assert (work / "results" / f"curves-{forget_set}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = (work / "results" / "report.csv").read_text().splitlines()
-    assert rows[0].startswith("forget_kind,") and len(rows) >= 3  # header, the runs, the oracle
-    assert "oracle" in (work / "results" / "report.txt").read_text()
-    chosen = (work / "lr" / "del.txt").read_text().strip()
-    assert chosen in LEARNING_RATE_GRIDS.get(recipe, ["0.015"])
-    # the raw data behind the report: every run's results file, the tuning runs included, copied as is
+        for mode in ("free", "oracle"):
+            tuned = yaml.safe_load((work / f"tuned-{mode}" / forget_set / "del.yaml").read_text())
+            assert tuned["tune"]["objective"] == ("oracle-free" if mode == "free" else "oracle")
+            validation = json.loads((work / f"forget-{forget_set}-validation.json").read_text())
+            assert tuned["tune"]["forget_sha256"] == validation["sha256"]
+            assert tuned["tune"]["search_space"]["epochs"] == [1]
+            assert tuned["apply"]["lr"] in LEARNING_RATE_GRIDS.get(recipe, [0.015])
+        assert (work / "tuned-oracle" / forget_set / "del.yaml").read_text().count("oracle_sha256: null") == 0
+
+
+@needs_make
+@pytest.mark.parametrize("recipe", sorted(EXPECTED_RUNS))
+def test_smoke_writes_the_reports(smoke_runs, recipe):
+    code, output, work = smoke_runs[recipe]
+    assert code == 0, output[-4000:]
+    for folder in ("results", "results/oracle-tuned"):
+        report = (work / folder / "report.md").read_text()
+        assert report.startswith("# ") and "| del | rft | 0.3 |" in report
+        for forget_set in EXPECTED_RUNS[recipe]:
+            assert f"## Forget set: {forget_set}" in report
+        rows = (work / folder / "report.csv").read_text().splitlines()
+        assert rows[0].startswith("forget_kind,") and len(rows) >= 3  # header, the runs, the oracle
+        assert "oracle" in (work / folder / "report.txt").read_text()
+    if EXPECTED_RUNS[recipe][next(iter(EXPECTED_RUNS[recipe]))]:  # DEL beside other pipelines: paired against it
+        assert "Paired against baseline `del + rft @ 0.3`" in (work / "results" / "report.md").read_text()
+    tuning = (work / "results" / "tuning.md").read_text()
+    assert tuning.startswith("# Tuning without an oracle") and "| del | 0.3 / " in tuning
+    # the raw data behind the report: every run's results file and every search, copied as is
     for forget_set, names in EXPECTED_RUNS[recipe].items():
-        for name in [*names, "original"]:
+        for name in [*names, del_run(work, forget_set), "original"]:
             run = Path(forget_set) / "s0" / f"{name}.json"
             assert (work / "results" / "runs" / run).read_bytes() == (work / run).read_bytes()
+        for mode in ("free", "oracle"):
+            search = Path(f"tuned-{mode}") / forget_set / "del.yaml"
+            assert (work / "results" / search).read_bytes() == (work / search).read_bytes()
 
 
 @needs_make
@@ -113,7 +147,7 @@ def test_smoke_resumes_without_redoing_work(smoke_runs):
                             f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
                            capture_output=True, text=True, env=clean_environment(), timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert " apply " not in rerun.stdout and " train " not in rerun.stdout
+    assert " apply " not in rerun.stdout and " train " not in rerun.stdout and " tune " not in rerun.stdout
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file()} == before
 
 
@@ -121,54 +155,72 @@ def test_smoke_resumes_without_redoing_work(smoke_runs):
 def test_a_new_grid_value_is_tuned_on_the_next_run(smoke_runs):
     code, output, work = smoke_runs["fashion-mnist"]
     assert code == 0, output[-4000:]
-    # the smoke's own variables (see SMOKE_VARIABLES in examples/fashion-mnist/Makefile), one more DEL learning rate
+    # the smoke's own variables (see SMOKE_VARIABLES in examples/fashion-mnist/Makefile and `smoke` in
+    # examples/common.mk), one more DEL learning rate
     dry_run = subprocess.run(["make", "-n", "-C", str(EXAMPLES / "fashion-mnist"), "tune", "CONFIGS=configs/smoke",
                               f"WORK={work}", "SEEDS=0", "DATA_ROOT=", "DEVICE=cpu", "FORGET_SETS=noniid", "BUDGETS=0.3",
-                              "PIPELINES=del ssd", "del.lrs=0.03 0.05 0.08", f"UNLEARN={unlearn_command()}",
-                              f"PYTHON={sys.executable}"], capture_output=True, text=True, env=clean_environment(), timeout=120)
+                              "EPOCHS=1", "TUNE_FLAGS=--param max_steps=1", "PIPELINES=del ssd",
+                              "del.lrs=0.03 0.05 0.08", f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
+                             capture_output=True, text=True, env=clean_environment(), timeout=120)
     assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
-    assert "--lr 0.08" in dry_run.stdout and "del_b0.3_lr0.08.json" in dry_run.stdout
-    assert "--lr 0.05" not in dry_run.stdout  # the runs already made are not repeated
-    assert "select_lr.py del" in dry_run.stdout
+    assert "--grid lr=0.03,0.05,0.08" in dry_run.stdout and "tuned-free/noniid/del.yaml" in dry_run.stdout
+    assert " train " not in dry_run.stdout  # the original is not trained again
 
 
-def results_file(folder: Path, name: str, *gaps) -> Path:
-    path = folder / name
-    path.write_text(json.dumps({"format": "unlearn-results/1", "results": [{"average_gap": gap} for gap in gaps]}))
+def tuned_file(path: Path, objective: str, budget, lr, epochs) -> Path:
+    document = {"apply": {"method": "rft", "lr": lr, "epochs": epochs}, "tune": {"objective": objective}}
+    if budget is not None:
+        document["localize"] = {"strategy": "del", "budget": budget}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document))
     return path
 
 
-def select_lr(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SELECT_LR), *map(str, args)], capture_output=True, text=True)
+def script(path: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(path), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def test_select_lr_takes_the_smallest_mean_gap_over_forget_sets(tmp_path):
-    # lr 0.03: gaps 1.0 and 3.0 (mean 2.0); lr 0.05: 2.5 and 2.5 (mean 2.5); lr 0.08: 0.5 and a diverged run
-    pairs = [f"0.03={results_file(tmp_path, 'a.json', 1.0)}", f"0.03={results_file(tmp_path, 'b.json', 3.0)}",
-             f"0.05={results_file(tmp_path, 'c.json', 2.5)}", f"0.05={results_file(tmp_path, 'd.json', 2.5)}",
-             f"0.08={results_file(tmp_path, 'e.json', 0.5)}", f"0.08={results_file(tmp_path, 'f.json', None)}"]
-    done = select_lr("del", tmp_path / "lr.txt", *pairs)
+def test_chosen_settings_names_budget_lr_and_epochs(tmp_path):
+    done = script(CHOSEN_SETTINGS, tuned_file(tmp_path / "del.yaml", "oracle-free", 0.3, 0.05, 16))
+    assert (done.returncode, done.stdout) == (0, "0.3@0.05@16\n")
+    done = script(CHOSEN_SETTINGS, tuned_file(tmp_path / "finetune.yaml", "oracle-free", None, 1e-4, 8))
+    assert (done.returncode, done.stdout) == (0, "_@0.0001@8\n")
+
+
+def test_chosen_settings_refuses_a_file_tune_did_not_write(tmp_path):
+    other = tmp_path / "apply.yaml"
+    other.write_text("method: rft\nlr: 0.05\n")
+    done = script(CHOSEN_SETTINGS, other)
+    assert done.returncode == 1 and "not a file written by `unlearn tune`" in done.stderr
+
+
+def results_file(path: Path, gap) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": "unlearn-results/1", "results": [{"average_gap": gap}]}))
+    return path
+
+
+def test_compare_tuning_pairs_the_two_choices_by_seed(tmp_path):
+    work = tmp_path / "work"
+    tuned_file(work / "tuned-free" / "iid" / "del.yaml", "oracle-free", 0.3, 0.05, 16)
+    tuned_file(work / "tuned-oracle" / "iid" / "del.yaml", "oracle", 0.3, 0.08, 32)
+    tuned_file(work / "tuned-free" / "iid" / "finetune.yaml", "oracle-free", None, 0.01, 8)
+    tuned_file(work / "tuned-oracle" / "iid" / "finetune.yaml", "oracle", None, 0.01, 8)
+    # DEL: without the oracle 2.0 and 4.0, with it 1.0 and 1.0 -> differences 1.0 and 3.0: mean 2.0, margin
+    # t(0.975, 1) · sd / √2 = 12.706 · 1.4142 / 1.4142 = 12.71; finetune: the same runs, difference 0
+    for seed, (free, oracle) in enumerate([(2.0, 1.0), (4.0, 1.0)]):
+        results_file(work / "iid" / f"s{seed}" / "del_b0.3_lr0.05_e16.json", free)
+        results_file(work / "iid" / f"s{seed}" / "del_b0.3_lr0.08_e32.json", oracle)
+        results_file(work / "iid" / f"s{seed}" / "finetune_lr0.01_e8.json", 5.0)
+    done = script(COMPARE_TUNING, "--work", work, "--seeds", "0 1", "iid:del=del_b0.3_lr0.05_e16/del_b0.3_lr0.08_e32",
+                  "iid:finetune=finetune_lr0.01_e8/finetune_lr0.01_e8")
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "lr.txt").read_text() == "0.03\n"
-    assert "lr 0.03: mean average gap 2.00 over 2 runs  <- chosen" in done.stdout
+    assert "| del | 0.3 / 0.05 / 16 | 0.3 / 0.08 / 32 | no | 3.00 ± 12.71 | 1.00 ± 0.00 | 2.00 ± 12.71 |" in done.stdout
+    assert "| finetune | — / 0.01 / 8 | — / 0.01 / 8 | yes | 5.00 ± 0.00 | 5.00 ± 0.00 | 0.00 ± 0.00 |" in done.stdout
+    assert "equals the oracle-tuned one for 1 of 2 pipelines; on average it costs 1.00 points" in done.stdout
 
 
-def test_select_lr_keeps_the_value_as_written_and_the_first_on_a_tie(tmp_path):
-    done = select_lr("ft", tmp_path / "lr.txt", f"1e-2={results_file(tmp_path, 'a.json', 4.0)}",
-                     f"0.010={results_file(tmp_path, 'b.json', 4.0)}")
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "lr.txt").read_text() == "1e-2\n"
-
-
-def test_select_lr_refuses_when_every_run_diverged(tmp_path):
-    done = select_lr("neggrad", tmp_path / "lr.txt", f"0.1={results_file(tmp_path, 'a.json', None)}")
-    assert done.returncode == 1
-    assert "no learning rate of 0.1 gave a finite average gap" in done.stderr
-    assert not (tmp_path / "lr.txt").exists()
-
-
-def test_select_lr_rejects_other_files(tmp_path):
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps({"format": "something-else"}))
-    done = select_lr("del", tmp_path / "lr.txt", f"0.05={other}")
-    assert done.returncode == 1 and "not an unlearn-results/1 file" in done.stderr
+def test_compare_tuning_refuses_a_malformed_pair(tmp_path):
+    done = script(COMPARE_TUNING, "--work", tmp_path, "--seeds", "0", "iid:del=only-one-run")
+    assert done.returncode == 1 and "write it as SET:PIPELINE=FREE_RUN/ORACLE_RUN" in done.stderr
