@@ -272,10 +272,12 @@ $(RESULTS)/tuning.md: $(foreach m,free oracle,$(call mode_final,$(m)))
 
 # --- smoke: the same pipeline on synthetic data of the recipe's shape, one optimizer step per stage ---
 # configs/smoke/ holds the synthetic stand-ins; SMOKE_DIR (default: a new temporary folder) the files.
+# SMOKE_GOAL: both (the two tuning modes and their comparison) or all (tuning without an oracle only).
 SMOKE_DIR ?=
+SMOKE_GOAL ?= both
 smoke:
 	dir="$(SMOKE_DIR)"; [ -n "$$dir" ] || dir=$$(mktemp -d); \
-	$(MAKE) --no-print-directory both CONFIGS=configs/smoke WORK=$$dir RESULTS=$$dir/results SEEDS=0 DATA_ROOT= \
+	$(MAKE) --no-print-directory $(SMOKE_GOAL) CONFIGS=configs/smoke WORK=$$dir RESULTS=$$dir/results SEEDS=0 DATA_ROOT= \
 	  DEVICE=cpu EPOCHS=1 LOOP_FLAGS="--max-steps 1" TUNE_FLAGS="--param max_steps=1" $(SMOKE_VARIABLES) \
 	  && echo "smoke run in $$dir"
 
