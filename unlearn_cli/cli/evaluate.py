@@ -32,7 +32,7 @@ from unlearn_cli.evaluate.results import read_results, result_record, results_do
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import check_writable
-from unlearn_cli.tune import tuning_parts
+from unlearn_cli.tune import halve_test_set
 
 
 @dataclass
@@ -161,7 +161,7 @@ def evaluate(
 
     test_part = None
     if cfg.test_part == "reported":  # leave out the test examples tuning scored candidates on
-        part = tuning_parts(data.test_labels, data.train_labels[forget_set.indices], cfg.tune_seed).reported
+        _, part = halve_test_set(data.test_labels, cfg.tune_seed)
         data = data.test_subset(part)
         test_part = {"part": "reported", "tune_seed": cfg.tune_seed, "size": len(part)}
     elif cfg.test_part != "all":

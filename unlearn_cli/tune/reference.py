@@ -15,6 +15,7 @@ Usage:
     parts = tuning_parts(test_labels, forget_labels, seed=0)
     parts.reference, parts.validation, parts.reported   # sorted int64 test-set positions
     parts.tuning                                          # R and V: all that tuning may look at
+    tuning_half, reported = halve_test_set(test_labels, seed=0)   # the reported part without a forget set
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class TuningParts:
         return torch.cat([self.reference, self.validation]).sort().values
 
 
-def reported_part(test_labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def halve_test_set(test_labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(tuning half, reported half) of the test set: per class, a seeded half (the odd one to the reported
     half); each a list of test-set positions, the tuning half in the seeded order."""
     generator = torch.Generator().manual_seed(seed)
@@ -53,7 +54,7 @@ def reported_part(test_labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, t
 def tuning_parts(test_labels: torch.Tensor, forget_labels: torch.Tensor, seed: int) -> TuningParts:
     """Split the test set into reference, validation and reported parts (disjoint, deterministic per seed; the
     reported part depends on the seed and the test labels only)."""
-    tuning, reported = reported_part(test_labels, seed)
+    tuning, reported = halve_test_set(test_labels, seed)
     num_classes = int(max(int(test_labels.max()), int(forget_labels.max()))) + 1
     wanted = torch.bincount(forget_labels, minlength=num_classes)
     reference, validation = [], []
