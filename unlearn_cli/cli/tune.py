@@ -39,9 +39,9 @@ from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import check_writable, write_output
 from unlearn_cli.localize import LocalizationData, LocalizeSettings, get_strategy, list_strategies, resolve_settings
 from unlearn_cli.methods import UnlearnData, get_method, list_methods, method_config, method_options
-from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, expand_grid, extend_edges,
-                              oracle_free_score, oracle_score, parse_grid, planned_runs, rank_candidates,
-                              successive_halving, tuning_parts)
+from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, chosen_trial, expand_grid,
+                              extend_edges, oracle_free_score, oracle_score, parse_grid, planned_runs,
+                              rank_candidates, successive_halving, tuning_parts)
 
 LOCALIZE_OPTIONS = ("budget", "topk", "criterion", "granularity", "max_iterations")  # grid keys that make the mask
 
@@ -112,11 +112,6 @@ def _render(ranked: list[Trial], grid_keys: list[str], chosen: Trial | None) -> 
         table.add_row(str(rank), *[str(trial.candidate.settings[key]) for key in grid_keys],
                       "all" if trial.fraction == 1 else f"{trial.fraction:g}", objective, *numbers, status)
     return table
-
-
-def _chosen(ranked: list[Trial]) -> Trial | None:
-    """The best candidate that ran in full, or None when none did."""
-    return ranked[0] if ranked and ranked[0].failure is None and ranked[0].fraction == 1 else None
 
 
 def _plain(value):
@@ -293,7 +288,7 @@ def tune(
         trials = successive_halving(candidates, reported, rungs)
         extended = extend_edges(search_space, trials, reported, admit, cfg.extend)
     ranked = rank_candidates(trials)
-    chosen = _chosen(ranked)
+    chosen = chosen_trial(ranked)
     if not quiet:
         stderr.print(_render(ranked, list(search_space), chosen))
     if chosen is None:

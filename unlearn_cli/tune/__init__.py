@@ -11,10 +11,9 @@ Usage:
 from unlearn_cli.tune.objectives import (OracleFreeWeights, Outputs, ks_distance, oracle_free_score,
                                          oracle_score)
 from unlearn_cli.tune.reference import TuningParts, halve_test_set, tuning_parts
-from unlearn_cli.tune.search import (Candidate, Trial, edge_extensions, expand_grid, extend_edges, parse_grid,
-                                     planned_runs, rank_candidates, successive_halving)
+from unlearn_cli.tune.search import (Candidate, Trial, chosen_trial, edge_extensions, expand_grid, extend_edges,
+                                     parse_grid, planned_runs, rank_candidates, successive_halving)
 
-__all__ = ["Candidate", "OracleFreeWeights", "Outputs", "Trial", "TuningParts", "edge_extensions", "expand_grid",
-           "extend_edges", "ks_distance",
-           "oracle_free_score", "oracle_score", "parse_grid", "planned_runs", "rank_candidates", "successive_halving",
-           "halve_test_set", "tuning_parts"]
+__all__ = ["Candidate", "OracleFreeWeights", "Outputs", "Trial", "TuningParts", "chosen_trial", "edge_extensions",
+           "expand_grid", "extend_edges", "halve_test_set", "ks_distance", "oracle_free_score", "oracle_score",
+           "parse_grid", "planned_runs", "rank_candidates", "successive_halving", "tuning_parts"]

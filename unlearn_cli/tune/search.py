@@ -8,7 +8,8 @@ never advances and is ranked last; it does not stop the search.
 Usage:
     grid = parse_grid(["lr=0.01,0.03,0.1", "epochs=5,10"])       # {"lr": [0.01, 0.03, 0.1], "epochs": [5, 10]}
     trials = successive_halving(expand_grid(grid), run)          # run(candidate, fraction) -> Trial
-    ranked = rank_candidates(trials)                             # best first; ranked[0] is the choice
+    ranked = rank_candidates(trials)                             # best first
+    chosen = chosen_trial(ranked)                                # ranked[0] if it ran in full, else None
     edge_extensions(grid, ranked[0].candidate.settings)          # {"lr": 0.333…} when 0.1 was the top value
 """
 
@@ -115,6 +116,11 @@ def rank_candidates(trials: list[Trial]) -> list[Trial]:
                                                     trial.candidate.index))
 
 
+def chosen_trial(ranked: list[Trial]) -> Trial | None:
+    """The choice among `rank_candidates`' result: the best candidate if it ran in full, else None."""
+    return ranked[0] if ranked and ranked[0].failure is None and ranked[0].fraction == 1 else None
+
+
 def edge_extensions(grid: dict[str, list], chosen: dict) -> dict[str, float | int]:
     """The next value outward for every numeric option (of two values or more) whose chosen value is the
     grid's smallest or largest: one geometric step, the ratio of the edge value to its neighbour
@@ -149,9 +155,10 @@ def extend_edges(grid: dict[str, list], trials: list[Trial], run: Callable[[Cand
     extended: dict[str, list] = {}
     for _ in range(times):
         ranked = rank_candidates(trials)
-        if not ranked or ranked[0].failure is not None or ranked[0].fraction < 1:
+        best = chosen_trial(ranked)
+        if best is None:
             break
-        chosen = ranked[0].candidate
+        chosen = best.candidate
         beyond = []
         for key, value in edge_extensions(grid, chosen.settings).items():
             candidate = Candidate(len(ranked) + len(beyond), {**chosen.settings, key: value})
