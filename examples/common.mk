@@ -72,7 +72,6 @@ mask_file = $(call run_dir,$(1),$(2))/mask-$(3)$(if $(4),_b$(4)).safetensors
 method_of = $(shell sed -n 's/^method: *//p' $(METHOD_CONFIGS)/$(1).yaml)
 epochs_of = $(or $($(1).epochs),$(EPOCHS))
 TUNED := $(foreach p,$(PIPELINES),$(if $($(p).lrs),$(p)))
-UNTUNED := $(filter-out $(TUNED),$(PIPELINES))
 # the validation forget set of a forget set, and (oracle mode) its oracle from the tuning seed's recipe
 validation_set = $(WORK)/forget-$(1)-validation.json
 validation_oracle = $(WORK)/$(1)-validation/s$(TUNE_SEED)/oracle.safetensors

@@ -13,25 +13,21 @@ Writes markdown to stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
-from chosen_settings import chosen
 import yaml
+from chosen_settings import chosen
 
+from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.aggregate import summarize
-
-RESULTS_FORMAT = "unlearn-results/1"
+from unlearn_cli.evaluate.results import read_results
 
 
 def average_gap(path: Path) -> float:
-    document = json.loads(path.read_text())
-    if document.get("format") != RESULTS_FORMAT or len(document.get("results", ())) != 1:
-        raise ValueError(f"{path}: not an {RESULTS_FORMAT} file of one run")
-    gap = document["results"][0].get("average_gap")
-    return math.inf if gap is None else float(gap)  # a diverged run is infinitely far
+    (run,) = read_results(str(path))  # one run per file, as `unlearn evaluate` writes them in the recipes
+    return math.inf if run["average_gap"] is None else run["average_gap"]  # a diverged run is infinitely far
 
 
 def shown(summary) -> str:
@@ -92,7 +88,7 @@ def main(argv: list[str]) -> None:
     try:
         for forget_set, pairs in by_set.items():
             lines += table(options.work, seeds, forget_set, pairs)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, UserError) as error:
         sys.exit(f"error: {error}")
     print("\n".join(lines).rstrip())
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from test_report_paired import record, write
 from unlearn_cli.evaluate.results import validate_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,8 +204,7 @@ def test_chosen_settings_refuses_a_file_tune_did_not_write(tmp_path):
 
 def results_file(path: Path, gap) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"format": "unlearn-results/1", "results": [{"average_gap": gap}]}))
-    return path
+    return write(path, record(gap=gap))
 
 
 def test_compare_tuning_pairs_the_two_choices_by_seed(tmp_path):
