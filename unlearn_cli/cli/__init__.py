@@ -1,6 +1,5 @@
 """The command line: one module per command; parsing, file I/O and rendering live here only."""
 
-import signal
 import sys
 
 
@@ -14,6 +13,5 @@ def main() -> None:
 
         app()
     except Interrupted as interruption:
-        sys.stderr.write(f"interrupted by {signal.Signals(interruption.signal_number).name}; "
-                         f"no output was written and existing files are untouched\n")
+        sys.stderr.write(interruption.message() + "\n")
         sys.exit(128 + interruption.signal_number)

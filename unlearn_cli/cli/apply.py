@@ -9,6 +9,7 @@ Usage:
     unlearn localize -m original.safetensors -f forget.json --strategy del --budget 0.3 -o - \
       | unlearn apply -m original.safetensors -f forget.json --method rft --mask - -o del.safetensors
     unlearn apply -m original.safetensors -f forget.json --method neggrad+ --param beta=0.95 --lr 0.01 -o out.safetensors
+    unlearn apply --seeds 0-31 -m 'pool/original-{seed}.safetensors' -f forget.json --mask 'pool/mask-{seed}.safetensors' -o 'pool/unlearned-{seed}.safetensors'
     torchrun --nproc-per-node 4 -m unlearn_cli apply -m original.safetensors -f forget.json --mask mask.safetensors -o del.safetensors
 """
 
@@ -23,16 +24,17 @@ import torch
 import typer
 
 from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
-                                    DeviceOption, QuietOption, SeedOption, dataset_for, handle_errors, progress_bar,
+                                    DeviceOption, QuietOption, SeedOption, handle_errors, progress_bar,
                                     stderr)
+from unlearn_cli.cli.seeds import SEED, PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
 from unlearn_cli.config import config_dict, load_yaml_config, parse_options, resolve_config
+from unlearn_cli.data import ImageData
 from unlearn_cli.distributed import confirm_replicas, data_parallel, is_main_process
 from unlearn_cli.engine import FastPath, accuracy, select_device
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata, load_checkpoint
-from unlearn_cli.io.forget import read_forget_set
+from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.io.streams import write_output
 from unlearn_cli.methods import METHODS, UnlearnData, get_method, list_methods, method_config, method_options
 
 
@@ -53,6 +55,11 @@ class ApplyConfig:
 
 APPLY_OPTIONS = [field.name for field in dataclasses.fields(ApplyConfig)]
 RECOVERY_TOLERANCE = 5.0  # points of retain accuracy below the parent's before `apply` warns
+SeedsOption = seeds_option("-m and --mask may hold {seed} too (one model and mask per seed; without it, one file "
+                           "for all seeds); the dataset and --forget are read once, and every model must fit that data.",
+                           "pool/unlearned-{seed}.safetensors",
+                           "Under torchrun every process runs the seeds in turn, data-parallel, and rank 0 writes "
+                           "each file.")
 
 
 def resolve(config_path: str | None, apply_flags: dict, method_flags: dict) -> tuple[ApplyConfig, object]:
@@ -95,6 +102,7 @@ def apply(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="key=value method hyperparameter, e.g. beta=0.95")] = None,
     data_root: DataRootOption = None,
     seed: SeedOption = None,
+    seeds: SeedsOption = None,
     device: DeviceOption = None,
     amp: AmpOption = None,
     channels_last: ChannelsLastOption = None,
@@ -119,20 +127,33 @@ def apply(
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
     main = is_main_process()
     quiet = quiet or not main
-    if main:
-        check_writable(output, "--output", {"--model": cfg.model, "--forget": cfg.forget, "--mask": cfg.mask,
-                                            "--config": config})
+    runs = plan_seeds(seeds, seed, output, {"--model": cfg.model, "--forget": cfg.forget, "--mask": cfg.mask,
+                                            "--config": config},
+                      templated=("--model", "--mask"), example="pool/unlearned-{seed}.safetensors", check_outputs=main)
+    if (len(runs) > 1 and cfg.mask is not None and SEED not in cfg.mask and SEED in cfg.model
+            and not cfg.allow_other_model):
+        raise UserError(f"--mask {cfg.mask} is shared by every seed, but --model differs per seed and a mask holds "
+                        f"the model it was computed on: put {SEED} in --mask too, e.g. --mask "
+                        f"'pool/mask-{SEED}.safetensors', or pass --allow-other-model if that is deliberate")
     with data_parallel(select_device(cfg.device)) as (target, shard):
-        _apply(cfg, method_cfg, output, target, shard, quiet)
+        models = PoolModels(runs, cfg.data_root, cfg.forget, cfg.allow_mismatch)
+        dataset, forget_set = models.data, models.forget_set
+
+        def apply_one(run: SeedRun) -> None:
+            parent = models.model(run)
+            run_cfg = dataclasses.replace(cfg, model=run.paths["--model"], mask=run.paths["--mask"])
+            run_method_cfg = method_cfg if run.seed is None else dataclasses.replace(method_cfg, seed=run.seed)
+            # a copy of the dataset per seed: moving it to the device leaves the one read untouched
+            _apply(run_cfg, run_method_cfg, run.output, target, shard, quiet, parent, dataclasses.replace(dataset),
+                   forget_set, run.label(cfg.method))
+
+        run_seeds(runs, apply_one)
 
 
-def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shard, quiet: bool) -> None:
-    """Unlearn on this process's device and shard; rank 0 writes the checkpoint and reports."""
+def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shard, quiet: bool, parent,
+           dataset: ImageData, forget_set, description: str) -> None:
+    """Unlearn `parent` on this process's device and shard; rank 0 writes the checkpoint and reports."""
     unlearning = get_method(cfg.method)
-    parent = load_checkpoint(cfg.model)
-    dataset = dataset_for(parent, cfg.data_root)
-    forget_set = read_forget_set(cfg.forget, num_train=dataset.num_train, dataset=parent.dataset,
-                                 allow_other_dataset=cfg.allow_mismatch)
     selection, mask_file = None, None
     if cfg.mask is not None:
         mask_file = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256, allow_other_model=cfg.allow_other_model,
@@ -149,7 +170,7 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
     retain_batches = lambda: dataset.batches("train", data.retain, batch_size=512, device=target)  # noqa: E731
     parent_retain = accuracy(parent.model.to(target), retain_batches()) if shard.is_main else None
     started = time.perf_counter()
-    with progress_bar(f"{cfg.method}", None, quiet) as on_step:
+    with progress_bar(description, None, quiet) as on_step:
         data.on_step = on_step
         unlearned = unlearning.run(parent.model.to(target), data, selection, method_cfg)
     wall_time = time.perf_counter() - started

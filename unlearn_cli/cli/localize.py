@@ -4,6 +4,7 @@ Usage:
     unlearn localize --model original.safetensors --forget forget.json --strategy del --budget 0.3 -o mask.safetensors
     unlearn localize --model original.safetensors --forget forget.json --strategy random --like mask.safetensors -o control.safetensors
     unlearn localize --model m.safetensors --forget f.json --strategy del --budget 0.3 -o - | unlearn apply --mask - …
+    unlearn localize --seeds 0-31 -m 'pool/original-{seed}.safetensors' -f forget.json --strategy del --budget 0.3 -o 'pool/mask-{seed}.safetensors'
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption, dataset_for,
+from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption,
                                     handle_errors, progress_bar, stderr)
+from unlearn_cli.cli.seeds import PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
 from unlearn_cli.config import config_dict, resolve_config
 from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.checkpoint import load_checkpoint
-from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.mask import mask_bytes, mask_counts, mask_metadata, read_mask
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.io.streams import write_output
 from unlearn_cli.localize import (CRITERIA, NO_CRITERION, STRATEGIES, LocalizationData, LocalizeSettings, get_strategy,
                                   list_criteria, list_granularities, list_strategies, resolve_settings)
 
@@ -55,6 +55,12 @@ def parse_budget(text: str | None) -> float | None:
         raise UserError(f"--budget {text!r}: not a number; give a fraction of the parameters in (0, 1], e.g. --budget 0.3") from None
 
 
+SeedsOption = seeds_option("-m and --like may hold {seed} too (one file per seed; without it, one file for all seeds); "
+                           "the dataset and --forget are read once, and every model must fit that data.",
+                           "pool/mask-{seed}.safetensors",
+                           "Under torchrun rank 0 computes every mask.")
+
+
 def _strategy_help() -> str:
     return "; ".join(f"{name}: {STRATEGIES.get(name).summary}" for name in list_strategies())
 
@@ -75,6 +81,7 @@ def localize(
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Accept a forget set made for another dataset.")] = False,
     data_root: DataRootOption = None,
     seed: SeedOption = None,
+    seeds: SeedsOption = None,
     device: DeviceOption = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
@@ -93,13 +100,26 @@ def localize(
                                 seed=cfg.seed, like={} if cfg.like is not None else None)
     settings = resolve_settings(settings)  # bad options fail before any file is read
     cfg.criterion, cfg.granularity = settings.criterion, settings.granularity  # the resolved preset goes in the metadata
-    check_writable(output, "--output", {"--model": cfg.model, "--forget": cfg.forget, "--like": cfg.like,
-                                        "--config": config})
+    runs = plan_seeds(seeds, seed, output, {"--model": cfg.model, "--forget": cfg.forget, "--like": cfg.like,
+                                            "--config": config},
+                      templated=("--model", "--like"), example="pool/mask-{seed}.safetensors")
     target = select_device(cfg.device)
-    checkpoint = load_checkpoint(cfg.model)
-    data = dataset_for(checkpoint, cfg.data_root)
-    forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=checkpoint.dataset,
-                                 allow_other_dataset=cfg.allow_mismatch)
+    models = PoolModels(runs, cfg.data_root, cfg.forget, cfg.allow_mismatch)
+    data, forget_set = models.data, models.forget_set
+
+    def localize_one(run: SeedRun) -> None:
+        checkpoint = models.model(run)
+        run_cfg = dataclasses.replace(cfg, model=run.paths["--model"], like=run.paths["--like"],
+                                      seed=cfg.seed if run.seed is None else run.seed)
+        _localize(run_cfg, dataclasses.replace(settings, seed=run_cfg.seed), checkpoint, data, forget_set, target,
+                  run.output, quiet, run.label(f"localize {settings.strategy}"))
+
+    run_seeds(runs, localize_one)
+
+
+def _localize(cfg: LocalizeConfig, settings: LocalizeSettings, checkpoint, data, forget_set, target, output: str,
+              quiet: bool, description: str) -> None:
+    """Compute one mask on `checkpoint` and write it."""
     extra = {"topk": repr(cfg.topk)}
     if cfg.like is not None:
         like = read_mask(cfg.like, checkpoint.model)
@@ -112,7 +132,7 @@ def localize(
         train_batches=lambda: data.batches("train", None, cfg.batch_size, device=target))
     uses_train_set = settings.criterion is not None and CRITERIA.get(settings.criterion).gradient == "train"
     total = data.num_train if uses_train_set else len(forget_set.indices)
-    with progress_bar(f"localize {settings.strategy}", total, quiet) as on_step:
+    with progress_bar(description, total, quiet) as on_step:
         if on_step is not None:
             settings.on_step = lambda info: on_step({"epoch": 0, "total_steps": total, **info})
         mask = get_strategy(settings.strategy)(network, forget_data, settings)

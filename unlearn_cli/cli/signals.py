@@ -1,5 +1,7 @@
 """SIGINT and SIGTERM become an `Interrupted` exception, so cleanup runs and no partial file is left."""
 
+from __future__ import annotations
+
 import signal
 
 
@@ -9,6 +11,12 @@ class Interrupted(BaseException):
     def __init__(self, signal_number: int):
         super().__init__(signal_number)
         self.signal_number = signal_number
+        self.written: str | None = None  # what a command that writes several files had finished (`--seeds`)
+
+    def message(self) -> str:
+        """The one line reported: `interrupted by SIGINT; no output was written and existing files are untouched`."""
+        return (f"interrupted by {signal.Signals(self.signal_number).name}; "
+                + (self.written or "no output was written and existing files are untouched"))
 
 
 def _raise_interrupted(signal_number, frame):

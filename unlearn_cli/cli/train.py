@@ -3,6 +3,7 @@
 Usage:
     unlearn train --dataset digits --arch mlp --epochs 30 -o original.safetensors
     unlearn train --dataset digits --arch mlp --exclude forget.json -o oracle.safetensors
+    unlearn train --dataset digits --arch mlp --seeds 0-31 -o 'pool/original-{seed}.safetensors'
     torchrun --nproc-per-node 4 -m unlearn_cli train --dataset cifar10 --arch resnet18 -o original.safetensors
 """
 
@@ -18,15 +19,16 @@ import typer
 
 from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
                                     DeviceOption, QuietOption, SeedOption, handle_errors, progress_bar, stderr)
+from unlearn_cli.cli.seeds import SeedRun, plan_seeds, run_seeds, seeds_option
 from unlearn_cli.config import config_dict, parse_options, resolve_config
-from unlearn_cli.data import create_dataset, list_datasets
+from unlearn_cli.data import ImageData, create_dataset, list_datasets
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.distributed import confirm_replicas, data_parallel, is_main_process
 from unlearn_cli.engine import FastPath, LoopSettings, accuracy, seed_everything, select_device, train_classifier
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.io.streams import write_output
 from unlearn_cli.models import create_model, list_models
 
 
@@ -55,6 +57,12 @@ def default_lr(arch: str) -> float:
     return 0.05 if arch == "vit" else 0.1
 
 
+SeedsOption = seeds_option("The dataset (and --exclude) is read once for all seeds.",
+                           "pool/original-{seed}.safetensors",
+                           "Under torchrun every process runs the seeds in turn, data-parallel, and rank 0 writes "
+                           "each file.")
+
+
 @handle_errors
 def train(
     output: Annotated[str, typer.Option("--output", "-o", help="Checkpoint to write (.safetensors).")],
@@ -69,6 +77,7 @@ def train(
     dataset_option: Annotated[Optional[list[str]], typer.Option("--dataset-option", help="key=value dataset option")] = None,
     data_root: DataRootOption = None,
     seed: SeedOption = None,
+    seeds: SeedsOption = None,
     device: DeviceOption = None,
     amp: AmpOption = None,
     channels_last: ChannelsLastOption = None,
@@ -90,31 +99,44 @@ def train(
         cfg.lr = default_lr(cfg.arch)
     main = is_main_process()
     quiet = quiet or not main
-    if main:
-        check_writable(output, "--output", {"--exclude": cfg.exclude, "--config": config})
+    runs = plan_seeds(seeds, seed, output, {"--exclude": cfg.exclude, "--config": config},
+                      example=f"pool/{'oracle' if cfg.exclude is not None else 'original'}-{{seed}}.safetensors",
+                      check_outputs=main)
     with data_parallel(select_device(cfg.device)) as (target, shard):
-        written = _train(cfg, output, target, shard, quiet)
-    if not quiet:
-        model, data, indices, wall_time = written
-        test = accuracy(model, data.to(torch.device("cpu")).batches("test", batch_size=512))
-        stderr.print(f"{'oracle' if indices is not None else 'model'} -> {output}: test accuracy {test:.1f}% "
-                     f"({wall_time:.1f} s)")
+        fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
+        cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
+        data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
+        indices, excluded = _retain_set(cfg, data)
+
+        def train_one(run: SeedRun) -> None:
+            run_cfg = cfg if run.seed is None else dataclasses.replace(cfg, seed=run.seed)
+            # a copy per seed: moving it to the device, or back for the report, leaves `data` as it was read
+            model, used, wall_time = _train(run_cfg, run.output, target, shard, quiet, fast, dataclasses.replace(data),
+                                            indices, excluded, run.label(f"train {cfg.arch}"))
+            if not quiet:
+                test = accuracy(model, used.to(torch.device("cpu")).batches("test", batch_size=512))
+                stderr.print(f"{'oracle' if indices is not None else 'model'} -> {run.output}: test accuracy "
+                             f"{test:.1f}% ({wall_time:.1f} s)")
+
+        run_seeds(runs, train_one)
 
 
-def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bool):
-    """Train on this process's device and shard; rank 0 writes the checkpoint. -> (model, data, indices, seconds)"""
-    fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
-    cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
-    data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
+def _retain_set(cfg: TrainConfig, data: ImageData) -> tuple[torch.Tensor | None, str | None]:
+    """(training indices, sha256 of the excluded forget set): (None, None) without --exclude."""
+    if cfg.exclude is None:
+        return None, None
+    forget = read_forget_set(cfg.exclude, num_train=data.num_train, dataset=cfg.dataset, override_flag=None)
+    indices = retain_indices(data.num_train, forget.indices)
+    if len(indices) == 0:
+        raise UserError(f"{forget.source}: --exclude leaves no training data (it names all {data.num_train} "
+                        f"examples of {cfg.dataset}); exclude fewer examples")
+    return indices, forget.sha256
+
+
+def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bool, fast: FastPath, data: ImageData,
+           indices: torch.Tensor | None, excluded: str | None, description: str):
+    """Train on this process's device and shard; rank 0 writes the checkpoint. -> (model, data, seconds)"""
     extra = {}
-    indices = excluded = None
-    if cfg.exclude is not None:
-        forget = read_forget_set(cfg.exclude, num_train=data.num_train, dataset=cfg.dataset, override_flag=None)
-        indices = retain_indices(data.num_train, forget.indices)
-        if len(indices) == 0:
-            raise UserError(f"{forget.source}: --exclude leaves no training data (it names all {data.num_train} "
-                            f"examples of {cfg.dataset}); exclude fewer examples")
-        excluded = forget.sha256
     if shard.world > 1:
         extra["world_size"] = str(shard.world)
     seed_everything(cfg.seed)  # the same initialization on every rank (DDP also broadcasts rank 0's)
@@ -124,7 +146,7 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
                             max_steps=cfg.max_steps)
     started = time.perf_counter()
     steps = cfg.epochs * shard.batches_per_epoch(data.num_train if indices is None else len(indices), cfg.batch_size)
-    with progress_bar(f"train {cfg.arch}", steps, quiet) as on_step:
+    with progress_bar(description, steps, quiet) as on_step:
         train_classifier(model, data, indices, settings, cfg.batch_size, cfg.seed, target, on_step, fast=fast,
                          shard=shard)
     wall_time = time.perf_counter() - started
@@ -137,4 +159,4 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
         **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
     if shard.is_main:
         write_output(output, checkpoint_bytes(model, meta))
-    return model, data, indices, wall_time
+    return model, data, wall_time
