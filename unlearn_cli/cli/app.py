@@ -13,7 +13,7 @@ import unlearn_cli
 from unlearn_cli.cli import common, demo, info, split, train
 from unlearn_cli.cli import localize, mask
 from unlearn_cli.cli import apply
-from unlearn_cli.cli import evaluate, report, tune
+from unlearn_cli.cli import audit, evaluate, report, tune
 from unlearn_cli.distributed import rank_zero_only
 
 common.whole_help_when_piped()  # `--help | cat`, `--help > file`: whole option names, not 80 cut columns
@@ -45,6 +45,7 @@ app.command("localize")(rank_zero_only(localize.localize))
 app.command("apply")(apply.apply)
 app.add_typer(mask.app, name="mask")
 app.command("evaluate")(rank_zero_only(evaluate.evaluate))
+app.command("audit")(rank_zero_only(audit.audit))
 app.command("report")(report.report)
 app.command("tune")(rank_zero_only(tune.tune))
 app.command("info")(info.info)

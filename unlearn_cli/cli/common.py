@@ -12,7 +12,6 @@ import contextlib
 import functools
 import json
 import math
-import signal
 import sys
 import time
 from typing import Annotated, Callable, Optional
@@ -103,8 +102,7 @@ def handle_errors(command):
                              f"rerun with --debug for the traceback\n")
             raise typer.Exit(1) from None
         except Interrupted as interruption:
-            name = signal.Signals(interruption.signal_number).name
-            sys.stderr.write(f"interrupted by {name}; no output was written and existing files are untouched\n")
+            sys.stderr.write(interruption.message() + "\n")
             raise typer.Exit(128 + interruption.signal_number) from None
 
     return wrapper
@@ -265,6 +263,18 @@ def dataset_for(checkpoint, data_root: str | None) -> ImageData:
     if root:
         kwargs["data_root"] = root
     return create_dataset(checkpoint.dataset, where=f"{checkpoint.source}: dataset option", **kwargs)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files, no display); matplotlib is an optional extra."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("--plot needs matplotlib, an optional extra: pip install -e '.[plot]' (or pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def print_json(document: dict, path: str) -> None:

@@ -28,7 +28,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, stderr
+from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pyplot, stderr
 from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.aggregate import (
@@ -47,7 +47,7 @@ from unlearn_cli.evaluate.aggregate import (
     pipelines,
 )
 from unlearn_cli.evaluate.metrics import metric_keys, metric_label
-from unlearn_cli.evaluate.results import read_results
+from unlearn_cli.evaluate.results import read_report_input
 from unlearn_cli.io.streams import check_writable, write_output
 
 EXTRA_COLUMNS = {"average_gap": ("avg gap", 1.0), "strong_average_gap": ("strong avg gap", 1.0),
@@ -237,20 +237,115 @@ def render_paired_markdown(baseline: Pipeline, comparisons: list[PairedRow]) -> 
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise UserError("--plot needs matplotlib, an optional extra: pip install -e '.[plot]' (or pip install matplotlib)") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+# --- audit files (`unlearn audit --json`) ----------------------------------------------------------------
+AUDIT_COLUMNS = (("forget_score", "forget score"), ("final_score", "final score"), ("attack_accuracy", "attack acc"),
+                 ("attack_auc", "attack AUC"), ("kl_gaussian.mean", "KL mean"), ("kl_gaussian.p95", "KL p95"),
+                 ("kl_binned.mean", "binned KL mean"), ("epsilon.median", "median ε"))
+AUDIT_NOTE = ("forget score: mean points of the per-example ε (1 = every example indistinguishable from "
+              "retraining); attack: leave-one-out likelihood ratio, 0.5 = chance; KL(retrained ‖ pool) of φ")
 
-    return plt
+
+def _pool_label(pool: dict) -> str:
+    """`del + rft @ 0.3`, `finetune`, or `original`: what produced a pool, as pipelines are labelled."""
+    method = pool.get("method") or "mixed methods"
+    text = method if not pool.get("strategy") else f"{pool['strategy']} + {method}"
+    return text if pool.get("budget") is None else f"{text} @ {pool['budget']:g}"
+
+
+def audit_lines(documents: list[dict]) -> list[dict]:
+    """One line per comparison of the audit files, each comparison once: the originals' and the retrained
+    halves' rows of a forget set repeat in every audit made with the same pools."""
+    lines, seen = [], set()
+    for document in documents:
+        forget = document["forget"]
+        for row in document["rows"]:
+            pool = {"unlearned": "unlearned", "original": "original", "half": "retrained"}.get(row["pool"], row["pool"])
+            block = document["pools"].get(pool, {})
+            models = tuple(sorted(model["sha256"] for model in block.get("models", [])))
+            key = (forget["sha256"], row["name"], row["examples"], models)
+            if key in seen:
+                continue
+            seen.add(key)
+            label = _pool_label(block) if row["pool"] == "unlearned" else (
+                "original" if row["pool"] == "original" else "retrained, one half")
+            lines.append({"forget": f"{forget['kind']}:{forget['sha256'][:8]}", "pool": label, "row": row,
+                          "comparison": row["name"].replace("unlearned", "pool").replace("original", "pool")})
+    order = {"forget": 0, "retain": 1, "test": 2}
+    kind = {"unlearned": 0, "original": 1, "half": 2}
+    return sorted(lines, key=lambda line: (line["forget"], order.get(line["row"]["examples"], 3),
+                                           kind.get(line["row"]["pool"], 3), line["pool"]))
+
+
+def _audit_cells(line: dict, digits: int = 3) -> list[str]:
+    row = line["row"]
+    cells = [line["forget"], line["pool"], row["examples"], "{} + {}".format(*row["models"])]
+    for dotted, _ in AUDIT_COLUMNS:
+        value = row
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        cells.append("—" if value is None else f"{value:.{digits}f}")
+    accuracy = row["accuracy"]["first"]
+    cells.append("/".join("—" if accuracy.get(key) is None else f"{accuracy[key]:.1f}"
+                          for key in ("forget", "retain", "test")))
+    return cells
+
+
+AUDIT_HEADERS = ["forget set", "pool", "examples", "models"] + [header for _, header in AUDIT_COLUMNS] + [
+    "acc forget/retain/test"]
+
+
+def render_audit_table(lines: list[dict]) -> Table:
+    table = Table(title=f"unlearn audit: each pool against the retrained pool\n{AUDIT_NOTE}")
+    for header in AUDIT_HEADERS:
+        table.add_column(header, justify="left" if header in ("forget set", "pool", "examples") else "right")
+    for line in lines:
+        table.add_row(*_audit_cells(line))
+    return table
+
+
+def render_audit_markdown(lines: list[dict]) -> str:
+    rows = ["| " + " | ".join(AUDIT_HEADERS) + " |", "|" + "|".join("---" for _ in AUDIT_HEADERS) + "|"]
+    rows += ["| " + " | ".join(_audit_cells(line)) + " |" for line in lines]
+    return "\n".join(rows) + f"\n\n{AUDIT_NOTE}.\n"
+
+
+def render_audit_csv(lines: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["forget_set", "pool", "examples", "models_pool", "models_retrained"]
+                    + [dotted.replace(".", "_") for dotted, _ in AUDIT_COLUMNS]
+                    + ["forget_accuracy", "retain_accuracy", "test_accuracy"])
+    for line in lines:
+        row = line["row"]
+        values = []
+        for dotted, _ in AUDIT_COLUMNS:
+            value = row
+            for part in dotted.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            values.append("" if value is None else repr(value))
+        accuracy = row["accuracy"]["first"]
+        writer.writerow([line["forget"], line["pool"], row["examples"], *row["models"], *values]
+                        + ["" if accuracy.get(key) is None else repr(accuracy[key]) for key in ("forget", "retain", "test")])
+    return buffer.getvalue()
+
+
+def _write_audits(lines: list[dict], output_format: ReportFormat, output: str | None, quiet: bool) -> None:
+    if output_format is ReportFormat.table:
+        if output is None:
+            if not quiet:
+                stderr.print(render_audit_table(lines))
+            return
+        console = Console(file=io.StringIO(), width=240, color_system=None)
+        console.print(render_audit_table(lines))
+        write_output(output, console.file.getvalue().encode(), binary=False)
+        return
+    text = render_audit_markdown(lines) if output_format is ReportFormat.markdown else render_audit_csv(lines)
+    write_output(output or "-", text.encode(), binary=False)
 
 
 def plot_png(groups: list[Group], oracles: dict[str, dict[str, Summary]]) -> bytes:
     """Forget accuracy, MIA-correctness and test accuracy against the budget; the oracle as a dashed line."""
-    plt = _pyplot()
+    plt = pyplot()
     curves: dict[tuple, list[Group]] = {}
     for group in groups:
         if group.key.budget is not None:
@@ -303,11 +398,21 @@ def report(
     output_format = ReportFormat(cfg.format)
     inputs = {"FILES": files, "--config": config}
     if plot is not None:
-        _pyplot()  # fail before any work when matplotlib is missing
+        pyplot()  # fail before any work when matplotlib is missing
         check_writable(plot, "--plot", inputs)
     if output is not None and output != "-":
         check_writable(output, "--output", {**inputs, "--plot": plot})
-    runs = merge_evaluations(("stdin" if path == "-" else path, run) for path in files for run in read_results(path))
+    inputs_read = [("stdin" if path == "-" else path, *read_report_input(path)) for path in files]
+    audits = audit_lines([content for _, kind, content in inputs_read if kind == "audit"])
+    runs = merge_evaluations((source, run) for source, kind, content in inputs_read if kind == "results"
+                             for run in content)
+    if not runs:  # audit files only: their table is the report
+        if plot is not None:
+            raise UserError("--plot draws results files; the audit files have their own plot (`unlearn audit --plot`)")
+        _write_audits(audits, output_format, output, quiet)
+        return
+    if audits and output_format is ReportFormat.csv:
+        raise UserError("--format csv takes results files or audit files, not both: report them into two CSV files")
     groups = group_runs(runs)
     oracles = oracle_summaries(runs)
     rows = _rows(groups, oracles)
@@ -315,7 +420,8 @@ def report(
     if cfg.baseline is not None:
         chosen = find_pipeline(cfg.baseline, pipelines(groups))
         paired = (chosen, paired_comparisons(groups, chosen))
-    tables = [render_table(rows)] + ([render_paired_table(*paired)] if paired else [])
+    tables = [render_table(rows)] + ([render_paired_table(*paired)] if paired else []) + (
+        [render_audit_table(audits)] if audits else [])
     if output_format is ReportFormat.table:
         if output is None:
             if not quiet:
@@ -328,7 +434,8 @@ def report(
             write_output(output, console.file.getvalue().encode(), binary=False)
     else:
         if output_format is ReportFormat.markdown:
-            text = render_markdown(rows) + ("\n" + render_paired_markdown(*paired) if paired else "")
+            text = render_markdown(rows) + ("\n" + render_paired_markdown(*paired) if paired else "") + (
+                "\n" + render_audit_markdown(audits) if audits else "")
         else:
             text = render_csv(rows, paired)
         write_output(output or "-", text.encode(), binary=False)

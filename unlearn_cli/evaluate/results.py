@@ -125,6 +125,16 @@ def _is(value, kinds: tuple) -> bool:
     return isinstance(value, kinds)
 
 
+def _check_fields(record: dict, fields: dict[str, tuple], where: str, remedy: str) -> None:
+    for dotted, kinds in fields.items():
+        value = _lookup(record, dotted)
+        if value is KeyError:
+            raise UserError(f"{where}.{dotted} is missing; the file is damaged, {remedy}")
+        if not _is(value, kinds):
+            names = dict.fromkeys("a number" if float in kinds and kind is int else _TYPE_NAMES[kind] for kind in kinds)
+            raise UserError(f"{where}.{dotted} must be {' or '.join(names)}, got {value!r:.40}")
+
+
 def _check_metrics(metrics, where: str) -> None:
     for key in metric_keys():
         if key not in metrics:
@@ -151,14 +161,7 @@ def validate_results(document, source: str) -> list[dict]:
         where = f"{source}: results[{position}]"
         if not isinstance(record, dict):
             raise UserError(f"{where} must be an object")
-        for dotted, kinds in FIELDS.items():
-            value = _lookup(record, dotted)
-            if value is KeyError:
-                raise UserError(f"{where}.{dotted} is missing; the file is damaged, re-run `unlearn evaluate`")
-            if not _is(value, kinds):
-                names = dict.fromkeys("a number" if float in kinds and kind is int else _TYPE_NAMES[kind] for kind in kinds)
-                expected = " or ".join(names)
-                raise UserError(f"{where}.{dotted} must be {expected}, got {value!r:.40}")
+        _check_fields(record, FIELDS, where, "re-run `unlearn evaluate`")
         _check_metrics(record["metrics"], f"{where}.metrics")
         if record["oracle"] is not None:
             if not isinstance(record["oracle"].get("sha256"), str) or not isinstance(record["oracle"].get("metrics"), dict):
@@ -173,3 +176,57 @@ def read_results(path: str) -> list[dict]:
     source = "stdin" if path == "-" else str(path)
     document = load_json(read_input(path, "results file"), source, "results")
     return validate_results(document, source)
+
+
+AUDIT_FORMAT = "unlearn-audit/1"
+# dotted field -> accepted JSON types of an audit file (see docs/results-schema.md), and of each of its rows
+AUDIT_FIELDS: dict[str, tuple] = {
+    "forget": (dict,), "forget.sha256": (str,), "forget.kind": (str, _NULL), "forget.size": (int,),
+    "pools": (dict,), "pools.unlearned": (dict,), "pools.retrained": (dict,), "rows": (list,),
+}
+AUDIT_ROW_FIELDS: dict[str, tuple] = {
+    "name": (str,), "pool": (str,), "examples": (str,), "models": (list,),
+    "forget_score": (*_NUMBER, _NULL), "final_score": (*_NUMBER, _NULL), "attack_accuracy": (*_NUMBER, _NULL),
+    "attack_auc": (*_NUMBER, _NULL), "kl_gaussian.mean": (*_NUMBER, _NULL), "kl_gaussian.p95": (*_NUMBER, _NULL),
+    "kl_binned.mean": (*_NUMBER, _NULL), "epsilon.median": (*_NUMBER, _NULL), "resolution": (int,),
+    "accuracy.first": (dict,), "accuracy.second": (dict,),
+}
+_POOL_FIELDS = {"size": (int,), "method": (str, _NULL), "strategy": (str, _NULL), "budget": (*_NUMBER, _NULL),
+                "models": (list,)}
+
+
+def validate_audit(document: dict, source: str) -> dict:
+    """An `unlearn audit --json` document, checked field by field (a one-line UserError naming the field)."""
+    remedy = "re-run `unlearn audit`"
+    _check_fields(document, AUDIT_FIELDS, source, remedy)
+    for name, pool in document["pools"].items():
+        if not isinstance(pool, dict):
+            raise UserError(f"{source}.pools.{name} must be an object")
+        _check_fields(pool, _POOL_FIELDS, f"{source}.pools.{name}", remedy)
+        for position, model in enumerate(pool["models"]):
+            if not isinstance(model, dict) or not isinstance(model.get("sha256"), str):
+                raise UserError(f"{source}.pools.{name}.models[{position}] needs a 'sha256'; {remedy}")
+    if not document["rows"]:
+        raise UserError(f"{source}: 'rows' is empty; {remedy}")
+    for position, row in enumerate(document["rows"]):
+        if not isinstance(row, dict):
+            raise UserError(f"{source}.rows[{position}] must be an object")
+        _check_fields(row, AUDIT_ROW_FIELDS, f"{source}.rows[{position}]", remedy)
+        for side in ("first", "second"):
+            for key in ("forget", "retain", "test"):
+                if not _is(row["accuracy"][side].get(key), (*_NUMBER, _NULL)):
+                    raise UserError(f"{source}.rows[{position}].accuracy.{side}.{key} must be a number")
+    return document
+
+
+@reader("results or audit file")
+def read_report_input(path: str) -> tuple[str, object]:
+    """("results", RESULT objects) of a results file, or ("audit", the document) of an audit file."""
+    source = "stdin" if path == "-" else str(path)
+    document = load_json(read_input(path, "results file"), source, "results")
+    if isinstance(document, dict) and document.get("format") == AUDIT_FORMAT:
+        return "audit", validate_audit(document, source)
+    if isinstance(document, dict) and str(document.get("format", "")).startswith("unlearn-audit/"):
+        raise UserError(f"{source}: audit format {document['format']!r} is not readable by unlearn "
+                        f"{unlearn_cli.__version__} (reads {AUDIT_FORMAT}); re-run `unlearn audit` or upgrade")
+    return "results", validate_results(document, source)

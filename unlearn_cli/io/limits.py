@@ -33,6 +33,8 @@ LIMITS: dict[str, tuple[int, str]] = {
     "activations": (2**28, "activation scalars of one example's forward pass"),
     "input_elements": (2**24, "scalars of one input image (channels × height × width)"),
     "dataset_elements": (2**30, "scalars of a generated (synthetic) dataset"),
+    "seeds": (4096, "seeds of one --seeds option (models one command builds)"),
+    "pool_models": (4096, "checkpoints in one pool of `unlearn audit`"),
 }
 
 

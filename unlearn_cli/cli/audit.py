@@ -1,0 +1,423 @@
+"""`unlearn audit`: does each forget example look, over many unlearned models, as it does over many retrained ones?
+
+Scores a pool of unlearned checkpoints against a pool of retrained ones (trained without exactly the forget
+set) example by example, with the NeurIPS 2023 unlearning challenge's ε-based forget score, a leave-one-out
+likelihood-ratio attack and KL divergences of the logit-scaled confidence φ (docs/audit.md). Beside it:
+the originals against the retrained pool (what no unlearning scores), the retrained pool's two halves against
+each other (what perfect unlearning scores), and the same numbers on seeded samples of retain and test
+examples.
+
+Usage:
+    unlearn audit --forget forget.json --unlearned 'pool/del-*.safetensors' --retrained 'pool/oracle-*.safetensors' \
+        --original 'pool/original-*.safetensors' --json audit.json --per-example audit.csv --plot audit.png
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Annotated, Optional
+
+import numpy as np
+import torch
+import typer
+from rich.table import Table
+
+import unlearn_cli
+from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption,
+                                    SeedOption, dataset_for, handle_errors, print_json, pyplot, stderr)
+from unlearn_cli.config import resolve_config
+from unlearn_cli.data.splits import retain_indices
+from unlearn_cli.engine import predict, select_device
+from unlearn_cli.errors import UserError
+from unlearn_cli.evaluate.audit import compare_pools, halves, summarize
+from unlearn_cli.evaluate.epsilon import (BUCKET_WIDTH, DELTA, EPSILON_CAP, INTERVAL_SLACK, PEAKY_RATIO,
+                                          epsilon_resolution, final_score, logit_scaled_confidence)
+from unlearn_cli.evaluate.metrics import accuracy_percent
+from unlearn_cli.evaluate.pool_attacks import KL_MAX_BINS, KL_PSEUDOCOUNT, kl_bins
+from unlearn_cli.evaluate.provenance import check_fits_data, run_identity
+from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
+from unlearn_cli.io.forget import read_forget_set
+from unlearn_cli.io.limits import check_size
+from unlearn_cli.io.streams import check_writable, write_output
+
+FORMAT = "unlearn-audit/1"
+FEW_MODELS = 16  # below this many models per pool the ε buckets are coarse enough to warn
+WORST_SHOWN = 5  # examples whose φ distributions the plot draws
+
+
+@dataclass
+class AuditConfig:
+    forget: Optional[str] = None  # forget-set file the unlearned models were unlearned on (required)
+    unlearned: list[str] = field(default_factory=list)  # checkpoint paths or glob patterns
+    retrained: list[str] = field(default_factory=list)  # trained without exactly the forget set
+    original: list[str] = field(default_factory=list)  # optional: the models the unlearned ones started from
+    data_root: Optional[str] = None
+    batch_size: int = 512  # inference batch size
+    seed: int = 0  # draws the retain and test control samples
+    control_size: Optional[int] = None  # examples per control sample; default: as many as the forget set
+    device: str = "auto"
+
+
+@dataclass
+class Pool:
+    """One pool's models (metadata only) and, once measured, φ and accuracies of each model."""
+
+    name: str
+    checkpoints: list[Checkpoint]
+    phi: dict[str, list[np.ndarray]] = field(default_factory=dict)  # part -> one [E] array per model
+    accuracy: dict[str, list[float]] = field(default_factory=dict)  # forget / retain / test -> % per model
+
+    def values(self, part: str) -> np.ndarray:  # [N, E]
+        return np.stack(self.phi[part])
+
+    def mean_accuracy(self, positions: list[int] | None = None) -> dict[str, float]:
+        """Mean accuracy (%) per part over the pool, or over the models at `positions`."""
+        return {key: float(np.mean(values if positions is None else [values[i] for i in positions]))
+                for key, values in self.accuracy.items()}
+
+
+def expand_pool(patterns: list[str], flag: str) -> list[str]:
+    """Checkpoint paths of a pool: each pattern a path or a glob, sorted, every pattern matching something."""
+    paths: list[str] = []
+    for pattern in patterns:
+        if pattern == "-":
+            raise UserError(f"{flag} -: a pool is read from files, not stdin; give paths or a glob such as "
+                            f"'pool/model-*.safetensors'")
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise UserError(f"{flag} {pattern!r} matches no file; check the pattern (quote it, so the shell leaves "
+                            f"it to unlearn)")
+        paths += matches
+    check_size(len(paths), "pool_models", flag, "number of models")
+    seen: dict[str, str] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UserError(f"{flag}: {path} is named twice (also as {seen[real]}); name each model once")
+        seen[real] = path
+    return paths
+
+
+def _load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
+    pools, paths = [], {}
+    named = [("unlearned", cfg.unlearned, "--unlearned"), ("retrained", cfg.retrained, "--retrained"),
+             ("original", cfg.original, "--original")]
+    owner: dict[str, str] = {}
+    for name, patterns, flag in named:
+        if not patterns:
+            if name != "original":
+                raise UserError(f"{flag} is required: the {name} models' checkpoints, e.g. {flag} "
+                                f"'pool/{name}-*.safetensors'")
+            continue
+        paths[flag] = expand_pool(patterns, flag)
+        if len(paths[flag]) < 2:
+            raise UserError(f"{flag}: {len(paths[flag])} model; a pool needs at least 2 (16 or more for a fine "
+                            f"ε scale): train more with --seeds")
+        for path in paths[flag]:
+            real = os.path.realpath(path)
+            if real in owner and owner[real] != flag:
+                raise UserError(f"{path} is in both {owner[real]} and {flag}; a model belongs to one pool")
+            owner[real] = flag
+        checkpoints = []
+        for path in paths[flag]:
+            checkpoint = load_checkpoint(path)
+            checkpoint.model = None  # checked now, measured later: one model's weights in memory at a time
+            checkpoints.append(checkpoint)
+        pools.append(Pool(name, checkpoints))
+    return pools, paths
+
+
+def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data) -> None:
+    """Every model fits the data and architecture; the retrained ones excluded exactly the forget set; the
+    unlearned ones were unlearned (from the originals, when given) and the originals trained on it."""
+    for pool in pools.values():
+        for checkpoint in pool.checkpoints:
+            check_fits_data(checkpoint, reference, data, f"a model of the {pool.name} pool")
+            if (checkpoint.arch, checkpoint.arch_kwargs) != (reference.arch, reference.arch_kwargs):
+                raise UserError(f"{checkpoint.source}: architecture {checkpoint.arch} {checkpoint.arch_kwargs} differs "
+                                f"from {reference.source}'s {reference.arch} {reference.arch_kwargs}; audit pools of "
+                                f"one architecture")
+    for checkpoint in pools["retrained"].checkpoints:
+        excluded = checkpoint.provenance.excluded_sha256
+        if excluded != forget_set.sha256:
+            trained = "on the whole training set" if excluded is None else \
+                f"without another forget set (excluded_sha256 {excluded[:12]}…)"
+            raise UserError(f"{checkpoint.source}: was trained {trained}; --retrained takes models trained without "
+                            f"exactly {forget_set.source} (`unlearn train --exclude {forget_set.source}`)")
+    originals = {c.sha256: c for c in pools["original"].checkpoints} if "original" in pools else None
+    for checkpoint in pools.get("original", Pool("original", [])).checkpoints:
+        provenance = checkpoint.provenance
+        if provenance.method is not None or provenance.excluded_sha256 is not None:
+            raise UserError(f"{checkpoint.source}: --original takes models trained on the whole training set, but "
+                            f"this one was {'unlearned with ' + provenance.method if provenance.method else 'trained without a forget set'}; "
+                            f"give the checkpoints written by `unlearn train` without --exclude")
+    for checkpoint in pools["unlearned"].checkpoints:
+        provenance = checkpoint.provenance
+        if provenance.excluded_sha256 == forget_set.sha256:
+            raise UserError(f"{checkpoint.source}: was trained without the forget set ({provenance.method or 'train --exclude'}); "
+                            f"it belongs in --retrained, not --unlearned")
+        if provenance.method is None or provenance.parent_sha256 is None:
+            raise UserError(f"{checkpoint.source}: records no unlearning (no method and parent in its metadata); "
+                            f"--unlearned takes checkpoints written by `unlearn apply`")
+        if originals is not None and provenance.parent_sha256 not in originals:
+            raise UserError(f"{checkpoint.source}: was unlearned from {provenance.parent_sha256[:12]}…, which is not "
+                            f"in --original; give the originals the unlearned models started from")
+
+
+def _control_samples(data, forget_indices: torch.Tensor, size: int | None, seed: int) -> dict[str, torch.Tensor]:
+    """The examples each part scores: the forget set, and seeded samples of the retain set and the test set."""
+    retain = retain_indices(data.num_train, forget_indices)
+    size = len(forget_indices) if size is None else size
+    generator = torch.Generator().manual_seed(seed)
+    retain_sample = retain[torch.randperm(len(retain), generator=generator)[:size]].sort().values
+    test_sample = torch.randperm(len(data.test_labels), generator=generator)[:size].sort().values
+    return {"forget": forget_indices, "retain": retain_sample, "test": test_sample}
+
+
+def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indices: torch.Tensor,
+            batch_size: int, target: torch.device, quiet: bool) -> None:
+    """φ of every model on every part, and its forget / retain / test accuracy; one model in memory at a time."""
+    retain = retain_indices(data.num_train, forget_indices)
+    total = sum(len(pool.checkpoints) for pool in pools)
+    lines = None if quiet else ProgressLines("audit", total)
+    if lines:
+        lines.start(f"{total} models to measure: logits on the training and test sets")
+    done = 0
+    for pool in pools:
+        for checkpoint in pool.checkpoints:
+            loaded = load_checkpoint(checkpoint.source)
+            if loaded.sha256 != checkpoint.sha256:
+                raise UserError(f"{checkpoint.source}: the file changed while the audit ran; run it again")
+            model = loaded.model.to(target)
+            train_logits, train_labels = predict(model, data.batches("train", batch_size=batch_size, device=target))
+            test_logits, test_labels = predict(model, data.batches("test", batch_size=batch_size, device=target))
+            del model, loaded
+            for part, indices in parts.items():
+                logits, labels = (test_logits, test_labels) if part == "test" else (train_logits, train_labels)
+                pool.phi.setdefault(part, []).append(
+                    logit_scaled_confidence(logits[indices], labels[indices]).numpy())
+            for key, logits, labels in (("forget", train_logits[forget_indices], train_labels[forget_indices]),
+                                        ("retain", train_logits[retain], train_labels[retain]),
+                                        ("test", test_logits, test_labels)):
+                pool.accuracy.setdefault(key, []).append(accuracy_percent(logits, labels))
+            done += 1
+            if lines:
+                lines.update(done, status=f"{pool.name} {os.path.basename(checkpoint.source)}")
+    if lines:
+        lines.finish()
+
+
+def audit_rows(pools: dict[str, Pool]) -> list[dict]:
+    """Every comparison the audit reports, each with its per-example arrays (under "per_example")."""
+    retrained = pools["retrained"]
+    comparisons = [("unlearned vs retrained", "unlearned", "forget")]
+    if "original" in pools:
+        comparisons.append(("original vs retrained", "original", "forget"))
+    comparisons.append(("retrained ½ vs ½", "half", "forget"))
+    for part in ("retain", "test"):
+        comparisons.append((f"unlearned vs retrained ({part} sample)", "unlearned", part))
+        if "original" in pools:
+            comparisons.append((f"original vs retrained ({part} sample)", "original", part))
+    rows = []
+    for name, first_name, part in comparisons:
+        if first_name == "half":
+            if len(retrained.checkpoints) < 4:
+                continue  # halves of fewer than 2 models cannot be compared
+            first_half, second_half = halves([c.sha256 for c in retrained.checkpoints])
+            first, second = retrained.values(part)[first_half], retrained.values(part)[second_half]
+            accuracy_first, accuracy_second = retrained.mean_accuracy(first_half), retrained.mean_accuracy(second_half)
+        else:
+            first, second = pools[first_name].values(part), retrained.values(part)
+            accuracy_first, accuracy_second = pools[first_name].mean_accuracy(), retrained.mean_accuracy()
+        per_example = compare_pools(first, second)
+        row = {"name": name, "pool": first_name, "examples": part, "models": [len(first), len(second)],
+               **summarize(per_example, min(len(first), len(second))),
+               "accuracy": {"first": accuracy_first, "second": accuracy_second}}
+        row["final_score"] = final_score(
+            row["forget_score"], (accuracy_first["retain"], accuracy_second["retain"]),
+            (accuracy_first["test"], accuracy_second["test"])) if part == "forget" else None
+        row["per_example"] = per_example
+        rows.append(row)
+    return rows
+
+
+def _pool_block(pool: Pool, forget_set) -> dict:
+    models = []
+    for checkpoint in pool.checkpoints:
+        identity = run_identity(checkpoint, forget_set)
+        models.append({"source": checkpoint.source, "sha256": checkpoint.sha256, **identity})
+    shared = {key: models[0][key] if all(m[key] == models[0][key] for m in models) else None
+              for key in ("method", "strategy", "budget")}
+    return {"size": len(models), **shared, "accuracy": pool.mean_accuracy(), "models": models}
+
+
+def audit_document(rows: list[dict], pools: dict[str, Pool], forget_set, reference: Checkpoint, cfg: AuditConfig,
+                   control_size: int, warnings: list[str]) -> dict:
+    def clean(value):
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return value
+
+    return clean({
+        "format": FORMAT, "unlearn_version": unlearn_cli.__version__,
+        "forget": {"source": forget_set.source, "sha256": forget_set.sha256, "size": len(forget_set.indices),
+                   "kind": (forget_set.info or {}).get("kind", "indices")},
+        "dataset": reference.describe_data(), "arch": reference.arch,
+        "settings": {"delta": DELTA, "epsilon_cap": EPSILON_CAP, "bucket_width": BUCKET_WIDTH,
+                     "peaky_ratio": PEAKY_RATIO, "interval_slack": INTERVAL_SLACK,
+                     "kl_bins": kl_bins(min(len(pool.checkpoints) for pool in pools.values())),
+                     "kl_max_bins": KL_MAX_BINS, "kl_pseudocount": KL_PSEUDOCOUNT, "control_size": control_size, "seed": cfg.seed},
+        "pools": {name: _pool_block(pool, forget_set) for name, pool in pools.items()},
+        "rows": [{key: value for key, value in row.items() if key != "per_example"} for row in rows],
+        "warnings": warnings,
+    })
+
+
+def per_example_csv(row: dict, pools: dict[str, Pool], forget_set, data) -> bytes:
+    """One line per forget example of the unlearned-vs-retrained comparison."""
+    indices = forget_set.indices
+    columns = ["index", "label", "class", "epsilon", "points", "attack_accuracy", "attack_auc", "kl_gaussian",
+               "kl_binned"] + [f"median_phi_{name}" for name in pools]
+    medians = {name: np.median(pool.values("forget"), axis=0) for name, pool in pools.items()}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    per_example = row["per_example"]
+    # `label` is what the models were trained with, `class` the example's class; they differ only for
+    # relabelled training data
+    labels = data.train_labels[indices]
+    for position, index in enumerate(indices.tolist()):
+        values = [per_example[key][position] for key in ("epsilon", "points", "attack_accuracy", "attack_auc",
+                                                         "kl_gaussian", "kl_binned")]
+        values += [medians[name][position] for name in pools]
+        writer.writerow([index, int(labels[position]), int(labels[position])] + [f"{value:.6g}" for value in values])
+    return buffer.getvalue().encode()
+
+
+def plot_png(rows: list[dict], pools: dict[str, Pool], forget_indices: torch.Tensor) -> bytes:
+    """The ε histogram of every forget-set comparison, then each pool's φ on the five examples of largest ε."""
+    plt = pyplot()
+    forget_rows = [row for row in rows if row["examples"] == "forget"]
+    main = forget_rows[0]["per_example"]
+    worst = np.lexsort((-main["attack_accuracy"], -main["epsilon"]))[:WORST_SHOWN]
+    figure, axes = plt.subplots(2, 3, figsize=(13, 7))
+    axes = axes.ravel()
+    bins = np.linspace(0, max(5.0, max(row["resolution"] for row in forget_rows) + 1), 31)
+    for row in forget_rows:
+        eps = np.minimum(row["per_example"]["epsilon"], bins[-1])
+        axes[0].hist(eps, bins=bins, histtype="step", linewidth=1.5,
+                     label=f"{row['name']}: score {row['forget_score']:.3f}")
+    axes[0].set_xlabel(f"ε per forget example (ε ≥ {bins[-1]:g} drawn at {bins[-1]:g})")
+    axes[0].set_ylabel("forget examples")
+    axes[0].legend(fontsize=7)
+    for axis, example in zip(axes[1:], worst):
+        for name, pool in pools.items():
+            axis.hist(pool.values("forget")[:, example], bins=15, alpha=0.5, label=name)
+        axis.set_title(f"training example {int(forget_indices[example])}: ε {main['epsilon'][example]:.2f}, "
+                       f"attack {main['attack_accuracy'][example]:.2f}", fontsize=9)
+        axis.set_xlabel("φ = log p_y − log(1 − p_y)")
+    axes[1].legend(fontsize=7)
+    for axis in axes[1 + len(worst):]:
+        axis.axis("off")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _number(value, digits: int = 3) -> str:
+    return "—" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def render(rows: list[dict]) -> Table:
+    table = Table(title="unlearn audit (forget score: 1 = indistinguishable from retraining; attack 0.5 = chance)")
+    for header in ("comparison", "models", "forget score", "final score", "attack acc", "attack AUC",
+                   "KL mean", "KL p95", "acc forget/retain/test", "ε ≤"):
+        table.add_column(header, justify="left" if header == "comparison" else "right")
+    for row in rows:
+        accuracy = row["accuracy"]["first"]
+        table.add_row(row["name"], "{} + {}".format(*row["models"]), _number(row["forget_score"]),
+                      _number(row["final_score"]), _number(row["attack_accuracy"]), _number(row["attack_auc"]),
+                      _number(row["kl_gaussian"]["mean"]), _number(row["kl_gaussian"]["p95"]),
+                      "/".join(f"{accuracy[key]:.1f}" for key in ("forget", "retain", "test")),
+                      str(row["resolution"]))
+    return table
+
+
+@handle_errors
+def audit(
+    forget: Annotated[Optional[str], typer.Option("--forget", help="Forget-set file the unlearned models were unlearned on.")] = None,
+    unlearned: Annotated[Optional[list[str]], typer.Option("--unlearned", help="Unlearned checkpoints: paths or quoted globs (repeatable).")] = None,
+    retrained: Annotated[Optional[list[str]], typer.Option("--retrained", help="Checkpoints trained without exactly the forget set (repeatable).")] = None,
+    original: Annotated[Optional[list[str]], typer.Option("--original", help="The original checkpoints the unlearned ones started from (repeatable; adds the no-unlearning rows).")] = None,
+    json_output: Annotated[Optional[str], typer.Option("--json", help=f"Write the audit ({FORMAT}) to FILE or '-'.")] = None,
+    per_example: Annotated[Optional[str], typer.Option("--per-example", help="Write a CSV of every forget example (ε, points, attack, KL, median φ).")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG: ε histograms and the five worst examples' φ.")] = None,
+    control_size: Annotated[Optional[int], typer.Option("--control-size", help="Retain and test examples in each control sample (default: the forget set's size).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inference batch size (default: 512)")] = None,
+    data_root: DataRootOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
+):
+    """Per-example forgetting audit of a pool of unlearned models against a pool of retrained ones."""
+    cfg = resolve_config(AuditConfig, config, {
+        "forget": forget, "unlearned": unlearned or None, "retrained": retrained or None,
+        "original": original or None, "batch_size": batch_size, "seed": seed, "device": device,
+        "data_root": data_root, "control_size": control_size}, section="audit")
+    if cfg.forget is None:
+        raise UserError("--forget is required: the forget-set file the unlearned models were unlearned on")
+    if cfg.control_size is not None and cfg.control_size < 1:
+        raise UserError(f"--control-size {cfg.control_size}: must be at least 1")
+    pools_list, paths = _load_pools(cfg)
+    outputs = [(flag, path) for flag, path in (("--json", json_output), ("--per-example", per_example),
+                                               ("--plot", plot)) if path is not None]
+    inputs = {"--forget": cfg.forget, "--config": config, **paths}
+    for index, (flag, path) in enumerate(outputs):
+        if path == "-" and flag != "--json":
+            raise UserError(f"{flag} -: only --json may go to stdout; give {flag} a file path")
+        check_writable(path, flag, inputs, binary=flag == "--plot")
+        for other_flag, other in outputs[:index]:
+            if path != "-" and os.path.realpath(path) == os.path.realpath(other):
+                raise UserError(f"{flag} {path} is also {other_flag}; give each output its own path")
+    if plot is not None:
+        pyplot()  # a missing matplotlib is reported before the work
+    pools = {pool.name: pool for pool in pools_list}
+    reference = pools["retrained"].checkpoints[0]
+    data = dataset_for(reference, cfg.data_root)
+    forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=reference.dataset, override_flag=None)
+    check_pools(pools, forget_set, reference, data)
+    warnings = []
+    fewest = min(len(pool.checkpoints) for pool in pools.values())
+    if fewest < FEW_MODELS:
+        warnings.append(f"{fewest} models in the smallest pool: ε is resolved only up to ⌈ln({fewest} − 1)⌉ = "
+                        f"{epsilon_resolution(fewest)} (buckets of {BUCKET_WIDTH:g}), so the forget score is coarse; "
+                        f"{FEW_MODELS} or more models per pool are advised")
+    size = min(cfg.control_size or len(forget_set.indices), data.num_train - len(forget_set.indices),
+               len(data.test_labels))
+    parts = _control_samples(data, forget_set.indices, size, cfg.seed)
+    target = select_device(cfg.device)
+    data = data.to(target)
+    measure(pools_list, data, parts, forget_set.indices, cfg.batch_size, target, quiet)
+    data = data.to(torch.device("cpu"))
+    rows = audit_rows(pools)
+    if not quiet:
+        stderr.print(render(rows))
+        for warning in warnings:
+            stderr.print(f"[yellow]warning: {warning}[/yellow]")
+    if per_example is not None:
+        write_output(per_example, per_example_csv(rows[0], pools, forget_set, data), binary=False)
+    if plot is not None:
+        write_output(plot, plot_png(rows, pools, forget_set.indices))
+    if json_output is not None:
+        print_json(audit_document(rows, pools, forget_set, reference, cfg, size, warnings), json_output)
