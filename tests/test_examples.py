@@ -174,6 +174,28 @@ def test_a_new_grid_value_is_tuned_on_the_next_run(smoke_runs):
     assert " train " not in dry_run.stdout  # the original is not trained again
 
 
+@needs_make
+def test_smoke_audit_builds_pools_and_audits_them(smoke_runs):
+    """`make audit` on the smoke's files: pools of 4 synthetic models at the smoke's chosen DEL settings."""
+    code, output, work = smoke_runs["fashion-mnist"]
+    assert code == 0, output[-4000:]
+    audit = subprocess.run(["make", "-C", str(EXAMPLES / "fashion-mnist"), "audit", "CONFIGS=configs/smoke",
+                            f"WORK={work}", f"RESULTS={work}/results", "SEEDS=0", "DATA_ROOT=", "DEVICE=cpu",
+                            "FORGET_SETS=noniid", "BUDGETS=0.3", "EPOCHS=1", "PIPELINES=del ssd", "del.lrs=0.03 0.05",
+                            "LOOP_FLAGS=--max-steps 1", "POOL_MODELS=4", "AUDIT_PIPELINES=del",
+                            f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
+                           capture_output=True, text=True, env=clean_environment(), timeout=300)
+    assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
+    assert "--seeds 0-3" in audit.stdout
+    assert sorted(path.name for path in (work / "pool" / "noniid" / "del").iterdir()) == [
+        f"unlearned-{seed}.safetensors" for seed in range(4)]  # the masks are removed once applied
+    document = json.loads((work / "results" / "audit" / "noniid-del.json").read_text())
+    assert document["rows"][0]["models"] == [4, 4] and document["pools"]["unlearned"]["strategy"] == "del"
+    report = (work / "results" / "audit.md").read_text()
+    assert "| noniid:" in report and "| del + rft @ 0.3 | forget | 4 + 4 |" in report
+    assert "| original | forget | 4 + 4 |" in report and "| retrained, one half | forget | 2 + 2 |" in report
+
+
 def tuned_file(path: Path, objective: str, budget, lr, epochs) -> Path:
     document = {"apply": {"method": "rft", "lr": lr, "epochs": epochs}, "tune": {"objective": objective}}
     if budget is not None:

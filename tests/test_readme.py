@@ -36,6 +36,12 @@ def tune_block() -> str:
     return block
 
 
+def audit_block() -> str:
+    """The block under "### Auditing forgetting over pools of models", run in the pipeline's folder."""
+    (block,) = [block for block in section_blocks() if "unlearn audit" in block]
+    return block
+
+
 def test_the_block_is_a_whole_pipeline():
     block = pipeline_block()
     for command in ("split", "train", "localize", "apply", "evaluate", "report"):
@@ -75,3 +81,14 @@ def test_the_pipeline_block_runs_as_pasted(tmp_path):
     assert best["localize"]["strategy"] == "del" and best["apply"]["method"] == "rft"
     extended = sum(len(values) for values in best["tune"]["extended"].values())
     assert len(best["tune"]["candidates"]) == 8 + extended and (tmp_path / "tuned.safetensors").exists()
+
+    # the audit block: pools of 16 in the same folder, audited; the scale runs from the originals (distinguishable
+    # from retraining on the forget set) to the retrained pool's halves (near chance)
+    audited = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", audit_block()], cwd=tmp_path, env=environment,
+                             capture_output=True, text=True, timeout=900)
+    assert audited.returncode == 0, f"exit {audited.returncode}\n{audited.stderr[-6000:]}"
+    assert "warning" not in audited.stderr  # 16 models a pool: no coarse-scale warning
+    rows = {row["name"]: row for row in json.loads((tmp_path / "audit.json").read_text())["rows"]}
+    assert rows["unlearned vs retrained"]["models"] == [16, 16]
+    assert rows["original vs retrained"]["attack_accuracy"] > 0.85
+    assert rows["retrained ½ vs ½"]["attack_accuracy"] < 0.65
