@@ -227,7 +227,10 @@ def audit_rows(pools: dict[str, Pool]) -> list[dict]:
         if first_name == "half":
             if len(retrained.checkpoints) < 4:
                 continue  # halves of fewer than 2 models cannot be compared
-            first_half, second_half = halves([c.sha256 for c in retrained.checkpoints])
+            # by seed, then file hash: a rerun of the same recipe (identical weights, other wall times in the
+            # metadata, so other file hashes) splits the pool the same way
+            first_half, second_half = halves([(c.provenance.seed if c.provenance.seed is not None else -1, c.sha256)
+                                              for c in retrained.checkpoints])
             first, second = retrained.values(part)[first_half], retrained.values(part)[second_half]
             accuracy_first, accuracy_second = retrained.mean_accuracy(first_half), retrained.mean_accuracy(second_half)
         else:

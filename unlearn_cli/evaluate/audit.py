@@ -3,7 +3,7 @@
 Usage:
     per_example = compare_pools(unlearned_phi, retrained_phi)   # [N_u, E], [N_r, E] -> dict of [E] arrays
     summary = summarize(per_example, num_models=min(N_u, N_r))  # forget score, attack, KL: plain numbers
-    first, second = halves(file_hashes)                         # positions of the retrained pool's halves
+    first, second = halves(keys)                                # positions of the retrained pool's halves
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def summarize(per_example: dict[str, np.ndarray], num_models: int) -> dict:
     }
 
 
-def halves(order_keys: list[str]) -> tuple[list[int], list[int]]:
-    """A pool's two halves as positions: alternate positions once sorted by `order_keys` (e.g. file hashes),
-    so the same models land in the same half whatever order they came in."""
+def halves(order_keys: list) -> tuple[list[int], list[int]]:
+    """A pool's two halves as positions: alternate positions once sorted by `order_keys` (e.g. each model's
+    (seed, file hash)), so the same models land in the same half whatever order they came in."""
     order = sorted(range(len(order_keys)), key=lambda index: order_keys[index])
     return order[0::2], order[1::2]
