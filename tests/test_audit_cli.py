@@ -22,6 +22,8 @@ def pools(tmp_path_factory):
         ("train", *TINY, "--seeds", "0-1", "--exclude", folder / "other.json", "-o", str(folder / "wrong-{seed}.safetensors")),
         ("apply", "--seeds", "0-3", "-m", str(folder / "original-{seed}.safetensors"), "-f", folder / "forget.json",
          "--method", "finetune", "--epochs", "1", "-q", "-o", str(folder / "finetune-{seed}.safetensors")),
+        ("apply", "--seeds", "0-1", "-m", str(folder / "original-{seed}.safetensors"), "-f", folder / "other.json",
+         "--method", "finetune", "--epochs", "1", "-q", "-o", str(folder / "elsewhere-{seed}.safetensors")),
         ("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=24", "--epochs", "1", "-q",
          "--exclude", folder / "forget.json", "-o", folder / "wide.safetensors"),
     ]
@@ -120,6 +122,7 @@ def test_report_reads_audit_files(pools, tmp_path):
     ({"unlearned": "oracle-[01].safetensors", "retrained": "oracle-[23].safetensors", "original": None},
      "it belongs in --retrained, not --unlearned"),
     ({"unlearned": "original-*.safetensors", "original": None}, "records no unlearning"),
+    ({"unlearned": "elsewhere-*.safetensors"}, "was unlearned on another forget set (forget_sha256"),
     ({"original": "finetune-*.safetensors", "unlearned": "finetune-[01].safetensors"}, "is in both --unlearned and --original"),
     ({"original": "original-[01].safetensors"}, "which is not in --original"),
     ({"unlearned": "finetune-0.safetensors"}, "--unlearned: 1 model; a pool needs at least 2"),

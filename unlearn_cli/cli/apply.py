@@ -178,6 +178,7 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
     unlearned = unlearned.cpu()
 
     provenance = Provenance(seed=method_cfg.seed, method=cfg.method, parent_sha256=parent.sha256,
+                            forget_sha256=forget_set.sha256,
                             excluded_sha256=forget_set.sha256 if unlearning.excludes_forget_set else None)
     if mask_file is not None:
         recorded = mask_file.typed

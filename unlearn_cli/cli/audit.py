@@ -163,6 +163,10 @@ def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data)
         if provenance.method is None or provenance.parent_sha256 is None:
             raise UserError(f"{checkpoint.source}: records no unlearning (no method and parent in its metadata); "
                             f"--unlearned takes checkpoints written by `unlearn apply`")
+        if provenance.forget_sha256 not in (None, forget_set.sha256):  # None: written before it was recorded
+            raise UserError(f"{checkpoint.source}: was unlearned on another forget set (forget_sha256 "
+                            f"{provenance.forget_sha256[:12]}…, {forget_set.source} is {forget_set.sha256[:12]}…); "
+                            f"audit it with the forget set it was unlearned on")
         if originals is not None and provenance.parent_sha256 not in originals:
             raise UserError(f"{checkpoint.source}: was unlearned from {provenance.parent_sha256[:12]}…, which is not "
                             f"in --original; give the originals the unlearned models started from")

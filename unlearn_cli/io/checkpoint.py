@@ -63,6 +63,7 @@ class Provenance:
     seed: int | None = None  # seed of the run that wrote it
     method: str | None = None  # unlearning method (`apply`); None for `train`
     parent_sha256: str | None = None  # the checkpoint it was unlearned from
+    forget_sha256: str | None = None  # the forget set it was unlearned on (`apply`)
     mask_sha256: str | None = None  # the mask file the method used
     mask_strategy: str | None = None  # that mask's strategy, budget and achieved fraction (for reports)
     mask_budget: float | None = None
