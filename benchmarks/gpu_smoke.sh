@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU smoke run: resnet18 on CIFAR-shaped synthetic data, with and without the CUDA fast path
-# (bf16 autocast + channels-last, optionally torch.compile), then localize, apply and evaluate.
+# (bf16 autocast + channels-last, optionally torch.compile), then localize, apply and evaluate, and pools of
+# models built with --seeds and audited (`unlearn audit`) on the GPU.
 # Prints images/s for every step and the fast-path speed-up. Needs a CUDA GPU; exits at once without one.
 #
 # Usage:
@@ -14,6 +15,8 @@ STEPS=${STEPS:-300}          # optimizer steps per training run
 BATCH=${BATCH:-256}          # global batch size
 COMPILE=${COMPILE:-0}        # 1: add --compile to the fast runs
 GPUS=${GPUS:-1}              # >1: one more fast run under torchrun with this many processes
+POOL=${POOL:-4}              # models per pool for the audit step
+POOL_STEPS=${POOL_STEPS:-50} # optimizer steps per pool model
 WORK=${WORK:-$(mktemp -d -t unlearn-gpu-smoke.XXXXXX)}
 mkdir -p "$WORK"
 
@@ -89,4 +92,18 @@ EVALUATED=$((50000 + 10000))  # every training and test image through the model 
 evaluate_s=$(timed "${UNLEARN[@]}" evaluate "$WORK/rft.safetensors" --forget "$WORK/forget.json" \
     --parent "$WORK/original.safetensors" --device cuda -q --json "$WORK/results.json")
 echo "evaluate:                   $(rate "$EVALUATED" "$evaluate_s") images/s (${evaluate_s%.*} s with start-up)"
+echo "== pools of $POOL models (--seeds), audited on the GPU"
+POOL_SEEDS="0-$((POOL - 1))"
+POOL_FLAGS=(--epochs 100 --max-steps "$POOL_STEPS" --batch-size "$BATCH" --device cuda -q "${FAST[@]}")
+pool_s=$(timed "${UNLEARN[@]}" train "${DATA[@]}" --arch resnet18 "${POOL_FLAGS[@]}" --seeds "$POOL_SEEDS" \
+    -o "$WORK/pool-original-{seed}.safetensors")
+echo "train --seeds $POOL_SEEDS:          ${pool_s%.*} s for $POOL models of $POOL_STEPS steps (one process)"
+"${UNLEARN[@]}" train "${DATA[@]}" --arch resnet18 "${POOL_FLAGS[@]}" --seeds "$POOL_SEEDS" \
+    --exclude "$WORK/forget.json" -o "$WORK/pool-oracle-{seed}.safetensors"
+"${UNLEARN[@]}" apply --seeds "$POOL_SEEDS" -m "$WORK/pool-original-{seed}.safetensors" -f "$WORK/forget.json" \
+    --method finetune "${POOL_FLAGS[@]}" -o "$WORK/pool-finetune-{seed}.safetensors"
+audit_s=$(timed "${UNLEARN[@]}" audit --forget "$WORK/forget.json" --unlearned "$WORK/pool-finetune-*.safetensors" \
+    --retrained "$WORK/pool-oracle-*.safetensors" --original "$WORK/pool-original-*.safetensors" --device cuda -q \
+    --json "$WORK/audit.json")
+echo "audit of 3 x $POOL models:      $(rate $((3 * POOL * EVALUATED)) "$audit_s") images/s (${audit_s%.*} s with start-up)"
 echo "results in $WORK"
