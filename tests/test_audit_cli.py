@@ -48,6 +48,7 @@ def test_audit_writes_json_csv_and_plot(pools, tmp_path):
     result = _audit(pools, "--json", out, "--per-example", tmp_path / "a.csv", "--plot", tmp_path / "a.png")
     assert result.exit_code == 0, result.output
     assert "warning: 4 models in the smallest pool: ε is resolved only up to ⌈ln(4 − 1)⌉ = 2" in result.output
+    assert "the retrained pool's accuracy, forget/retain/test: " in result.output
     document = json.loads(out.read_text())
     assert document["format"] == "unlearn-audit/1"
     names = [row["name"] for row in document["rows"]]

@@ -345,8 +345,10 @@ def _number(value, digits: int = 3) -> str:
     return "—" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
 
 
-def render(rows: list[dict]) -> Table:
-    table = Table(title="unlearn audit (forget score: 1 = indistinguishable from retraining; attack 0.5 = chance)")
+def render(rows: list[dict], retrained: dict[str, float]) -> Table:
+    accuracy = "/".join(f"{retrained[key]:.1f}" for key in ("forget", "retain", "test"))
+    table = Table(title="unlearn audit (forget score: 1 = indistinguishable from retraining; attack 0.5 = chance)",
+                  caption=f"the retrained pool's accuracy, forget/retain/test: {accuracy}")
     for header in ("comparison", "models", "forget score", "final score", "attack acc", "attack AUC",
                    "KL mean", "KL p95", "acc forget/retain/test", "ε ≤"):
         table.add_column(header, justify="left" if header == "comparison" else "right")
@@ -419,7 +421,7 @@ def audit(
     data = data.to(torch.device("cpu"))
     rows = audit_rows(pools)
     if not quiet:
-        stderr.print(render(rows))
+        stderr.print(render(rows, pools["retrained"].mean_accuracy()))
         for warning in warnings:
             stderr.print(f"[yellow]warning: {warning}[/yellow]")
     if per_example is not None:
