@@ -39,12 +39,12 @@ from unlearn_cli.evaluate.epsilon import (BUCKET_WIDTH, DELTA, EPSILON_CAP, INTE
 from unlearn_cli.evaluate.metrics import accuracy_percent
 from unlearn_cli.evaluate.pool_attacks import KL_MAX_BINS, KL_PSEUDOCOUNT, kl_bins
 from unlearn_cli.evaluate.provenance import check_fits_data, run_identity
+from unlearn_cli.evaluate.results import AUDIT_FORMAT, finite_or_none
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.limits import check_size
 from unlearn_cli.io.streams import check_writable, write_output
 
-FORMAT = "unlearn-audit/1"
 FEW_MODELS = 16  # below this many models per pool the ε buckets are coarse enough to warn
 WORST_SHOWN = 5  # examples whose φ distributions the plot draws
 
@@ -93,12 +93,6 @@ def expand_pool(patterns: list[str], flag: str) -> list[str]:
                             f"it to unlearn)")
         paths += matches
     check_size(len(paths), "pool_models", flag, "number of models")
-    seen: dict[str, str] = {}
-    for path in paths:
-        real = os.path.realpath(path)
-        if real in seen:
-            raise UserError(f"{flag}: {path} is named twice (also as {seen[real]}); name each model once")
-        seen[real] = path
     return paths
 
 
@@ -106,7 +100,7 @@ def _load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
     pools, paths = [], {}
     named = [("unlearned", cfg.unlearned, "--unlearned"), ("retrained", cfg.retrained, "--retrained"),
              ("original", cfg.original, "--original")]
-    owner: dict[str, str] = {}
+    owner: dict[str, tuple[str, str]] = {}  # resolved path -> (flag, path as named)
     for name, patterns, flag in named:
         if not patterns:
             if name != "original":
@@ -119,9 +113,12 @@ def _load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
                             f"ε scale): train more with --seeds")
         for path in paths[flag]:
             real = os.path.realpath(path)
-            if real in owner and owner[real] != flag:
-                raise UserError(f"{path} is in both {owner[real]} and {flag}; a model belongs to one pool")
-            owner[real] = flag
+            if real in owner:
+                other_flag, named = owner[real]
+                if other_flag == flag:
+                    raise UserError(f"{flag}: {path} is named twice (also as {named}); name each model once")
+                raise UserError(f"{path} is in both {other_flag} and {flag}; a model belongs to one pool")
+            owner[real] = (flag, path)
         checkpoints = []
         for path in paths[flag]:
             checkpoint = load_checkpoint(path)
@@ -148,8 +145,8 @@ def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data)
                 f"without another forget set (excluded_sha256 {excluded[:12]}…)"
             raise UserError(f"{checkpoint.source}: was trained {trained}; --retrained takes models trained without "
                             f"exactly {forget_set.source} (`unlearn train --exclude {forget_set.source}`)")
-    originals = {c.sha256: c for c in pools["original"].checkpoints} if "original" in pools else None
-    for checkpoint in pools.get("original", Pool("original", [])).checkpoints:
+    originals = pools["original"].checkpoints if "original" in pools else []
+    for checkpoint in originals:
         provenance = checkpoint.provenance
         if provenance.method is not None or provenance.excluded_sha256 is not None:
             raise UserError(f"{checkpoint.source}: --original takes models trained on the whole training set, but "
@@ -167,15 +164,14 @@ def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data)
             raise UserError(f"{checkpoint.source}: was unlearned on another forget set (forget_sha256 "
                             f"{provenance.forget_sha256[:12]}…, {forget_set.source} is {forget_set.sha256[:12]}…); "
                             f"audit it with the forget set it was unlearned on")
-        if originals is not None and provenance.parent_sha256 not in originals:
+        if originals and provenance.parent_sha256 not in {original.sha256 for original in originals}:
             raise UserError(f"{checkpoint.source}: was unlearned from {provenance.parent_sha256[:12]}…, which is not "
                             f"in --original; give the originals the unlearned models started from")
 
 
-def _control_samples(data, forget_indices: torch.Tensor, size: int | None, seed: int) -> dict[str, torch.Tensor]:
-    """The examples each part scores: the forget set, and seeded samples of the retain set and the test set."""
+def _control_samples(data, forget_indices: torch.Tensor, size: int, seed: int) -> dict[str, torch.Tensor]:
+    """The examples each part scores: the forget set, and seeded samples of `size` retain and test examples."""
     retain = retain_indices(data.num_train, forget_indices)
-    size = len(forget_indices) if size is None else size
     generator = torch.Generator().manual_seed(seed)
     retain_sample = retain[torch.randperm(len(retain), generator=generator)[:size]].sort().values
     test_sample = torch.randperm(len(data.test_labels), generator=generator)[:size].sort().values
@@ -264,17 +260,15 @@ def _pool_block(pool: Pool, forget_set) -> dict:
 
 def audit_document(rows: list[dict], pools: dict[str, Pool], forget_set, reference: Checkpoint, cfg: AuditConfig,
                    control_size: int, warnings: list[str]) -> dict:
-    def clean(value):
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
+    def clean(value):  # JSON has no NaN or infinity: null
         if isinstance(value, dict):
             return {key: clean(item) for key, item in value.items()}
         if isinstance(value, list):
             return [clean(item) for item in value]
-        return value
+        return finite_or_none(value)
 
     return clean({
-        "format": FORMAT, "unlearn_version": unlearn_cli.__version__,
+        "format": AUDIT_FORMAT, "unlearn_version": unlearn_cli.__version__,
         "forget": {"source": forget_set.source, "sha256": forget_set.sha256, "size": len(forget_set.indices),
                    "kind": (forget_set.info or {}).get("kind", "indices")},
         "dataset": reference.describe_data(), "arch": reference.arch,
@@ -368,7 +362,7 @@ def audit(
     unlearned: Annotated[Optional[list[str]], typer.Option("--unlearned", help="Unlearned checkpoints: paths or quoted globs (repeatable).")] = None,
     retrained: Annotated[Optional[list[str]], typer.Option("--retrained", help="Checkpoints trained without exactly the forget set (repeatable).")] = None,
     original: Annotated[Optional[list[str]], typer.Option("--original", help="The original checkpoints the unlearned ones started from (repeatable; adds the no-unlearning rows).")] = None,
-    json_output: Annotated[Optional[str], typer.Option("--json", help=f"Write the audit ({FORMAT}) to FILE or '-'.")] = None,
+    json_output: Annotated[Optional[str], typer.Option("--json", help=f"Write the audit ({AUDIT_FORMAT}) to FILE or '-'.")] = None,
     per_example: Annotated[Optional[str], typer.Option("--per-example", help="Write a CSV of every forget example (ε, points, attack, KL, median φ).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG: ε histograms and the five worst examples' φ.")] = None,
     control_size: Annotated[Optional[int], typer.Option("--control-size", help="Retain and test examples in each control sample (default: the forget set's size).")] = None,

@@ -276,14 +276,21 @@ def audit_lines(documents: list[dict]) -> list[dict]:
                                            kind.get(line["row"]["pool"], 3), line["pool"]))
 
 
-def _audit_cells(line: dict, digits: int = 3) -> list[str]:
-    row = line["row"]
-    cells = [line["forget"], line["pool"], row["examples"], "{} + {}".format(*row["models"])]
+def _audit_numbers(row: dict) -> list:
+    """The AUDIT_COLUMNS of a row (every one is there: `validate_audit` checked), None where not finite."""
+    values = []
     for dotted, _ in AUDIT_COLUMNS:
         value = row
         for part in dotted.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        cells.append("—" if value is None else f"{value:.{digits}f}")
+            value = value[part]
+        values.append(value)
+    return values
+
+
+def _audit_cells(line: dict, digits: int = 3) -> list[str]:
+    row = line["row"]
+    cells = [line["forget"], line["pool"], row["examples"], "{} + {}".format(*row["models"])]
+    cells += ["—" if value is None else f"{value:.{digits}f}" for value in _audit_numbers(row)]
     accuracy = row["accuracy"]["first"]
     cells.append("/".join("—" if accuracy.get(key) is None else f"{accuracy[key]:.1f}"
                           for key in ("forget", "retain", "test")))
@@ -317,12 +324,7 @@ def render_audit_csv(lines: list[dict]) -> str:
                     + ["forget_accuracy", "retain_accuracy", "test_accuracy"])
     for line in lines:
         row = line["row"]
-        values = []
-        for dotted, _ in AUDIT_COLUMNS:
-            value = row
-            for part in dotted.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            values.append("" if value is None else repr(value))
+        values = ["" if value is None else repr(value) for value in _audit_numbers(row)]
         accuracy = row["accuracy"]["first"]
         writer.writerow([line["forget"], line["pool"], row["examples"], *row["models"], *values]
                         + ["" if accuracy.get(key) is None else repr(accuracy[key]) for key in ("forget", "retain", "test")])

@@ -15,6 +15,7 @@ Usage:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -29,6 +30,7 @@ import typer
 from unlearn_cli.cli.common import dataset_for
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
+from unlearn_cli.evaluate.provenance import check_fits_data
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.limits import INT64_MAX, limit
@@ -231,11 +233,7 @@ def _check_outputs(runs: list[SeedRun], template: str, inputs: dict[str, object]
             if key in known:
                 flag, path = known[key]
                 matches.setdefault(flag, path)
-        check_writable(run.output, "--output", {**shared, **matches}, binary=binary)
-        if matches:  # a path equal to an input that check_writable did not see as one: refuse all the same
-            flag, path = next(iter(matches.items()))
-            raise UserError(f"--output {run.output} is the same file as {flag} {path}; writing it would destroy the "
-                            f"input: give --output another path")
+        check_writable(run.output, "--output", {**shared, **matches}, binary=binary)  # refuses any match
 
 
 def _random_state() -> Callable[[], None]:
@@ -282,30 +280,6 @@ def run_seeds(runs: list[SeedRun], work: Callable[[SeedRun], None]) -> None:
             done.append(run.seed)
 
 
-@dataclass(frozen=True)
-class PoolData:
-    """The data of a pool, built once from its first model: every other model must be trained on the same."""
-
-    source: str
-    description: str
-
-    @staticmethod
-    def describe(checkpoint) -> str:
-        return (f"{checkpoint.describe_data()} ({checkpoint.num_classes} classes, inputs "
-                f"{list(checkpoint.input_shape)})")
-
-    @classmethod
-    def of(cls, checkpoint) -> "PoolData":
-        return cls(checkpoint.source, cls.describe(checkpoint))
-
-    def check(self, checkpoint, flag: str, seed: int | None) -> None:
-        description = self.describe(checkpoint)
-        if description != self.description:
-            raise UserError(f"{checkpoint.source}: {flag} of seed {seed} was trained on {description}, but "
-                            f"{self.source} on {self.description}; one command builds a pool of one dataset: "
-                            f"run models of other data in another command")
-
-
 class PoolModels:
     """The `--model` of every seed, and what the seeds share, read once from the first model: its dataset and the
     forget set. Every later model must fit the same data.
@@ -316,12 +290,12 @@ class PoolModels:
 
     def __init__(self, runs: list[SeedRun], data_root: str | None, forget: str, allow_mismatch: bool):
         self._first = load_checkpoint(runs[0].paths["--model"])
+        self._reference = dataclasses.replace(self._first, model=None)  # what every model is checked against
         self.data = dataset_for(self._first, data_root)
         self.forget_set = read_forget_set(forget, num_train=self.data.num_train, dataset=self._first.dataset,
                                           allow_other_dataset=allow_mismatch)
-        self._pool = PoolData.of(self._first)
 
     def model(self, run: SeedRun):
         checkpoint, self._first = (self._first or load_checkpoint(run.paths["--model"])), None
-        self._pool.check(checkpoint, "--model", run.seed)
+        check_fits_data(checkpoint, self._reference, self.data, f"--model of seed {run.seed}")
         return checkpoint

@@ -17,8 +17,8 @@ PER_EXAMPLE_KEYS = ("epsilon", "points", "attack_accuracy", "attack_auc", "kl_ga
 
 
 def compare_pools(first: np.ndarray, second: np.ndarray) -> dict[str, np.ndarray]:
-    """Per example: ε, its points, the attack's balanced accuracy and AUC, KL(second ‖ first) both ways of
-    estimating it, and each pool's median φ.
+    """Per example: ε, its points, the attack's balanced accuracy and AUC, and KL(second ‖ first) both ways of
+    estimating it.
 
     Args:
         first: [N_1, E] φ of the pool under audit (unlearned, original, or half of the retrained pool).
@@ -28,8 +28,7 @@ def compare_pools(first: np.ndarray, second: np.ndarray) -> dict[str, np.ndarray
     attack = likelihood_ratio_attack(first, second)
     return {"epsilon": eps, "points": epsilon_points(eps, min(len(first), len(second))),
             "attack_accuracy": attack["accuracy"], "attack_auc": attack["auc"],
-            "kl_gaussian": gaussian_kl(second, first), "kl_binned": binned_kl(second, first),
-            "median_first": np.median(first, axis=0), "median_second": np.median(second, axis=0)}
+            "kl_gaussian": gaussian_kl(second, first), "kl_binned": binned_kl(second, first)}
 
 
 def _spread(values: np.ndarray) -> dict[str, float]:

@@ -59,10 +59,6 @@ def _rule_epsilon(fpr: np.ndarray, fnr: np.ndarray) -> np.ndarray:
     return np.where((fpr == 0) & (fnr == 0), np.inf, eps)
 
 
-def _spread(values: np.ndarray) -> np.ndarray:
-    return values.max(axis=0) - values.min(axis=0)
-
-
 def _epsilon_table(num_positive: int, num_negative: int) -> np.ndarray:
     """ε of a rule by its counts: [false positives 0…N_neg, false negatives 0…N_pos]; −∞ where discarded."""
     false_positives = np.arange(num_negative + 1)[:, None] / num_negative
@@ -132,12 +128,13 @@ def epsilons(unlearned: np.ndarray, retrained: np.ndarray, chunk_elements: int =
         chunk_elements: bound on the rule-by-example arrays built at once (memory).
 
     The positive class of the threshold rules is the pool with the larger median (the unlearned one on a
-    tie); that of the interval rules is the peakier pool (smaller spread), as in the reference. A pool whose spread is below 1% of the other's scores the cap; an example where no rule
-    survives the discarding (identical samples) scores 0.
+    tie); that of the interval rules is the peakier pool (smaller spread), as in the reference. A pool whose
+    spread is below 1% of the other's scores the cap; an example where no rule survives the discarding
+    (identical samples) scores 0.
     """
     unlearned, retrained = np.asarray(unlearned, dtype=np.float64), np.asarray(retrained, dtype=np.float64)
     examples = unlearned.shape[1]
-    unlearned_spread, retrained_spread = _spread(unlearned), _spread(retrained)
+    unlearned_spread, retrained_spread = np.ptp(unlearned, axis=0), np.ptp(retrained, axis=0)
     largest = np.maximum(unlearned_spread, retrained_spread)
     smallest = np.minimum(unlearned_spread, retrained_spread)
     too_peaky = (largest > 0) & (smallest < PEAKY_RATIO * largest)
