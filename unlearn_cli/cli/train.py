@@ -3,6 +3,7 @@
 Usage:
     unlearn train --dataset digits --arch mlp --epochs 30 -o original.safetensors
     unlearn train --dataset digits --arch mlp --exclude forget.json -o oracle.safetensors
+    unlearn train --dataset digits --arch mlp --manipulate poison.json -o poisoned.safetensors
     unlearn train --dataset digits --arch mlp --seeds 0-31 -o 'pool/original-{seed}.safetensors'
     torchrun --nproc-per-node 4 -m unlearn_cli train --dataset cifar10 --arch resnet18 -o original.safetensors
 """
@@ -40,6 +41,7 @@ class TrainConfig:
     arch: str = "mlp"
     arch_options: dict = field(default_factory=dict)  # e.g. {width: 1024, depth: 2}
     exclude: Optional[str] = None  # forget-set file: train on the retain set only (the oracle)
+    manipulate: Optional[str] = None  # forget-set file with a manipulation: train on the data it manipulates
     epochs: int = 30
     lr: Optional[float] = None  # SGD learning rate; default 0.1 (0.05 for vit), as in the paper
     batch_size: int = 128  # global: under torchrun each of the N processes takes batch_size / N
@@ -69,6 +71,7 @@ def train(
     dataset: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_datasets())} (default: digits)")] = None,
     arch: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_models())} (default: mlp)")] = None,
     exclude: Annotated[Optional[str], typer.Option(help="Forget set to leave out: trains the oracle.")] = None,
+    manipulate: Annotated[Optional[str], typer.Option(help="Forget set with a manipulation (split --kind mislabel|poison): train on the training set with its labels / patches applied.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: 30)")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: 0.1; vit 0.05)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: 128)")] = None,
@@ -90,7 +93,7 @@ def train(
     Under torchrun the training is data-parallel (--batch-size is the global batch) and rank 0 writes the output.
     """
     cfg = resolve_config(TrainConfig, config, {
-        "dataset": dataset, "arch": arch, "exclude": exclude, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+        "dataset": dataset, "arch": arch, "exclude": exclude, "manipulate": manipulate, "epochs": epochs, "lr": lr, "batch_size": batch_size,
         "max_steps": max_steps, "seed": seed, "device": device, "data_root": data_root,
         "amp": amp, "channels_last": channels_last, "compile": compile,
         "arch_options": parse_options(arch_option, "--arch-option"),
@@ -99,26 +102,41 @@ def train(
         cfg.lr = default_lr(cfg.arch)
     main = is_main_process()
     quiet = quiet or not main
-    runs = plan_seeds(seeds, seed, output, {"--exclude": cfg.exclude, "--config": config},
+    runs = plan_seeds(seeds, seed, output, {"--exclude": cfg.exclude, "--manipulate": cfg.manipulate,
+                                            "--config": config},
                       example=f"pool/{'oracle' if cfg.exclude is not None else 'original'}-{{seed}}.safetensors",
                       check_outputs=main)
     with data_parallel(select_device(cfg.device)) as (target, shard):
         fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
         cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
         data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
+        data, manipulated = _manipulated(cfg, data)
         indices, excluded = _retain_set(cfg, data)
 
         def train_one(run: SeedRun) -> None:
             run_cfg = cfg if run.seed is None else dataclasses.replace(cfg, seed=run.seed)
             # a copy per seed: moving it to the device, or back for the report, leaves `data` as it was read
             model, used, wall_time = _train(run_cfg, run.output, target, shard, quiet, fast, dataclasses.replace(data),
-                                            indices, excluded, run.label(f"train {cfg.arch}"))
+                                            indices, Provenance(seed=run_cfg.seed, excluded_sha256=excluded,
+                                                                manipulated_sha256=manipulated),
+                                            run.label(f"train {cfg.arch}"))
             if not quiet:
                 test = accuracy(model, used.to(torch.device("cpu")).batches("test", batch_size=512))
                 stderr.print(f"{'oracle' if indices is not None else 'model'} -> {run.output}: test accuracy "
                              f"{test:.1f}% ({wall_time:.1f} s)")
 
         run_seeds(runs, train_one)
+
+
+def _manipulated(cfg: TrainConfig, data: ImageData) -> tuple[ImageData, str | None]:
+    """(the training data with --manipulate's manipulation applied, its sha256): (data, None) without it."""
+    if cfg.manipulate is None:
+        return data, None
+    forget = read_forget_set(cfg.manipulate, num_train=data.num_train, dataset=cfg.dataset, override_flag=None)
+    if forget.manipulation is None:
+        raise UserError(f"{forget.source}: --manipulate needs a forget set that carries a manipulation; write one "
+                        f"with `unlearn split --kind mislabel` or `--kind poison`")
+    return forget.manipulation.apply(data, forget.source), forget.manipulation.sha256
 
 
 def _retain_set(cfg: TrainConfig, data: ImageData) -> tuple[torch.Tensor | None, str | None]:
@@ -134,7 +152,7 @@ def _retain_set(cfg: TrainConfig, data: ImageData) -> tuple[torch.Tensor | None,
 
 
 def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bool, fast: FastPath, data: ImageData,
-           indices: torch.Tensor | None, excluded: str | None, description: str):
+           indices: torch.Tensor | None, provenance: Provenance, description: str):
     """Train on this process's device and shard; rank 0 writes the checkpoint. -> (model, data, seconds)"""
     extra = {}
     if shard.world > 1:
@@ -155,7 +173,7 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
     meta = checkpoint_metadata(
         arch=cfg.arch, arch_kwargs=cfg.arch_options, num_classes=data.num_classes, dataset=cfg.dataset,
         dataset_kwargs=data.kwargs, input_shape=data.input_shape, config=config_dict(cfg), wall_time_s=wall_time,
-        provenance=Provenance(seed=cfg.seed, excluded_sha256=excluded),
+        provenance=provenance,
         **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
     if shard.is_main:
         write_output(output, checkpoint_bytes(model, meta))

@@ -37,6 +37,7 @@ class ImageData:
     kwargs: dict = field(default_factory=dict)  # what create_dataset was called with, minus data_root
     num_workers: int = 0
     memory_format: torch.memory_format = torch.contiguous_format  # layout of the image batches (channels-last on GPUs)
+    value_range: tuple[list[float], list[float]] | None = None  # streamed data: (lowest, highest) value per channel
 
     @property
     def num_train(self) -> int:
@@ -44,6 +45,18 @@ class ImageData:
 
     def labels(self, split: str) -> torch.Tensor:
         return self.train_labels if split == "train" else self.test_labels
+
+    def pixel_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lowest, highest) value per channel, float32 [C] each: of the in-memory training images, or as the
+        streamed dataset declares it (`value_range`, e.g. the bounds of its normalization)."""
+        if self.train_inputs is not None:
+            per_channel = self.train_inputs.transpose(0, 1).reshape(self.input_shape[0], -1)
+            return per_channel.amin(1).float().cpu(), per_channel.amax(1).float().cpu()
+        if self.value_range is None:
+            raise UserError(f"{self.name} is streamed and declares no value range, so a patch cannot be filled "
+                            f"with its extreme values")
+        low, high = self.value_range
+        return torch.tensor(low, dtype=torch.float32), torch.tensor(high, dtype=torch.float32)
 
     def to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> "ImageData":
         """Move in-memory tensors to `device` and lay batches out in `memory_format` (None: keep the layout).

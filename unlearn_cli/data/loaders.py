@@ -179,7 +179,8 @@ def imagenet100(data_root: str | None = None, image_size: int = 128, num_workers
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise UserError(f"imagenet100: {root / split} not found; pass --data-root to a folder with train/ and val/ class folders")
-    normalize = transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    normalize = transforms.Normalize(mean=mean, std=std)
     train = datasets.ImageFolder(str(root / "train"), transforms.Compose([
         transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]))
     test = datasets.ImageFolder(str(root / "val"), transforms.Compose([
@@ -190,6 +191,7 @@ def imagenet100(data_root: str | None = None, image_size: int = 128, num_workers
         name="imagenet100", num_classes=len(train.classes), input_shape=(3, image_size, image_size),
         train_labels=torch.tensor(train.targets), test_labels=torch.tensor(test.targets),
         streams={"train": train, "test": test}, num_workers=num_workers,
+        value_range=([-m / s for m, s in zip(mean, std)], [(1 - m) / s for m, s in zip(mean, std)]),
     )
 
 

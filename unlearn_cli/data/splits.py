@@ -34,9 +34,7 @@ def draw_forget_indices(labels: torch.Tensor, kind: str, fraction: float, classe
     else:
         if not classes:
             raise UserError(f"--kind {kind} needs --classes, e.g. --classes 2,5")
-        bad = [c for c in classes if not 0 <= c < num_classes]
-        if bad:
-            raise UserError(f"--classes {bad}: the dataset has classes 0..{num_classes - 1}")
+        check_classes(classes, num_classes)
         pool = torch.nonzero(torch.isin(labels, torch.tensor(classes))).flatten()
         count = round(fraction * (num_train if kind == "noniid" else len(pool)))
         if count > len(pool):
@@ -46,6 +44,12 @@ def draw_forget_indices(labels: torch.Tensor, kind: str, fraction: float, classe
         raise UserError(f"--fraction {fraction} of {num_train} examples is an empty forget set; raise --fraction")
     chosen = pool[torch.randperm(len(pool), generator=generator)[:count]]
     return chosen.sort().values
+
+
+def check_classes(classes: list[int], num_classes: int) -> None:
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise UserError(f"--classes {bad}: the dataset has classes 0..{num_classes - 1}")
 
 
 def retain_indices(num_train: int, forget: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,7 @@ class Provenance:
     mask_budget: float | None = None
     mask_selected_fraction: float | None = None
     excluded_sha256: str | None = None  # the forget set it was trained without (an oracle)
+    manipulated_sha256: str | None = None  # the manipulation its training data carried (`train --manipulate`)
     # overrides: set only when a flag let a mismatch through
     mask_model_sha256: str | None = None  # --allow-other-model: the checkpoint the mask was computed on
     mask_forget_sha256: str | None = None  # --allow-mismatch: the forget set the mask was computed for

@@ -1,8 +1,12 @@
-"""Forget-set files: `unlearn-forget/1` JSON, or a plain text / `.npy` list of indices (docs/files.md).
+"""Forget-set files: `unlearn-forget/1` JSON, `unlearn-forget/2` JSON (a forget set that carries a manipulation
+of the training data, and the share of it that is known), or a plain text / `.npy` list of indices (docs/files.md).
 
 Usage:
     data = forget_set_json(indices, dataset="digits", num_train=1437, kind="iid", fraction=0.1, classes=None, seed=0)
+    data = forget_set_json(manipulation.indices, ..., kind="poison", manipulation=manipulation, known=known)
     forget = read_forget_set("forget.json", num_train=1437, dataset="digits")
+    forget.manipulation, forget.known    # None for a plain forget set
+    forget.seen()                        # what localize and apply unlearn: the known part
 """
 
 from __future__ import annotations
@@ -10,17 +14,21 @@ from __future__ import annotations
 import io
 import json
 import re
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from unlearn_cli.data.manipulation import CORNERS, KINDS as MANIPULATIONS, RULES, VALUES, Manipulation
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_indices
 from unlearn_cli.io.limits import INT64_MAX, load_json
 from unlearn_cli.io.streams import read_input, reader
 
 FORMAT = "unlearn-forget/1"
+FORMAT_MANIPULATED = "unlearn-forget/2"  # /1 plus `manipulation` and `known`
+FORMATS = (FORMAT, FORMAT_MANIPULATED)
 
 
 @dataclass
@@ -30,15 +38,76 @@ class ForgetSet:
     dataset: str | None = None
     source: str = ""
     info: dict | None = None
+    manipulation: Manipulation | None = None  # what was done to these examples in training (unlearn-forget/2)
+    known: torch.Tensor | None = None  # the part of `indices` the unlearner knows; None: all of it
+
+    def seen(self) -> "ForgetSet":
+        """The forget set an unlearner works with: the known part (the whole set when all of it is known)."""
+        if self.known is None or len(self.known) == len(self.indices):
+            return self
+        return dataclasses.replace(self, indices=self.known, sha256=sha256_indices(self.known), known=None)
 
 
 def forget_set_json(indices: torch.Tensor, *, dataset: str, num_train: int, kind: str, fraction: float,
-                    classes: list[int] | None, seed: int) -> bytes:
+                    classes: list[int] | None, seed: int, manipulation: Manipulation | None = None,
+                    known: torch.Tensor | None = None, known_share: float = 1.0) -> bytes:
+    """The file `unlearn split` writes: unlearn-forget/1, or /2 when the set carries a manipulation."""
     document = {
-        "format": FORMAT, "dataset": dataset, "num_train": num_train, "kind": kind, "fraction": fraction,
-        "classes": classes, "seed": seed, "indices": [int(i) for i in indices], "sha256": sha256_indices(indices),
+        "format": FORMAT if manipulation is None else FORMAT_MANIPULATED, "dataset": dataset, "num_train": num_train,
+        "kind": kind, "fraction": fraction, "classes": classes, "seed": seed, "indices": [int(i) for i in indices],
+        "sha256": sha256_indices(indices),
     }
+    if manipulation is not None:
+        known = indices if known is None else known
+        document["manipulation"] = {**manipulation.to_json(), "sha256": manipulation.sha256}
+        document["known"] = {"share": known_share, "indices": [int(i) for i in known], "sha256": sha256_indices(known)}
     return (json.dumps(document, indent=1) + "\n").encode()
+
+
+def _manipulation(document: dict, indices: torch.Tensor, source: str) -> tuple[Manipulation, torch.Tensor]:
+    """The `manipulation` and `known` objects of an unlearn-forget/2 file, checked for shape and type (the dataset
+    checks, labels in range and a patch that fits, come when it is applied: `Manipulation.check`)."""
+    record, known = document.get("manipulation"), document.get("known")
+    if not isinstance(record, dict) or record.get("kind") not in MANIPULATIONS:
+        raise UserError(f"{source}: an {FORMAT_MANIPULATED} file needs a 'manipulation' object whose kind is "
+                        f"{' or '.join(MANIPULATIONS)}")
+
+    def integer(value, what: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not -INT64_MAX <= value <= INT64_MAX:
+            raise UserError(f"{source}: manipulation {what} must be an integer, got {str(value)[:30]!r}")
+        return value
+
+    if record["kind"] == "mislabel":
+        labels = record.get("labels")
+        if not isinstance(labels, list) or len(labels) != len(indices):
+            raise UserError(f"{source}: a mislabel manipulation needs 'labels', one per index ({len(indices)})")
+        labels = torch.tensor([integer(label, "label") for label in labels], dtype=torch.long)
+        to = record.get("to")
+        if not (to in RULES or (isinstance(to, int) and not isinstance(to, bool))):
+            raise UserError(f"{source}: manipulation 'to' must be random, next or a class number")
+        manipulation = Manipulation("mislabel", indices, labels, to=to)
+    else:
+        target, patch = integer(record.get("target"), "target"), integer(record.get("patch"), "patch")
+        if target < 0 or patch < 1:
+            raise UserError(f"{source}: manipulation target must be a class (≥ 0) and patch a size (≥ 1)")
+        if record.get("corner") not in CORNERS or record.get("value") not in VALUES:
+            raise UserError(f"{source}: manipulation corner must be one of {', '.join(CORNERS)} and value max or min")
+        manipulation = Manipulation("poison", indices, torch.full((len(indices),), target, dtype=torch.long),
+                                    target=target, patch=patch, corner=record["corner"], value=record["value"])
+    if record.get("sha256") not in (None, manipulation.sha256):
+        raise UserError(f"{source}: the manipulation's sha256 does not match it; the file was edited, re-create it "
+                        f"with `unlearn split`")
+    if known is None:
+        return manipulation, indices
+    if not isinstance(known, dict) or not isinstance(known.get("indices"), list) or not known["indices"]:
+        raise UserError(f"{source}: 'known' must be an object with a non-empty 'indices' list")
+    values = [integer(value, "known index") for value in known["indices"]]
+    known_indices = torch.tensor(values, dtype=torch.long).unique()
+    if len(known_indices) != len(values) or not bool(torch.isin(known_indices, indices).all()):
+        raise UserError(f"{source}: the known indices must be distinct and among the forget set's indices")
+    if known.get("sha256") not in (None, sha256_indices(known_indices)):
+        raise UserError(f"{source}: the known part's sha256 does not match its indices; re-create it with `unlearn split`")
+    return manipulation, known_indices
 
 
 def _npy_indices(data: bytes, source: str) -> list:
@@ -70,8 +139,9 @@ def _indices_from(data: bytes, source: str) -> tuple[list, dict | None]:
         document = load_json(data, source, "forget-set")
         if not isinstance(document, dict):
             raise UserError(f"{source}: forget-set JSON must be an object")
-        if document.get("format") != FORMAT:
-            raise UserError(f"{source}: unknown forget-set format {str(document.get('format'))[:40]!r}; expected {FORMAT}")
+        if document.get("format") not in FORMATS:
+            raise UserError(f"{source}: unknown forget-set format {str(document.get('format'))[:40]!r}; expected "
+                            f"{' or '.join(FORMATS)}")
         if not isinstance(document.get("indices"), list):
             raise UserError(f"{source}: forget-set JSON has no 'indices' list")
         return document["indices"], document
@@ -116,6 +186,11 @@ def read_forget_set(path: str, num_train: int | None = None, dataset: str | None
         if num_train is not None and document.get("num_train") not in (None, num_train):
             raise UserError(f"{source}: made for a training set of {document['num_train']} examples, this one has {num_train}; "
                             f"re-create it with `unlearn split` for this dataset")
+        if document.get("format") == FORMAT_MANIPULATED:
+            if values != indices.tolist():
+                raise UserError(f"{source}: the indices of an {FORMAT_MANIPULATED} file must be sorted ascending "
+                                f"(its labels follow their order); re-create it with `unlearn split`")
+            forget.manipulation, forget.known = _manipulation(document, indices, source)
     if dataset is not None and forget.dataset not in (None, dataset) and not allow_other_dataset:
         raise UserError(f"{source}: forget set is for dataset {forget.dataset!r}, the model is trained on {dataset!r}; "
                         f"use a forget set made for {dataset!r}" + (f" (or {override_flag})" if override_flag else ""))
