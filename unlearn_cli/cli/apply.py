@@ -179,7 +179,8 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
 
     provenance = Provenance(seed=method_cfg.seed, method=cfg.method, parent_sha256=parent.sha256,
                             forget_sha256=forget_set.sha256,
-                            excluded_sha256=forget_set.sha256 if unlearning.excludes_forget_set else None)
+                            excluded_sha256=forget_set.sha256 if unlearning.excludes_forget_set else None,
+                            manipulated_sha256=parent.provenance.manipulated_sha256)
     if mask_file is not None:
         recorded = mask_file.typed
 

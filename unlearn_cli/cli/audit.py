@@ -28,7 +28,8 @@ from rich.table import Table
 
 import unlearn_cli
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption,
-                                    SeedOption, dataset_for, handle_errors, print_json, pyplot, stderr)
+                                    SeedOption, data_as_trained, dataset_for, handle_errors, print_json, pyplot,
+                                    stderr)
 from unlearn_cli.config import resolve_config
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict, select_device
@@ -160,7 +161,8 @@ def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data)
         if provenance.method is None or provenance.parent_sha256 is None:
             raise UserError(f"{checkpoint.source}: records no unlearning (no method and parent in its metadata); "
                             f"--unlearned takes checkpoints written by `unlearn apply`")
-        if provenance.forget_sha256 not in (None, forget_set.sha256):  # None: written before it was recorded
+        # None: written before it was recorded; a manipulated forget set's known part is what apply unlearned
+        if provenance.forget_sha256 not in (None, forget_set.sha256, forget_set.seen().sha256):
             raise UserError(f"{checkpoint.source}: was unlearned on another forget set (forget_sha256 "
                             f"{provenance.forget_sha256[:12]}…, {forget_set.source} is {forget_set.sha256[:12]}…); "
                             f"audit it with the forget set it was unlearned on")
@@ -400,6 +402,8 @@ def audit(
     data = dataset_for(reference, cfg.data_root)
     forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=reference.dataset, override_flag=None)
     check_pools(pools, forget_set, reference, data)
+    data, forget_set = data_as_trained(data, forget_set, [c for pool in pools_list for c in pool.checkpoints],
+                                       unlearning=False)
     warnings = []
     fewest = min(len(pool.checkpoints) for pool in pools.values())
     if fewest < FEW_MODELS:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import typer
 
-from unlearn_cli.cli.common import dataset_for
+from unlearn_cli.cli.common import check_trained_on, data_as_trained, dataset_for
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.provenance import check_fits_data
@@ -291,11 +291,14 @@ class PoolModels:
     def __init__(self, runs: list[SeedRun], data_root: str | None, forget: str, allow_mismatch: bool):
         self._first = load_checkpoint(runs[0].paths["--model"])
         self._reference = dataclasses.replace(self._first, model=None)  # what every model is checked against
-        self.data = dataset_for(self._first, data_root)
-        self.forget_set = read_forget_set(forget, num_train=self.data.num_train, dataset=self._first.dataset,
-                                          allow_other_dataset=allow_mismatch)
+        data = dataset_for(self._first, data_root)
+        self._whole = read_forget_set(forget, num_train=data.num_train, dataset=self._first.dataset,
+                                      allow_other_dataset=allow_mismatch)
+        # the data as the models were trained on it, and the part of the forget set an unlearner knows
+        self.data, self.forget_set = data_as_trained(data, self._whole, [self._first], unlearning=True)
 
     def model(self, run: SeedRun):
         checkpoint, self._first = (self._first or load_checkpoint(run.paths["--model"])), None
         check_fits_data(checkpoint, self._reference, self.data, f"--model of seed {run.seed}")
+        check_trained_on(checkpoint, self._whole, unlearning=True)
         return checkpoint

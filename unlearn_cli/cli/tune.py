@@ -27,8 +27,8 @@ import typer
 import yaml
 from rich.table import Table
 
-from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption, dataset_for,
-                                    handle_errors, progress_bar, stderr)
+from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption,
+                                    data_as_trained, dataset_for, handle_errors, progress_bar, stderr)
 from unlearn_cli.config import parse_options, resolve_config
 from unlearn_cli.engine import FastPath, predict, select_device
 from unlearn_cli.errors import UserError
@@ -89,11 +89,16 @@ def _check_candidates(cfg: TuneConfig, candidates: list[Candidate]) -> dict[tupl
     return masks
 
 
-def _outputs(model, data, forget_indices, parts, device) -> Outputs:
-    """Logits on F, R and V only: the reported part of the test set is never looked at."""
-    return Outputs(*predict(model, data.batches("train", forget_indices, 512, device=device)),
-                   *predict(model, data.batches("test", parts.reference, 512, device=device)),
-                   *predict(model, data.batches("test", parts.validation, 512, device=device)))
+def _outputs(model, data, forget_indices, parts, device, manipulated_reference=None) -> Outputs:
+    """Logits on F, R and V only: the reported part of the test set is never looked at. With
+    `manipulated_reference` (data whose test set is R manipulated like F), R is that, and R as it is goes to
+    `damage`."""
+    clean_reference = predict(model, data.batches("test", parts.reference, 512, device=device))
+    reference = clean_reference if manipulated_reference is None else predict(
+        model, manipulated_reference.batches("test", batch_size=512, device=device))
+    return Outputs(*predict(model, data.batches("train", forget_indices, 512, device=device)), *reference,
+                   *predict(model, data.batches("test", parts.validation, 512, device=device)),
+                   *(clean_reference if manipulated_reference is not None else (None, None)))
 
 
 def _render(ranked: list[Trial], grid_keys: list[str], chosen: Trial | None) -> Table:
@@ -191,14 +196,15 @@ def tune(
                                         "--config": config}, binary=False)
     target = select_device(cfg.device)
     parent = load_checkpoint(cfg.model)
-    data = dataset_for(parent, cfg.data_root)
-    forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=parent.dataset)
+    clean = dataset_for(parent, cfg.data_root)
+    whole = read_forget_set(cfg.forget, num_train=clean.num_train, dataset=parent.dataset)
+    data, forget_set = data_as_trained(clean, whole, [parent], unlearning=True)
     oracle_checkpoint = None
     if cfg.oracle is not None:
         oracle_checkpoint = load_checkpoint(cfg.oracle)
         check_fits_data(oracle_checkpoint, parent, data, "the oracle")
-        check_oracle(oracle_checkpoint, forget_set, allow_mismatch=False)
-    parts = tuning_parts(data.test_labels, data.train_labels[forget_set.indices], cfg.seed)
+        check_oracle(oracle_checkpoint, whole, allow_mismatch=False)  # trained without every manipulated example
+    parts = tuning_parts(data.test_labels, clean.train_labels[forget_set.indices], cfg.seed)  # F's true classes
     if oracle_checkpoint is None and len(parts.reference) == 0:
         raise UserError(f"{forget_set.source}: the test set holds no example of the forget set's classes, so there "
                         f"is no reference to score against; tune with --oracle instead")
@@ -208,10 +214,14 @@ def tune(
 
     if oracle_checkpoint is None:
         mode = "oracle-free"
-        original_outputs = _outputs(original_model, data, forget_set.indices, parts, target)
+        # unseen examples manipulated like F, when F is manipulated: what F looks like to a model that never saw it
+        manipulated = (None if forget_set.manipulation is None
+                       else forget_set.manipulation.view_unseen(data, parts.reference, cfg.seed))
+        original_outputs = _outputs(original_model, data, forget_set.indices, parts, target, manipulated)
 
         def score(model) -> dict:
-            return oracle_free_score(_outputs(model, data, forget_set.indices, parts, target), original_outputs, weights)
+            return oracle_free_score(_outputs(model, data, forget_set.indices, parts, target, manipulated),
+                                     original_outputs, weights)
     else:
         mode = "oracle"
         scored = data.test_subset(parts.tuning)  # as without an oracle, the reported half stays unseen

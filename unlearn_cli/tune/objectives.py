@@ -13,6 +13,11 @@ with R the reference part of the test set (tune/reference.py) and V its validati
 
     objective = Σ weight · part (every weight 1, the allowance 5 points, by default)
 
+For a forget set that carries a manipulation (mislabeled or poisoned examples, seen with the labels and patches
+the model was trained on), the oracle's F is unseen data *manipulated the same way*: R is manipulated by the same
+rule (relabelled, or stamped with the trigger and given the target label) for forget_gap and distribution, and
+damage is measured on R as it is (clean).
+
 With an oracle (research mode, as the DEL paper tunes): the average gap to the oracle over forget accuracy,
 test accuracy and MIA-correctness (evaluate/metrics.py), on a validation forget set.
 
@@ -42,6 +47,13 @@ class Outputs:
     reference_labels: torch.Tensor
     validation_logits: torch.Tensor
     validation_labels: torch.Tensor
+    clean_reference_logits: torch.Tensor | None = None  # a manipulated forget set: R as it is, for `damage`
+    clean_reference_labels: torch.Tensor | None = None
+
+    def clean_reference_accuracy(self) -> float:
+        if self.clean_reference_logits is None:
+            return accuracy_percent(self.reference_logits, self.reference_labels)
+        return accuracy_percent(self.clean_reference_logits, self.clean_reference_labels)
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,8 @@ def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFree
     forget = accuracy_percent(candidate.forget_logits, candidate.forget_labels)
     reference = accuracy_percent(candidate.reference_logits, candidate.reference_labels)
     validation = accuracy_percent(candidate.validation_logits, candidate.validation_labels)
-    original_reference = accuracy_percent(original.reference_logits, original.reference_labels)
+    clean_reference = candidate.clean_reference_accuracy()
+    original_reference = original.clean_reference_accuracy()
     original_validation = accuracy_percent(original.validation_logits, original.validation_labels)
     parts = {
         "forget_gap": abs(forget - reference),
@@ -87,7 +100,7 @@ def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFree
                                             true_class_probability(candidate.reference_logits,
                                                                    candidate.reference_labels)),
         "validation_drop": max(0.0, original_validation - validation),
-        "damage": max(0.0, original_reference - reference - weights.damage_allowance),
+        "damage": max(0.0, original_reference - clean_reference - weights.damage_allowance),
     }
     objective = sum(getattr(weights, name) * parts[name] for name in OracleFreeWeights.PARTS)
     return {"objective": objective, **parts, "forget_accuracy": forget, "reference_accuracy": reference,
