@@ -19,12 +19,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption, SeedOption,
-                                    dataset_for, handle_errors, is_terminal, print_json, stderr)
+                                    data_as_trained, dataset_for, handle_errors, is_terminal, print_json, stderr)
 from unlearn_cli.config import resolve_config
 from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.metrics import (fraction_changed, metric_keys, metric_label, model_metrics, oracle_gaps,
-                                          shadow_sets)
+from unlearn_cli.evaluate.metrics import (corrective_view, fraction_changed, metric_keys, metric_label, model_metrics,
+                                          oracle_gaps, shadow_sets)
 from unlearn_cli.evaluate.mia import SVC_SETTINGS
 from unlearn_cli.evaluate.provenance import (check_fits_data, check_oracle, check_parent, reused_oracle_metrics,
                                              run_identity)
@@ -53,6 +53,18 @@ class EvaluateConfig:
 def _model_fields(checkpoint: Checkpoint) -> dict:
     return {"source": checkpoint.source, "sha256": checkpoint.sha256, "arch": checkpoint.arch,
             "dataset": checkpoint.dataset, "num_classes": checkpoint.num_classes}
+
+
+def _manipulation_fields(forget_set) -> dict:
+    """A manipulated forget set's fields in a result: what was done to it, and the part that was known."""
+    manipulation = forget_set.manipulation
+    if manipulation is None:
+        return {}
+    known = forget_set.seen()
+    return {"manipulation": {"kind": manipulation.kind, "sha256": manipulation.sha256,
+                             **{key: value for key, value in manipulation.to_json().items() if key != "labels"}},
+            "known": {"size": len(known.indices), "sha256": known.sha256,
+                      "share": (forget_set.info or {}).get("known", {}).get("share")}}
 
 
 @contextlib.contextmanager
@@ -92,9 +104,11 @@ def _render(records: list[dict], oracle_metrics: dict | None) -> Table:
             return "—"
         return f"{value:.{digits}f}" + (f" (Δ{gap:.2f})" if gap is not None else "")
 
-    for key in metric_keys():
-        row = [metric_label(key)] + ([cell(oracle_metrics[key])] if oracle_metrics is not None else [])
-        row += [cell(r["metrics"][key], (r["gaps"] or {}).get(key)) for r in records]
+    for key in metric_keys(corrective=True):
+        if all(key not in r["metrics"] for r in records):
+            continue
+        row = [metric_label(key)] + ([cell(oracle_metrics.get(key))] if oracle_metrics is not None else [])
+        row += [cell(r["metrics"].get(key), (r["gaps"] or {}).get(key)) for r in records]
         table.add_row(*row)
     summary_rows = [("average gap", "average_gap", 1.0, 2), ("strong average gap", "strong_average_gap", 1.0, 2),
                     ("parameters changed %", "fraction_changed", 100.0, 2), ("wall time s", "wall_time_s", 1.0, 1)]
@@ -158,6 +172,10 @@ def evaluate(
     # forget set made for another dataset
     mismatch_allowed = bool(cfg.allow_mismatch and ((oracle_checkpoint is not None and not matches)
                                                     or forget_set.dataset not in (None, reference.dataset)))
+    clean = data  # a manipulated forget set is measured on the training set as the models were trained on it
+    data, forget_set = data_as_trained(data, forget_set, [c for c in (*checkpoints, oracle_checkpoint,
+                                                                      parent_checkpoint) if c is not None],
+                                       unlearning=False)
 
     test_part = None
     if cfg.test_part == "reported":  # leave out the test examples tuning scored candidates on
@@ -166,6 +184,7 @@ def evaluate(
         test_part = {"part": "reported", "tune_seed": cfg.tune_seed, "size": len(part)}
     elif cfg.test_part != "all":
         raise UserError(f"--test-part {cfg.test_part!r}: choose all or reported")
+    corrective = corrective_view(clean, data, forget_set, cfg.seed)
 
     members, nonmembers = shadow_sets(data, forget_set.indices, cfg.seed)
     mia_setting = {"members": len(members), "nonmembers": len(nonmembers), "forget": len(forget_set.indices),
@@ -177,7 +196,7 @@ def evaluate(
 
     def measure(checkpoint: Checkpoint) -> dict:
         metrics = model_metrics(checkpoint.model.to(target), data, forget_set.indices, members, nonmembers,
-                                cfg.seed, cfg.batch_size, target)
+                                cfg.seed, cfg.batch_size, target, corrective)
         checkpoint.model.cpu()
         return metrics
 
@@ -198,7 +217,7 @@ def evaluate(
             records.append(result_record(
                 model=_model_fields(checkpoint), **run_identity(checkpoint, forget_set),
                 forget={"source": forget_set.source, "sha256": forget_set.sha256, "size": len(forget_set.indices),
-                        "kind": (forget_set.info or {}).get("kind", "indices")},
+                        "kind": (forget_set.info or {}).get("kind", "indices"), **_manipulation_fields(forget_set)},
                 metrics=metrics, oracle=oracle_block,
                 comparison=oracle_gaps(metrics, oracle_block["metrics"]) if oracle_block else None,
                 allow_mismatch=mismatch_allowed,

@@ -57,6 +57,9 @@ TABLE_COLUMNS = (("forget_accuracy", "forget", 1.0), ("retain_accuracy", "retain
                  ("mia_correctness", "MIA-corr", 1.0), ("mia_confidence", "MIA-conf", 1.0), ("average_gap", "avg gap", 1.0),
                  ("strong_average_gap", "strong gap", 1.0), ("fraction_changed", "changed %", 100.0), ("tow", "ToW", 1.0),
                  ("cost", "cost ×oracle", 1.0))
+# a manipulated forget set's metrics, shown (last, so that the other columns keep their places) when a run has them
+CORRECTIVE_COLUMNS = (("repaired_accuracy", "repaired", 1.0), ("remembered_accuracy", "remembered", 1.0),
+                      ("attack_success_rate", "attack success", 1.0))
 EXTRA_DIGITS = {"tow": 3, "cost": 3}  # ToW lies in [0, 1]: more decimals than the other columns (1 in the table, 2 in Markdown)
 PAIRED_HEADERS = {"average_gap": "avg gap", "strong_average_gap": "strong gap", "tow": "ToW"}
 PAIRED_DIGITS = {"average_gap": 2, "strong_average_gap": 2, "tow": 4}
@@ -98,10 +101,17 @@ def _rows(groups: list[Group], oracles: dict[str, dict[str, Summary]]) -> list[t
     return sorted(rows, key=lambda row: (row[0].forget_kind, row[0].forget_sha256))  # stable: oracle last per set
 
 
-def _columns(only: tuple[str, ...] | None = None) -> list[tuple[str, str, float]]:
-    """(key, header, scale) of every aggregated number (or of those in `only`)."""
+def _corrective_columns(rows) -> list[tuple[str, str, float]]:
+    """The corrective metrics' columns that some row has a number for."""
+    return [column for column in CORRECTIVE_COLUMNS
+            if any(summaries.get(column[0]) is not None and summaries[column[0]].n for _, _, summaries in rows)]
+
+
+def _columns(rows=(), only: tuple[str, ...] | None = None) -> list[tuple[str, str, float]]:
+    """(key, header, scale) of every aggregated number (or of those in `only`), the corrective ones when `rows`
+    have them."""
     columns = [(key, metric_label(key), 1.0) for key in metric_keys()] + [
-        (key, header, scale) for key, (header, scale) in EXTRA_COLUMNS.items()]
+        (key, header, scale) for key, (header, scale) in EXTRA_COLUMNS.items()] + _corrective_columns(rows)
     return [column for column in columns if only is None or column[0] in only]
 
 
@@ -128,23 +138,25 @@ def render_table(rows) -> Table:
     identity_headers = (["forget set"] if len(forget_sets) > 1 else []) + ["run", "budget", "n"]
     for header in identity_headers:
         table.add_column(header)
-    for _, header, _ in TABLE_COLUMNS:
+    columns = list(TABLE_COLUMNS) + _corrective_columns(rows)
+    for _, header, _ in columns:
         table.add_column(header, justify="right")
     for key, count, summaries in rows:
         forget, strategy, method, budget, n = _identity(key, count)
         run = method if strategy == "—" else f"{strategy} + {method}"
         cells = ([forget] if len(forget_sets) > 1 else []) + [run, budget, n]
         table.add_row(*cells, *[_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 1), separator="±")
-                                for name, _, scale in TABLE_COLUMNS])
+                                for name, _, scale in columns])
     return table
 
 
 def render_markdown(rows) -> str:
-    headers = IDENTITY_HEADERS + [header for _, header, _ in _columns()]
+    columns = _columns(rows)
+    headers = IDENTITY_HEADERS + [header for _, header, _ in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for key, count, summaries in rows:
         cells = _identity(key, count) + [_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 2))
-                                         for name, _, scale in _columns()]
+                                         for name, _, scale in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -167,7 +179,7 @@ def render_csv(rows, paired: tuple[Pipeline, list[PairedRow]] | None = None) -> 
     and one `comparison=paired` row per pipeline and forget set follows, `n` holding the pairs."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    names = [name for name, _, _ in _columns()]
+    names = [name for name, _, _ in _columns(rows)]
     writer.writerow(["forget_kind", "forget_sha256", "strategy", "method", "budget", "n"]
                     + [f"{name}_{part}" for name in names for part in ("mean", "margin")]
                     + (PAIRED_CSV_COLUMNS if paired else []))

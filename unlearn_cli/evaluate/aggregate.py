@@ -104,7 +104,7 @@ def tug_of_war(metrics: dict, oracle_metrics: dict | None) -> float | None:
 
 def run_values(run: dict) -> dict[str, float | None]:
     """The numbers of one result object that are aggregated: every metric, the summary scores and ToW."""
-    values = {key: run["metrics"].get(key) for key in metric_keys()}
+    values = {key: run["metrics"].get(key) for key in metric_keys(corrective=True)}
     values.update({key: run.get(key) for key in SUMMARY_KEYS})
     oracle = run.get("oracle")
     values["tow"] = tug_of_war(run["metrics"], oracle.get("metrics") if oracle else None)
@@ -119,8 +119,15 @@ def cost_fraction(seconds: float | None, oracle_seconds: float | None) -> float 
     return seconds / oracle_seconds if oracle_seconds > 0 else None
 
 
+def forget_identity(run: dict) -> str:
+    """The forget set a result belongs to: its hash, or for a manipulated set of which only a part was known, the
+    known part's (the same manipulated set unlearned knowing all of it and knowing half are two experiments)."""
+    known = run["forget"].get("known")
+    return known["sha256"] if isinstance(known, dict) and isinstance(known.get("sha256"), str) else run["forget"]["sha256"]
+
+
 def key_of(run: dict) -> GroupKey:
-    return GroupKey(forget_kind=run["forget"]["kind"] or "indices", forget_sha256=run["forget"]["sha256"],
+    return GroupKey(forget_kind=run["forget"]["kind"] or "indices", forget_sha256=forget_identity(run),
                     strategy=run["strategy"] or "—", method=run["method"] or "—", budget=run["budget"])
 
 
@@ -189,7 +196,7 @@ def merge_evaluations(sourced: Iterable[tuple[str, dict]]) -> list[dict]:
     """
     merged: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for source, run in sourced:
-        merged.setdefault((run["model"]["sha256"], run["forget"]["sha256"]), []).append((source, run))
+        merged.setdefault((run["model"]["sha256"], forget_identity(run)), []).append((source, run))
     runs = []
     for evaluations in merged.values():
         kept = max(evaluations, key=lambda pair: _parts(pair[1]))  # max keeps the first of equals
@@ -232,8 +239,8 @@ def oracle_summaries(runs: list[dict]) -> dict[str, dict[str, Summary]]:
     for run in runs:
         oracle = run.get("oracle")
         if oracle:
-            oracles.setdefault(run["forget"]["sha256"], {})[oracle["sha256"]] = oracle["metrics"]
-    return {forget: {key: summarize([metrics.get(key) for metrics in by_sha.values()]) for key in metric_keys()}
+            oracles.setdefault(forget_identity(run), {})[oracle["sha256"]] = oracle["metrics"]
+    return {forget: {key: summarize([metrics.get(key) for metrics in by_sha.values()]) for key in metric_keys(True)}
             for forget, by_sha in oracles.items()}
 
 

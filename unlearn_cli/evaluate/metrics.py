@@ -1,7 +1,13 @@
 """Evaluation metrics as plain dicts of numbers: accuracies, MIA scores, gaps to the oracle, parameters changed.
 
 Metric keys (all in %): forget_accuracy, retain_accuracy, test_accuracy and mia_<feature> for every MIA
-feature (mia_correctness, mia_confidence, mia_entropy, mia_m_entropy, mia_prob).
+feature (mia_correctness, mia_confidence, mia_entropy, mia_m_entropy, mia_prob). When the forget set carries a
+manipulation of the training data (corrective unlearning; Goel et al. 2024, "Corrective Machine Unlearning"),
+the training set is measured as the model was trained on it, and three more keys come beside them:
+repaired_accuracy (the manipulated examples against their true labels), remembered_accuracy (against the
+manipulated labels: forget_accuracy by another name) and, for a poison, attack_success_rate (the share of
+the test set's images of other classes than the target that the model puts in the target class once the
+trigger is stamped on them). test_accuracy is on the clean test set.
 
 Usage:
     metrics = evaluate_outputs(train_logits, train_labels, test_logits, test_labels, forget, members, nonmembers)
@@ -11,6 +17,7 @@ Usage:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -27,19 +34,25 @@ AVERAGE_GAP_METRICS = ("forget_accuracy", "test_accuracy", "mia_correctness")
 STRONG_AVERAGE_GAP_METRICS = ("forget_accuracy", "test_accuracy", "mia_confidence")
 
 
+CORRECTIVE_KEYS = ("repaired_accuracy", "remembered_accuracy", "attack_success_rate")  # with a manipulation only
+_LABELS = {"test_accuracy": "test acc", "attack_success_rate": "attack success"}
+
+
 def mia_key(feature: str) -> str:
     return "mia_" + feature.replace("-", "_")
 
 
-def metric_keys() -> list[str]:
-    return ["forget_accuracy", "retain_accuracy", "test_accuracy"] + [mia_key(name) for name in list_features()]
+def metric_keys(corrective: bool = False) -> list[str]:
+    """Every metric key; with `corrective`, the keys measured only for a manipulated forget set too."""
+    keys = ["forget_accuracy", "retain_accuracy", "test_accuracy"] + [mia_key(name) for name in list_features()]
+    return keys + list(CORRECTIVE_KEYS) if corrective else keys
 
 
 def metric_label(key: str) -> str:
     """Short human name of a metric key: "forget acc", "MIA-m-entropy", …"""
     if key.startswith("mia_"):
         return "MIA-" + key[4:].replace("_", "-")
-    return key.replace("_accuracy", " acc")
+    return _LABELS.get(key, key.replace("_accuracy", " acc"))
 
 
 def accuracy_percent(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -58,6 +71,7 @@ def evaluate_outputs(
     member_indices: torch.Tensor,
     nonmember_indices: torch.Tensor,
     seed: int = 0,
+    true_forget_labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Every metric of one model from its logits on the whole training set [N_train, C] and test set [N_test, C].
 
@@ -65,6 +79,8 @@ def evaluate_outputs(
         forget_indices: forget-set positions in the training set; the rest is the retain set.
         member_indices: shadow members, positions in the training set (drawn from the retain set).
         nonmember_indices: shadow non-members, positions in the test set.
+        true_forget_labels: for a manipulated forget set, its examples' true labels (`train_labels` holds the
+            labels it was trained with): adds repaired_accuracy and remembered_accuracy.
     """
     retain = retain_indices(len(train_labels), forget_indices)
     metrics = {
@@ -76,7 +92,31 @@ def evaluate_outputs(
                         test_logits[nonmember_indices], test_labels[nonmember_indices],
                         train_logits[forget_indices], train_labels[forget_indices], seed=seed)
     metrics.update({mia_key(name): value for name, value in scores.items()})
+    if true_forget_labels is not None:
+        metrics["repaired_accuracy"] = accuracy_percent(train_logits[forget_indices], true_forget_labels)
+        metrics["remembered_accuracy"] = metrics["forget_accuracy"]
     return metrics
+
+
+@dataclass(frozen=True)
+class Corrective:
+    """What the corrective metrics need beside the data as trained: the forget examples' true labels, and for a
+    poison the test set's other-class images with the trigger stamped, labelled with the target."""
+
+    true_forget_labels: torch.Tensor  # int64 [K], in the order of the forget indices
+    triggered: ImageData | None = None
+
+
+def corrective_view(clean: ImageData, as_trained: ImageData, forget_set, seed: int) -> Corrective | None:
+    """The `Corrective` of a forget set (None without a manipulation). `clean` is the data before the
+    manipulation; `as_trained` after it, with the test set that is measured."""
+    manipulation = forget_set.manipulation
+    if manipulation is None:
+        return None
+    triggered = None
+    if manipulation.kind == "poison":
+        triggered = manipulation.view_unseen(as_trained, torch.arange(len(as_trained.test_labels)), seed)
+    return Corrective(clean.train_labels[forget_set.indices], triggered)
 
 
 def shadow_sets(data: ImageData, forget_indices: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,12 +128,18 @@ def shadow_sets(data: ImageData, forget_indices: torch.Tensor, seed: int) -> tup
 
 def model_metrics(model: torch.nn.Module, data: ImageData, forget_indices: torch.Tensor, members: torch.Tensor,
                   nonmembers: torch.Tensor, seed: int, batch_size: int = 512,
-                  device: torch.device | str = "cpu") -> dict[str, float]:
-    """Every metric of `model` (already on `device`): its logits on the whole training and test sets, scored."""
+                  device: torch.device | str = "cpu", corrective: Corrective | None = None) -> dict[str, float]:
+    """Every metric of `model` (already on `device`): its logits on the whole training and test sets, scored
+    (and, with `corrective`, the corrective metrics)."""
     train_logits, train_labels = predict(model, data.batches("train", batch_size=batch_size, device=device))
     test_logits, test_labels = predict(model, data.batches("test", batch_size=batch_size, device=device))
-    return evaluate_outputs(train_logits, train_labels, test_logits, test_labels, forget_indices, members,
-                            nonmembers, seed=seed)
+    metrics = evaluate_outputs(train_logits, train_labels, test_logits, test_labels, forget_indices, members,
+                               nonmembers, seed=seed,
+                               true_forget_labels=None if corrective is None else corrective.true_forget_labels)
+    if corrective is not None and corrective.triggered is not None:
+        metrics["attack_success_rate"] = accuracy_percent(*predict(model, corrective.triggered.batches(
+            "test", batch_size=batch_size, device=device)))
+    return metrics
 
 
 def oracle_gaps(metrics: dict[str, float], oracle: dict[str, float]) -> dict:

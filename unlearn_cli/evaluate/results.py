@@ -16,9 +16,13 @@ Each RESULT is self-contained, so results of many files can be pooled:
     strategy            localization strategy of the mask used (metadata `mask_strategy`), or null
     budget              requested mask budget in (0, 1] (metadata `mask_budget`), or null
     seed                the checkpoint's seed, or null
-    forget              {"source": path, "sha256": hash of the indices, "kind": iid|noniid|class|null, "size": int}
+    forget              {"source": path, "sha256": hash of the indices, "kind": iid|noniid|class|mislabel|poison|null,
+                         "size": int; for a manipulated forget set also "manipulation": {"kind", "sha256", and
+                         "to" (mislabel) or "target", "patch", "corner", "value" (poison)} and "known":
+                         {"size", "sha256", "share"}, the part that localize and apply saw}
     metrics             {forget_accuracy, retain_accuracy, test_accuracy, mia_correctness, mia_confidence,
-                         mia_entropy, mia_m_entropy, mia_prob}: numbers in %
+                         mia_entropy, mia_m_entropy, mia_prob}: numbers in %; for a manipulated forget set also
+                         repaired_accuracy, remembered_accuracy and (poison) attack_success_rate
     oracle              null, or {"source", "sha256", "seed", "excluded_sha256" (str|null),
                          "matches_forget_set" (bool), "metrics": {same keys as metrics},
                          "metrics_from": null, or the results file the metrics were taken from
@@ -53,7 +57,7 @@ import math
 
 import unlearn_cli
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.metrics import metric_keys
+from unlearn_cli.evaluate.metrics import CORRECTIVE_KEYS, metric_keys
 from unlearn_cli.evaluate.mia import SVC_SETTINGS
 from unlearn_cli.io.limits import load_json
 from unlearn_cli.io.streams import read_input, reader
@@ -136,8 +140,10 @@ def _check_fields(record: dict, fields: dict[str, tuple], where: str, remedy: st
 
 
 def _check_metrics(metrics, where: str) -> None:
-    for key in metric_keys():
+    for key in metric_keys(corrective=True):
         if key not in metrics:
+            if key in CORRECTIVE_KEYS:  # measured for a manipulated forget set only
+                continue
             raise UserError(f"{where}.{key} is missing")
         if not _is(metrics[key], (*_NUMBER, _NULL)):
             raise UserError(f"{where}.{key} must be a number, got {metrics[key]!r}")
