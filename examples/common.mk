@@ -29,6 +29,12 @@
 # Variables a recipe sets: CONFIGS (train.yaml, split-<forget set>.yaml), METHOD_CONFIGS, PIPELINES, the
 # per-pipeline ones above, REPORT_TITLE and SMOKE_VARIABLES (what `make smoke` trims); optional: DATA_ROOT
 # (passed as --data-root), LOOP_FLAGS (apply flags for methods that train), TUNE_FLAGS (tune flags), TRAIN_FLAGS.
+#
+# Corrective unlearning (docs/corrective.md): MANIPULATE names a forget set that carries a manipulation of the
+# training data (split kind mislabel or poison); every original is trained on the data it manipulates
+# (`train --manipulate`), the oracles on the clean data without the manipulated examples (`--exclude`), and
+# since a model can only unlearn a manipulation it was trained on, each validation forget set gets an original
+# of its own, trained on the validation manipulation (seed $(TUNE_SEED)), from which its settings are tuned.
 
 UNLEARN ?= ../../.venv/bin/unlearn
 PYTHON ?= $(dir $(UNLEARN))python
@@ -47,6 +53,7 @@ DEVICE ?= auto
 QUIET ?= --quiet
 DATA_ROOT ?=
 DATA_FLAGS = $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+MANIPULATE ?=
 
 EXAMPLES_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 CHOSEN := $(PYTHON) $(EXAMPLES_DIR)/chosen_settings.py
@@ -75,6 +82,9 @@ TUNED := $(foreach p,$(PIPELINES),$(if $($(p).lrs),$(p)))
 # the validation forget set of a forget set, and (oracle mode) its oracle from the tuning seed's recipe
 validation_set = $(WORK)/forget-$(1)-validation.json
 validation_oracle = $(WORK)/$(1)-validation/s$(TUNE_SEED)/oracle.safetensors
+# the original a forget set's settings are tuned on: the tuning seed's, or with MANIPULATE one trained on the
+# validation manipulation
+tune_original = $(if $(MANIPULATE),$(WORK)/$(1)-validation/s$(TUNE_SEED)/original.safetensors,$(WORK)/original-s$(TUNE_SEED).safetensors)
 tuned_file = $(WORK)/tuned-$(1)/$(2)/$(3).yaml
 # the settings a mode chose for a pipeline on a forget set, as budget@lr@epochs with _ for none (empty
 # before phase 1 has written them); untuned pipelines: one run per budget of theirs, or one run
@@ -135,9 +145,17 @@ $(WORK)/forget-%.json: $(CONFIGS)/split-%.yaml
 	@mkdir -p $(@D)
 	$(UNLEARN) split --config $< $(DATA_FLAGS) $(QUIET) -o $@
 
-$(WORK)/original-s%.safetensors: $(CONFIGS)/train.yaml
+$(WORK)/original-s%.safetensors: $(CONFIGS)/train.yaml $(if $(MANIPULATE),$(WORK)/forget-$(MANIPULATE).json)
 	@mkdir -p $(@D)
-	$(UNLEARN) train --config $< --seed $* $(TRAIN_FLAGS) $(COMMON_FLAGS) -o $@
+	$(UNLEARN) train --config $< $(if $(MANIPULATE),--manipulate $(WORK)/forget-$(MANIPULATE).json) --seed $* \
+	  $(TRAIN_FLAGS) $(COMMON_FLAGS) -o $@
+
+define VALIDATION_ORIGINAL_RULE # $(1) forget set: with MANIPULATE, the original trained on its validation manipulation
+$(call tune_original,$(1)): $(CONFIGS)/train.yaml $(call validation_set,$(1))
+	@mkdir -p $$(@D)
+	$$(UNLEARN) train --config $$< --manipulate $(call validation_set,$(1)) --seed $(TUNE_SEED) $$(TRAIN_FLAGS) \
+	  $$(COMMON_FLAGS) -o $$@
+endef
 
 define ORACLE_RULE # $(1) forget set file stem (iid, iid-validation, …), $(2) seed: the oracle trained without it
 $(WORK)/$(1)/s$(2)/oracle.safetensors: $(CONFIGS)/train.yaml $(WORK)/forget-$(1).json
@@ -194,7 +212,7 @@ endif
 endef
 
 define TUNE_RULE # $(1) mode, $(2) forget set, $(3) pipeline
-$(call tuned_file,$(1),$(2),$(3)): $(WORK)/original-s$(TUNE_SEED).safetensors $(call validation_set,$(2)) \
+$(call tuned_file,$(1),$(2),$(3)): $(call tune_original,$(2)) $(call validation_set,$(2)) \
   $(METHOD_CONFIGS)/$(3).yaml $(call tuned_file,$(1),$(2),$(3)).args $(if $(filter oracle,$(1)),$(call validation_oracle,$(2)))
 	@mkdir -p $$(@D)
 	$$(UNLEARN) tune -m $$< -f $(call validation_set,$(2)) $(call tune_args,$(3)) \
@@ -212,7 +230,7 @@ RUN_KEYS = $(sort $(foreach m,free oracle,$(foreach f,$(FORGET_SETS),$(foreach p
 MASK_KEYS = $(sort $(foreach k,$(RUN_KEYS),$(if $($(call word_at,$(k),1).strategy),$($(call word_at,$(k),1).strategy)@$(word 2,$(subst @, ,$(k))))))
 
 $(foreach f,$(FORGET_SETS),\
-  $(eval $(call ORACLE_RULE,$(f)-validation,$(TUNE_SEED)))\
+  $(eval $(call ORACLE_RULE,$(f)-validation,$(TUNE_SEED)))$(if $(MANIPULATE),$(eval $(call VALIDATION_ORIGINAL_RULE,$(f))))\
   $(foreach m,free oracle,$(foreach p,$(TUNED),$(eval $(call TUNE_RULE,$(m),$(f),$(p)))))\
   $(foreach m,$(MODES),$(foreach p,$(TUNED),$(eval $(call TUNE_ARGS,$(m),$(f),$(p)))))\
   $(foreach s,$(RULE_SEEDS),$(eval $(call ORACLE_RULE,$(f),$(s)))$(eval $(call ORIGINAL_RULE,$(f),$(s)))\

@@ -54,16 +54,27 @@ def make_smoke(recipe: str, work: Path, log) -> subprocess.Popen:
         stdout=log, stderr=subprocess.STDOUT, env=clean_environment())
 
 
+CORRECTIVE = "fashion-mnist corrective"  # `make corrective-smoke`, the poison scenario, beside the recipes' smokes
+
+
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory) -> dict:
     """recipe -> (exit code, output, work folder); the recipes run side by side (each step is mostly start-up)."""
     if shutil.which("make") is None:
         pytest.skip("needs GNU make")
     started = {}
-    for recipe in EXPECTED_RUNS:
-        work, log = tmp_path_factory.mktemp(recipe), tmp_path_factory.mktemp("logs") / f"{recipe}.log"
+    for recipe in [*EXPECTED_RUNS, CORRECTIVE]:
+        work = tmp_path_factory.mktemp(recipe.replace(" ", "-"))
+        log = tmp_path_factory.mktemp("logs") / f"{recipe.replace(' ', '-')}.log"
         with log.open("w") as stream:
-            started[recipe] = (make_smoke(recipe, work, stream), work, log)
+            if recipe == CORRECTIVE:
+                process = subprocess.Popen(
+                    ["make", "-C", str(EXAMPLES / "fashion-mnist"), "corrective-smoke", f"SMOKE_DIR={work}",
+                     "CORRECTIVE_SCENARIOS=poison", f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
+                    stdout=stream, stderr=subprocess.STDOUT, env=clean_environment())
+            else:
+                process = make_smoke(recipe, work, stream)
+            started[recipe] = (process, work, log)
     return {recipe: (process.wait(timeout=900), log.read_text(), work) for recipe, (process, work, log) in started.items()}
 
 
@@ -143,6 +154,39 @@ def test_smoke_writes_the_reports(smoke_runs, recipe):
         for mode in ["free", "oracle"] if both else ["free"]:
             search = Path(f"tuned-{mode}") / forget_set / "del.yaml"
             assert (work / "results" / search).read_bytes() == (work / search).read_bytes()
+
+
+@needs_make
+def test_corrective_smoke_unlearns_the_known_part_of_a_poison(smoke_runs):
+    from unlearn_cli.io.checkpoint import load_checkpoint
+    from unlearn_cli.io.forget import read_forget_set
+
+    code, output, work = smoke_runs[CORRECTIVE]
+    assert code == 0, f"make -C examples/fashion-mnist corrective-smoke failed:\n{output[-4000:]}"
+    scenario = work / "corrective-poison"
+    whole = read_forget_set(str(scenario / "forget-poison.json"))
+    half = read_forget_set(str(scenario / "forget-poison-half.json"))
+    assert whole.indices.tolist() == half.indices.tolist() and whole.manipulation.sha256 == half.manipulation.sha256
+    assert len(half.seen().indices) == max(1, round(0.5 * len(half.indices)))
+    original = load_checkpoint(str(scenario / "original-s0.safetensors")).provenance
+    assert original.manipulated_sha256 == whole.manipulation.sha256
+    for forget_set, forget in (("poison", whole), ("poison-half", half)):
+        oracle = load_checkpoint(str(scenario / forget_set / "s0" / "oracle.safetensors")).provenance
+        assert oracle.excluded_sha256 == whole.sha256 and oracle.manipulated_sha256 is None  # clean, without all of it
+        validation = read_forget_set(str(scenario / f"forget-{forget_set}-validation.json"))
+        tuned_on = load_checkpoint(str(scenario / f"{forget_set}-validation" / "s0" / "original.safetensors"))
+        assert tuned_on.provenance.manipulated_sha256 == validation.manipulation.sha256 != whole.manipulation.sha256
+        tuned = yaml.safe_load((scenario / "tuned-free" / forget_set / "del.yaml").read_text())
+        assert tuned["tune"]["forget_sha256"] == validation.seen().sha256  # the known part of the validation set
+        for name in ("ssd", del_run(scenario, forget_set), "original"):
+            (result,) = validate_results(json.loads((scenario / forget_set / "s0" / f"{name}.json").read_text()), name)
+            assert result["forget"]["known"]["sha256"] == forget.seen().sha256
+            assert result["forget"]["size"] == len(whole.indices)
+            assert {"repaired_accuracy", "remembered_accuracy", "attack_success_rate"} <= set(result["metrics"])
+            assert result["oracle"]["metrics"]["attack_success_rate"] is not None
+    report = (work / "results" / "corrective.md").read_text()
+    assert report.startswith("# Corrective unlearning") and "### Forget set: poison-half" in report
+    assert "| attack success |" in report
 
 
 @needs_make
