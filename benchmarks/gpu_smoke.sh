@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU smoke run: resnet18 on CIFAR-shaped synthetic data, with and without the CUDA fast path
 # (bf16 autocast + channels-last, optionally torch.compile), then localize, apply and evaluate, and pools of
-# models built with --seeds and audited (`unlearn audit`) on the GPU.
+# models built with --seeds and audited (`unlearn audit`) on the GPU, and a poison (corrective unlearning): trained
+# on, unlearned with DEL and scored with its attack success rate.
 # Prints images/s for every step and the fast-path speed-up. Needs a CUDA GPU; exits at once without one.
 #
 # Usage:
@@ -106,4 +107,22 @@ audit_s=$(timed "${UNLEARN[@]}" audit --forget "$WORK/forget.json" --unlearned "
     --retrained "$WORK/pool-oracle-*.safetensors" --original "$WORK/pool-original-*.safetensors" --device cuda -q \
     --json "$WORK/audit.json")
 echo "audit of 3 x $POOL models:      $(rate $((3 * POOL * EVALUATED)) "$audit_s") images/s (${audit_s%.*} s with start-up)"
+echo "== corrective: a 1% poison (3x3 patch, target 0), trained on, unlearned with DEL, evaluated"
+"${UNLEARN[@]}" split "${DATA[@]}" --kind poison --fraction 0.01 --target 0 --known 0.5 -q -o "$WORK/poison.json"
+poison_s=$(timed "${UNLEARN[@]}" train "${DATA[@]}" --arch resnet18 "${POOL_FLAGS[@]}" --manipulate "$WORK/poison.json" \
+    -o "$WORK/poisoned.safetensors")
+echo "train --manipulate:         ${poison_s%.*} s for $POOL_STEPS steps (with start-up)"
+"${UNLEARN[@]}" localize -m "$WORK/poisoned.safetensors" -f "$WORK/poison.json" --strategy del --budget 0.3 \
+    --device cuda -q -o "$WORK/poison-mask.safetensors"
+"${UNLEARN[@]}" apply -m "$WORK/poisoned.safetensors" -f "$WORK/poison.json" --mask "$WORK/poison-mask.safetensors" \
+    --method rft "${POOL_FLAGS[@]}" -o "$WORK/repaired.safetensors"
+corrective_s=$(timed "${UNLEARN[@]}" evaluate "$WORK/poisoned.safetensors" "$WORK/repaired.safetensors" \
+    --forget "$WORK/poison.json" --device cuda -q --json "$WORK/corrective.json")
+echo "evaluate with attack success: ${corrective_s%.*} s for 2 models (with start-up)"
+"$PYTHON" - "$WORK/corrective.json" <<'PY'
+import json, sys
+for result in json.load(open(sys.argv[1]))["results"]:
+    metrics = result["metrics"]
+    print(f"  {result['method']}: attack success {metrics['attack_success_rate']:.1f}%, clean test {metrics['test_accuracy']:.1f}%")
+PY
 echo "results in $WORK"

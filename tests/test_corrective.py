@@ -239,7 +239,14 @@ def mislabel_with_label(label):
     return change
 
 
+def mislabel_to(to):
+    def change(document):
+        document["manipulation"] = {"kind": "mislabel", "to": to, "labels": [1] * len(document["indices"])}
+    return change
+
+
 @pytest.mark.parametrize("change, message", [
+    (mislabel_to(12), "mislabel target class 12 is out of range for digits's 10 classes"),
     (mislabel_with_label(10), "manipulated label 10 is out of range for digits's 10 classes"),
     (mislabel_with_label(-1), "manipulated label -1 is out of range"),
     (lambda d: d["manipulation"].update(patch=12), "a 12×12 patch does not fit digits's 8×8 images"),

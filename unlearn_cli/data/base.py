@@ -50,8 +50,8 @@ class ImageData:
         """(lowest, highest) value per channel, float32 [C] each: of the in-memory training images, or as the
         streamed dataset declares it (`value_range`, e.g. the bounds of its normalization)."""
         if self.train_inputs is not None:
-            per_channel = self.train_inputs.transpose(0, 1).reshape(self.input_shape[0], -1)
-            return per_channel.amin(1).float().cpu(), per_channel.amax(1).float().cpu()
+            dims = (0, 2, 3)  # every image and pixel, per channel, without a copy of the images
+            return self.train_inputs.amin(dim=dims).float().cpu(), self.train_inputs.amax(dim=dims).float().cpu()
         if self.value_range is None:
             raise UserError(f"{self.name} is streamed and declares no value range, so a patch cannot be filled "
                             f"with its extreme values")

@@ -75,6 +75,9 @@ class Manipulation:
             bad = int(self.labels.max()) if int(self.labels.max()) >= data.num_classes else int(self.labels.min())
             raise UserError(f"{source}: manipulated label {bad} is out of range for {data.name}'s {data.num_classes} "
                             f"classes (0…{data.num_classes - 1}); re-create the file with `unlearn split`")
+        if isinstance(self.to, int) and not 0 <= self.to < data.num_classes:
+            raise UserError(f"{source}: mislabel target class {self.to} is out of range for {data.name}'s "
+                            f"{data.num_classes} classes; re-create the file with `unlearn split`")
         if self.kind == "poison":
             _, height, width = data.input_shape
             if self.patch > min(height, width):
