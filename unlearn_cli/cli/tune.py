@@ -89,16 +89,19 @@ def _check_candidates(cfg: TuneConfig, candidates: list[Candidate]) -> dict[tupl
     return masks
 
 
-def _outputs(model, data, forget_indices, parts, device, manipulated_reference=None) -> Outputs:
-    """Logits on F, R and V only: the reported part of the test set is never looked at. With
-    `manipulated_reference` (data whose test set is R manipulated like F), R is that, and R as it is goes to
-    `damage`."""
+def _outputs(model, data, forget_indices, parts, device, manipulated=None) -> Outputs:
+    """Logits on F, R and V only: the reported part of the test set is never looked at. With `manipulated` (a
+    manipulated F: (its manipulation, data whose test set is R manipulated the same way)), R is that, and R as
+    it is goes to `damage` (and, for a poison, to the trigger's floor)."""
     clean_reference = predict(model, data.batches("test", parts.reference, 512, device=device))
-    reference = clean_reference if manipulated_reference is None else predict(
-        model, manipulated_reference.batches("test", batch_size=512, device=device))
-    return Outputs(*predict(model, data.batches("train", forget_indices, 512, device=device)), *reference,
-                   *predict(model, data.batches("test", parts.validation, 512, device=device)),
-                   *(clean_reference if manipulated_reference is not None else (None, None)))
+    if manipulated is None:
+        return Outputs(*predict(model, data.batches("train", forget_indices, 512, device=device)), *clean_reference,
+                       *predict(model, data.batches("test", parts.validation, 512, device=device)))
+    manipulation, reference = manipulated
+    return Outputs(*predict(model, data.batches("train", forget_indices, 512, device=device)),
+                   *predict(model, reference.batches("test", batch_size=512, device=device)),
+                   *predict(model, data.batches("test", parts.validation, 512, device=device)), *clean_reference,
+                   trigger_target=manipulation.target if manipulation.kind == "poison" else None)
 
 
 def _render(ranked: list[Trial], grid_keys: list[str], chosen: Trial | None) -> Table:
@@ -167,7 +170,7 @@ def tune(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="key=value method option that is not searched.")] = None,
     oracle: Annotated[Optional[str], typer.Option("--oracle", help="Score by the average gap to this oracle (research mode).")] = None,
     allowance: Annotated[Optional[float], typer.Option(help="Points of reference accuracy a candidate may lose before it counts as damage (default: 5).")] = None,
-    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="part=weight of the oracle-free objective: forget_gap, distribution, validation_drop, damage (default 1 each).")] = None,
+    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="part=weight of the oracle-free objective: forget_gap, distribution, validation_drop, damage, trigger (a poison only) (default 1 each).")] = None,
     halving: Annotated[Optional[bool], typer.Option("--halving/--no-halving", help="Stop hopeless candidates early: successive halving on epochs (default: on).")] = None,
     extend: Annotated[Optional[int], typer.Option("--extend", help="When the choice is a grid's smallest or largest value, try one step further that way, at most this many times (default: 2; 0: never).")] = None,
     data_root: DataRootOption = None,
@@ -215,8 +218,9 @@ def tune(
     if oracle_checkpoint is None:
         mode = "oracle-free"
         # unseen examples manipulated like F, when F is manipulated: what F looks like to a model that never saw it
-        manipulated = (None if forget_set.manipulation is None
-                       else forget_set.manipulation.view_unseen(data, parts.reference, cfg.seed))
+        manipulation = forget_set.manipulation
+        manipulated = None if manipulation is None else (manipulation,
+                                                         manipulation.view_unseen(data, parts.reference, cfg.seed))
         original_outputs = _outputs(original_model, data, forget_set.indices, parts, target, manipulated)
 
         def score(model) -> dict:

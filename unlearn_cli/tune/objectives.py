@@ -16,7 +16,14 @@ with R the reference part of the test set (tune/reference.py) and V its validati
 For a forget set that carries a manipulation (mislabeled or poisoned examples, seen with the labels and patches
 the model was trained on), the oracle's F is unseen data *manipulated the same way*: R is manipulated by the same
 rule (relabelled, or stamped with the trigger and given the target label) for forget_gap and distribution, and
-damage is measured on R as it is (clean).
+damage is measured on R as it is (clean). That alone cannot see a backdoor that still works everywhere (F and
+the stamped R then agree), so a poison adds one part: the oracle never learned the trigger, so stamping it on
+unseen images changes little of what it predicts:
+
+    trigger          max(0, 100·(share of R′ put in the target class with the trigger stamped
+                                 − share of R′ put there as it is))
+                     R′: the examples of R not of the target class (Goel et al. 2024's attack success
+                     rate, less its floor on clean images)
 
 With an oracle (research mode, as the DEL paper tunes): the average gap to the oracle over forget accuracy,
 test accuracy and MIA-correctness (evaluate/metrics.py), on a validation forget set.
@@ -49,6 +56,7 @@ class Outputs:
     validation_labels: torch.Tensor
     clean_reference_logits: torch.Tensor | None = None  # a manipulated forget set: R as it is, for `damage`
     clean_reference_labels: torch.Tensor | None = None
+    trigger_target: int | None = None  # a poison: R is R′ stamped and labelled with this class (`trigger`)
 
     def clean_reference_accuracy(self) -> float:
         if self.clean_reference_logits is None:
@@ -62,9 +70,10 @@ class OracleFreeWeights:
     distribution: float = 1.0
     validation_drop: float = 1.0
     damage: float = 1.0
+    trigger: float = 1.0  # a poison only
     damage_allowance: float = 5.0  # points of reference accuracy a candidate may lose before `damage` counts
 
-    PARTS = ("forget_gap", "distribution", "validation_drop", "damage")
+    PARTS = ("forget_gap", "distribution", "validation_drop", "damage", "trigger")
 
     def replace(self, changes: dict) -> "OracleFreeWeights":
         return dataclasses.replace(self, **changes)
@@ -102,7 +111,13 @@ def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFree
         "validation_drop": max(0.0, original_validation - validation),
         "damage": max(0.0, original_reference - clean_reference - weights.damage_allowance),
     }
-    objective = sum(getattr(weights, name) * parts[name] for name in OracleFreeWeights.PARTS)
+    if candidate.trigger_target is not None:
+        target = candidate.trigger_target
+        others = candidate.clean_reference_labels != target  # R′, the examples the stamped R holds
+        floor = accuracy_percent(candidate.clean_reference_logits[others], torch.full_like(
+            candidate.clean_reference_labels[others], target))
+        parts["trigger"] = max(0.0, reference - floor)  # R is R′ stamped, labelled with the target
+    objective = sum(getattr(weights, name) * parts[name] for name in OracleFreeWeights.PARTS if name in parts)
     return {"objective": objective, **parts, "forget_accuracy": forget, "reference_accuracy": reference,
             "validation_accuracy": validation}
 
