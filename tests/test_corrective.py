@@ -1,5 +1,6 @@
 """Corrective unlearning: manipulated forget sets (mislabel, poison), training on them, and the repair metrics."""
 
+import dataclasses
 import json
 
 import pytest
@@ -164,6 +165,20 @@ def test_the_oracle_free_reference_for_a_manipulated_set_keeps_damage_on_clean_e
     assert score["forget_gap"] == 75.0 and score["damage"] == 0.0  # damage compares clean R, not the relabelled R
 
 
+def test_a_poison_adds_the_trigger_part_its_attack_success_above_the_clean_floor():
+    one_hot = lambda labels: torch.eye(3)[labels] * 5  # noqa: E731
+    clean_labels = torch.tensor([0, 1, 1, 2, 2])  # R: four examples of other classes than the target 0
+    clean_predictions = torch.tensor([0, 0, 1, 2, 2])  # one of the four already goes to 0 without the trigger
+    stamped_predictions = torch.tensor([0, 0, 0, 2])  # the stamped R′ (labelled 0): three of four go to 0
+    candidate = Outputs(one_hot(torch.tensor([0])), torch.tensor([0]), one_hot(stamped_predictions),
+                        torch.zeros(4, dtype=torch.long), one_hot(clean_labels), clean_labels,
+                        one_hot(clean_predictions), clean_labels, trigger_target=0)
+    score = oracle_free_score(candidate, candidate, OracleFreeWeights())
+    assert score["trigger"] == pytest.approx(75.0 - 25.0)
+    assert score["objective"] == pytest.approx(sum(score[part] for part in OracleFreeWeights.PARTS))
+    assert "trigger" not in oracle_free_score(dataclasses.replace(candidate, trigger_target=None), candidate)
+
+
 # --- files and commands -------------------------------------------------------------------------------------
 
 def split(tmp_path, name, *arguments):
@@ -191,6 +206,15 @@ def test_split_writes_a_manipulated_forget_set_that_reads_back(tmp_path):
     assert read_forget_set(str(plain), num_train=1437).manipulation is None
 
 
+def test_a_config_file_may_name_the_mislabel_class_as_a_number(tmp_path):
+    config = tmp_path / "split.yaml"
+    config.write_text("dataset: digits\nkind: mislabel\nto: 3\nfraction: 0.05\n")
+    out = tmp_path / "forget.json"
+    assert run_cli("split", "--config", config, "-o", out, "-q").exit_code == 0
+    document = json.loads(out.read_text())
+    assert document["manipulation"]["to"] == 3 and set(document["manipulation"]["labels"]) == {3}
+
+
 def test_old_format_files_still_read(tmp_path):
     indices = [3, 8, 100]
     path = tmp_path / "old.json"
@@ -205,7 +229,9 @@ def test_old_format_files_still_read(tmp_path):
     (("--kind", "poison", "--fraction", "0.05", "--target", "0", "--patch", "9"), "--patch 9: a 9×9 patch does not fit 8×8 images"),
     (("--kind", "poison", "--fraction", "0.05", "--target", "10"), "--target 10: the dataset has classes 0..9"),
     (("--kind", "mislabel", "--to", "sideways"), "--to 'sideways': give random, next or a class number"),
-    (("--kind", "mislabel", "--target", "2"), "--target is the poison's label"),
+    (("--kind", "mislabel", "--target", "2"), "--target describes a poison manipulation; --kind mislabel takes --to"),
+    (("--kind", "mislabel", "--corner", "tl"), "--corner describes a poison manipulation"),
+    (("--kind", "poison", "--target", "0", "--to", "next"), "--to describes a mislabel manipulation"),
     (("--kind", "iid", "--known", "0.5"), "--known describes a manipulation"),
     (("--kind", "mislabel", "--known", "0"), "--known 0.0: must be in (0, 1]"),
 ])

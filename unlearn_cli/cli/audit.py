@@ -272,7 +272,7 @@ def audit_document(rows: list[dict], pools: dict[str, Pool], forget_set, referen
     return clean({
         "format": AUDIT_FORMAT, "unlearn_version": unlearn_cli.__version__,
         "forget": {"source": forget_set.source, "sha256": forget_set.sha256, "size": len(forget_set.indices),
-                   "kind": (forget_set.info or {}).get("kind", "indices")},
+                   "kind": (forget_set.info or {}).get("kind", "indices"), **forget_set.manipulation_fields()},
         "dataset": reference.describe_data(), "arch": reference.arch,
         "settings": {"delta": DELTA, "epsilon_cap": EPSILON_CAP, "bucket_width": BUCKET_WIDTH,
                      "peaky_ratio": PEAKY_RATIO, "interval_slack": INTERVAL_SLACK,

@@ -55,18 +55,6 @@ def _model_fields(checkpoint: Checkpoint) -> dict:
             "dataset": checkpoint.dataset, "num_classes": checkpoint.num_classes}
 
 
-def _manipulation_fields(forget_set) -> dict:
-    """A manipulated forget set's fields in a result: what was done to it, and the part that was known."""
-    manipulation = forget_set.manipulation
-    if manipulation is None:
-        return {}
-    known = forget_set.seen()
-    return {"manipulation": {"kind": manipulation.kind, "sha256": manipulation.sha256,
-                             **{key: value for key, value in manipulation.to_json().items() if key != "labels"}},
-            "known": {"size": len(known.indices), "sha256": known.sha256,
-                      "share": (forget_set.info or {}).get("known", {}).get("share")}}
-
-
 @contextlib.contextmanager
 def _progress(total: int, quiet: bool):
     """Yields `advance(name)`: one step per evaluated checkpoint on a rich progress bar; in a log or a pipe, a line
@@ -217,7 +205,7 @@ def evaluate(
             records.append(result_record(
                 model=_model_fields(checkpoint), **run_identity(checkpoint, forget_set),
                 forget={"source": forget_set.source, "sha256": forget_set.sha256, "size": len(forget_set.indices),
-                        "kind": (forget_set.info or {}).get("kind", "indices"), **_manipulation_fields(forget_set)},
+                        "kind": (forget_set.info or {}).get("kind", "indices"), **forget_set.manipulation_fields()},
                 metrics=metrics, oracle=oracle_block,
                 comparison=oracle_gaps(metrics, oracle_block["metrics"]) if oracle_block else None,
                 allow_mismatch=mismatch_allowed,

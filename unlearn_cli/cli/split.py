@@ -10,7 +10,7 @@ Usage:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Union
 
 import typer
 
@@ -33,7 +33,7 @@ class SplitConfig:
     fraction: float = 0.1  # of the training set (iid, noniid, mislabel, poison) or of the chosen classes (class)
     classes: Optional[list[int]] = None
     seed: int = 0
-    to: Optional[str] = None  # mislabel: random (default) | next | a class number
+    to: Optional[Union[str, int]] = None  # mislabel: random (default) | next | a class number
     target: Optional[int] = None  # poison: the label the trigger maps to
     patch: int = 3  # poison: side of the square trigger in pixels
     patch_value: str = "max"  # poison: max | min, the training images' extreme per channel
@@ -89,8 +89,14 @@ def split(
             if value != default]
         if given:
             raise UserError(f"{given[0]} describes a manipulation; it needs --kind mislabel or --kind poison")
-    elif cfg.kind == "mislabel" and cfg.target is not None:
-        raise UserError("--target is the poison's label; mislabel takes --to random|next|CLASS")
+    else:  # an option of the other manipulation is a mistake, not something to ignore
+        other = ([("--target", cfg.target, None), ("--patch", cfg.patch, 3), ("--patch-value", cfg.patch_value, "max"),
+                  ("--corner", cfg.corner, "br")] if cfg.kind == "mislabel" else [("--to", cfg.to, None)])
+        given = [flag for flag, value, default in other if value != default]
+        if given:
+            raise UserError(f"{given[0]} describes a {'poison' if cfg.kind == 'mislabel' else 'mislabel'} "
+                            f"manipulation; --kind {cfg.kind} takes "
+                            f"{'--to random|next|CLASS' if cfg.kind == 'mislabel' else '--target, --patch, --patch-value, --corner'}")
     check_writable(output, "--output", {"--config": config}, binary=False)
     data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
     common = {"dataset": cfg.dataset, "num_train": data.num_train, "kind": cfg.kind, "fraction": cfg.fraction,

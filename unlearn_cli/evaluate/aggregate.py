@@ -126,8 +126,16 @@ def forget_identity(run: dict) -> str:
     return known["sha256"] if isinstance(known, dict) and isinstance(known.get("sha256"), str) else run["forget"]["sha256"]
 
 
+def forget_kind(run: dict) -> str:
+    """The forget set's kind as a report shows it; a manipulated set of which only part was known says how much."""
+    known = run["forget"].get("known")
+    share = known.get("share") if isinstance(known, dict) else None
+    kind = run["forget"]["kind"] or "indices"
+    return f"{kind} (known {share:g})" if isinstance(share, (int, float)) and share < 1 else kind
+
+
 def key_of(run: dict) -> GroupKey:
-    return GroupKey(forget_kind=run["forget"]["kind"] or "indices", forget_sha256=forget_identity(run),
+    return GroupKey(forget_kind=forget_kind(run), forget_sha256=forget_identity(run),
                     strategy=run["strategy"] or "—", method=run["method"] or "—", budget=run["budget"])
 
 

@@ -41,6 +41,17 @@ class ForgetSet:
     manipulation: Manipulation | None = None  # what was done to these examples in training (unlearn-forget/2)
     known: torch.Tensor | None = None  # the part of `indices` the unlearner knows; None: all of it
 
+    def manipulation_fields(self) -> dict:
+        """What a results or audit file records of a manipulated forget set: the manipulation (its labels left
+        out) and the part that was known; {} for a plain forget set."""
+        if self.manipulation is None:
+            return {}
+        record = {key: value for key, value in self.manipulation.to_json().items() if key != "labels"}
+        known = self.seen()
+        return {"manipulation": {**record, "sha256": self.manipulation.sha256},
+                "known": {"size": len(known.indices), "sha256": known.sha256,
+                          "share": (self.info or {}).get("known", {}).get("share")}}
+
     def seen(self) -> "ForgetSet":
         """The forget set an unlearner works with: the known part (the whole set when all of it is known)."""
         if self.known is None or len(self.known) == len(self.indices):
