@@ -42,6 +42,31 @@ def audit_block() -> str:
     return block
 
 
+def corrective_block() -> str:
+    """The block under "### Corrective unlearning: mislabeled and poisoned data", run in an empty folder."""
+    (block,) = [block for block in section_blocks() if "--manipulate" in block]
+    return block
+
+
+@pytest.mark.slow
+def test_the_corrective_block_runs_as_pasted(tmp_path):
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("UNLEARN_")}
+    environment.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}",
+                       OMP_NUM_THREADS="1")
+    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", corrective_block()], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-6000:]}"
+    rows = {}
+    for known in ("poison", "poison-half"):
+        original, unlearned = json.loads((tmp_path / f"corrective-{known}.json").read_text())["results"]
+        rows[known] = unlearned["metrics"]["attack_success_rate"]
+        assert original["metrics"]["attack_success_rate"] > 90  # the backdoor is learned
+        assert original["oracle"]["metrics"]["attack_success_rate"] < 10  # and the clean oracle has none
+    # what the README says: knowing every poisoned example DEL removes the backdoor, knowing half it does not
+    assert rows["poison"] < 10 and rows["poison-half"] > 50, rows
+    assert re.search(r"poison \(known 0\.5\):\S+ │ del \+ rft", result.stderr), result.stderr[-3000:]
+
+
 def test_the_block_is_a_whole_pipeline():
     block = pipeline_block()
     for command in ("split", "train", "localize", "apply", "evaluate", "report"):
