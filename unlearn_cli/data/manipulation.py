@@ -109,44 +109,39 @@ class Manipulation:
     def apply(self, data: ImageData, source: str = "manipulation") -> ImageData:
         """A copy of `data` whose training split is manipulated: labels replaced, and for poison patches stamped."""
         self.check(data, source)
-        labels = data.train_labels.clone()
-        labels[self.indices] = self.labels
-        changes = {"train_labels": labels}
-        if self.kind == "poison":
-            fill = self.fill(data)
-            if data.train_inputs is not None:
-                inputs = data.train_inputs.clone()
-                inputs[self.indices.to(inputs.device)] = self.stamp(inputs[self.indices.to(inputs.device)],
-                                                                    fill.to(inputs.device))
-                changes["train_inputs"] = inputs
-        if "train" in data.streams:
-            table = dict(zip(self.indices.tolist(), self.labels.tolist()))
-            changes["streams"] = {**data.streams, "train": _ManipulatedStream(
-                data.streams["train"], table, self if self.kind == "poison" else None,
-                self.fill(data) if self.kind == "poison" else None)}
-        return dataclasses.replace(data, **changes)
+        return self._manipulated(data, "train", self.indices, self.labels)
 
     def view_unseen(self, data: ImageData, positions: torch.Tensor, seed: int) -> ImageData:
         """A copy of `data` whose test set is the test examples at `positions`, manipulated by this rule (poison:
-        only those not of the target class are kept). Works for in-memory and streamed test sets."""
+        only those not of the target class are kept; a random relabelling is seeded). Works for in-memory and
+        streamed test sets."""
         positions = torch.as_tensor(positions, dtype=torch.long)
         if self.kind == "poison":
             positions = positions[data.test_labels[positions] != self.target]
         subset = data.test_subset(positions)
-        generator = torch.Generator().manual_seed(seed)
-        fill = self.fill(data) if self.kind == "poison" else torch.zeros(0)
         if self.kind == "mislabel":
-            labels = relabel(subset.test_labels, self.to, data.num_classes, generator)
+            labels = relabel(subset.test_labels, self.to, data.num_classes, torch.Generator().manual_seed(seed))
         else:
             labels = torch.full_like(subset.test_labels, self.target)
-        changes = {"test_labels": labels}
-        if subset.test_inputs is not None and self.kind == "poison":
-            changes["test_inputs"] = self.stamp(subset.test_inputs, fill.to(subset.test_inputs.device))
-        if "test" in subset.streams:
-            table = dict(zip(range(len(labels)), labels.tolist()))
-            changes["streams"] = {**subset.streams, "test": _ManipulatedStream(
-                subset.streams["test"], table, self if self.kind == "poison" else None, fill)}
-        return dataclasses.replace(subset, **changes)
+        return self._manipulated(subset, "test", torch.arange(len(labels)), labels)
+
+    def _manipulated(self, data: ImageData, split: str, positions: torch.Tensor, labels: torch.Tensor) -> ImageData:
+        """A copy of `data` whose examples at `positions` of `split` get `labels` (and, for poison, the patch)."""
+        new_labels = data.labels(split).clone()
+        new_labels[positions] = labels
+        changes = {f"{split}_labels": new_labels}
+        poison = self.kind == "poison"
+        fill = self.fill(data) if poison else None
+        inputs = getattr(data, f"{split}_inputs")
+        if poison and inputs is not None:
+            inputs, where = inputs.clone(), positions.to(inputs.device)
+            inputs[where] = self.stamp(inputs[where], fill.to(inputs.device))
+            changes[f"{split}_inputs"] = inputs
+        if split in data.streams:
+            table = dict(zip(positions.tolist(), labels.tolist()))
+            changes["streams"] = {**data.streams, split: _ManipulatedStream(data.streams[split], table,
+                                                                          self if poison else None, fill)}
+        return dataclasses.replace(data, **changes)
 
 
 class _ManipulatedStream(Dataset):
