@@ -59,6 +59,38 @@ def test_torchrun_train_matches_one_process(tmp_path):
     assert largest_difference(tmp_path / "ddp.safetensors", tmp_path / "single.safetensors") < TOLERANCE
 
 
+def test_torchrun_deals_a_pools_seeds_out_over_the_processes(tmp_path):
+    """`--seeds` under torchrun: process r takes every second seed and writes its files; the union is exactly the
+    pool one process builds (each seed runs alone either way, so the weights are bit-identical)."""
+    pool, single = tmp_path / "pool", tmp_path / "single"
+    pool.mkdir(), single.mkdir()
+    result = torchrun(pool, "train", *TINY, "--seeds", "0-2", "-o", "original-{seed}.safetensors")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for seed in (0, 1, 2):  # rank 0 reports seeds 0 and 2, rank 1 seed 1: each file once
+        assert result.stderr.count(f"-> original-{seed}.safetensors") == 1
+    one = run_cli("train", *TINY, "--seeds", "0-2", "--quiet", "-o", single / "original-{seed}.safetensors")
+    assert one.exit_code == 0, one.output
+    forget = tmp_path / "forget.json"
+    assert run_cli("split", "--dataset", "digits", "--dataset-option", "train_subset=1000", "--fraction", "0.1", "-q",
+                   "-o", forget).exit_code == 0
+    finetune = ("apply", "--seeds", "0-2", "-m", "original-{seed}.safetensors", "-f", forget, "--method", "finetune",
+                "--epochs", "1", "--batch-size", "100", "--device", "cpu")
+    result = torchrun(pool, *finetune, "-o", "finetune-{seed}.safetensors")
+    assert result.returncode == 0, result.stderr[-3000:]
+    os.chdir(single)
+    try:
+        assert run_cli(*finetune, "--quiet", "-o", "finetune-{seed}.safetensors").exit_code == 0
+    finally:
+        os.chdir(tmp_path)
+    assert sorted(os.listdir(pool)) == sorted(os.listdir(single)) == sorted(
+        f"{name}-{seed}.safetensors" for name in ("original", "finetune") for seed in (0, 1, 2))
+    for name in os.listdir(pool):
+        dealt, alone = load_checkpoint(pool / name), load_checkpoint(single / name)
+        assert "world_size" not in dealt.meta  # trained by one process, not data-parallel
+        assert dealt.config == alone.config and dealt.provenance.seed == alone.provenance.seed
+        assert largest_difference(pool / name, single / name) == 0.0
+
+
 def test_torchrun_apply_rft_matches_one_process(tmp_path):
     parent, forget, mask = tmp_path / "parent.safetensors", tmp_path / "forget.json", tmp_path / "mask.safetensors"
     for arguments in (

@@ -8,6 +8,9 @@ DistributedDataParallel (gradients averaged over ranks), and `confirm_replicas` 
 ends with the same weights before rank 0 alone writes the output. Outside torchrun nothing changes:
 one process, `Shard()` = the whole data.
 
+A pool of models (`--seeds`) is spread the other way: `deal` gives each process every W-th seed and
+`on_own` runs them without a process group, each process writing its own files.
+
 Usage:
     with data_parallel(select_device("auto")) as (device, shard):
         train_classifier(model, data, None, settings, batch_size=128, seed=0, device=device)  # 128 = global batch
@@ -108,12 +111,7 @@ def data_parallel(device: torch.device):
     backend = BACKENDS.get(device.type)
     if backend is None:
         raise UserError(f"--device {device.type}: torchrun runs on cuda (NCCL) or cpu (gloo); choose one of them")
-    if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise UserError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
-                            f"lower --nproc-per-node")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+    device = _local_device(device, local_rank)
     try:
         dist.init_process_group(backend, rank=rank, world_size=world)
     except (RuntimeError, ValueError) as error:
@@ -129,6 +127,33 @@ def data_parallel(device: torch.device):
                         f"no output was written") from None
     finally:
         dist.destroy_process_group()
+
+
+def _local_device(device: torch.device, local_rank: int) -> torch.device:
+    """On CUDA, the GPU numbered by LOCAL_RANK (made current); any other device as it is."""
+    if device.type != "cuda":
+        return device
+    if local_rank >= torch.cuda.device_count():
+        raise UserError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
+                        f"lower --nproc-per-node")
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    return device
+
+
+def deal(items: list) -> list:
+    """Under torchrun, this process's share of `items`: rank r of W takes items r, r + W, r + 2W, …; all of them
+    outside torchrun."""
+    environment = launch_environment()
+    return items if environment is None else items[environment[0] :: environment[1]]
+
+
+@contextlib.contextmanager
+def on_own(device: torch.device):
+    """For work dealt out over torchrun's processes (a pool's seeds, `deal`): no process group, each process on
+    its own GPU (LOCAL_RANK) with the whole data; yields (device, Shard()). Outside torchrun, (device, Shard())."""
+    environment = launch_environment()
+    yield (device if environment is None else _local_device(device, environment[2])), Shard()
 
 
 PEER_FAILURES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")  # gloo's wording

@@ -26,10 +26,11 @@ import typer
 from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
                                     DeviceOption, QuietOption, SeedOption, handle_errors, progress_bar,
                                     stderr)
-from unlearn_cli.cli.seeds import SEED, PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
+from unlearn_cli.cli.seeds import (DEALT_OUT, SEED, PoolModels, SeedRun, dealt_out, plan_seeds, run_seeds,
+                                   seeds_option)
 from unlearn_cli.config import config_dict, load_yaml_config, parse_options, resolve_config
 from unlearn_cli.data import ImageData
-from unlearn_cli.distributed import confirm_replicas, data_parallel, is_main_process
+from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
 from unlearn_cli.engine import FastPath, accuracy, select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
@@ -58,8 +59,7 @@ RECOVERY_TOLERANCE = 5.0  # points of retain accuracy below the parent's before 
 SeedsOption = seeds_option("-m and --mask may hold {seed} too (one model and mask per seed; without it, one file "
                            "for all seeds); the dataset and --forget are read once, and every model must fit that data.",
                            "pool/unlearned-{seed}.safetensors",
-                           "Under torchrun every process runs the seeds in turn, data-parallel, and rank 0 writes "
-                           "each file.")
+                           DEALT_OUT)
 
 
 def resolve(config_path: str | None, apply_flags: dict, method_flags: dict) -> tuple[ApplyConfig, object]:
@@ -125,17 +125,20 @@ def apply(
                                        "compile": compile}, method_flags)
     if cfg.model is None or cfg.forget is None:
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
-    main = is_main_process()
-    quiet = quiet or not main
+    main, pooled = is_main_process(), dealt_out(seeds)  # pooled: every process runs and writes its own seeds
+    quiet = quiet or not (main or pooled)
     runs = plan_seeds(seeds, seed, output, {"--model": cfg.model, "--forget": cfg.forget, "--mask": cfg.mask,
                                             "--config": config},
-                      templated=("--model", "--mask"), example="pool/unlearned-{seed}.safetensors", check_outputs=main)
+                      templated=("--model", "--mask"), example="pool/unlearned-{seed}.safetensors", check_outputs=main or pooled)
     if (len(runs) > 1 and cfg.mask is not None and SEED not in cfg.mask and SEED in cfg.model
             and not cfg.allow_other_model):
         raise UserError(f"--mask {cfg.mask} is shared by every seed, but --model differs per seed and a mask holds "
                         f"the model it was computed on: put {SEED} in --mask too, e.g. --mask "
                         f"'pool/mask-{SEED}.safetensors', or pass --allow-other-model if that is deliberate")
-    with data_parallel(select_device(cfg.device)) as (target, shard):
+    runs = deal(runs) if pooled else runs
+    if not runs:  # more processes than seeds: this one has none
+        return
+    with (on_own if pooled else data_parallel)(select_device(cfg.device)) as (target, shard):
         models = PoolModels(runs, cfg.data_root, cfg.forget, cfg.allow_mismatch)
         dataset, forget_set = models.data, models.forget_set
 

@@ -28,6 +28,7 @@ import torch
 import typer
 
 from unlearn_cli.cli.common import check_trained_on, data_as_trained, dataset_for
+from unlearn_cli.distributed import launch_environment
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.provenance import check_fits_data
@@ -250,6 +251,16 @@ def _random_state() -> Callable[[], None]:
             torch.cuda.set_rng_state_all(state[3])
 
     return restore
+
+
+DEALT_OUT = ("Under torchrun the seeds are dealt out over the processes (process r of W takes seeds r, r + W, …), "
+             "each running its seeds on its own GPU with the whole data and writing their files.")
+
+
+def dealt_out(spec: str | None) -> bool:
+    """Whether a command's runs are dealt out over torchrun's processes: a pool (`--seeds`) under torchrun, where
+    one process per seed beats every seed data-parallel over all of them."""
+    return spec is not None and launch_environment() is not None
 
 
 def run_seeds(runs: list[SeedRun], work: Callable[[SeedRun], None]) -> None:

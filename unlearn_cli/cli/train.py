@@ -20,11 +20,11 @@ import typer
 
 from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
                                     DeviceOption, QuietOption, SeedOption, handle_errors, progress_bar, stderr)
-from unlearn_cli.cli.seeds import SeedRun, plan_seeds, run_seeds, seeds_option
+from unlearn_cli.cli.seeds import DEALT_OUT, SeedRun, dealt_out, plan_seeds, run_seeds, seeds_option
 from unlearn_cli.config import config_dict, parse_options, resolve_config
 from unlearn_cli.data import ImageData, create_dataset, list_datasets
 from unlearn_cli.data.splits import retain_indices
-from unlearn_cli.distributed import confirm_replicas, data_parallel, is_main_process
+from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
 from unlearn_cli.engine import FastPath, LoopSettings, accuracy, seed_everything, select_device, train_classifier
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
@@ -61,8 +61,7 @@ def default_lr(arch: str) -> float:
 
 SeedsOption = seeds_option("The dataset (and --exclude) is read once for all seeds.",
                            "pool/original-{seed}.safetensors",
-                           "Under torchrun every process runs the seeds in turn, data-parallel, and rank 0 writes "
-                           "each file.")
+                           DEALT_OUT)
 
 
 @handle_errors
@@ -100,13 +99,16 @@ def train(
         "dataset_options": parse_options(dataset_option, "--dataset-option")}, section="train")
     if cfg.lr is None:
         cfg.lr = default_lr(cfg.arch)
-    main = is_main_process()
-    quiet = quiet or not main
+    main, pooled = is_main_process(), dealt_out(seeds)  # pooled: every process runs and writes its own seeds
+    quiet = quiet or not (main or pooled)
     runs = plan_seeds(seeds, seed, output, {"--exclude": cfg.exclude, "--manipulate": cfg.manipulate,
                                             "--config": config},
                       example=f"pool/{'oracle' if cfg.exclude is not None else 'original'}-{{seed}}.safetensors",
-                      check_outputs=main)
-    with data_parallel(select_device(cfg.device)) as (target, shard):
+                      check_outputs=main or pooled)
+    runs = deal(runs) if pooled else runs
+    if not runs:  # more processes than seeds: this one has none
+        return
+    with (on_own if pooled else data_parallel)(select_device(cfg.device)) as (target, shard):
         fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
         cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
         data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
