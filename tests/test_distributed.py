@@ -89,6 +89,14 @@ def test_torchrun_deals_a_pools_seeds_out_over_the_processes(tmp_path):
         assert "world_size" not in dealt.meta  # trained by one process, not data-parallel
         assert dealt.config == alone.config and dealt.provenance.seed == alone.provenance.seed
         assert largest_difference(pool / name, single / name) == 0.0
+    # with --stacked each process stacks its share (seeds 0 and 2 on rank 0): the same models, float32 rounding apart
+    result = torchrun(pool, "train", *TINY, "--seeds", "0-2", "--stacked", "-o", "stacked-{seed}.safetensors")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train mlp ×2 (stacked)" in result.stderr and "train mlp ×1 (stacked)" in result.stderr
+    for seed in (0, 1, 2):
+        stacked = load_checkpoint(pool / f"stacked-{seed}.safetensors")
+        assert stacked.config["stacked"] is True and stacked.provenance.seed == seed
+        assert largest_difference(pool / f"stacked-{seed}.safetensors", single / f"original-{seed}.safetensors") < TOLERANCE
 
 
 def test_torchrun_apply_rft_matches_one_process(tmp_path):

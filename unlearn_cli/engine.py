@@ -160,6 +160,14 @@ def set_batchnorm_eval(model: nn.Module) -> None:
             module.eval()
 
 
+def learning_rate(settings: LoopSettings, step: int, total_steps: int) -> float:
+    """The learning rate at `step` of `total_steps`: constant, or cosine from lr down to final_lr_fraction · lr."""
+    if settings.schedule == "constant":
+        return settings.lr
+    floor = settings.final_lr_fraction * settings.lr
+    return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
+
+
 def run_loop(
     model: nn.Module,
     loss_fn: LossFn,
@@ -204,12 +212,6 @@ def run_loop(
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
 
-    def lr_at(step: int) -> float:
-        if settings.schedule == "constant":
-            return settings.lr
-        floor = settings.final_lr_fraction * settings.lr
-        return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
-
     step, images, started = 0, 0, time.perf_counter()
     loss_sum, correct_sum, count_sum = 0.0, 0, 0
     device_type = next(model.parameters()).device.type
@@ -222,7 +224,7 @@ def run_loop(
                 if step >= total_steps:
                     break
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step)
+                    group["lr"] = learning_rate(settings, step, total_steps)
                 with torch.autocast(device_type, dtype=fast.autocast_dtype, enabled=fast.amp):
                     loss, correct, count = loss_fn(forward_model, batch, StepInfo(step, total_steps, epoch))
                 optimizer.zero_grad(set_to_none=True)

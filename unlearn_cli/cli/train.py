@@ -31,6 +31,7 @@ from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_m
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import write_output
 from unlearn_cli.models import create_model, list_models
+from unlearn_cli.stacked import stack_refusal, stacked_bytes, train_stacked
 
 
 @dataclass
@@ -53,6 +54,7 @@ class TrainConfig:
     amp: Optional[bool] = None  # bf16 autocast; None: on for cuda, off otherwise (the resolved value is stored)
     channels_last: Optional[bool] = None  # channels-last layout; None: on for cuda, off otherwise
     compile: bool = False  # torch.compile the model for training
+    stacked: Optional[bool] = None  # --seeds: train the pool's models at once; None: on for cuda when it fits
 
 
 def default_lr(arch: str) -> float:
@@ -84,6 +86,7 @@ def train(
     amp: AmpOption = None,
     channels_last: ChannelsLastOption = None,
     compile: CompileOption = None,
+    stacked: Annotated[Optional[bool], typer.Option("--stacked/--no-stacked", help="With --seeds: train the models at once, parameters stacked, one optimizer step for all (default: on for cuda when they fit in half of the free memory, off otherwise).")] = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
@@ -94,11 +97,13 @@ def train(
     cfg = resolve_config(TrainConfig, config, {
         "dataset": dataset, "arch": arch, "exclude": exclude, "manipulate": manipulate, "epochs": epochs, "lr": lr, "batch_size": batch_size,
         "max_steps": max_steps, "seed": seed, "device": device, "data_root": data_root,
-        "amp": amp, "channels_last": channels_last, "compile": compile,
+        "amp": amp, "channels_last": channels_last, "compile": compile, "stacked": stacked,
         "arch_options": parse_options(arch_option, "--arch-option"),
         "dataset_options": parse_options(dataset_option, "--dataset-option")}, section="train")
     if cfg.lr is None:
         cfg.lr = default_lr(cfg.arch)
+    if cfg.stacked and seeds is None:
+        raise UserError("--stacked trains the models of a pool at once; give --seeds (e.g. --seeds 0-31)")
     main, pooled = is_main_process(), dealt_out(seeds)  # pooled: every process runs and writes its own seeds
     quiet = quiet or not (main or pooled)
     runs = plan_seeds(seeds, seed, output, {"--exclude": cfg.exclude, "--manipulate": cfg.manipulate,
@@ -115,17 +120,26 @@ def train(
         data, manipulated = _manipulated(cfg, data)
         indices, excluded = _retain_set(cfg, data)
 
-        def train_one(run: SeedRun) -> None:
-            run_cfg = cfg if run.seed is None else dataclasses.replace(cfg, seed=run.seed)
-            # a copy per seed: moving it to the device, or back for the report, leaves `data` as it was read
-            model, used, wall_time = _train(run_cfg, run.output, target, shard, quiet, fast, dataclasses.replace(data),
-                                            indices, Provenance(seed=run_cfg.seed, excluded_sha256=excluded,
-                                                                manipulated_sha256=manipulated),
-                                            run.label(f"train {cfg.arch}"))
+        provenance = Provenance(excluded_sha256=excluded, manipulated_sha256=manipulated)
+        cfg.stacked = _stacked(cfg, seeds, len(runs), data, target, quiet)
+
+        def report(run: SeedRun, model, used: ImageData, wall_time: float) -> None:
             if not quiet:
                 test = accuracy(model, used.to(torch.device("cpu")).batches("test", batch_size=512))
                 stderr.print(f"{'oracle' if indices is not None else 'model'} -> {run.output}: test accuracy "
                              f"{test:.1f}% ({wall_time:.1f} s)")
+
+        if cfg.stacked:
+            _train_stacked(cfg, runs, target, quiet, fast, dataclasses.replace(data), indices, provenance, report)
+            return
+
+        def train_one(run: SeedRun) -> None:
+            run_cfg = cfg if run.seed is None else dataclasses.replace(cfg, seed=run.seed)
+            # a copy per seed: moving it to the device, or back for the report, leaves `data` as it was read
+            model, used, wall_time = _train(run_cfg, run.output, target, shard, quiet, fast, dataclasses.replace(data),
+                                            indices, dataclasses.replace(provenance, seed=run_cfg.seed),
+                                            run.label(f"train {cfg.arch}"))
+            report(run, model, used, wall_time)
 
         run_seeds(runs, train_one)
 
@@ -159,11 +173,9 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
     extra = {}
     if shard.world > 1:
         extra["world_size"] = str(shard.world)
-    seed_everything(cfg.seed)  # the same initialization on every rank (DDP also broadcasts rank 0's)
-    model = create_model(cfg.arch, data.num_classes, data.input_shape, **cfg.arch_options).to(target)
+    model = _fresh_model(cfg, data, target)
     data.to(target, fast.memory_format)
-    settings = LoopSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                            max_steps=cfg.max_steps)
+    settings = _loop_settings(cfg)
     started = time.perf_counter()
     steps = cfg.epochs * shard.batches_per_epoch(data.num_train if indices is None else len(indices), cfg.batch_size)
     with progress_bar(description, steps, quiet) as on_step:
@@ -172,11 +184,63 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
     wall_time = time.perf_counter() - started
     confirm_replicas(model)  # every rank got here with the same weights, or nothing is written
     model = model.cpu()
+    if shard.is_main:
+        _write(cfg, output, model, data, wall_time, provenance, extra)
+    return model, data, wall_time
+
+
+def _fresh_model(cfg: TrainConfig, data: ImageData, target: torch.device):
+    """The architecture initialized under the run's seed (the same on every rank, and stacked or not)."""
+    seed_everything(cfg.seed)
+    return create_model(cfg.arch, data.num_classes, data.input_shape, **cfg.arch_options).to(target)
+
+
+def _loop_settings(cfg: TrainConfig) -> LoopSettings:
+    return LoopSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                        max_steps=cfg.max_steps)
+
+
+def _write(cfg: TrainConfig, output: str, model, data: ImageData, wall_time: float, provenance: Provenance,
+           extra: dict) -> None:
     meta = checkpoint_metadata(
         arch=cfg.arch, arch_kwargs=cfg.arch_options, num_classes=data.num_classes, dataset=cfg.dataset,
         dataset_kwargs=data.kwargs, input_shape=data.input_shape, config=config_dict(cfg), wall_time_s=wall_time,
-        provenance=provenance,
-        **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
-    if shard.is_main:
-        write_output(output, checkpoint_bytes(model, meta))
-    return model, data, wall_time
+        provenance=provenance, **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
+    write_output(output, checkpoint_bytes(model, meta))
+
+
+def _stacked(cfg: TrainConfig, seeds: str | None, count: int, data: ImageData, target: torch.device,
+             quiet: bool) -> bool:
+    """Whether this command's runs train stacked: --stacked / --no-stacked, else on for cuda when the pool's
+    parameters, gradients and momentum fit in half of the free memory. An architecture that cannot be stacked
+    runs one model at a time, with a one-line note when --stacked asked for it."""
+    if seeds is None or cfg.stacked is False:
+        return False
+    probe = create_model(cfg.arch, data.num_classes, data.input_shape, **cfg.arch_options)
+    refusal = stack_refusal(probe)
+    if refusal is not None:
+        if cfg.stacked and not quiet:
+            stderr.print(f"note: --stacked: {cfg.arch} is trained one model at a time: {refusal}")
+        return False
+    if cfg.stacked is None:
+        return target.type == "cuda" and stacked_bytes(probe, count) <= torch.cuda.mem_get_info(target)[0] // 2
+    return True
+
+
+def _train_stacked(cfg: TrainConfig, runs: list[SeedRun], target: torch.device, quiet: bool, fast: FastPath,
+                   data: ImageData, indices: torch.Tensor | None, provenance: Provenance, report) -> None:
+    """Every run's model at once (`unlearn_cli.stacked`), then each seed's file, as its own run would write it but
+    for `stacked: true` in the config and the wall time (the pool's, shared out evenly)."""
+    configs = [dataclasses.replace(cfg, seed=run.seed) for run in runs]
+    models = [_fresh_model(run_cfg, data, target) for run_cfg in configs]
+    data.to(target, fast.memory_format)
+    started = time.perf_counter()
+    steps = cfg.epochs * -(-(data.num_train if indices is None else len(indices)) // cfg.batch_size)
+    with progress_bar(f"train {cfg.arch} ×{len(models)} (stacked)", steps, quiet) as on_step:
+        train_stacked(models, data, indices, _loop_settings(cfg), cfg.batch_size, [c.seed for c in configs], target,
+                      on_step, fast=fast)
+    wall_time = (time.perf_counter() - started) / len(models)
+    for run, run_cfg, model in zip(runs, configs, models):
+        model = model.cpu()
+        _write(run_cfg, run.output, model, data, wall_time, dataclasses.replace(provenance, seed=run_cfg.seed), {})
+        report(run, model, data, wall_time)

@@ -1,0 +1,120 @@
+"""Training a pool of small models at once: their parameters stacked, one vectorized forward and backward pass
+and one optimizer step for all of them (`torch.func.stack_module_state`, `functional_call`, `vmap`).
+
+Each model keeps what its own run would have: its initialization (built under its seed), its data order (the
+batches of `ImageData.batches` seeded with its seed), its schedule. The loss is the sum of the models' mean
+cross-entropies, so each model's gradient is exactly its own; SGD with momentum and weight decay acts element by
+element, so one optimizer over the stacked tensors is N optimizers. What differs from N separate runs is only
+the order of floating-point operations in the batched kernels (see `tests/test_stacked.py` for the tolerance).
+
+BatchNorm's running statistics are stacked buffers too, updated per model inside the vectorized forward pass.
+Dropout would need a random stream per model in the same order as a single run draws it: a model with dropout is
+not stacked (`stack_refusal` says why and the command trains one model at a time).
+
+Usage:
+    reason = stack_refusal(model)                     # None when the architecture can be stacked
+    train_stacked(models, data, None, settings, batch_size=128, seeds=[0, 1, 2], device=device)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from unlearn_cli.engine import FastPath, LoopSettings, learning_rate
+from unlearn_cli.errors import UserError
+
+
+def stack_refusal(model: nn.Module) -> str | None:
+    """Why `model`'s architecture cannot be trained stacked, or None."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            return f"its dropout ({name}) would draw random numbers in another order than a single run"
+    return None
+
+
+def stacked_bytes(model: nn.Module, count: int) -> int:
+    """Memory that `count` stacked copies need for parameters, gradients and momentum (buffers besides)."""
+    parameters = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    buffers = sum(buffer.numel() * buffer.element_size() for buffer in model.buffers())
+    return count * (3 * parameters + buffers)
+
+
+def train_stacked(
+    models: list[nn.Module],
+    data,
+    indices: torch.Tensor | None,
+    settings: LoopSettings,
+    batch_size: int,
+    seeds: list[int],
+    device: torch.device,
+    on_step: Callable[[dict], None] | None = None,
+    fast: FastPath | None = None,
+) -> dict:
+    """Train `models` (one architecture, already on `device`) in place, model i on its own seed's batches."""
+    fast = fast or FastPath()
+    if len(models) != len(seeds) or not models:
+        raise ValueError("one seed per model")
+    count = len(models)
+    parameters, buffers = stack_module_state(models)  # name -> [N, …] tensors, the parameters leaves with grad
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    skeleton.train()
+
+    def forward(parameter_values, buffer_values, inputs):
+        return functional_call(skeleton, (parameter_values, buffer_values), (inputs,))
+
+    batched = vmap(forward, in_dims=(0, 0, 0))
+    optimizer = torch.optim.SGD(list(parameters.values()), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    examples = data.num_train if indices is None else len(indices)
+    total_steps = math.ceil(examples / batch_size) * settings.epochs
+    if settings.max_steps is not None:
+        total_steps = min(total_steps, settings.max_steps)
+
+    step, images, started = 0, 0, time.perf_counter()
+    loss_sum, correct_sum, seen = 0.0, 0, 0
+    for epoch in range(settings.epochs):
+        streams = [data.batches("train", indices, batch_size, shuffle=True, seed=seed, epoch=epoch, device=device)
+                   for seed in seeds]
+        for batches in zip(*streams):
+            if step >= total_steps:
+                break
+            inputs = torch.stack([inputs for inputs, _ in batches])  # [N, B, C, H, W]
+            labels = torch.stack([labels for _, labels in batches])  # [N, B]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(settings, step, total_steps)
+            with torch.autocast(device.type, dtype=fast.autocast_dtype, enabled=fast.amp):
+                logits = batched(parameters, buffers, inputs)  # [N, B, classes]
+                losses = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
+                                                     reduction="none").view(count, -1).mean(1)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # model i's gradient is that of its own mean loss
+            optimizer.step()
+            step += 1
+            loss_value = float(losses.detach().mean())
+            if not math.isfinite(loss_value):
+                raise UserError(f"the loss of a model became {loss_value} at step {step}; lower the learning rate (--lr)")
+            correct = int((logits.detach().argmax(-1) == labels).sum())
+            images += labels.numel()
+            loss_sum += loss_value * labels.shape[1]
+            correct_sum += correct
+            seen += labels.shape[1]
+            if on_step is not None:
+                on_step({"epoch": epoch, "step": step, "total_steps": total_steps, "loss": loss_value,
+                         "accuracy": correct / max(1, labels.numel()), "images": images})
+        if step >= total_steps:
+            break
+    with torch.no_grad():
+        for position, model in enumerate(models):
+            for name, parameter in model.named_parameters():
+                parameter.copy_(parameters[name][position])
+            for name, buffer in model.named_buffers():
+                buffer.copy_(buffers[name][position])
+    return {"steps": step, "images": images, "seconds": time.perf_counter() - started,
+            "loss": loss_sum / max(1, seen), "accuracy": correct_sum / max(1, count * seen)}
