@@ -253,8 +253,8 @@ def _random_state() -> Callable[[], None]:
     return restore
 
 
-DEALT_OUT = ("Under torchrun the seeds are dealt out over the processes (process r of W takes seeds r, r + W, …), "
-             "each running its seeds on its own GPU with the whole data and writing their files.")
+DEALT_OUT = ("Under torchrun the seeds are dealt out over the processes (process r of W takes seeds r, r + W, "
+             "r + 2W and so on), each running its seeds on its own GPU with the whole data and writing their files.")
 
 
 def dealt_out(spec: str | None) -> bool:
