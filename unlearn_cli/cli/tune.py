@@ -93,14 +93,14 @@ def _outputs(model, data, forget_indices, parts, device, manipulated=None) -> Ou
     """Logits on F, R and V only: the reported part of the test set is never looked at. With `manipulated` (a
     manipulated F: (its manipulation, data whose test set is R manipulated the same way)), R is that, and R as
     it is goes to `damage` (and, for a poison, to the trigger's floor)."""
-    clean_reference = predict(model, data.batches("test", parts.reference, 512, device=device))
+    forget = predict(model, data.batches("train", forget_indices, 512, device=device))
+    reference = predict(model, data.batches("test", parts.reference, 512, device=device))
+    validation = predict(model, data.batches("test", parts.validation, 512, device=device))
     if manipulated is None:
-        return Outputs(*predict(model, data.batches("train", forget_indices, 512, device=device)), *clean_reference,
-                       *predict(model, data.batches("test", parts.validation, 512, device=device)))
-    manipulation, reference = manipulated
-    return Outputs(*predict(model, data.batches("train", forget_indices, 512, device=device)),
-                   *predict(model, reference.batches("test", batch_size=512, device=device)),
-                   *predict(model, data.batches("test", parts.validation, 512, device=device)), *clean_reference,
+        return Outputs(*forget, *reference, *validation)
+    manipulation, manipulated_reference = manipulated
+    return Outputs(*forget, *predict(model, manipulated_reference.batches("test", batch_size=512, device=device)),
+                   *validation, *reference,
                    trigger_target=manipulation.target if manipulation.kind == "poison" else None)
 
 
