@@ -97,6 +97,14 @@ def test_torchrun_deals_a_pools_seeds_out_over_the_processes(tmp_path):
         stacked = load_checkpoint(pool / f"stacked-{seed}.safetensors")
         assert stacked.config["stacked"] is True and stacked.provenance.seed == seed
         assert largest_difference(pool / f"stacked-{seed}.safetensors", single / f"original-{seed}.safetensors") < TOLERANCE
+    result = torchrun(pool, *finetune, "--stacked", "-o", "finetune-stacked-{seed}.safetensors")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finetune ×2 (stacked)" in result.stderr and "finetune ×1 (stacked)" in result.stderr
+    for seed in (0, 1, 2):
+        stacked = load_checkpoint(pool / f"finetune-stacked-{seed}.safetensors")
+        assert stacked.config["stacked"] is True and stacked.provenance.seed == seed
+        assert largest_difference(pool / f"finetune-stacked-{seed}.safetensors",
+                                  single / f"finetune-{seed}.safetensors") < TOLERANCE
 
 
 def test_torchrun_apply_rft_matches_one_process(tmp_path):

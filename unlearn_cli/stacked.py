@@ -11,9 +11,14 @@ BatchNorm's running statistics are stacked buffers too, updated per model inside
 Dropout would need a random stream per model in the same order as a single run draws it: a model with dropout is
 not stacked (`stack_refusal` says why and the command trains one model at a time).
 
+Masks are per model too: each model's entries outside its mask are written back after every step, bit for bit,
+as `engine.MaskedStep` does for one model, so `apply --seeds --stacked` keeps the mask guarantee of `apply`.
+
 Usage:
     reason = stack_refusal(model)                     # None when the architecture can be stacked
     train_stacked(models, data, None, settings, batch_size=128, seeds=[0, 1, 2], device=device)
+    run_stacked(models, lambda epoch: [loop.batches_for_epoch(epoch) for loop in loops], settings, steps, device,
+                masks=[mask_0, mask_1, mask_2])
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from unlearn_cli.engine import FastPath, LoopSettings, learning_rate
+from unlearn_cli.engine import FastPath, LoopSettings, Mask, keep_outside_mask, learning_rate, set_batchnorm_eval
 from unlearn_cli.errors import UserError
 
 
@@ -58,31 +63,63 @@ def train_stacked(
     fast: FastPath | None = None,
 ) -> dict:
     """Train `models` (one architecture, already on `device`) in place, model i on its own seed's batches."""
-    fast = fast or FastPath()
-    if len(models) != len(seeds) or not models:
+    if len(models) != len(seeds):
         raise ValueError("one seed per model")
+    examples = data.num_train if indices is None else len(indices)
+
+    def streams(epoch: int) -> list:
+        return [data.batches("train", indices, batch_size, shuffle=True, seed=seed, epoch=epoch, device=device)
+                for seed in seeds]
+
+    return run_stacked(models, streams, settings, math.ceil(examples / batch_size), device, on_step=on_step, fast=fast)
+
+
+def run_stacked(
+    models: list[nn.Module],
+    streams_for_epoch: Callable[[int], list[Iterable]],
+    settings: LoopSettings,
+    steps_per_epoch: int,
+    device: torch.device,
+    masks: list[Mask | None] | None = None,
+    always_trainable: Iterable[str] = (),
+    freeze_bn: bool = False,
+    labels: list[str] | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    fast: FastPath | None = None,
+) -> dict:
+    """Train `models` in place with SGD on the cross-entropy, model i on the i-th stream of (inputs, labels) batches
+    of `streams_for_epoch(epoch)` (all of one batch size), as `engine.run_loop` trains each alone.
+
+    `masks[i]` restricts model i's changes as `run_loop`'s mask does: its entries outside the mask are written back
+    after every step, bit for bit; `always_trainable` names parameters trained whatever the masks say. `labels[i]`
+    names model i in error messages.
+    """
+    fast = fast or FastPath()
+    if not models:
+        raise ValueError("no model to train")
     count = len(models)
+    labels = labels or [f"model {position}" for position in range(count)]
     parameters, buffers = stack_module_state(models)  # name -> [N, …] tensors, the parameters leaves with grad
+    partial = _stacked_masks(parameters, masks, always_trainable, labels)
     skeleton = copy.deepcopy(models[0]).to("meta")
     skeleton.train()
+    if freeze_bn:
+        set_batchnorm_eval(skeleton)
 
     def forward(parameter_values, buffer_values, inputs):
         return functional_call(skeleton, (parameter_values, buffer_values), (inputs,))
 
     batched = vmap(forward, in_dims=(0, 0, 0))
-    optimizer = torch.optim.SGD(list(parameters.values()), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay)
-    examples = data.num_train if indices is None else len(indices)
-    total_steps = math.ceil(examples / batch_size) * settings.epochs
+    optimizer = torch.optim.SGD([value for value in parameters.values() if value.requires_grad], lr=settings.lr,
+                                momentum=settings.momentum, weight_decay=settings.weight_decay)
+    total_steps = steps_per_epoch * settings.epochs
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
 
     step, images, started = 0, 0, time.perf_counter()
     loss_sum, correct_sum, seen = 0.0, 0, 0
     for epoch in range(settings.epochs):
-        streams = [data.batches("train", indices, batch_size, shuffle=True, seed=seed, epoch=epoch, device=device)
-                   for seed in seeds]
-        for batches in zip(*streams):
+        for batches in zip(*streams_for_epoch(epoch)):
             if step >= total_steps:
                 break
             inputs = torch.stack([inputs for inputs, _ in batches])  # [N, B, C, H, W]
@@ -96,6 +133,9 @@ def train_stacked(
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # model i's gradient is that of its own mean loss
             optimizer.step()
+            with torch.no_grad():
+                for name, (selected, frozen) in partial.items():
+                    keep_outside_mask(parameters[name], selected, frozen)
             step += 1
             loss_value = float(losses.detach().mean())
             if not math.isfinite(loss_value):
@@ -118,3 +158,26 @@ def train_stacked(
                 buffer.copy_(buffers[name][position])
     return {"steps": step, "images": images, "seconds": time.perf_counter() - started,
             "loss": loss_sum / max(1, seen), "accuracy": correct_sum / max(1, count * seen)}
+
+
+def _stacked_masks(parameters: dict[str, torch.Tensor], masks: list[Mask | None] | None,
+                   always_trainable: Iterable[str], labels: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-model masks over the stacked parameters, as `engine.MaskedStep` holds one model's: a tensor no model may
+    change gets no gradient; one some model may change only in part -> (stacked keep-mask, stacked values now)."""
+    if masks is None or all(mask is None for mask in masks):
+        return {}
+    always = set(always_trainable)
+    for mask, label in zip(masks, labels):
+        if mask is not None and not any(name in always or bool(mask[name].any()) for name in parameters):
+            raise UserError(f"{label}: the mask selects no parameter to train; use a larger --budget or another mask")
+    partial = {}
+    for name, stacked in parameters.items():
+        if name in always:
+            continue
+        selected = torch.stack([torch.ones_like(stacked[0], dtype=torch.bool) if mask is None
+                                else mask[name].to(stacked.device, torch.bool) for mask in masks])
+        if not bool(selected.any()):
+            stacked.requires_grad_(False)
+        elif not bool(selected.all()):
+            partial[name] = (selected, stacked.detach().clone())
+    return partial

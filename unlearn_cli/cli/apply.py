@@ -26,8 +26,8 @@ import typer
 from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
                                     DeviceOption, QuietOption, SeedOption, handle_errors, progress_bar,
                                     stderr)
-from unlearn_cli.cli.seeds import (DEALT_OUT, SEED, PoolModels, SeedRun, dealt_out, plan_seeds, run_seeds,
-                                   seeds_option)
+from unlearn_cli.cli.seeds import (DEALT_OUT, SEED, PoolModels, SeedRun, check_pool_flag, dealt_out, plan_seeds,
+                                   run_seeds, seeds_option, stack_pool, stacked_option)
 from unlearn_cli.config import config_dict, load_yaml_config, parse_options, resolve_config
 from unlearn_cli.data import ImageData
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
@@ -36,7 +36,8 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
 from unlearn_cli.io.streams import write_output
-from unlearn_cli.methods import METHODS, UnlearnData, get_method, list_methods, method_config, method_options
+from unlearn_cli.methods import METHODS, MethodLoop, UnlearnData, get_method, list_methods, method_config, method_options
+from unlearn_cli.stacked import run_stacked
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ApplyConfig:
     amp: Optional[bool] = None  # bf16 autocast; None: on for cuda, off otherwise (the resolved value is stored)
     channels_last: Optional[bool] = None  # channels-last layout; None: on for cuda, off otherwise
     compile: bool = False  # torch.compile the model for the training loop
+    stacked: Optional[bool] = None  # --seeds: unlearn the pool's models at once; None: on for cuda when it fits
 
 
 APPLY_OPTIONS = [field.name for field in dataclasses.fields(ApplyConfig)]
@@ -107,6 +109,7 @@ def apply(
     amp: AmpOption = None,
     channels_last: ChannelsLastOption = None,
     compile: CompileOption = None,
+    stacked: Annotated[Optional[bool], stacked_option("unlearn the models at once (methods whose loss is the plain cross-entropy: finetune, rft, random-label)")] = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
@@ -122,9 +125,10 @@ def apply(
                                        "allow_other_model": allow_other_model, "allow_mismatch": allow_mismatch,
                                        "device": device,
                                        "data_root": data_root, "amp": amp, "channels_last": channels_last,
-                                       "compile": compile}, method_flags)
+                                       "compile": compile, "stacked": stacked}, method_flags)
     if cfg.model is None or cfg.forget is None:
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
+    check_pool_flag(cfg.stacked, seeds, "unlearns")
     main, pooled = is_main_process(), dealt_out(seeds)  # pooled: every process runs and writes its own seeds
     quiet = quiet or not (main or pooled)
     runs = plan_seeds(seeds, seed, output, {"--model": cfg.model, "--forget": cfg.forget, "--mask": cfg.mask,
@@ -141,6 +145,14 @@ def apply(
     with (on_own if pooled else data_parallel)(select_device(cfg.device)) as (target, shard):
         models = PoolModels(runs, cfg.data_root, cfg.forget, cfg.allow_mismatch)
         dataset, forget_set = models.data, models.forget_set
+        unlearning = get_method(cfg.method)
+        cfg.stacked = stack_pool(cfg.stacked, seeds, len(runs), models.architecture(), target,
+                                 f"{cfg.method} unlearns", quiet,
+                                 None if unlearning.stacks else f"its loss is not the plain cross-entropy that a "
+                                                                f"stacked loop computes")
+        if cfg.stacked:
+            _apply_stacked(cfg, method_cfg, runs, models, target, shard, quiet)
+            return
 
         def apply_one(run: SeedRun) -> None:
             parent = models.model(run)
@@ -157,29 +169,103 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
            dataset: ImageData, forget_set, description: str) -> None:
     """Unlearn `parent` on this process's device and shard; rank 0 writes the checkpoint and reports."""
     unlearning = get_method(cfg.method)
-    selection, mask_file = None, None
-    if cfg.mask is not None:
-        mask_file = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256, allow_other_model=cfg.allow_other_model,
-                              forget_sha256=forget_set.sha256, allow_other_forget_set=cfg.allow_mismatch)
-        selection = mask_file.mask
-        if not unlearning.uses_mask and not quiet:
-            stderr.print(f"note: method {cfg.method} ignores the mask; every parameter may change")
-
-    fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
-    cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
+    mask_file = _read_mask(cfg, parent, forget_set, quiet)
+    fast = _fast_path(cfg, target)
     dataset.to(target, fast.memory_format)
     data = UnlearnData.split(dataset, forget_set.indices, device=target, training_config=parent.config, fast=fast,
                              shard=shard, new_model=parent.new_model)
-    retain_batches = lambda: dataset.batches("train", data.retain, batch_size=512, device=target)  # noqa: E731
-    parent_retain = accuracy(parent.model.to(target), retain_batches()) if shard.is_main else None
+    parent_retain = _retain_accuracy(parent.model.to(target), data) if shard.is_main else None
     started = time.perf_counter()
     with progress_bar(description, None, quiet) as on_step:
         data.on_step = on_step
-        unlearned = unlearning.run(parent.model.to(target), data, selection, method_cfg)
+        unlearned = unlearning.run(parent.model, data, _selection(mask_file), method_cfg)
     wall_time = time.perf_counter() - started
     confirm_replicas(unlearned)  # every rank got here with the same weights, or nothing is written
-    unlearned = unlearned.cpu()
+    _finish(cfg, method_cfg, output, parent, forget_set, mask_file, unlearned, data, wall_time, parent_retain, quiet)
 
+
+def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: PoolModels, target: torch.device,
+                   shard, quiet: bool) -> None:
+    """Every run's model unlearned at once (`unlearn_cli.stacked`): each prepared by the method (rft's reset) and
+    given its own loop (its seed's batches and relabelling, its mask), then all loops run stacked; each seed's
+    file as its own run would write it but for `stacked: true` in the config and the wall time (the pool's,
+    shared out evenly)."""
+    unlearning = get_method(cfg.method)
+    fast = _fast_path(cfg, target)
+    dataset = dataclasses.replace(models.data).to(target, fast.memory_format)  # the one read stays where it is
+    pool = []
+    for run in runs:
+        parent = models.model(run)
+        run_cfg = dataclasses.replace(cfg, model=run.paths["--model"], mask=run.paths["--mask"])
+        method_run_cfg = dataclasses.replace(method_cfg, seed=run.seed)
+        mask_file = _read_mask(run_cfg, parent, models.forget_set, quiet)
+        data = UnlearnData.split(dataset, models.forget_set.indices, device=target, training_config=parent.config,
+                                 fast=fast, shard=shard, new_model=parent.new_model)
+        parent_retain = _retain_accuracy(parent.model.to(target), data)  # before the loop's preparation
+        loop = unlearning.loop(parent.model, data, _selection(mask_file), method_run_cfg)
+        pool.append(_PoolRun(run, run_cfg, method_run_cfg, parent, mask_file, data, parent_retain, loop))
+    first = pool[0].loop
+    if any(not member.loop.stackable or member.loop.shared_part != first.shared_part for member in pool):
+        raise ValueError(f"{cfg.method}: the pool's loops differ in more than their batches and masks")
+    started = time.perf_counter()
+    with progress_bar(f"{cfg.method} ×{len(pool)} (stacked)", first.steps_per_epoch * first.settings.epochs,
+                      quiet) as on_step:
+        run_stacked([member.parent.model for member in pool],
+                    lambda epoch: [member.loop.batches_for_epoch(epoch) for member in pool], first.settings,
+                    first.steps_per_epoch, target, masks=[_selection(member.mask_file) for member in pool],
+                    always_trainable=first.always_trainable, freeze_bn=first.freeze_bn,
+                    labels=[f"--mask of seed {member.run.seed}" for member in pool], on_step=on_step, fast=fast)
+    wall_time = (time.perf_counter() - started) / len(pool)
+    for member in pool:
+        _finish(member.cfg, member.method_cfg, member.run.output, member.parent, models.forget_set, member.mask_file,
+                member.parent.model, member.data, wall_time, member.parent_retain, quiet)
+
+
+@dataclass
+class _PoolRun:
+    """One seed of a stacked `apply`: its run, configs, parent, mask, data, the parent's retain accuracy, loop."""
+
+    run: SeedRun
+    cfg: ApplyConfig
+    method_cfg: object
+    parent: object
+    mask_file: object
+    data: UnlearnData
+    parent_retain: float
+    loop: MethodLoop
+
+
+def _selection(mask_file):
+    return None if mask_file is None else mask_file.mask
+
+
+def _fast_path(cfg: ApplyConfig, target: torch.device) -> FastPath:
+    fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
+    cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
+    return fast
+
+
+def _read_mask(cfg: ApplyConfig, parent, forget_set, quiet: bool):
+    """The mask file of --mask, checked against the model and the forget set; None without --mask."""
+    if cfg.mask is None:
+        return None
+    mask_file = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256, allow_other_model=cfg.allow_other_model,
+                          forget_sha256=forget_set.sha256, allow_other_forget_set=cfg.allow_mismatch)
+    if not get_method(cfg.method).uses_mask and not quiet:
+        stderr.print(f"note: method {cfg.method} ignores the mask; every parameter may change")
+    return mask_file
+
+
+def _retain_accuracy(model, data: UnlearnData) -> float:
+    return accuracy(model, data.dataset.batches("train", data.retain, batch_size=512, device=data.device))
+
+
+def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_file, unlearned, data: UnlearnData,
+            wall_time: float, parent_retain: float | None, quiet: bool) -> None:
+    """Rank 0 writes the unlearned checkpoint with its provenance, warns when the retain accuracy did not recover,
+    and reports."""
+    unlearning = get_method(cfg.method)
+    unlearned = unlearned.cpu()
     provenance = Provenance(seed=method_cfg.seed, method=cfg.method, parent_sha256=parent.sha256,
                             forget_sha256=forget_set.sha256,
                             excluded_sha256=forget_set.sha256 if unlearning.excludes_forget_set else None,
@@ -199,24 +285,25 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
     data_root_used = cfg.data_root or parent.data_root
     if data_root_used:
         extra["data_root"] = data_root_used
-    if shard.world > 1:
-        extra["world_size"] = str(shard.world)
+    if data.shard.world > 1:
+        extra["world_size"] = str(data.shard.world)
     meta = checkpoint_metadata(
         arch=parent.arch, arch_kwargs=parent.arch_kwargs, num_classes=parent.num_classes, dataset=parent.dataset,
         dataset_kwargs=parent.dataset_kwargs, input_shape=parent.input_shape,
         config={**config_dict(cfg), **config_dict(method_cfg)}, wall_time_s=wall_time, provenance=provenance, **extra)
-    if shard.is_main:
+    if data.shard.is_main:
         write_output(output, checkpoint_bytes(unlearned, meta))
-        retain = accuracy(unlearned.to(target), retain_batches())
+        retain = _retain_accuracy(unlearned.to(data.device), data)
         unlearned.cpu()
         if parent_retain - retain > RECOVERY_TOLERANCE:
             stderr.print(f"[yellow]warning: retain accuracy fell from {parent_retain:.1f}% to {retain:.1f}%: the "
                          f"finetune did not recover the model: try `unlearn tune` or raise --epochs / --lr[/yellow]")
     if not quiet:
-        cpu_data = dataset.to(torch.device("cpu"))
-        forget_accuracy = accuracy(unlearned, cpu_data.batches("train", forget_set.indices, batch_size=512))
-        test_accuracy = accuracy(unlearned, cpu_data.batches("test", batch_size=512))
-        scope = "no mask" if selection is None else "mask {}/{} parameters".format(*mask_counts(selection))
+        model, device = unlearned.to(data.device), data.device
+        forget_accuracy = accuracy(model, data.dataset.batches("train", forget_set.indices, batch_size=512, device=device))
+        test_accuracy = accuracy(model, data.dataset.batches("test", batch_size=512, device=device))
+        unlearned.cpu()
+        scope = "no mask" if mask_file is None else "mask {}/{} parameters".format(*mask_counts(mask_file.mask))
         stderr.print(f"{cfg.method} ({scope}) -> {output}: forget accuracy {forget_accuracy:.1f}%, "
                      f"test accuracy {test_accuracy:.1f}% ({wall_time:.1f} s)")
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import typer
 
-from unlearn_cli.cli.common import check_trained_on, data_as_trained, dataset_for
+from unlearn_cli.cli.common import check_trained_on, data_as_trained, dataset_for, stderr
 from unlearn_cli.distributed import launch_environment
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
@@ -36,6 +36,7 @@ from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.limits import INT64_MAX, limit
 from unlearn_cli.io.streams import STDIO, check_writable
+from unlearn_cli.stacked import stack_refusal, stacked_bytes
 
 SEED = "{seed}"
 _PART = re.compile(r"([0-9]+)(?:\s*-\s*([0-9]+))?")
@@ -257,6 +258,35 @@ DEALT_OUT = ("Under torchrun the seeds are dealt out over the processes (process
              "r + 2W and so on), each running its seeds on its own GPU with the whole data and writing their files.")
 
 
+def stacked_option(what: str):
+    """A pool command's `--stacked/--no-stacked` option; `what` says what it does at once."""
+    return typer.Option("--stacked/--no-stacked", help=f"With --seeds: {what}, parameters stacked, one optimizer step "
+                                                        f"for all (default: on for cuda when they fit in half of the "
+                                                        f"free memory, off otherwise).")
+
+
+def check_pool_flag(stacked: bool | None, spec: str | None, verb: str) -> None:
+    if stacked and spec is None:
+        raise UserError(f"--stacked {verb} the models of a pool at once; give --seeds (e.g. --seeds 0-31)")
+
+
+def stack_pool(requested: bool | None, spec: str | None, count: int, probe: torch.nn.Module, device: torch.device,
+               what: str, quiet: bool, refusal: str | None = None) -> bool:
+    """Whether a pool's runs go stacked (`unlearn_cli.stacked`): --stacked / --no-stacked, else on for cuda when the
+    pool's parameters, gradients and momentum fit in half of the free memory. What cannot be stacked (`refusal`, or
+    the architecture `probe`'s own) runs one model at a time, with a one-line note when --stacked asked for it."""
+    if spec is None or requested is False:
+        return False
+    refusal = refusal or stack_refusal(probe)
+    if refusal is not None:
+        if requested and not quiet:
+            stderr.print(f"note: --stacked: {what} one model at a time: {refusal}")
+        return False
+    if requested is None:
+        return device.type == "cuda" and stacked_bytes(probe, count) <= torch.cuda.mem_get_info(device)[0] // 2
+    return True
+
+
 def dealt_out(spec: str | None) -> bool:
     """Whether a command's runs are dealt out over torchrun's processes: a pool (`--seeds`) under torchrun, where
     one process per seed beats every seed data-parallel over all of them."""
@@ -307,6 +337,10 @@ class PoolModels:
                                       allow_other_dataset=allow_mismatch)
         # the data as the models were trained on it, and the part of the forget set an unlearner knows
         self.data, self.forget_set = data_as_trained(data, self._whole, [self._first], unlearning=True)
+
+    def architecture(self) -> torch.nn.Module:
+        """The models' architecture, freshly built."""
+        return self._reference.new_model()
 
     def model(self, run: SeedRun):
         checkpoint, self._first = (self._first or load_checkpoint(run.paths["--model"])), None

@@ -20,7 +20,8 @@ import typer
 
 from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
                                     DeviceOption, QuietOption, SeedOption, handle_errors, progress_bar, stderr)
-from unlearn_cli.cli.seeds import DEALT_OUT, SeedRun, dealt_out, plan_seeds, run_seeds, seeds_option
+from unlearn_cli.cli.seeds import (DEALT_OUT, SeedRun, check_pool_flag, dealt_out, plan_seeds, run_seeds, seeds_option,
+                                   stack_pool, stacked_option)
 from unlearn_cli.config import config_dict, parse_options, resolve_config
 from unlearn_cli.data import ImageData, create_dataset, list_datasets
 from unlearn_cli.data.splits import retain_indices
@@ -31,7 +32,7 @@ from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_m
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import write_output
 from unlearn_cli.models import create_model, list_models
-from unlearn_cli.stacked import stack_refusal, stacked_bytes, train_stacked
+from unlearn_cli.stacked import train_stacked
 
 
 @dataclass
@@ -86,7 +87,7 @@ def train(
     amp: AmpOption = None,
     channels_last: ChannelsLastOption = None,
     compile: CompileOption = None,
-    stacked: Annotated[Optional[bool], typer.Option("--stacked/--no-stacked", help="With --seeds: train the models at once, parameters stacked, one optimizer step for all (default: on for cuda when they fit in half of the free memory, off otherwise).")] = None,
+    stacked: Annotated[Optional[bool], stacked_option("train the models at once")] = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
@@ -102,8 +103,7 @@ def train(
         "dataset_options": parse_options(dataset_option, "--dataset-option")}, section="train")
     if cfg.lr is None:
         cfg.lr = default_lr(cfg.arch)
-    if cfg.stacked and seeds is None:
-        raise UserError("--stacked trains the models of a pool at once; give --seeds (e.g. --seeds 0-31)")
+    check_pool_flag(cfg.stacked, seeds, "trains")
     main, pooled = is_main_process(), dealt_out(seeds)  # pooled: every process runs and writes its own seeds
     quiet = quiet or not (main or pooled)
     runs = plan_seeds(seeds, seed, output, {"--exclude": cfg.exclude, "--manipulate": cfg.manipulate,
@@ -121,7 +121,9 @@ def train(
         indices, excluded = _retain_set(cfg, data)
 
         provenance = Provenance(excluded_sha256=excluded, manipulated_sha256=manipulated)
-        cfg.stacked = _stacked(cfg, seeds, len(runs), data, target, quiet)
+        cfg.stacked = stack_pool(cfg.stacked, seeds, len(runs), create_model(cfg.arch, data.num_classes, data.input_shape,
+                                                                             **cfg.arch_options),
+                                 target, f"{cfg.arch} is trained", quiet)
 
         def report(run: SeedRun, model, used: ImageData, wall_time: float) -> None:
             if not quiet:
@@ -207,24 +209,6 @@ def _write(cfg: TrainConfig, output: str, model, data: ImageData, wall_time: flo
         dataset_kwargs=data.kwargs, input_shape=data.input_shape, config=config_dict(cfg), wall_time_s=wall_time,
         provenance=provenance, **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
     write_output(output, checkpoint_bytes(model, meta))
-
-
-def _stacked(cfg: TrainConfig, seeds: str | None, count: int, data: ImageData, target: torch.device,
-             quiet: bool) -> bool:
-    """Whether this command's runs train stacked: --stacked / --no-stacked, else on for cuda when the pool's
-    parameters, gradients and momentum fit in half of the free memory. An architecture that cannot be stacked
-    runs one model at a time, with a one-line note when --stacked asked for it."""
-    if seeds is None or cfg.stacked is False:
-        return False
-    probe = create_model(cfg.arch, data.num_classes, data.input_shape, **cfg.arch_options)
-    refusal = stack_refusal(probe)
-    if refusal is not None:
-        if cfg.stacked and not quiet:
-            stderr.print(f"note: --stacked: {cfg.arch} is trained one model at a time: {refusal}")
-        return False
-    if cfg.stacked is None:
-        return target.type == "cuda" and stacked_bytes(probe, count) <= torch.cuda.mem_get_info(target)[0] // 2
-    return True
 
 
 def _train_stacked(cfg: TrainConfig, runs: list[SeedRun], target: torch.device, quiet: bool, fast: FastPath,

@@ -1,7 +1,8 @@
 """Unlearning methods (README, "Unlearning methods"): one module each, one registry, one signature `fn(model, data, mask, cfg) -> model`.
 
-Every finetune-like method is a loss function plus a batch schedule handed to `engine.run_loop`, which
-enforces the mask; the training-free ones (ssd, iu) restrict their change with `engine.restrict_to_mask`.
+Every finetune-like method prepares the model (rft's reset) and returns its `MethodLoop`: a loss function and a
+batch schedule that `engine.run_loop` runs and masks, or that a pool's models run stacked; the training-free
+ones (ssd, iu) restrict their change with `engine.restrict_to_mask`.
 
 Usage:
     data = UnlearnData.split(dataset, forget_indices, new_model=lambda: create_model("mlp", 10, (1, 8, 8)))
@@ -30,6 +31,8 @@ class Method:
     summary: str  # one line for --help
     uses_mask: bool = True  # False: the method ignores --mask (retrain)
     excludes_forget_set: bool = False  # True: the output is trained without the forget set (an oracle)
+    loop: Callable | None = None  # finetune-like: (model, data, mask, cfg) -> MethodLoop, the model prepared
+    stacks: bool = False  # its loop's loss is the plain cross-entropy: a pool's models can run it stacked
 
 
 def register_method(name: str, config_class: type, summary: str, **flags) -> Callable:
@@ -37,6 +40,20 @@ def register_method(name: str, config_class: type, summary: str, **flags) -> Cal
 
     def decorator(fn: Callable) -> Callable:
         METHODS.register(name)(Method(name, fn, config_class, summary, **flags))
+        return fn
+
+    return decorator
+
+
+def register_loop_method(name: str, config_class: type, summary: str, **flags) -> Callable:
+    """Decorator: register a finetune-like method, `fn(model, data, mask, cfg) -> MethodLoop`, which prepares the
+    model and returns its loop; the method's `run` runs that loop on the model."""
+
+    def decorator(fn: Callable) -> Callable:
+        def run(model, data, mask, cfg):
+            return fn(model, data, mask, cfg).run(model, data, mask)
+
+        METHODS.register(name)(Method(name, run, config_class, summary, loop=fn, **flags))
         return fn
 
     return decorator
@@ -68,6 +85,6 @@ def method_config(name: str, values: dict, config_path: str | None = None, from_
     return resolve_config(get_method(name).config_class, config_path, values, document=from_file or {})
 
 
-from unlearn_cli.methods._common import MethodConfig, UnlearnData  # noqa: E402,F401
+from unlearn_cli.methods._common import MethodConfig, MethodLoop, UnlearnData  # noqa: E402,F401
 from unlearn_cli.methods import (finetune, neggrad, neggrad_plus, random_label, l1_sparse, rft, scrub,  # noqa: E402,F401
                                  ssd, iu, retrain)

@@ -2,7 +2,7 @@
 
 Usage:
     data = UnlearnData.split(dataset, forget_indices, new_model=factory)
-    run_method_loop(model, data, mask, cfg, loss_fn, *epoch_batches(data, data.retain, cfg))
+    method_loop(cfg, loss_fn, *epoch_batches(data, data.retain, cfg)).run(model, data, mask)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import nn
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.distributed import Shard, current_shard
-from unlearn_cli.engine import FastPath, LoopSettings, Mask, run_loop
+from unlearn_cli.engine import FastPath, LoopSettings, LossFn, Mask, cross_entropy_loss, run_loop
 
 
 @dataclass
@@ -92,13 +92,42 @@ def relabelled_batches(data: UnlearnData, order: torch.Tensor, labels: torch.Ten
         yield inputs, labels[chunk].to(data.device)
 
 
-def run_method_loop(model: nn.Module, data: UnlearnData, mask: Mask | None, cfg: UpdateConfig, loss_fn,
-                    batches_for_epoch: Callable[[int], Iterable], steps_per_epoch: int,
-                    always_trainable: Iterable[str] = ()) -> nn.Module:
-    """The one training loop with the method's loss and schedule; the mask is enforced inside `run_loop`."""
-    run_loop(model, loss_fn, batches_for_epoch, loop_settings(cfg), mask=mask, always_trainable=always_trainable,
-             freeze_bn=cfg.freeze_bn, steps_per_epoch=steps_per_epoch, on_step=data.on_step, fast=data.fast)
-    return model
+@dataclass
+class MethodLoop:
+    """A finetune-like method's training loop, ready to run: its loss, its batches, its schedule, and what is
+    trained whatever the mask says. `run` runs it on one model; a pool runs the loops of its models stacked
+    (`unlearn_cli.stacked.run_stacked`) when `stackable`."""
+
+    loss_fn: LossFn
+    batches_for_epoch: Callable[[int], Iterable]
+    steps_per_epoch: int
+    settings: LoopSettings
+    always_trainable: tuple[str, ...] = ()
+    freeze_bn: bool = False
+
+    @property
+    def shared_part(self) -> tuple:
+        """What the loops of a pool's models must share to run stacked: all but their batches."""
+        return self.settings, self.steps_per_epoch, self.always_trainable, self.freeze_bn
+
+    @property
+    def stackable(self) -> bool:
+        """Whether the loss is the plain cross-entropy of (inputs, labels) batches, which the stacked loop computes."""
+        return self.loss_fn is cross_entropy_loss
+
+    def run(self, model: nn.Module, data: UnlearnData, mask: Mask | None) -> nn.Module:
+        """The one training loop; the mask is enforced inside `run_loop`."""
+        run_loop(model, self.loss_fn, self.batches_for_epoch, self.settings, mask=mask,
+                 always_trainable=self.always_trainable, freeze_bn=self.freeze_bn,
+                 steps_per_epoch=self.steps_per_epoch, on_step=data.on_step, fast=data.fast)
+        return model
+
+
+def method_loop(cfg: UpdateConfig, loss_fn: LossFn, batches_for_epoch: Callable[[int], Iterable],
+                steps_per_epoch: int, always_trainable: Iterable[str] = ()) -> MethodLoop:
+    """The loop of a method with config `cfg`: its loss and batch schedule under cfg's optimizer settings."""
+    return MethodLoop(loss_fn, batches_for_epoch, steps_per_epoch, loop_settings(cfg), tuple(always_trainable),
+                      cfg.freeze_bn)
 
 
 def fresh_initialization(data: UnlearnData, seed: int) -> nn.Module:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unlearn_cli.engine import cross_entropy_loss
-from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, run_method_loop
+from unlearn_cli.methods import register_loop_method
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
 
 
 @dataclass
@@ -19,6 +19,7 @@ class FinetuneConfig(UpdateConfig):
     lr: float = 0.01
 
 
-@register_method("finetune", FinetuneConfig, "cross-entropy on the retain set, cosine schedule")
+@register_loop_method("finetune", FinetuneConfig, "cross-entropy on the retain set, cosine schedule",
+                      stacks=True)
 def finetune(model, data, mask, cfg: FinetuneConfig):
-    return run_method_loop(model, data, mask, cfg, cross_entropy_loss, *epoch_batches(data, data.retain, cfg))
+    return method_loop(cfg, cross_entropy_loss, *epoch_batches(data, data.retain, cfg))

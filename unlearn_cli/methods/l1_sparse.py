@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unlearn_cli.engine import cross_entropy_loss
-from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, run_method_loop
+from unlearn_cli.methods import register_loop_method
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
 
 
 @dataclass
@@ -21,11 +21,11 @@ class L1SparseConfig(UpdateConfig):
     gamma: float = 7e-5  # L1 weight at the start; decays linearly to 0 over the run
 
 
-@register_method("l1-sparse", L1SparseConfig, "CE(retain) + linearly decaying L1 penalty, cosine schedule")
+@register_loop_method("l1-sparse", L1SparseConfig, "CE(retain) + linearly decaying L1 penalty, cosine schedule")
 def l1_sparse(model, data, mask, cfg: L1SparseConfig):
     def loss_fn(model, batch, info):
         loss, correct, count = cross_entropy_loss(model, batch, info)
         l1 = sum(parameter.abs().sum() for parameter in model.parameters() if parameter.requires_grad)
         return loss + cfg.gamma * (1 - info.progress) * l1, correct, count
 
-    return run_method_loop(model, data, mask, cfg, loss_fn, *epoch_batches(data, data.retain, cfg))
+    return method_loop(cfg, loss_fn, *epoch_batches(data, data.retain, cfg))

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unlearn_cli.engine import cross_entropy_loss
-from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, run_method_loop
+from unlearn_cli.methods import register_loop_method
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
 
 
 @dataclass
@@ -26,6 +26,6 @@ def negative_cross_entropy(model, batch, info):
     return -loss, correct, count
 
 
-@register_method("neggrad", NegGradConfig, "gradient ascent (-CE) on the forget set, constant lr")
+@register_loop_method("neggrad", NegGradConfig, "gradient ascent (-CE) on the forget set, constant lr")
 def neggrad(model, data, mask, cfg: NegGradConfig):
-    return run_method_loop(model, data, mask, cfg, negative_cross_entropy, *epoch_batches(data, data.forget, cfg))
+    return method_loop(cfg, negative_cross_entropy, *epoch_batches(data, data.forget, cfg))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from unlearn_cli.engine import cycle
-from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, run_method_loop
+from unlearn_cli.methods import register_loop_method
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
 
 
 @dataclass
@@ -24,7 +24,7 @@ class NegGradPlusConfig(UpdateConfig):
     beta: float = 0.99  # weight of the retain loss; 1 − beta weighs the (negated) forget loss
 
 
-@register_method("neggrad+", NegGradPlusConfig, "beta*CE(retain) - (1-beta)*CE(forget), forget batches cycled")
+@register_loop_method("neggrad+", NegGradPlusConfig, "beta*CE(retain) - (1-beta)*CE(forget), forget batches cycled")
 def neggrad_plus(model, data, mask, cfg: NegGradPlusConfig):
     retain_batches, steps_per_epoch = epoch_batches(data, data.retain, cfg)
     forget_batches = cycle(epoch_batches(data, data.forget, cfg, seed_offset=1)[0])
@@ -37,5 +37,4 @@ def neggrad_plus(model, data, mask, cfg: NegGradPlusConfig):
         loss = cfg.beta * retain_loss - (1 - cfg.beta) * forget_loss
         return loss, int((logits.argmax(1) == retain_labels).sum()), len(retain_labels)
 
-    return run_method_loop(model, data, mask, cfg, loss_fn, lambda epoch: zip(retain_batches(epoch), forget_batches),
-                           steps_per_epoch)
+    return method_loop(cfg, loss_fn, lambda epoch: zip(retain_batches(epoch), forget_batches), steps_per_epoch)

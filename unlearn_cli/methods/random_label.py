@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from unlearn_cli.engine import cross_entropy_loss
-from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import UpdateConfig, relabelled_batches, run_method_loop, shuffled
+from unlearn_cli.methods import register_loop_method
+from unlearn_cli.methods._common import UpdateConfig, relabelled_batches, method_loop, shuffled
 
 
 @dataclass
@@ -29,8 +29,9 @@ def wrong_labels(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Ten
     return (labels + shift) % num_classes
 
 
-@register_method("random-label", RandomLabelConfig,
-                 "forget set relabelled to random wrong classes, trained with the retain set")
+@register_loop_method("random-label", RandomLabelConfig,
+                      "forget set relabelled to random wrong classes, trained with the retain set",
+                      stacks=True)
 def random_label(model, data, mask, cfg: RandomLabelConfig):
     labels = data.dataset.train_labels.clone()
     labels[data.forget] = wrong_labels(labels[data.forget], data.dataset.num_classes, cfg.seed)
@@ -40,4 +41,4 @@ def random_label(model, data, mask, cfg: RandomLabelConfig):
         return relabelled_batches(data, shuffled(joint, cfg.seed, epoch), labels, cfg.batch_size)
 
     steps_per_epoch = -(-len(joint) // cfg.batch_size)
-    return run_method_loop(model, data, mask, cfg, cross_entropy_loss, batches_for_epoch, steps_per_epoch)
+    return method_loop(cfg, cross_entropy_loss, batches_for_epoch, steps_per_epoch)

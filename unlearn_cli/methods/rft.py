@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from unlearn_cli.engine import cross_entropy_loss, restrict_to_mask
-from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, fresh_initialization, run_method_loop
+from unlearn_cli.methods import register_loop_method
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, fresh_initialization, method_loop
 from unlearn_cli.models import classifier_head_names
 
 
@@ -45,10 +45,10 @@ def reset_masked(model, data, mask, seed: int) -> None:
     restrict_to_mask(model, before, mask)
 
 
-@register_method("rft", RFTConfig,
-                 "Reset + Finetune: reset masked parameters, finetune them and the head (DEL with a del mask)")
+@register_loop_method("rft", RFTConfig,
+                      "Reset + Finetune: reset masked parameters, finetune them and the head (DEL with a del mask)",
+                      stacks=True)
 def rft(model, data, mask, cfg: RFTConfig):
     reset_masked(model, data, mask, cfg.seed)
     head = classifier_head_names(model) if cfg.train_head else []
-    return run_method_loop(model, data, mask, cfg, cross_entropy_loss, *epoch_batches(data, data.retain, cfg),
-                           always_trainable=head)
+    return method_loop(cfg, cross_entropy_loss, *epoch_batches(data, data.retain, cfg), always_trainable=head)

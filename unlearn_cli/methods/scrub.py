@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, run_method_loop
+from unlearn_cli.methods import register_loop_method
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
 
 
 @dataclass
@@ -40,7 +40,7 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return nn.functional.kl_div(student, teacher, reduction="batchmean") * temperature**2
 
 
-@register_method("scrub", ScrubConfig, "teacher-student: max KL on the forget set, min KL + CE on the retain set")
+@register_loop_method("scrub", ScrubConfig, "teacher-student: max KL on the forget set, min KL + CE on the retain set")
 def scrub(model, data, mask, cfg: ScrubConfig):
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     forget_batches, forget_steps = epoch_batches(data, data.forget, cfg, seed_offset=1)
@@ -66,4 +66,4 @@ def scrub(model, data, mask, cfg: ScrubConfig):
         return cfg.kl_weight * kl + cfg.ce_weight * ce, correct, len(labels)
 
     total_steps = max_epochs * forget_steps + cfg.epochs * retain_steps
-    return run_method_loop(model, data, mask, dataclasses.replace(cfg, epochs=1), loss_fn, tagged_schedule, total_steps)
+    return method_loop(dataclasses.replace(cfg, epochs=1), loss_fn, tagged_schedule, total_steps)
