@@ -226,18 +226,34 @@ def test_smoke_audit_builds_pools_and_audits_them(smoke_runs):
     audit = subprocess.run(["make", "-C", str(EXAMPLES / "fashion-mnist"), "audit", "CONFIGS=configs/smoke",
                             f"WORK={work}", f"RESULTS={work}/results", "SEEDS=0", "DATA_ROOT=", "DEVICE=cpu",
                             "FORGET_SETS=noniid", "BUDGETS=0.3", "EPOCHS=1", "PIPELINES=del ssd", "del.lrs=0.03 0.05",
-                            "LOOP_FLAGS=--max-steps 1", "POOL_MODELS=4", "AUDIT_PIPELINES=del",
+                            "LOOP_FLAGS=--max-steps 1", "POOL=4", "AUDIT_PIPELINES=del",
                             f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
                            capture_output=True, text=True, env=clean_environment(), timeout=300)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
     assert "--seeds 0-3" in audit.stdout
-    assert sorted(path.name for path in (work / "pool" / "noniid" / "del").iterdir()) == [
+    assert sorted(path.name for path in (work / "pool-4" / "noniid" / "del").iterdir()) == [
         f"unlearned-{seed}.safetensors" for seed in range(4)]  # the masks are removed once applied
-    document = json.loads((work / "results" / "audit" / "noniid-del.json").read_text())
+    document = json.loads((work / "results" / "audit-4" / "noniid-del.json").read_text())
     assert document["rows"][0]["models"] == [4, 4] and document["pools"]["unlearned"]["strategy"] == "del"
-    report = (work / "results" / "audit.md").read_text()
+    report = (work / "results" / "audit-4.md").read_text()  # a pool size of its own: the committed 32 stay
     assert "| noniid:" in report and "| del + rft @ 0.3 | forget | 4 + 4 |" in report
     assert "| original | forget | 4 + 4 |" in report and "| retrained, one half | forget | 2 + 2 |" in report
+
+    def dry_run(*variables: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-n", "-C", str(EXAMPLES / "fashion-mnist"), "audit", "CONFIGS=configs/smoke",
+                               f"WORK={work}", f"RESULTS={work}/results", "SEEDS=0", "FORGET_SETS=noniid",
+                               "BUDGETS=0.3", "EPOCHS=1", "PIPELINES=del ssd", "del.lrs=0.03 0.05",
+                               "AUDIT_PIPELINES=del", f"UNLEARN={unlearn_command()}", *variables],
+                              capture_output=True, text=True, env=clean_environment(), timeout=120)
+
+    challenge = dry_run("POOL=512", "DEVICE=cuda")  # the challenge's scale: planned in folders of its own
+    assert challenge.returncode == 0, challenge.stdout[-3000:] + challenge.stderr[-3000:]
+    assert "--seeds 0-511" in challenge.stdout and "--device cuda" in challenge.stdout
+    assert f"{work}/pool-512/original/original-{{seed}}.safetensors" in challenge.stdout
+    assert f"{work}/results/audit-512.md" in challenge.stdout and f"{work}/results/audit.md" not in challenge.stdout
+    wrong = dry_run("POOL=work/pool")
+    assert wrong.returncode != 0
+    assert "POOL=work/pool: give the number of models per pool, e.g. POOL=512" in wrong.stderr
 
 
 def tuned_file(path: Path, objective: str, budget, lr, epochs) -> Path:
