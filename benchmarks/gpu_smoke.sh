@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # GPU smoke run: resnet18 on CIFAR-shaped synthetic data, with and without the CUDA fast path
 # (bf16 autocast + channels-last, optionally torch.compile), then localize, apply and evaluate, and pools of
-# models built with --seeds and audited (`unlearn audit`) on the GPU, and a poison (corrective unlearning): trained
-# on, unlearned with DEL and scored with its attack success rate.
+# models built with --seeds and audited (`unlearn audit`) on the GPU, a poison (corrective unlearning): trained
+# on, unlearned with DEL and scored with its attack success rate, and stacked pools (`--seeds --stacked`):
+# bench_pools.py's stacked ÷ one-at-a-time ratio for the suite's MLP, and pool_scale.sh's 512 + 512 models.
 # Prints images/s for every step and the fast-path speed-up. Needs a CUDA GPU; exits at once without one.
 #
 # Usage:
 #   benchmarks/gpu_smoke.sh                       # defaults below
 #   STEPS=500 BATCH=512 COMPILE=1 benchmarks/gpu_smoke.sh
 #   GPUS=4 benchmarks/gpu_smoke.sh                # also time the fast path under torchrun on 4 GPUs
+#   SCALE=64 benchmarks/gpu_smoke.sh              # pool_scale.sh with pools of 64 instead of 512 (0: skip it)
 set -euo pipefail
 
 PYTHON=${PYTHON:-python}
@@ -18,6 +20,7 @@ COMPILE=${COMPILE:-0}        # 1: add --compile to the fast runs
 GPUS=${GPUS:-1}              # >1: one more fast run under torchrun with this many processes
 POOL=${POOL:-4}              # models per pool for the audit step
 POOL_STEPS=${POOL_STEPS:-50} # optimizer steps per pool model
+SCALE=${SCALE:-512}          # models per pool for pool_scale.sh (0: skip it)
 WORK=${WORK:-$(mktemp -d -t unlearn-gpu-smoke.XXXXXX)}
 mkdir -p "$WORK"
 
@@ -125,4 +128,10 @@ for result in json.load(open(sys.argv[1]))["results"]:
     metrics = result["metrics"]
     print(f"  {result['method']}: attack success {metrics['attack_success_rate']:.1f}%, clean test {metrics['test_accuracy']:.1f}%")
 PY
+echo "== stacked pools: the Fashion-MNIST suite's 2×1024 MLP, stacked ÷ one at a time (1 epoch of 2,000 images)"
+"$PYTHON" "$(dirname "$0")/bench_pools.py" --device cuda --models 8 64 --dataset synthetic
+if (( SCALE > 0 )); then
+    echo "== the challenge's scale: $SCALE + $SCALE models of the suite's setting, stacked"
+    PYTHON="$PYTHON" DEVICE=cuda POOL="$SCALE" WORK="$WORK/scale" "$(dirname "$0")/pool_scale.sh"
+fi
 echo "results in $WORK"
