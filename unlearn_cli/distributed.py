@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 from dataclasses import dataclass
 
@@ -126,6 +127,10 @@ def data_parallel(device: torch.device):
         raise UserError(f"rank {rank}: another process of the group failed (see its error above); "
                         f"no output was written") from None
     finally:
+        # DistributedDataParallel wrappers sit in reference cycles and outlive the loop that made them; free them
+        # (and the reducer that holds the group) now, while the group and the interpreter are alive, rather than
+        # at interpreter exit, where a gloo object torn down late can abort the process after its work is done
+        gc.collect()
         dist.destroy_process_group()
 
 
