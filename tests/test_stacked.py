@@ -167,7 +167,7 @@ def test_a_mask_that_selects_nothing_names_its_model():
     with pytest.raises(UserError, match="^--mask of seed 7: the mask selects no parameter to train; use a larger "
                                         "--budget or another mask$"):
         run_stacked(models, lambda epoch: [[], []], LoopSettings(), 1, torch.device("cpu"), masks=masks,
-                    labels=["--mask of seed 6", "--mask of seed 7"])
+                    model_names=["--mask of seed 6", "--mask of seed 7"])
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from unlearn_cli.distributed import Shard, current_shard, wrap_for_training
 from unlearn_cli.errors import UserError
 
 Mask = dict[str, torch.Tensor]
+NOTHING_TO_TRAIN = "the mask selects no parameter to train; use a larger --budget or another mask"
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -199,7 +200,7 @@ def run_loop(
         model.to(memory_format=torch.channels_last)  # in place, before MaskedStep copies the frozen values
     masked = MaskedStep(model, mask, always_trainable)  # names of the unwrapped model: no `module.` prefix
     if not masked.trainable:
-        raise UserError("the mask selects no parameter to train; use a larger --budget or another mask")
+        raise UserError(NOTHING_TO_TRAIN)
     forward_model = wrap_for_training(model)  # after freezing: DDP synchronizes the trainable parameters only
     if fast.compile:
         forward_model = torch.compile(forward_model)

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from unlearn_cli.engine import FastPath, LoopSettings, Mask, keep_outside_mask, learning_rate, set_batchnorm_eval
+from unlearn_cli.engine import (NOTHING_TO_TRAIN, FastPath, LoopSettings, Mask, keep_outside_mask, learning_rate,
+                                set_batchnorm_eval)
 from unlearn_cli.errors import UserError
 
 
@@ -83,7 +84,7 @@ def run_stacked(
     masks: list[Mask | None] | None = None,
     always_trainable: Iterable[str] = (),
     freeze_bn: bool = False,
-    labels: list[str] | None = None,
+    model_names: list[str] | None = None,
     on_step: Callable[[dict], None] | None = None,
     fast: FastPath | None = None,
 ) -> dict:
@@ -91,16 +92,16 @@ def run_stacked(
     of `streams_for_epoch(epoch)` (all of one batch size), as `engine.run_loop` trains each alone.
 
     `masks[i]` restricts model i's changes as `run_loop`'s mask does: its entries outside the mask are written back
-    after every step, bit for bit; `always_trainable` names parameters trained whatever the masks say. `labels[i]`
-    names model i in error messages.
+    after every step, bit for bit; `always_trainable` names parameters trained whatever the masks say.
+    `model_names[i]` names model i in error messages.
     """
     fast = fast or FastPath()
     if not models:
         raise ValueError("no model to train")
     count = len(models)
-    labels = labels or [f"model {position}" for position in range(count)]
+    model_names = model_names or [f"model {position}" for position in range(count)]
     parameters, buffers = stack_module_state(models)  # name -> [N, …] tensors, the parameters leaves with grad
-    partial = _stacked_masks(parameters, masks, always_trainable, labels)
+    partial = _stacked_masks(parameters, masks, always_trainable, model_names)
     skeleton = copy.deepcopy(models[0]).to("meta")
     skeleton.train()
     if freeze_bn:
@@ -191,15 +192,15 @@ def _laid_out(tensor: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
 
 
 def _stacked_masks(parameters: dict[str, torch.Tensor], masks: list[Mask | None] | None,
-                   always_trainable: Iterable[str], labels: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                   always_trainable: Iterable[str], model_names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-model masks over the stacked parameters, as `engine.MaskedStep` holds one model's: a tensor no model may
     change gets no gradient; one some model may change only in part -> (stacked keep-mask, stacked values now)."""
     if masks is None or all(mask is None for mask in masks):
         return {}
     always = set(always_trainable)
-    for mask, label in zip(masks, labels):
+    for mask, model_name in zip(masks, model_names):
         if mask is not None and not any(name in always or bool(mask[name].any()) for name in parameters):
-            raise UserError(f"{label}: the mask selects no parameter to train; use a larger --budget or another mask")
+            raise UserError(f"{model_name}: {NOTHING_TO_TRAIN}")
     partial = {}
     for name, stacked in parameters.items():
         if name in always:

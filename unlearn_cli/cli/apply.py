@@ -214,7 +214,7 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
                     lambda epoch: [member.loop.batches_for_epoch(epoch) for member in pool], first.settings,
                     first.steps_per_epoch, target, masks=[_selection(member.mask_file) for member in pool],
                     always_trainable=first.always_trainable, freeze_bn=first.freeze_bn,
-                    labels=[f"--mask of seed {member.run.seed}" for member in pool], on_step=on_step, fast=fast)
+                    model_names=[f"--mask of seed {member.run.seed}" for member in pool], on_step=on_step, fast=fast)
     wall_time = (time.perf_counter() - started) / len(pool)
     for member in pool:
         _finish(member.cfg, member.method_cfg, member.run.output, member.parent, models.forget_set, member.mask_file,
@@ -291,21 +291,20 @@ def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_
         arch=parent.arch, arch_kwargs=parent.arch_kwargs, num_classes=parent.num_classes, dataset=parent.dataset,
         dataset_kwargs=parent.dataset_kwargs, input_shape=parent.input_shape,
         config={**config_dict(cfg), **config_dict(method_cfg)}, wall_time_s=wall_time, provenance=provenance, **extra)
-    if data.shard.is_main:
-        write_output(output, checkpoint_bytes(unlearned, meta))
-        retain = _retain_accuracy(unlearned.to(data.device), data)
-        unlearned.cpu()
-        if parent_retain - retain > RECOVERY_TOLERANCE:
-            stderr.print(f"[yellow]warning: retain accuracy fell from {parent_retain:.1f}% to {retain:.1f}%: the "
-                         f"finetune did not recover the model: try `unlearn tune` or raise --epochs / --lr[/yellow]")
+    if not data.shard.is_main:  # a rank other than 0 (which is always quiet) writes and reports nothing
+        return
+    write_output(output, checkpoint_bytes(unlearned, meta))
+    model, device = unlearned.to(data.device), data.device
+    retain = _retain_accuracy(model, data)
+    if parent_retain - retain > RECOVERY_TOLERANCE:
+        stderr.print(f"[yellow]warning: retain accuracy fell from {parent_retain:.1f}% to {retain:.1f}%: the "
+                     f"finetune did not recover the model: try `unlearn tune` or raise --epochs / --lr[/yellow]")
     if not quiet:
-        model, device = unlearned.to(data.device), data.device
         forget_accuracy = accuracy(model, data.dataset.batches("train", forget_set.indices, batch_size=512, device=device))
         test_accuracy = accuracy(model, data.dataset.batches("test", batch_size=512, device=device))
-        unlearned.cpu()
         scope = "no mask" if mask_file is None else "mask {}/{} parameters".format(*mask_counts(mask_file.mask))
         stderr.print(f"{cfg.method} ({scope}) -> {output}: forget accuracy {forget_accuracy:.1f}%, "
                      f"test accuracy {test_accuracy:.1f}% ({wall_time:.1f} s)")
-
+    unlearned.cpu()
 
 apply.__doc__ = f"{apply.__doc__}\n\nMethods:\n\n{_methods_text()}"
