@@ -58,7 +58,7 @@ COUNT = Bound(1, 2**31 - 1)
 BOUNDS: dict[str, Bound] = {
     "seed": Bound(0, INT64_MAX), "tune_seed": Bound(0, INT64_MAX), "epochs": Bound(1, 100_000), "max_steps": COUNT, "batch_size": COUNT,
     "lr": Bound(0, above=True), "momentum": Bound(0, 1), "weight_decay": Bound(0), "final_lr_fraction": Bound(0, 1),
-    "budget": FRACTION, "fraction": FRACTION, "topk": FRACTION, "max_iterations": COUNT,
+    "budget": FRACTION, "fraction": FRACTION, "max_cost": Bound(0, above=True), "topk": FRACTION, "max_iterations": COUNT,
     "beta": Bound(0, 1), "gamma": Bound(0), "max_epochs": Bound(0, 100_000), "temperature": Bound(0, above=True),
     "kl_weight": Bound(0), "ce_weight": Bound(0), "alpha": Bound(0), "damping": Bound(0, above=True),
     "num_samples": COUNT, "selection_weight": Bound(0, above=True), "dampening_constant": Bound(0),

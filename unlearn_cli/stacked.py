@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from unlearn_cli.cost import WorkMeter, trained
 from unlearn_cli.engine import (NOTHING_TO_TRAIN, FastPath, LoopSettings, Mask, keep_outside_mask, learning_rate,
                                 set_batchnorm_eval)
 from unlearn_cli.errors import UserError
@@ -138,6 +139,7 @@ def run_stacked(
             else:
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
+            WorkMeter.record(trained(labels.numel()))  # the hooks see one model's part of a vectorized call
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(settings, step, total_steps)
             optimizer.step()

@@ -28,6 +28,7 @@ from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption
                                     stderr)
 from unlearn_cli.cli.seeds import (DEALT_OUT, SEED, PoolModels, SeedRun, check_pool_flag, dealt_out, plan_seeds,
                                    run_seeds, seeds_option, stack_pool, stacked_option)
+from unlearn_cli.cost import RecordedCost, Work, WorkMeter, forwarded, reference_units
 from unlearn_cli.config import config_dict, load_yaml_config, parse_options, resolve_config
 from unlearn_cli.data import ImageData
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
@@ -36,7 +37,7 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
 from unlearn_cli.io.streams import write_output
-from unlearn_cli.methods import METHODS, MethodLoop, UnlearnData, get_method, list_methods, method_config, method_options
+from unlearn_cli.methods import METHODS, MethodLoop, SetSizes, UnlearnData, get_method, list_methods, method_config, method_options
 from unlearn_cli.stacked import run_stacked
 
 
@@ -54,10 +55,13 @@ class ApplyConfig:
     channels_last: Optional[bool] = None  # channels-last layout; None: on for cuda, off otherwise
     compile: bool = False  # torch.compile the model for the training loop
     stacked: Optional[bool] = None  # --seeds: unlearn the pool's models at once; None: on for cuda when it fits
+    max_cost: Optional[float] = None  # F: the run may cost at most F × retraining (retrain: its recipe compressed to F)
 
 
 APPLY_OPTIONS = [field.name for field in dataclasses.fields(ApplyConfig)]
 RECOVERY_TOLERANCE = 5.0  # points of retain accuracy below the parent's before `apply` warns
+RECOVERY_SAMPLE = 1024  # retain examples the recovery check forwards, before and after (counted in the run's work)
+COST_WARNING = 0.5  # cost ×retrain above which `apply` warns that retraining would be exact for about that
 SeedsOption = seeds_option("-m and --mask may hold {seed} too (one model and mask per seed; without it, one file "
                            "for all seeds); the dataset and --forget are read once, and every model must fit that data.",
                            "pool/unlearned-{seed}.safetensors",
@@ -110,6 +114,7 @@ def apply(
     channels_last: ChannelsLastOption = None,
     compile: CompileOption = None,
     stacked: Annotated[Optional[bool], stacked_option("unlearn the models at once (methods whose loss is the plain cross-entropy: finetune, rft, random-label)")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="Cost at most F × retraining on the retain set with the parent's recipe (mask's localization included); with --method retrain, run that recipe compressed to F (retrain @ F).")] = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
@@ -125,7 +130,7 @@ def apply(
                                        "allow_other_model": allow_other_model, "allow_mismatch": allow_mismatch,
                                        "device": device,
                                        "data_root": data_root, "amp": amp, "channels_last": channels_last,
-                                       "compile": compile, "stacked": stacked}, method_flags)
+                                       "compile": compile, "stacked": stacked, "max_cost": max_cost}, method_flags)
     if cfg.model is None or cfg.forget is None:
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
     check_pool_flag(cfg.stacked, seeds, "unlearns")
@@ -174,14 +179,19 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
     dataset.to(target, fast.memory_format)
     data = UnlearnData.split(dataset, forget_set.indices, device=target, training_config=parent.config, fast=fast,
                              shard=shard, new_model=parent.new_model)
-    parent_retain = _retain_accuracy(parent.model.to(target), data) if shard.is_main else None
-    started = time.perf_counter()
-    with progress_bar(description, None, quiet) as on_step:
-        data.on_step = on_step
-        unlearned = unlearning.run(parent.model, data, _selection(mask_file), method_cfg)
-    wall_time = time.perf_counter() - started
-    confirm_replicas(unlearned)  # every rank got here with the same weights, or nothing is written
-    _finish(cfg, method_cfg, output, parent, forget_set, mask_file, unlearned, data, wall_time, parent_retain, quiet)
+    method_cfg = _within_cap(cfg, method_cfg, parent, data, mask_file, quiet)
+    with WorkMeter() as meter:
+        parent_retain = _retain_accuracy(parent.model.to(target), data) if shard.is_main else None
+        started = time.perf_counter()
+        with progress_bar(description, None, quiet) as on_step:
+            data.on_step = on_step
+            unlearned = unlearning.run(parent.model, data, _selection(mask_file), method_cfg)
+        wall_time = time.perf_counter() - started
+        confirm_replicas(unlearned)  # every rank got here with the same weights, or nothing is written
+        retain = _retain_accuracy(unlearned, data) if shard.is_main else None
+    # every rank ran the method on its shard of each batch: the run's work is the ranks' together
+    _finish(cfg, method_cfg, output, parent, forget_set, mask_file, unlearned, data, wall_time,
+            (parent_retain, retain), meter.work.scaled(shard.world), quiet)
 
 
 def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: PoolModels, target: torch.device,
@@ -194,31 +204,36 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
     fast = _fast_path(cfg, target)
     dataset = dataclasses.replace(models.data).to(target, fast.memory_format)  # the one read stays where it is
     pool = []
-    for run in runs:
-        parent = models.model(run)
-        run_cfg = dataclasses.replace(cfg, model=run.paths["--model"], mask=run.paths["--mask"])
-        method_run_cfg = dataclasses.replace(method_cfg, seed=run.seed)
-        mask_file = _read_mask(run_cfg, parent, models.forget_set, quiet)
-        data = UnlearnData.split(dataset, models.forget_set.indices, device=target, training_config=parent.config,
-                                 fast=fast, shard=shard, new_model=parent.new_model)
-        parent_retain = _retain_accuracy(parent.model.to(target), data)  # before the loop's preparation
-        loop = unlearning.loop(parent.model, data, _selection(mask_file), method_run_cfg)
-        pool.append(_PoolRun(run, run_cfg, method_run_cfg, parent, mask_file, data, parent_retain, loop))
-    first = pool[0].loop
-    if any(not member.loop.stackable or member.loop.shared_part != first.shared_part for member in pool):
-        raise ValueError(f"{cfg.method}: the pool's loops differ in more than their batches and masks")
-    started = time.perf_counter()
-    with progress_bar(f"{cfg.method} ×{len(pool)} (stacked)", first.steps_per_epoch * first.settings.epochs,
-                      quiet) as on_step:
-        run_stacked([member.parent.model for member in pool],
-                    lambda epoch: [member.loop.batches_for_epoch(epoch) for member in pool], first.settings,
-                    first.steps_per_epoch, target, masks=[_selection(member.mask_file) for member in pool],
-                    always_trainable=first.always_trainable, freeze_bn=first.freeze_bn,
-                    model_names=[f"--mask of seed {member.run.seed}" for member in pool], on_step=on_step, fast=fast)
-    wall_time = (time.perf_counter() - started) / len(pool)
-    for member in pool:
+    with WorkMeter() as meter:
+        for run in runs:
+            parent = models.model(run)
+            run_cfg = dataclasses.replace(cfg, model=run.paths["--model"], mask=run.paths["--mask"])
+            mask_file = _read_mask(run_cfg, parent, models.forget_set, quiet)
+            data = UnlearnData.split(dataset, models.forget_set.indices, device=target, training_config=parent.config,
+                                     fast=fast, shard=shard, new_model=parent.new_model)
+            method_run_cfg = _within_cap(run_cfg, dataclasses.replace(method_cfg, seed=run.seed), parent, data,
+                                         mask_file, quiet)
+            parent_retain = _retain_accuracy(parent.model.to(target), data)  # before the loop's preparation
+            loop = unlearning.loop(parent.model, data, _selection(mask_file), method_run_cfg)
+            pool.append(_PoolRun(run, run_cfg, method_run_cfg, parent, mask_file, data, parent_retain, loop))
+        first = pool[0].loop
+        if any(not member.loop.stackable or member.loop.shared_part != first.shared_part for member in pool):
+            raise ValueError(f"{cfg.method}: the pool's loops differ in more than their batches and masks")
+        started = time.perf_counter()
+        with progress_bar(f"{cfg.method} ×{len(pool)} (stacked)", first.steps_per_epoch * first.settings.epochs,
+                          quiet) as on_step:
+            run_stacked([member.parent.model for member in pool],
+                        lambda epoch: [member.loop.batches_for_epoch(epoch) for member in pool], first.settings,
+                        first.steps_per_epoch, target, masks=[_selection(member.mask_file) for member in pool],
+                        always_trainable=first.always_trainable, freeze_bn=first.freeze_bn,
+                        model_names=[f"--mask of seed {member.run.seed}" for member in pool], on_step=on_step,
+                        fast=fast)
+        wall_time = (time.perf_counter() - started) / len(pool)
+        retains = [_retain_accuracy(member.parent.model, member.data) for member in pool]
+    work = meter.work.shared(len(pool))  # every model ran the same loop on as many examples
+    for member, retain in zip(pool, retains):
         _finish(member.cfg, member.method_cfg, member.run.output, member.parent, models.forget_set, member.mask_file,
-                member.parent.model, member.data, wall_time, member.parent_retain, quiet)
+                member.parent.model, member.data, wall_time, (member.parent_retain, retain), work, quiet)
 
 
 @dataclass
@@ -257,13 +272,44 @@ def _read_mask(cfg: ApplyConfig, parent, forget_set, quiet: bool):
 
 
 def _retain_accuracy(model, data: UnlearnData) -> float:
-    return accuracy(model, data.dataset.batches("train", data.retain, batch_size=512, device=data.device))
+    """Accuracy on at most RECOVERY_SAMPLE retain examples, evenly spaced over the retain set: the recovery check."""
+    sample = data.retain[::max(1, -(-len(data.retain) // RECOVERY_SAMPLE))]
+    return accuracy(model, data.dataset.batches("train", sample, batch_size=512, device=data.device))
+
+
+def _check_work(sizes: SetSizes) -> Work:
+    """The recovery check's work: the retain sample forwarded before and after."""
+    return forwarded(2 * len(range(0, sizes.retain, max(1, -(-sizes.retain // RECOVERY_SAMPLE)))))
+
+
+def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_file, quiet: bool):
+    """method_cfg fitted to --max-cost: retrain's recipe compressed to the cap; any other method refused when its
+    predicted work (its own, the mask's localization and the recovery check) would exceed the cap."""
+    if cfg.max_cost is None:
+        return method_cfg
+    reference = reference_units(parent.provenance.method, parent.config, parent.cost, len(data.retain))
+    if reference is None:
+        raise UserError(f"--max-cost: {parent.source} records no training epochs, so there is no retraining cost to "
+                        f"cap against; retrain the original with `unlearn train`, or drop --max-cost")
+    if cfg.max_cost > 1 and not quiet:
+        stderr.print(f"note: --max-cost {cfg.max_cost:g} lets the run cost more than retraining, which is exact at 1")
+    if cfg.method == "retrain":
+        if getattr(method_cfg, "fraction", None) is None:
+            method_cfg = dataclasses.replace(method_cfg, fraction=min(1.0, cfg.max_cost))
+        return method_cfg
+    sizes = SetSizes.of(data)
+    predicted = (get_method(cfg.method).work(method_cfg, sizes) + _check_work(sizes)).units + (
+        mask_file.localize_units or 0 if mask_file is not None else 0)
+    if predicted > cfg.max_cost * reference:
+        raise UserError(f"--max-cost {cfg.max_cost:g}: {cfg.method} with these settings would cost "
+                        f"{predicted / reference:.3f}× retraining; lower --epochs (or --max-steps), or raise --max-cost")
+    return method_cfg
 
 
 def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_file, unlearned, data: UnlearnData,
-            wall_time: float, parent_retain: float | None, quiet: bool) -> None:
-    """Rank 0 writes the unlearned checkpoint with its provenance, warns when the retain accuracy did not recover,
-    and reports."""
+            wall_time: float, retain_before_after: tuple, work: Work, quiet: bool) -> None:
+    """Rank 0 writes the unlearned checkpoint with its provenance and cost, warns when the retain accuracy did not
+    recover or the run cost more than half a retrain, and reports."""
     unlearning = get_method(cfg.method)
     unlearned = unlearned.cpu()
     provenance = Provenance(seed=method_cfg.seed, method=cfg.method, parent_sha256=parent.sha256,
@@ -287,24 +333,32 @@ def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_
         extra["data_root"] = data_root_used
     if data.shard.world > 1:
         extra["world_size"] = str(data.shard.world)
+    cost = RecordedCost(work, mask_file.localize_units if mask_file is not None else None,
+                        reference_units(parent.provenance.method, parent.config, parent.cost, len(data.retain)))
     meta = checkpoint_metadata(
         arch=parent.arch, arch_kwargs=parent.arch_kwargs, num_classes=parent.num_classes, dataset=parent.dataset,
         dataset_kwargs=parent.dataset_kwargs, input_shape=parent.input_shape,
-        config={**config_dict(cfg), **config_dict(method_cfg)}, wall_time_s=wall_time, provenance=provenance, **extra)
+        config={**config_dict(cfg), **config_dict(method_cfg)}, wall_time_s=wall_time, provenance=provenance,
+        cost=cost, **extra)
     if not data.shard.is_main:  # a rank other than 0 (which is always quiet) writes and reports nothing
         return
     write_output(output, checkpoint_bytes(unlearned, meta))
-    model, device = unlearned.to(data.device), data.device
-    retain = _retain_accuracy(model, data)
+    parent_retain, retain = retain_before_after
     if parent_retain - retain > RECOVERY_TOLERANCE:
         stderr.print(f"[yellow]warning: retain accuracy fell from {parent_retain:.1f}% to {retain:.1f}%: the "
                      f"finetune did not recover the model: try `unlearn tune` or raise --epochs / --lr[/yellow]")
+    times_retrain = cost.times_retrain()
+    if times_retrain is not None and times_retrain > COST_WARNING and cfg.method != "retrain":
+        stderr.print(f"[yellow]warning: {cfg.method} cost {times_retrain:.2f}× retraining; `--method retrain` is exact "
+                     f"for 1×, about {1 / times_retrain:.1f}× this[/yellow]")
     if not quiet:
+        model, device = unlearned.to(data.device), data.device
         forget_accuracy = accuracy(model, data.dataset.batches("train", forget_set.indices, batch_size=512, device=device))
         test_accuracy = accuracy(model, data.dataset.batches("test", batch_size=512, device=device))
         scope = "no mask" if mask_file is None else "mask {}/{} parameters".format(*mask_counts(mask_file.mask))
+        spent = "cost unknown" if times_retrain is None else f"{times_retrain:.3f}× retraining"
         stderr.print(f"{cfg.method} ({scope}) -> {output}: forget accuracy {forget_accuracy:.1f}%, "
-                     f"test accuracy {test_accuracy:.1f}% ({wall_time:.1f} s)")
+                     f"test accuracy {test_accuracy:.1f}% ({spent}, {wall_time:.1f} s)")
     unlearned.cpu()
 
 apply.__doc__ = f"{apply.__doc__}\n\nMethods:\n\n{_methods_text()}"

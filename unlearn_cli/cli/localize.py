@@ -18,6 +18,7 @@ import typer
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption,
                                     handle_errors, progress_bar, stderr)
 from unlearn_cli.cli.seeds import PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
+from unlearn_cli.cost import RecordedCost, WorkMeter
 from unlearn_cli.config import config_dict, resolve_config
 from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
@@ -132,10 +133,11 @@ def _localize(cfg: LocalizeConfig, settings: LocalizeSettings, checkpoint, data,
         train_batches=lambda: data.batches("train", None, cfg.batch_size, device=target))
     uses_train_set = settings.criterion is not None and CRITERIA.get(settings.criterion).gradient == "train"
     total = data.num_train if uses_train_set else len(forget_set.indices)
-    with progress_bar(description, total, quiet) as on_step:
+    with progress_bar(description, total, quiet) as on_step, WorkMeter() as meter:
         if on_step is not None:
             settings.on_step = lambda info: on_step({"epoch": 0, "total_steps": total, **info})
         mask = get_strategy(settings.strategy)(network, forget_data, settings)
+    extra.update(RecordedCost(meter.work).to_meta())
     meta = mask_metadata(
         strategy=settings.strategy, criterion=settings.criterion or NO_CRITERION, granularity=settings.granularity,
         budget=settings.budget, mask=mask, model_sha256=checkpoint.sha256, forget_sha256=forget_set.sha256,

@@ -25,6 +25,7 @@ from unlearn_cli.cli.seeds import (DEALT_OUT, SeedRun, check_pool_flag, dealt_ou
 from unlearn_cli.config import config_dict, parse_options, resolve_config
 from unlearn_cli.data import ImageData, create_dataset, list_datasets
 from unlearn_cli.data.splits import retain_indices
+from unlearn_cli.cost import RecordedCost, Work, WorkMeter
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
 from unlearn_cli.engine import FastPath, LoopSettings, accuracy, seed_everything, select_device, train_classifier
 from unlearn_cli.errors import UserError
@@ -180,14 +181,14 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
     settings = _loop_settings(cfg)
     started = time.perf_counter()
     steps = cfg.epochs * shard.batches_per_epoch(data.num_train if indices is None else len(indices), cfg.batch_size)
-    with progress_bar(description, steps, quiet) as on_step:
+    with progress_bar(description, steps, quiet) as on_step, WorkMeter() as meter:
         train_classifier(model, data, indices, settings, cfg.batch_size, cfg.seed, target, on_step, fast=fast,
                          shard=shard)
     wall_time = time.perf_counter() - started
     confirm_replicas(model)  # every rank got here with the same weights, or nothing is written
     model = model.cpu()
-    if shard.is_main:
-        _write(cfg, output, model, data, wall_time, provenance, extra)
+    if shard.is_main:  # every rank trained on its shard of each batch: the run's work is the ranks' together
+        _write(cfg, output, model, data, wall_time, provenance, extra, meter.work.scaled(shard.world))
     return model, data, wall_time
 
 
@@ -203,11 +204,11 @@ def _loop_settings(cfg: TrainConfig) -> LoopSettings:
 
 
 def _write(cfg: TrainConfig, output: str, model, data: ImageData, wall_time: float, provenance: Provenance,
-           extra: dict) -> None:
+           extra: dict, work: Work) -> None:
     meta = checkpoint_metadata(
         arch=cfg.arch, arch_kwargs=cfg.arch_options, num_classes=data.num_classes, dataset=cfg.dataset,
         dataset_kwargs=data.kwargs, input_shape=data.input_shape, config=config_dict(cfg), wall_time_s=wall_time,
-        provenance=provenance, **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
+        provenance=provenance, cost=RecordedCost(work), **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
     write_output(output, checkpoint_bytes(model, meta))
 
 
@@ -220,11 +221,13 @@ def _train_stacked(cfg: TrainConfig, runs: list[SeedRun], target: torch.device, 
     data.to(target, fast.memory_format)
     started = time.perf_counter()
     steps = cfg.epochs * -(-(data.num_train if indices is None else len(indices)) // cfg.batch_size)
-    with progress_bar(f"train {cfg.arch} ×{len(models)} (stacked)", steps, quiet) as on_step:
+    with progress_bar(f"train {cfg.arch} ×{len(models)} (stacked)", steps, quiet) as on_step, WorkMeter() as meter:
         train_stacked(models, data, indices, _loop_settings(cfg), cfg.batch_size, [c.seed for c in configs], target,
                       on_step, fast=fast)
     wall_time = (time.perf_counter() - started) / len(models)
+    work = meter.work.shared(len(models))  # every model trained on as many examples
     for run, run_cfg, model in zip(runs, configs, models):
         model = model.cpu()
-        _write(run_cfg, run.output, model, data, wall_time, dataclasses.replace(provenance, seed=run_cfg.seed), {})
+        _write(run_cfg, run.output, model, data, wall_time, dataclasses.replace(provenance, seed=run_cfg.seed), {},
+               work)
         report(run, model, data, wall_time)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import unlearn_cli
+from unlearn_cli.cost import RecordedCost
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.io.limits import INT64_MAX, load_json_field
@@ -120,6 +121,7 @@ class Checkpoint:
     provenance: Provenance = field(default_factory=Provenance)
     wall_time_s: float | None = None
     data_root: str | None = None
+    cost: RecordedCost = field(default_factory=RecordedCost)  # work of its run; None fields: not recorded
 
     def new_model(self) -> nn.Module:
         """The same architecture, freshly initialized (retrain; rft's reset)."""
@@ -133,6 +135,7 @@ class Checkpoint:
         typed = {**self.meta, "arch_kwargs": self.arch_kwargs, "num_classes": self.num_classes,
                  "input_shape": list(self.input_shape), "dataset_kwargs": self.dataset_kwargs, "config": self.config,
                  "wall_time_s": self.wall_time_s}
+        typed.update({key: int(value) for key, value in self.cost.to_meta().items()})
         typed.update({key: getattr(self.provenance, key) for key in self.provenance.to_meta()})
         if "world_size" in self.meta:
             typed["world_size"] = _integer(self.meta["world_size"], "world_size", self.source, 1, 2**31)
@@ -151,14 +154,14 @@ def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def checkpoint_metadata(*, arch: str, arch_kwargs: dict, num_classes: int, dataset: str, dataset_kwargs: dict,
                         input_shape, config: dict, wall_time_s: float, provenance: Provenance,
-                        **extra: str) -> dict[str, str]:
-    """The metadata every checkpoint carries; `extra` adds data_root, world_size."""
+                        cost: RecordedCost | None = None, **extra: str) -> dict[str, str]:
+    """The metadata every checkpoint carries; `cost` the work of its run; `extra` adds data_root, world_size."""
     meta = {
         "format": FORMAT, "arch": arch, "arch_kwargs": json.dumps(arch_kwargs, sort_keys=True),
         "num_classes": str(num_classes), "dataset": dataset, "dataset_kwargs": json.dumps(dataset_kwargs, sort_keys=True),
         "input_shape": json.dumps(list(input_shape)), "config": json.dumps(config, sort_keys=True),
         "wall_time_s": recorded_wall_time(wall_time_s), "unlearn_version": unlearn_cli.__version__,
-        **provenance.to_meta(),
+        **provenance.to_meta(), **(cost.to_meta() if cost is not None else {}),
     }
     meta.update({key: str(value) for key, value in extra.items()})
     return meta
@@ -214,6 +217,8 @@ def _typed_fields(meta: dict[str, str], source: str) -> dict:
         "provenance": Provenance.from_meta(meta, source),
         "wall_time_s": _number(meta.get("wall_time_s"), "wall_time_s", source),
         "data_root": meta.get("data_root") or None,
+        "cost": RecordedCost.from_integers({key: _integer(meta.get(key), key, source, 0, INT64_MAX)
+                                            for key in RecordedCost.KEYS}),
     }
 
 

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 import unlearn_cli
+from unlearn_cli.cost import Work
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
-from unlearn_cli.io.limits import load_json_field
+from unlearn_cli.io.limits import INT64_MAX, load_json_field
 from unlearn_cli.io.streams import read_input, reader
 from unlearn_cli.localize.budget import budget_limit
 
@@ -34,6 +35,12 @@ class MaskFile:
     sha256: str  # of the file's bytes
     source: str
     typed: dict = field(default_factory=dict)  # the metadata with numbers as numbers (typed_mask_metadata)
+
+    @property
+    def localize_units(self) -> int | None:
+        """The work of the localization that computed it (None: not recorded)."""
+        forward, backward = (self.typed.get(key) for key in _MASK_WORK)
+        return None if forward is None or backward is None else Work(forward, backward).units
 
 
 def mask_counts(mask: Mask) -> tuple[int, int]:
@@ -131,7 +138,8 @@ def read_mask(path: str, model: nn.Module | None = None, model_sha256: str | Non
 
 
 _MASK_NUMBERS = ("budget", "selected_fraction", "topk")  # "" (no budget) is null
-_MASK_INTEGERS = ("selected", "total", "seed")
+_MASK_WORK = ("work_forward", "work_backward")  # examples the localization forwarded and back-propagated
+_MASK_INTEGERS = ("selected", "total", "seed", *_MASK_WORK)
 
 
 def typed_mask_metadata(meta: dict[str, str], source: str = "mask") -> dict:
@@ -150,7 +158,7 @@ def typed_mask_metadata(meta: dict[str, str], source: str = "mask") -> dict:
                 valid = isinstance(value, dict)
             elif key in _MASK_INTEGERS:
                 value = int(text)
-                valid = True
+                valid = key not in _MASK_WORK or 0 <= value <= INT64_MAX
             elif text == "" and key == "budget":
                 value = None
                 valid = True

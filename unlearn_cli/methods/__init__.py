@@ -33,6 +33,7 @@ class Method:
     excludes_forget_set: bool = False  # True: the output is trained without the forget set (an oracle)
     loop: Callable | None = None  # finetune-like: (model, data, mask, cfg) -> MethodLoop, the model prepared
     stacks: bool = False  # its loop's loss is the plain cross-entropy: a pool's models can run it stacked
+    work: Callable | None = None  # (cfg, SetSizes) -> cost.Work: what a run with cfg forwards and back-propagates
 
 
 def register_method(name: str, config_class: type, summary: str, **flags) -> Callable:
@@ -85,6 +86,6 @@ def method_config(name: str, values: dict, config_path: str | None = None, from_
     return resolve_config(get_method(name).config_class, config_path, values, document=from_file or {})
 
 
-from unlearn_cli.methods._common import MethodConfig, MethodLoop, UnlearnData  # noqa: E402,F401
+from unlearn_cli.methods._common import MethodConfig, MethodLoop, SetSizes, UnlearnData  # noqa: E402,F401
 from unlearn_cli.methods import (finetune, neggrad, neggrad_plus, random_label, l1_sparse, rft, scrub,  # noqa: E402,F401
                                  ssd, iu, retrain)

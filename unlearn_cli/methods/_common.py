@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
+from unlearn_cli.cost import Work, loop_examples, trained
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.distributed import Shard, current_shard
@@ -37,6 +38,25 @@ class UnlearnData:
     def split(cls, dataset: ImageData, forget: torch.Tensor, **kwargs) -> "UnlearnData":
         forget = torch.as_tensor(forget, dtype=torch.long).unique()
         return cls(dataset, forget, retain_indices(dataset.num_train, forget), **kwargs)
+
+
+@dataclass(frozen=True)
+class SetSizes:
+    """What a method's work depends on besides its config: the sizes of its sets and the parent's recipe."""
+
+    forget: int
+    retain: int
+    train: int  # forget + retain
+    recipe: dict = field(default_factory=dict)  # the parent's `train` configuration
+
+    @classmethod
+    def of(cls, data: "UnlearnData") -> "SetSizes":
+        return cls(len(data.forget), len(data.retain), data.dataset.num_train, data.training_config)
+
+
+def loop_work(cfg: "LoopConfig", set_size: int) -> Work:
+    """A loop of cfg.epochs passes over `set_size` examples (cfg.max_steps capping it): each trained once."""
+    return trained(loop_examples(set_size, cfg.batch_size, cfg.epochs, cfg.max_steps))
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from unlearn_cli.engine import cross_entropy_loss
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, loop_work, method_loop
 
 
 @dataclass
@@ -20,6 +20,6 @@ class FinetuneConfig(UpdateConfig):
 
 
 @register_loop_method("finetune", FinetuneConfig, "cross-entropy on the retain set, cosine schedule",
-                      stacks=True)
+                      stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
 def finetune(model, data, mask, cfg: FinetuneConfig):
     return method_loop(cfg, cross_entropy_loss, *epoch_batches(data, data.retain, cfg))

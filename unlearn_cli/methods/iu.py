@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from unlearn_cli.cost import trained
 from unlearn_cli.engine import restrict_to_mask
 from unlearn_cli.errors import UserError
 from unlearn_cli.methods import register_method
@@ -71,7 +72,8 @@ def woodfisher_inverse_product(gradients, count: int, vector: torch.Tensor, damp
 
 
 @register_method("iu", IUConfig,
-                 "influence unlearning: theta + alpha * H^-1 (g_forget - g_retain), WoodFisher H^-1 (training-free)")
+                 "influence unlearning: theta + alpha * H^-1 (g_forget - g_retain), WoodFisher H^-1 (training-free)",
+                 work=lambda cfg, sizes: trained(sizes.forget + sizes.retain + min(cfg.num_samples, sizes.retain)))
 def iu(model, data, mask, cfg: IUConfig):
     entries = selected_entries(model, mask)
     parameters = dict(model.named_parameters())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from unlearn_cli.engine import cross_entropy_loss
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, loop_work, method_loop
 
 
 @dataclass
@@ -21,7 +21,8 @@ class L1SparseConfig(UpdateConfig):
     gamma: float = 7e-5  # L1 weight at the start; decays linearly to 0 over the run
 
 
-@register_loop_method("l1-sparse", L1SparseConfig, "CE(retain) + linearly decaying L1 penalty, cosine schedule")
+@register_loop_method("l1-sparse", L1SparseConfig, "CE(retain) + linearly decaying L1 penalty, cosine schedule",
+                      work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
 def l1_sparse(model, data, mask, cfg: L1SparseConfig):
     def loss_fn(model, batch, info):
         loss, correct, count = cross_entropy_loss(model, batch, info)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from unlearn_cli.engine import cross_entropy_loss
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, loop_work, method_loop
 
 
 @dataclass
@@ -26,6 +26,7 @@ def negative_cross_entropy(model, batch, info):
     return -loss, correct, count
 
 
-@register_loop_method("neggrad", NegGradConfig, "gradient ascent (-CE) on the forget set, constant lr")
+@register_loop_method("neggrad", NegGradConfig, "gradient ascent (-CE) on the forget set, constant lr",
+                      work=lambda cfg, sizes: loop_work(cfg, sizes.forget))
 def neggrad(model, data, mask, cfg: NegGradConfig):
     return method_loop(cfg, negative_cross_entropy, *epoch_batches(data, data.forget, cfg))

@@ -7,13 +7,16 @@ Usage:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import nn
 
+from unlearn_cli.cost import Work, examples_in_steps, trained
+
 from unlearn_cli.engine import cycle
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
+from unlearn_cli.methods._common import SetSizes, UpdateConfig, epoch_batches, method_loop
 
 
 @dataclass
@@ -24,7 +27,16 @@ class NegGradPlusConfig(UpdateConfig):
     beta: float = 0.99  # weight of the retain loss; 1 − beta weighs the (negated) forget loss
 
 
-@register_loop_method("neggrad+", NegGradPlusConfig, "beta*CE(retain) - (1-beta)*CE(forget), forget batches cycled")
+def neggrad_plus_work(cfg: NegGradPlusConfig, sizes: SetSizes) -> Work:
+    """Every step trains on a retain batch and on the next batch of the cycled forget set."""
+    steps = math.ceil(sizes.retain / cfg.batch_size) * cfg.epochs
+    steps = steps if cfg.max_steps is None else min(steps, cfg.max_steps)
+    return trained(examples_in_steps(sizes.retain, cfg.batch_size, steps)
+                   + examples_in_steps(sizes.forget, cfg.batch_size, steps))
+
+
+@register_loop_method("neggrad+", NegGradPlusConfig, "beta*CE(retain) - (1-beta)*CE(forget), forget batches cycled",
+                      work=neggrad_plus_work)
 def neggrad_plus(model, data, mask, cfg: NegGradPlusConfig):
     retain_batches, steps_per_epoch = epoch_batches(data, data.retain, cfg)
     forget_batches = cycle(epoch_batches(data, data.forget, cfg, seed_offset=1)[0])

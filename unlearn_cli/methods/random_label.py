@@ -13,7 +13,7 @@ import torch
 
 from unlearn_cli.engine import cross_entropy_loss
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, relabelled_batches, method_loop, shuffled
+from unlearn_cli.methods._common import UpdateConfig, loop_work, relabelled_batches, method_loop, shuffled
 
 
 @dataclass
@@ -31,7 +31,7 @@ def wrong_labels(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Ten
 
 @register_loop_method("random-label", RandomLabelConfig,
                       "forget set relabelled to random wrong classes, trained with the retain set",
-                      stacks=True)
+                      stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.train))
 def random_label(model, data, mask, cfg: RandomLabelConfig):
     labels = data.dataset.train_labels.clone()
     labels[data.forget] = wrong_labels(labels[data.forget], data.dataset.num_classes, cfg.seed)

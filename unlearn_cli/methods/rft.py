@@ -23,7 +23,7 @@ import torch
 
 from unlearn_cli.engine import cross_entropy_loss, restrict_to_mask
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, fresh_initialization, method_loop
+from unlearn_cli.methods._common import UpdateConfig, epoch_batches, fresh_initialization, loop_work, method_loop
 from unlearn_cli.models import classifier_head_names
 
 
@@ -47,7 +47,7 @@ def reset_masked(model, data, mask, seed: int) -> None:
 
 @register_loop_method("rft", RFTConfig,
                       "Reset + Finetune: reset masked parameters, finetune them and the head (DEL with a del mask)",
-                      stacks=True)
+                      stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
 def rft(model, data, mask, cfg: RFTConfig):
     reset_masked(model, data, mask, cfg.seed)
     head = classifier_head_names(model) if cfg.train_head else []

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, method_loop
+from unlearn_cli.cost import Work, batch_sizes, forwarded, trained
+from unlearn_cli.methods._common import SetSizes, UpdateConfig, epoch_batches, method_loop
 
 
 @dataclass
@@ -40,7 +41,19 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return nn.functional.kl_div(student, teacher, reduction="batchmean") * temperature**2
 
 
-@register_loop_method("scrub", ScrubConfig, "teacher-student: max KL on the forget set, min KL + CE on the retain set")
+def scrub_work(cfg: ScrubConfig, sizes: SetSizes) -> Work:
+    """The student trains on every batch of the schedule, and the teacher forwards it once more."""
+    batches = []
+    for epoch in range(cfg.epochs):
+        if epoch < min(cfg.max_epochs, cfg.epochs):
+            batches += batch_sizes(sizes.forget, cfg.batch_size)
+        batches += batch_sizes(sizes.retain, cfg.batch_size)
+    examples = sum(batches[:cfg.max_steps])
+    return trained(examples) + forwarded(examples)
+
+
+@register_loop_method("scrub", ScrubConfig, "teacher-student: max KL on the forget set, min KL + CE on the retain set",
+                      work=scrub_work)
 def scrub(model, data, mask, cfg: ScrubConfig):
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     forget_batches, forget_steps = epoch_batches(data, data.forget, cfg, seed_offset=1)

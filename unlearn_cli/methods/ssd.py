@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from unlearn_cli.cost import trained
 from unlearn_cli.engine import restrict_to_mask
 from unlearn_cli.methods import register_method
 from unlearn_cli.methods._common import MethodConfig, batch_gradients
@@ -44,7 +45,8 @@ def dampen(model, forget_importance, train_importance, selection_weight: float, 
 
 
 @register_method("ssd", SSDConfig,
-                 "Selective Synaptic Dampening: shrink parameters far more important to the forget set (training-free)")
+                 "Selective Synaptic Dampening: shrink parameters far more important to the forget set (training-free)",
+                 work=lambda cfg, sizes: trained(sizes.forget + sizes.train))  # the two Fisher diagonals
 def ssd(model, data, mask, cfg: SSDConfig):
     def batches(indices):
         return data.dataset.batches("train", indices, cfg.batch_size, device=data.device)
