@@ -21,6 +21,7 @@ from rich.table import Table
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption, SeedOption,
                                     data_as_trained, dataset_for, handle_errors, is_terminal, print_json, stderr)
 from unlearn_cli.config import resolve_config
+from unlearn_cli.cost import reference_units
 from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.metrics import (corrective_view, fraction_changed, metric_keys, metric_label, model_metrics,
@@ -53,6 +54,19 @@ class EvaluateConfig:
 def _model_fields(checkpoint: Checkpoint) -> dict:
     return {"source": checkpoint.source, "sha256": checkpoint.sha256, "arch": checkpoint.arch,
             "dataset": checkpoint.dataset, "num_classes": checkpoint.num_classes}
+
+
+def _cost_fields(checkpoint: Checkpoint, retain_size: int) -> dict | None:
+    """The `cost` of a result: what the checkpoint records of its work, against retraining without the forget set
+    with the recipe it (an original or oracle) or its parent (an unlearned model) was trained with."""
+    recorded = checkpoint.cost
+    if recorded.work is None:
+        return None
+    reference = reference_units(checkpoint.provenance.method, checkpoint.config, recorded, retain_size)
+    return {"work": recorded.pipeline_units, "unlearn_work": recorded.work.units,
+            "localize_work": recorded.localize_units, "retrain_work": reference,
+            "x_retrain": recorded.pipeline_units / reference if reference else None,
+            "cap": checkpoint.config.get("max_cost") if checkpoint.provenance.method else None}
 
 
 @contextlib.contextmanager
@@ -107,6 +121,9 @@ def _render(records: list[dict], oracle_metrics: dict | None) -> Table:
         row = [label] + ([""] if oracle_metrics is not None else [])
         row += [cell(None if r[key] is None else r[key] * scale, digits=digits) for r in records]
         table.add_row(*row)
+    if any(r["cost"] is not None for r in records):  # machine-independent, beside the wall time (docs/cost.md)
+        table.add_row("cost ×retrain", *([""] if oracle_metrics is not None else []),
+                      *[cell((r["cost"] or {}).get("x_retrain"), digits=3) for r in records])
     return table
 
 
@@ -213,7 +230,8 @@ def evaluate(
                 fraction_changed=fraction_changed(checkpoint.model.named_parameters(),
                                                   parent_checkpoint.model.named_parameters()) if is_derived else None,
                 wall_time_s=checkpoint.wall_time_s, mask_sha256=checkpoint.provenance.mask_sha256,
-                mia={key: value for key, value in mia_setting.items() if key != "svc"}))
+                mia={key: value for key, value in mia_setting.items() if key != "svc"},
+                cost=_cost_fields(checkpoint, data.num_train - len(forget_set.indices))))
             advance(Path(checkpoint.source).name)
     if not quiet:
         stderr.print(_render(records, oracle_block["metrics"] if oracle_block else None))

@@ -36,6 +36,12 @@ Each RESULT is self-contained, so results of many files can be pooled:
     parent              null, or {"source", "sha256"} of the --parent checkpoint
     fraction_changed    share (0 … 1) of parameter scalars that differ from the parent, or null
     wall_time_s         seconds the checkpoint took to produce (metadata `wall_time_s`), or null
+    cost                null (a checkpoint that records no work), or {"work": the pipeline's work — the run's own
+                         plus its mask's localization — in forward-example units (examples forwarded + 2 × examples
+                         back-propagated), "unlearn_work": the run's own (apply, or train for an original or oracle),
+                         "localize_work": the mask's localization or null, "retrain_work": retraining on the retain
+                         set with the parent's recipe (epochs × |retain| × 3) or null, "x_retrain": work ÷
+                         retrain_work or null, "cap": the --max-cost the run was given or null} (docs/cost.md)
     mask_sha256         hash of the mask the method used, or null
     mia                 {"members": int, "nonmembers": int, "forget": int, "seed": int,
                          "svc": {"C": 3.0, "gamma": "auto", "kernel": "rbf"},
@@ -75,6 +81,11 @@ FIELDS: dict[str, tuple] = {
     "average_gap": (*_NUMBER, _NULL), "strong_average_gap": (*_NUMBER, _NULL),
     "allow_mismatch": (bool,), "fraction_changed": (*_NUMBER, _NULL), "wall_time_s": (*_NUMBER, _NULL),
 }
+# fields a RESULT may lack (written by an earlier version): dotted field -> accepted JSON types when present
+OPTIONAL_FIELDS: dict[str, tuple] = {
+    "cost": (dict, _NULL), "cost.work": (*_NUMBER, _NULL), "cost.x_retrain": (*_NUMBER, _NULL),
+    "cost.retrain_work": (*_NUMBER, _NULL), "cost.cap": (*_NUMBER, _NULL),
+}
 _TYPE_NAMES = {dict: "an object", str: "a string", int: "an integer", float: "a number", bool: "true/false",
                _NULL: "null", list: "a list"}
 
@@ -93,7 +104,7 @@ def _clean_metrics(metrics: dict | None) -> dict | None:
 def result_record(*, model: dict, method: str, strategy: str | None, budget: float | None, seed: int | None,
                   forget: dict, metrics: dict, oracle: dict | None, comparison: dict | None, allow_mismatch: bool,
                   parent: dict | None, fraction_changed: float | None, wall_time_s: float | None,
-                  mask_sha256: str | None, mia: dict) -> dict:
+                  mask_sha256: str | None, mia: dict, cost: dict | None = None) -> dict:
     """One RESULT object; `comparison` is `oracle_gaps(...)` (or None without an oracle)."""
     if oracle is not None:
         oracle = {**oracle, "metrics": _clean_metrics(oracle["metrics"]),
@@ -107,6 +118,8 @@ def result_record(*, model: dict, method: str, strategy: str | None, budget: flo
         "allow_mismatch": allow_mismatch, "parent": parent,
         "fraction_changed": finite_or_none(fraction_changed), "wall_time_s": finite_or_none(wall_time_s),
         "mask_sha256": mask_sha256, "mia": {**mia, "svc": dict(SVC_SETTINGS)},
+        "cost": None if cost is None else {key: finite_or_none(value) if isinstance(value, float) else value
+                                           for key, value in cost.items()},
     }
 
 
@@ -129,9 +142,11 @@ def _is(value, kinds: tuple) -> bool:
     return isinstance(value, kinds)
 
 
-def _check_fields(record: dict, fields: dict[str, tuple], where: str, remedy: str) -> None:
+def _check_fields(record: dict, fields: dict[str, tuple], where: str, remedy: str, optional: bool = False) -> None:
     for dotted, kinds in fields.items():
         value = _lookup(record, dotted)
+        if value is KeyError and optional:
+            continue
         if value is KeyError:
             raise UserError(f"{where}.{dotted} is missing; the file is damaged, {remedy}")
         if not _is(value, kinds):
@@ -168,6 +183,7 @@ def validate_results(document, source: str) -> list[dict]:
         if not isinstance(record, dict):
             raise UserError(f"{where} must be an object")
         _check_fields(record, FIELDS, where, "re-run `unlearn evaluate`")
+        _check_fields(record, OPTIONAL_FIELDS, where, "re-run `unlearn evaluate`", optional=True)
         _check_metrics(record["metrics"], f"{where}.metrics")
         if record["oracle"] is not None:
             if not isinstance(record["oracle"].get("sha256"), str) or not isinstance(record["oracle"].get("metrics"), dict):
