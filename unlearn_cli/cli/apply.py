@@ -28,7 +28,7 @@ from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption
                                     stderr)
 from unlearn_cli.cli.seeds import (DEALT_OUT, SEED, PoolModels, SeedRun, check_pool_flag, dealt_out, plan_seeds,
                                    run_seeds, seeds_option, stack_pool, stacked_option)
-from unlearn_cli.cost import RecordedCost, Work, WorkMeter, forwarded, reference_units
+from unlearn_cli.cost import RecordedCost, Work, WorkMeter, reference_units
 from unlearn_cli.config import config_dict, load_yaml_config, parse_options, resolve_config
 from unlearn_cli.data import ImageData
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
@@ -37,7 +37,8 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
 from unlearn_cli.io.streams import write_output
-from unlearn_cli.methods import METHODS, MethodLoop, SetSizes, UnlearnData, get_method, list_methods, method_config, method_options
+from unlearn_cli.methods import (METHODS, MethodLoop, SetSizes, UnlearnData, fit_to_cap, get_method, list_methods,
+                                 method_config, method_options, recovery_sample)
 from unlearn_cli.stacked import run_stacked
 
 
@@ -60,7 +61,6 @@ class ApplyConfig:
 
 APPLY_OPTIONS = [field.name for field in dataclasses.fields(ApplyConfig)]
 RECOVERY_TOLERANCE = 5.0  # points of retain accuracy below the parent's before `apply` warns
-RECOVERY_SAMPLE = 1024  # retain examples the recovery check forwards, before and after (counted in the run's work)
 COST_WARNING = 0.5  # cost ×retrain above which `apply` warns that retraining would be exact for about that
 SeedsOption = seeds_option("-m and --mask may hold {seed} too (one model and mask per seed; without it, one file "
                            "for all seeds); the dataset and --forget are read once, and every model must fit that data.",
@@ -272,19 +272,14 @@ def _read_mask(cfg: ApplyConfig, parent, forget_set, quiet: bool):
 
 
 def _retain_accuracy(model, data: UnlearnData) -> float:
-    """Accuracy on at most RECOVERY_SAMPLE retain examples, evenly spaced over the retain set: the recovery check."""
-    sample = data.retain[::max(1, -(-len(data.retain) // RECOVERY_SAMPLE))]
-    return accuracy(model, data.dataset.batches("train", sample, batch_size=512, device=data.device))
-
-
-def _check_work(sizes: SetSizes) -> Work:
-    """The recovery check's work: the retain sample forwarded before and after."""
-    return forwarded(2 * len(range(0, sizes.retain, max(1, -(-sizes.retain // RECOVERY_SAMPLE)))))
+    """The recovery check: accuracy on an evenly spaced sample of the retain set (counted in the run's work)."""
+    return accuracy(model, data.dataset.batches("train", recovery_sample(data.retain), batch_size=512,
+                                                device=data.device))
 
 
 def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_file, quiet: bool):
-    """method_cfg fitted to --max-cost: retrain's recipe compressed to the cap; any other method refused when its
-    predicted work (its own, the mask's localization and the recovery check) would exceed the cap."""
+    """method_cfg fitted to --max-cost (retrain: its recipe compressed to the cap); any other method is refused when
+    its predicted work (its own, the mask's localization and the recovery check) would exceed the cap."""
     if cfg.max_cost is None:
         return method_cfg
     reference = reference_units(parent.provenance.method, parent.config, parent.cost, len(data.retain))
@@ -293,17 +288,11 @@ def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_fi
                         f"cap against; retrain the original with `unlearn train`, or drop --max-cost")
     if cfg.max_cost > 1 and not quiet:
         stderr.print(f"note: --max-cost {cfg.max_cost:g} lets the run cost more than retraining, which is exact at 1")
-    if cfg.method == "retrain":
-        if getattr(method_cfg, "fraction", None) is None:
-            method_cfg = dataclasses.replace(method_cfg, fraction=min(1.0, cfg.max_cost))
-        return method_cfg
-    sizes = SetSizes.of(data)
-    predicted = (get_method(cfg.method).work(method_cfg, sizes) + _check_work(sizes)).units + (
-        mask_file.localize_units or 0 if mask_file is not None else 0)
-    if predicted > cfg.max_cost * reference:
-        raise UserError(f"--max-cost {cfg.max_cost:g}: {cfg.method} with these settings would cost "
-                        f"{predicted / reference:.3f}× retraining; lower --epochs (or --max-steps), or raise --max-cost")
-    return method_cfg
+    try:
+        return fit_to_cap(cfg.method, method_cfg, SetSizes.of(data),
+                          mask_file.localize_units if mask_file is not None else None, reference, cfg.max_cost)[0]
+    except UserError as error:
+        raise UserError(f"--max-cost {cfg.max_cost:g}: {error}") from None
 
 
 def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_file, unlearned, data: UnlearnData,

@@ -34,6 +34,7 @@ class Method:
     loop: Callable | None = None  # finetune-like: (model, data, mask, cfg) -> MethodLoop, the model prepared
     stacks: bool = False  # its loop's loss is the plain cross-entropy: a pool's models can run it stacked
     work: Callable | None = None  # (cfg, SetSizes) -> cost.Work: what a run with cfg forwards and back-propagates
+    fit: Callable | None = None  # (cfg, cap) -> cfg run within `cap` × retraining (retrain: its recipe compressed)
 
 
 def register_method(name: str, config_class: type, summary: str, **flags) -> Callable:
@@ -58,6 +59,36 @@ def register_loop_method(name: str, config_class: type, summary: str, **flags) -
         return fn
 
     return decorator
+
+
+def fit_to_cap(name: str, cfg, sizes, localize_units: int | None, reference_units: int, cap: float):
+    """(cfg within a cost cap of `cap` × `reference_units`, the work `apply` will record for it). A method that can
+    fit itself to a cap (retrain: its recipe compressed to it) is fitted; any other is returned as it is, and is a
+    UserError when its predicted work exceeds the cap."""
+    method = get_method(name)
+    if method.fit is not None:
+        cfg = method.fit(cfg, cap)
+    predicted = pipeline_work(method.work(cfg, sizes), sizes, localize_units)
+    if method.fit is None and predicted > cap * reference_units:
+        raise UserError(f"{name} with these settings would cost {predicted / reference_units:.3f}× retraining, above "
+                        f"the cap of {cap:g}; lower epochs (or max_steps), or raise the cap")
+    return cfg, predicted
+
+
+def most_epochs_within(name: str, cfg, sizes, localize_units: int | None, budget_units: float) -> int:
+    """The most epochs (0 when not even one fits) with which method `name`'s predicted work stays within
+    `budget_units`, the other settings of `cfg` as they are."""
+    method = get_method(name)
+
+    def fits(epochs: int) -> bool:
+        return pipeline_work(method.work(dataclasses.replace(cfg, epochs=epochs), sizes), sizes,
+                             localize_units) <= budget_units
+
+    low, high = 0, 100_000  # the largest epochs that fit lies in [low, high]; the work grows with epochs
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
 
 
 def list_methods() -> list[str]:
@@ -86,6 +117,7 @@ def method_config(name: str, values: dict, config_path: str | None = None, from_
     return resolve_config(get_method(name).config_class, config_path, values, document=from_file or {})
 
 
-from unlearn_cli.methods._common import MethodConfig, MethodLoop, SetSizes, UnlearnData  # noqa: E402,F401
+from unlearn_cli.methods._common import (MethodConfig, MethodLoop, SetSizes, UnlearnData,  # noqa: E402,F401
+                                         pipeline_work, recovery_sample)
 from unlearn_cli.methods import (finetune, neggrad, neggrad_plus, random_label, l1_sparse, rft, scrub,  # noqa: E402,F401
                                  ssd, iu, retrain)

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
-from unlearn_cli.cost import Work, loop_examples, trained
+from unlearn_cli.cost import Work, forwarded, loop_examples, trained
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.distributed import Shard, current_shard
@@ -52,6 +52,21 @@ class SetSizes:
     @classmethod
     def of(cls, data: "UnlearnData") -> "SetSizes":
         return cls(len(data.forget), len(data.retain), data.dataset.num_train, data.training_config)
+
+
+RECOVERY_SAMPLE = 1024  # retain examples `apply`'s recovery check forwards, before and after the method
+
+
+def recovery_sample(retain: torch.Tensor) -> torch.Tensor:
+    """At most RECOVERY_SAMPLE retain indices, evenly spaced over the retain set: what the recovery check scores."""
+    return retain[::max(1, -(-len(retain) // RECOVERY_SAMPLE))]
+
+
+def pipeline_work(method_work: Work, sizes: SetSizes, localize_units: int | None) -> int:
+    """The work `apply` will record for a method whose own work is `method_work`: with the recovery check (the retain
+    sample forwarded before and after) and the mask's localization."""
+    check = forwarded(2 * len(recovery_sample(torch.arange(sizes.retain))))
+    return (method_work + check).units + (localize_units or 0)
 
 
 def loop_work(cfg: "LoopConfig", set_size: int) -> Work:

@@ -63,7 +63,8 @@ def retrain_work(cfg: RetrainConfig, sizes: SetSizes) -> Work:
 
 
 @register_method("retrain", RetrainConfig, "train from scratch on the retain set (the oracle; ignores --mask)",
-                 uses_mask=False, excludes_forget_set=True, work=retrain_work)
+                 uses_mask=False, excludes_forget_set=True, work=retrain_work,
+                 fit=lambda cfg, cap: cfg if cfg.fraction is not None else dataclasses.replace(cfg, fraction=min(1.0, cap)))
 def retrain(model, data, mask, cfg: RetrainConfig):
     run = resolved(cfg, data.training_config, len(data.retain))
     for item in dataclasses.fields(cfg):  # the resolved values are recorded

@@ -128,3 +128,33 @@ def oracle_score(metrics: dict[str, float], oracle_metrics: dict[str, float]) ->
     return {"objective": comparison["average_gap"],
             **{f"{key}_gap": comparison["gaps"][key] for key in AVERAGE_GAP_METRICS},
             "forget_accuracy": metrics["forget_accuracy"], "test_accuracy": metrics["test_accuracy"]}
+
+
+_OUTPUT_GROUPS = (("forget_logits", "forget_labels"), ("reference_logits", "reference_labels"),
+                  ("validation_logits", "validation_labels"), ("clean_reference_logits", "clean_reference_labels"))
+
+
+def objective_standard_error(candidate: Outputs, original: Outputs, weights: OracleFreeWeights = OracleFreeWeights(),
+                             draws: int = 100, seed: int = 0) -> float:
+    """Bootstrap standard error of the oracle-free objective (Efron & Tibshirani 1993, ch. 6): the examples of F, R
+    and V resampled with replacement, the same draws on the candidate and the original (they saw the same examples),
+    the objective recomputed; the standard deviation over `draws` resamples."""
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(draws):
+        picks = {}
+        for logits_name, _ in _OUTPUT_GROUPS:
+            logits = getattr(candidate, logits_name)
+            if logits is not None:
+                picks[logits_name] = torch.randint(len(logits), (len(logits),), generator=generator)
+
+        def resampled(outputs: Outputs) -> Outputs:
+            changes = {}
+            for logits_name, labels_name in _OUTPUT_GROUPS:
+                if logits_name in picks and getattr(outputs, logits_name) is not None:
+                    changes[logits_name] = getattr(outputs, logits_name)[picks[logits_name]]
+                    changes[labels_name] = getattr(outputs, labels_name)[picks[logits_name]]
+            return dataclasses.replace(outputs, **changes)
+
+        values.append(oracle_free_score(resampled(candidate), resampled(original), weights)["objective"])
+    return float(torch.tensor(values, dtype=torch.float64).std()) if len(values) > 1 else math.nan

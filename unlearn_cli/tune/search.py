@@ -181,3 +181,32 @@ def planned_runs(count: int, rungs: Sequence[float] = RUNGS) -> int:
         total += alive
         alive = min(alive, max(2, math.ceil(alive / 2)))
     return total
+
+
+CAP = "cap"  # an epochs value of the grid: the most epochs the cost cap allows ("cap/2": half as many)
+
+
+def cap_share(value) -> float | None:
+    """The share of the cap an epochs value of the grid asks for: "cap" -> 1, "cap/4" -> 0.25; None for a number."""
+    if not isinstance(value, str):
+        return None
+    head, _, divisor = value.replace(" ", "").partition("/")
+    if head != CAP or (divisor and not (divisor.isdigit() and int(divisor) >= 1)):
+        raise UserError(f"--grid epochs={value}: write a number of epochs, or cap, cap/2, cap/4 … (the most epochs "
+                        f"the --max-cost cap allows, or a share of them)")
+    return 1 / int(divisor) if divisor else 1.0
+
+
+def cheapest_within_standard_error(ranked: list[Trial], cost: Callable[[Trial], float]) -> Trial | None:
+    """The one-standard-error rule (Hastie, Tibshirani & Friedman 2009, §7.10): among the full runs whose objective
+    lies within one standard error (`score["objective_se"]`) of the best one's, the cheapest; the best itself when
+    its objective has no standard error."""
+    best = chosen_trial(ranked)
+    if best is None:
+        return None
+    error = best.score.get("objective_se")
+    if error is None or not math.isfinite(error):
+        return best
+    close = [trial for trial in ranked
+             if trial.failure is None and trial.fraction == 1 and trial.objective <= best.objective + error]
+    return min(close, key=lambda trial: (cost(trial), trial.objective, trial.candidate.index))
