@@ -45,6 +45,7 @@ class Trial:
     score: dict = field(default_factory=dict)  # {"objective": …, parts…}; empty when it failed
     failure: str | None = None
     seconds: float = 0.0
+    cost: float | None = None  # the full run's predicted cost ×retrain (None: unknown)
 
     @property
     def objective(self) -> float:
