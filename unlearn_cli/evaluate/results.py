@@ -36,6 +36,10 @@ Each RESULT is self-contained, so results of many files can be pooled:
     parent              null, or {"source", "sha256"} of the --parent checkpoint
     fraction_changed    share (0 … 1) of parameter scalars that differ from the parent, or null
     wall_time_s         seconds the checkpoint took to produce (metadata `wall_time_s`), or null
+    cost                null (and absent in files written before it), or {"work", "unlearn_work", "localize_work",
+                         "retrain_work", "x_retrain", "cap"}: numbers or null; work in forward-example units
+                         (examples forwarded + 2 × examples back-propagated), x_retrain = work / retrain_work,
+                         cap = the --max-cost fraction the run was given
     mask_sha256         hash of the mask the method used, or null
     mia                 {"members": int, "nonmembers": int, "forget": int, "seed": int,
                          "svc": {"C": 3.0, "gamma": "auto", "kernel": "rbf"},
@@ -74,6 +78,12 @@ FIELDS: dict[str, tuple] = {
     "metrics": (dict,), "oracle": (dict, _NULL), "gaps": (dict, _NULL),
     "average_gap": (*_NUMBER, _NULL), "strong_average_gap": (*_NUMBER, _NULL),
     "allow_mismatch": (bool,), "fraction_changed": (*_NUMBER, _NULL), "wall_time_s": (*_NUMBER, _NULL),
+}
+# dotted field -> accepted JSON types of fields added within version 1: checked when there (nested: when the parent is
+# an object), so older files without them stay readable
+OPTIONAL_FIELDS: dict[str, tuple] = {
+    "cost": (dict, _NULL), **{f"cost.{name}": (*_NUMBER, _NULL) for name in
+                              ("work", "unlearn_work", "localize_work", "retrain_work", "x_retrain", "cap")},
 }
 _TYPE_NAMES = {dict: "an object", str: "a string", int: "an integer", float: "a number", bool: "true/false",
                _NULL: "null", list: "a list"}
@@ -139,6 +149,15 @@ def _check_fields(record: dict, fields: dict[str, tuple], where: str, remedy: st
             raise UserError(f"{where}.{dotted} must be {' or '.join(names)}, got {value!r:.40}")
 
 
+def _present(record: dict, fields: dict[str, tuple]) -> dict[str, tuple]:
+    """The optional `fields` to check in `record`: a top-level one when it is there, a nested one when its
+    parent is an object."""
+    def checked(dotted: str) -> bool:
+        parent = dotted.rpartition(".")[0]
+        return dotted in record if not parent else isinstance(_lookup(record, parent), dict)
+    return {dotted: kinds for dotted, kinds in fields.items() if checked(dotted)}
+
+
 def _check_metrics(metrics, where: str) -> None:
     for key in metric_keys(corrective=True):
         if key not in metrics:
@@ -168,6 +187,7 @@ def validate_results(document, source: str) -> list[dict]:
         if not isinstance(record, dict):
             raise UserError(f"{where} must be an object")
         _check_fields(record, FIELDS, where, "re-run `unlearn evaluate`")
+        _check_fields(record, _present(record, OPTIONAL_FIELDS), where, "re-run `unlearn evaluate`")
         _check_metrics(record["metrics"], f"{where}.metrics")
         if record["oracle"] is not None:
             if not isinstance(record["oracle"].get("sha256"), str) or not isinstance(record["oracle"].get("metrics"), dict):
