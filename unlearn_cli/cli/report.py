@@ -52,15 +52,16 @@ from unlearn_cli.io.streams import check_writable, write_output
 
 EXTRA_COLUMNS = {"average_gap": ("avg gap", 1.0), "strong_average_gap": ("strong avg gap", 1.0),
                  "fraction_changed": ("changed %", 100.0), "wall_time_s": ("wall s", 1.0),
-                 "tow": ("ToW", 1.0), "cost": ("cost ×oracle", 1.0)}  # appended: earlier CSV columns keep their places
+                 "tow": ("ToW", 1.0), "wall_x_oracle": ("wall ×oracle", 1.0),
+                 "cost_x_retrain": ("cost ×retrain", 1.0)}  # appended: earlier CSV columns keep their places
 TABLE_COLUMNS = (("forget_accuracy", "forget", 1.0), ("retain_accuracy", "retain", 1.0), ("test_accuracy", "test", 1.0),
                  ("mia_correctness", "MIA-corr", 1.0), ("mia_confidence", "MIA-conf", 1.0), ("average_gap", "avg gap", 1.0),
                  ("strong_average_gap", "strong gap", 1.0), ("fraction_changed", "changed %", 100.0), ("tow", "ToW", 1.0),
-                 ("cost", "cost ×oracle", 1.0))
+                 ("wall_x_oracle", "wall ×oracle", 1.0), ("cost_x_retrain", "cost ×retrain", 1.0))
 # a manipulated forget set's metrics, shown (last, so that the other columns keep their places) when a run has them
 CORRECTIVE_COLUMNS = (("repaired_accuracy", "repaired", 1.0), ("remembered_accuracy", "remembered", 1.0),
                       ("attack_success_rate", "attack success", 1.0))
-EXTRA_DIGITS = {"tow": 3, "cost": 3}  # ToW lies in [0, 1]: more decimals than the other columns (1 in the table, 2 in Markdown)
+EXTRA_DIGITS = {"tow": 3, "wall_x_oracle": 3, "cost_x_retrain": 3}  # ToW lies in [0, 1]: more decimals than the other columns (1 in the table, 2 in Markdown)
 PAIRED_HEADERS = {"average_gap": "avg gap", "strong_average_gap": "strong gap", "tow": "ToW"}
 PAIRED_DIGITS = {"average_gap": 2, "strong_average_gap": 2, "tow": 4}
 PAIRED_NOTE = ("difference = pipeline − baseline over runs with the same forget set and seed; "
@@ -122,12 +123,19 @@ def _text(summary: Summary | None, scale: float, digits: int = 2, separator: str
     return f"{summary.mean * scale:{sign}.{digits}f}{separator}{margin}"
 
 
-def _identity(key: GroupKey, count: int) -> list[str]:
+def _has_caps(rows) -> bool:
+    """Whether some row's runs had a work cap: then the tables gain a `cap` column after the budget."""
+    return any(key.cap is not None for key, _, _ in rows)
+
+
+def _identity(key: GroupKey, count: int, caps: bool = False) -> list[str]:
     budget = "—" if key.budget is None else f"{key.budget:g}"
-    return [f"{key.forget_kind}:{key.forget_sha256[:8]}", key.strategy, key.method, budget, str(count)]
+    cap = ["—" if key.cap is None else f"{key.cap:g}"] if caps else []
+    return [f"{key.forget_kind}:{key.forget_sha256[:8]}", key.strategy, key.method, budget, *cap, str(count)]
 
 
-IDENTITY_HEADERS = ["forget set", "strategy", "method", "budget", "n"]
+def _identity_headers(caps: bool) -> list[str]:
+    return ["forget set", "strategy", "method", "budget"] + (["cap"] if caps else []) + ["n"]
 
 
 def render_table(rows) -> Table:
@@ -135,34 +143,35 @@ def render_table(rows) -> Table:
     forget_sets = sorted({f"{key.forget_kind}:{key.forget_sha256[:8]}" for key, _, _ in rows})
     title = "unlearn report: mean ± 95% margin over seeds (metrics in %)"
     table = Table(title=title + (f"\nforget set {forget_sets[0]}" if len(forget_sets) == 1 else ""))
-    identity_headers = (["forget set"] if len(forget_sets) > 1 else []) + ["run", "budget", "n"]
+    caps = _has_caps(rows)
+    identity_headers = (["forget set"] if len(forget_sets) > 1 else []) + ["run", "budget"] + (["cap"] if caps else []) + ["n"]
     for header in identity_headers:
         table.add_column(header)
     columns = list(TABLE_COLUMNS) + _corrective_columns(rows)
     for _, header, _ in columns:
         table.add_column(header, justify="right")
     for key, count, summaries in rows:
-        forget, strategy, method, budget, n = _identity(key, count)
+        forget, strategy, method, *point = _identity(key, count, caps)
         run = method if strategy == "—" else f"{strategy} + {method}"
-        cells = ([forget] if len(forget_sets) > 1 else []) + [run, budget, n]
+        cells = ([forget] if len(forget_sets) > 1 else []) + [run, *point]
         table.add_row(*cells, *[_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 1), separator="±")
                                 for name, _, scale in columns])
     return table
 
 
 def render_markdown(rows) -> str:
-    columns = _columns(rows)
-    headers = IDENTITY_HEADERS + [header for _, header, _ in columns]
+    columns, caps = _columns(rows), _has_caps(rows)
+    headers = _identity_headers(caps) + [header for _, header, _ in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for key, count, summaries in rows:
-        cells = _identity(key, count) + [_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 2))
+        cells = _identity(key, count, caps) + [_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 2))
                                          for name, _, scale in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _budget(budget: float | None) -> str:
-    return "" if budget is None else f"{budget:g}"
+def _optional_number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
 
 
 def _numbers(summary: Summary | None) -> list[str]:
@@ -171,23 +180,25 @@ def _numbers(summary: Summary | None) -> list[str]:
 
 PAIRED_CSV_COLUMNS = (["comparison", "baseline_strategy", "baseline_method", "baseline_budget",
                        "unpaired_pipeline", "unpaired_baseline"]
-                      + [f"{name}_diff_{part}" for name in PAIRED_KEYS for part in ("mean", "margin", "n", "verdict")])
+                      + [f"{name}_diff_{part}" for name in PAIRED_KEYS for part in ("mean", "margin", "n", "verdict")]
+                      + ["baseline_cap"])
 
 
 def render_csv(rows, paired: tuple[Pipeline, list[PairedRow]] | None = None) -> str:
-    """One row per table row; with `paired`, the comparison's columns are appended (empty on those rows)
-    and one `comparison=paired` row per pipeline and forget set follows, `n` holding the pairs."""
+    """One row per table row, the work cap last (`cap`, empty without one); with `paired`, the comparison's
+    columns are appended (empty on those rows) and one `comparison=paired` row per pipeline and forget set
+    follows, `n` holding the pairs."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     names = [name for name, _, _ in _columns(rows)]
     writer.writerow(["forget_kind", "forget_sha256", "strategy", "method", "budget", "n"]
-                    + [f"{name}_{part}" for name in names for part in ("mean", "margin")]
+                    + [f"{name}_{part}" for name in names for part in ("mean", "margin")] + ["cap"]
                     + (PAIRED_CSV_COLUMNS if paired else []))
     extra = [""] * len(PAIRED_CSV_COLUMNS) if paired else []
     for key, count, summaries in rows:
         numbers = [value for name in names for value in _numbers(summaries.get(name))]
-        writer.writerow([key.forget_kind, key.forget_sha256, key.strategy, key.method, _budget(key.budget), count]
-                        + numbers + extra)
+        writer.writerow([key.forget_kind, key.forget_sha256, key.strategy, key.method, _optional_number(key.budget), count]
+                        + numbers + [_optional_number(key.cap)] + extra)
     if paired:
         baseline, comparisons = paired
         for row in comparisons:
@@ -197,9 +208,10 @@ def render_csv(rows, paired: tuple[Pipeline, list[PairedRow]] | None = None) -> 
                 verdict = row.verdicts[name]
                 differences += _numbers(summary) + [summary.n, "" if verdict == UNDECIDED else verdict]
             writer.writerow([row.forget_kind, row.forget_sha256, row.pipeline.strategy, row.pipeline.method,
-                             _budget(row.pipeline.budget), row.pairs] + [""] * (2 * len(names))
-                            + ["paired", baseline.strategy, baseline.method, _budget(baseline.budget),
-                               row.unpaired_pipeline, row.unpaired_baseline] + differences)
+                             _optional_number(row.pipeline.budget), row.pairs] + [""] * (2 * len(names))
+                            + [_optional_number(row.pipeline.cap), "paired", baseline.strategy, baseline.method,
+                               _optional_number(baseline.budget), row.unpaired_pipeline, row.unpaired_baseline] + differences
+                            + [_optional_number(baseline.cap)])
     return buffer.getvalue()
 
 
@@ -363,16 +375,18 @@ def plot_png(groups: list[Group], oracles: dict[str, dict[str, Summary]]) -> byt
     curves: dict[tuple, list[Group]] = {}
     for group in groups:
         if group.key.budget is not None:
-            curves.setdefault((group.key.forget_kind, group.key.forget_sha256, group.key.strategy, group.key.method), []).append(group)
+            curves.setdefault((group.key.forget_kind, group.key.forget_sha256, group.key.strategy, group.key.method,
+                               group.key.cap), []).append(group)
     if not curves:
         raise UserError("--plot draws metrics against the mask budget, but no result has one; "
                         "evaluate models unlearned with a mask (`unlearn apply --mask`)")
     several_forget_sets = len({key[1] for key in curves}) > 1
     figure, axes = plt.subplots(1, len(PLOT_PANELS), figsize=(4.5 * len(PLOT_PANELS), 4), constrained_layout=True)
     for axis, (metric, title) in zip(axes, PLOT_PANELS):
-        for (kind, forget_sha, strategy, method), members in sorted(curves.items()):
+        for (kind, forget_sha, strategy, method, cap), members in sorted(curves.items(), key=lambda item: item[1][0].key.sort_key):
             members = sorted(members, key=lambda group: group.key.budget)
-            label = f"{strategy} + {method}" + (f" ({kind}:{forget_sha[:8]})" if several_forget_sets else "")
+            label = f"{strategy} + {method}" + ("" if cap is None else f" (cap {cap:g})") + (
+                f" ({kind}:{forget_sha[:8]})" if several_forget_sets else "")
             axis.errorbar([g.key.budget for g in members], [g.stats[metric].mean for g in members],
                           yerr=[g.stats[metric].margin for g in members], marker="o", capsize=3, label=label)
         for forget_sha, summaries in oracles.items():
