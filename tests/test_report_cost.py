@@ -11,6 +11,7 @@ from conftest import run_cli
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.aggregate import (
     Pipeline,
+    Summary,
     find_pipeline,
     group_runs,
     pipeline_of,
@@ -18,6 +19,7 @@ from unlearn_cli.evaluate.aggregate import (
     run_values,
 )
 from unlearn_cli.evaluate.metrics import metric_keys
+from unlearn_cli.evaluate.pareto import PoolScore, audit_forget_scores, dominates, f_star, pareto_fronts
 from unlearn_cli.evaluate.results import result_record, results_document, validate_results
 
 FORGET = {"source": "forget.json", "sha256": "f" * 64, "kind": "noniid", "size": 72}
@@ -31,7 +33,7 @@ def cost_block(x_retrain, cap=None, retrain_work=3000.0):
 
 
 def record(method="rft", strategy=None, budget=None, seed=0, x_retrain=0.2, cap=None, accuracies=(50.0, 50.0, 50.0),
-           mia=50.0, gap=None, cost=True):
+           mia=50.0, gap=None, cost=True, with_oracle=True):
     """A RESULT of `method` whose forget, retain, test accuracies and MIA-correctness are given; the oracle's are
     all 50, so the average gap is the mean |difference| of forget, test and MIA-correctness unless `gap` says."""
     metrics = {key: 50.0 for key in metric_keys()}
@@ -41,11 +43,14 @@ def record(method="rft", strategy=None, budget=None, seed=0, x_retrain=0.2, cap=
     average = (gaps["forget_accuracy"] + gaps["test_accuracy"] + gaps["mia_correctness"]) / 3 if gap is None else gap
     oracle = {"source": "oracle.safetensors", "sha256": "0" * 64, "seed": seed, "excluded_sha256": FORGET["sha256"],
               "matches_forget_set": True, "metrics": ORACLE_METRICS, "metrics_from": None}
+    if not with_oracle:
+        oracle, gaps, average = None, None, None
     run = result_record(
         model={"source": "m.safetensors", "sha256": f"{strategy}{method}{budget}{cap}{seed}", "arch": "mlp",
                "dataset": "digits", "num_classes": 10},
         method=method, strategy=strategy, budget=budget, seed=seed, forget=FORGET, metrics=metrics, oracle=oracle,
-        comparison={"gaps": gaps, "average_gap": average, "strong_average_gap": average}, allow_mismatch=False,
+        comparison={"gaps": gaps, "average_gap": average, "strong_average_gap": average} if with_oracle else None,
+        allow_mismatch=False,
         parent=None, fraction_changed=None, wall_time_s=1.0, mask_sha256=None,
         mia={"members": 10, "nonmembers": 10, "forget": 5, "seed": 0})
     if cost:
@@ -158,3 +163,119 @@ def test_caps_in_the_tables_and_the_baseline(tmp_path):
     paired = [row for row in rows if row["comparison"] == "paired"]
     assert {row["baseline_cap"] for row in paired} == {"0.25"}
     assert sorted(row["cap"] for row in paired) == ["", "0.05", "0.1", "0.1"]
+
+
+# --- the Pareto front -------------------------------------------------------------------------------------------------
+# By hand, seeds 0, 1, 2, average gaps (lower is better) and cost ×retrain:
+#   rft       cost 0.05, gaps 5, 6, 7
+#   ssd       cost 0.10, gaps 1, 2, 3
+#   finetune  cost 0.20, gaps 2, 3.1, 3.9: − ssd = 1.0, 1.1, 0.9 -> +1.00 ± 0.25 excludes 0, and ssd is cheaper:
+#             ssd dominates finetune
+#   neggrad   cost 0.30, gaps 2, 2.5, 4.5: − ssd = 1, 0.5, 1.5 -> +1.00 ± 1.24 includes 0: ssd is cheaper and better on
+#             average (2 against 3) but does NOT dominate; − finetune = 0, −0.6, 0.6: no interval excludes 0 either
+#   l1-sparse cost unknown (a result written before cost accounting): not placed
+# rft is the cheapest, and nothing cheaper beats it: non-dominated. Front on the gap: rft, ssd, neggrad.
+GAPS = {"rft": (0.05, (5.0, 6.0, 7.0)), "ssd": (0.1, (1.0, 2.0, 3.0)), "finetune": (0.2, (2.0, 3.1, 3.9)),
+        "neggrad": (0.3, (2.0, 2.5, 4.5)), "l1-sparse": (None, (1.0, 1.0, 1.0))}
+
+
+def front_runs():
+    return [record(method=method, seed=seed, x_retrain=cost, gap=gap, cost=cost is not None)
+            for method, (cost, gaps) in GAPS.items() for seed, gap in enumerate(gaps)]
+
+
+def points_by_label(sets):
+    (front,) = sets
+    return {point.pipeline.label: point for point in front.points}
+
+
+def test_pareto_marking_by_hand():
+    points = points_by_label(pareto_fronts(group_runs(front_runs())))
+    assert [label for label in points] == ["rft", "ssd", "finetune", "neggrad", "l1-sparse"]  # by cost, unknown last
+    on_gap_front = {label for label, point in points.items() if "average_gap" in point.front}
+    assert on_gap_front == {"rft", "ssd", "neggrad"}
+    assert dominates(points["ssd"], points["finetune"], "average_gap")
+    assert not dominates(points["ssd"], points["neggrad"], "average_gap")  # cheaper, better on average, interval has 0
+    assert not dominates(points["ssd"], points["rft"], "average_gap")  # better by 4 on every seed, but costlier
+    assert not points["l1-sparse"].placed and points["l1-sparse"].front == []
+    assert not dominates(points["l1-sparse"], points["finetune"], "average_gap")  # unknown cost: never placed
+    # every ToW is 1 (the accuracies are the oracle's): no difference excludes 0, every placed pipeline is on its front
+    assert {label for label, point in points.items() if "tow" in point.front} == {"rft", "ssd", "finetune", "neggrad"}
+
+
+def audit(method, score, interval=None):
+    """An `unlearn-audit/1` document scoring the pool of `method`'s three models (seeds 0–2) on FORGET."""
+    models = [{"source": "m", "sha256": f"None{method}NoneNone{seed}", "method": method, "strategy": None,
+               "budget": None, "seed": seed} for seed in range(3)]
+    pool = {"size": 3, "method": method, "strategy": None, "budget": None, "models": models,
+            "accuracy": {"forget": 50.0, "retain": 50.0, "test": 50.0}}
+    row = {"name": "unlearned vs retrained", "pool": "unlearned", "examples": "forget", "models": [3, 3],
+           "forget_score": score, "final_score": score, "attack_accuracy": 0.5, "attack_auc": 0.5,
+           "kl_gaussian": {"mean": 0.1, "p95": 0.2}, "kl_binned": {"mean": 0.1, "p95": 0.2},
+           "epsilon": {"mean": 1.0, "median": 1.0, "share_at_cap": 0.0}, "resolution": 1, "buckets": [],
+           "accuracy": {"first": {"forget": 50.0, "retain": 50.0, "test": 50.0},
+                        "second": {"forget": 50.0, "retain": 50.0, "test": 50.0}}}
+    if interval is not None:
+        row["forget_score_ci"] = list(interval)
+    retrained = {**pool, "method": "retrain", "models": [{**model, "sha256": f"oracle{model['seed']}"} for model in models]}
+    return {"format": "unlearn-audit/1", "unlearn_version": "0", "forget": FORGET, "dataset": "digits", "arch": "mlp",
+            "settings": {}, "pools": {"unlearned": pool, "retrained": retrained}, "rows": [row], "warnings": []}
+
+
+# forget scores (higher is better) with intervals: rft 0.80 [0.75, 0.85] lies wholly above ssd's 0.50 [0.40, 0.60]
+# and is cheaper: it dominates ssd; finetune 0.70 [0.62, 0.78] and neggrad 0.65 [0.55, 0.75] overlap rft's (0.75 is
+# not above 0.75) and each other's. Without intervals the points decide: rft's 0.80 is above all three.
+SCORES = {"rft": (0.8, (0.75, 0.85)), "ssd": (0.5, (0.4, 0.6)), "finetune": (0.7, (0.62, 0.78)),
+          "neggrad": (0.65, (0.55, 0.75))}
+
+
+@pytest.mark.parametrize("with_intervals, expected", [(True, {"rft", "finetune", "neggrad"}), (False, {"rft"})])
+def test_forget_score_front_from_audits(with_intervals, expected):
+    groups = group_runs(front_runs())
+    documents = [audit(method, score, interval if with_intervals else None) for method, (score, interval) in SCORES.items()]
+    scores = audit_forget_scores(documents, groups)
+    assert scores[(FORGET["sha256"], Pipeline("—", "ssd", None))] == PoolScore(0.5, *((0.4, 0.6) if with_intervals
+                                                                                       else (None, None)))
+    points = points_by_label(pareto_fronts(groups, scores))
+    assert {label for label, point in points.items() if "forget_score" in point.front} == expected
+    assert points["l1-sparse"].forget_score is None
+
+
+# --- F* ---------------------------------------------------------------------------------------------------------------
+# The oracle's forget, retain, test accuracy and MIA-correctness are all 50. Per seed 0, 1, 2 (forget accuracy):
+#   retrain @ 0.05: 60, 61, 62 -> differences 10, 11, 12: 11 ± 2.48 excludes 0
+#   retrain @ 0.1:  49, 51, 50.5 -> −1, 1, 0.5: +0.17 ± 2.59 contains 0, and retain, test, MIA differ by 0 ± 0
+#   retrain @ 0.25: 50 everywhere
+# F* = 0.1 (the smallest cap that is enough, though 0.25 is too).
+def retrain_at(cap, forget_accuracies, mia=(50.0, 50.0, 50.0), **options):
+    return [record(method="retrain", cap=cap, x_retrain=cap, seed=seed, accuracies=(accuracy, 50.0, 50.0), mia=m, **options)
+            for seed, (accuracy, m) in enumerate(zip(forget_accuracies, mia))]
+
+
+def test_f_star_by_hand():
+    runs = retrain_at(0.05, (60.0, 61.0, 62.0)) + retrain_at(0.1, (49.0, 51.0, 50.5)) + retrain_at(0.25, (50.0,) * 3)
+    result = f_star(group_runs(runs))
+    assert [check.cap for check in result.checks] == [0.05, 0.1, 0.25]
+    low, middle, _ = result.checks
+    assert low.differences["forget_accuracy"].mean == pytest.approx(11.0) and not low.indistinguishable
+    assert middle.differences["forget_accuracy"].mean == pytest.approx(1 / 6)
+    assert middle.differences["forget_accuracy"].margin == pytest.approx(2.5856, abs=1e-4)
+    assert middle.differences["retain_accuracy"] == Summary(0.0, 0.0, 3) and middle.indistinguishable
+    assert result.value == 0.1 and result.largest == 0.25
+
+
+def test_f_star_counts_mia_correctness_and_needs_two_seeds():
+    # forget accuracy equal to the oracle's, MIA-correctness 5, 5.1, 4.9 above it: 5 ± 0.25 excludes 0
+    runs = retrain_at(0.1, (50.0,) * 3, mia=(55.0, 55.1, 54.9)) + retrain_at(0.2, (50.0,), mia=(50.0,))
+    result = f_star(group_runs(runs))
+    assert [check.indistinguishable for check in result.checks] == [False, False]  # 0.2: one seed, no interval
+    assert result.value is None and result.largest == 0.2
+
+
+def test_f_star_pairs_with_the_oracles_own_results_by_seed():
+    # runs evaluated without --oracle: the oracle's own results (retrain, no cap) of the same seed are the partner
+    oracle = [record(method="retrain", seed=seed, x_retrain=1.0, accuracies=(40.0 + seed, 50.0, 50.0), mia=50.0,
+                     with_oracle=False) for seed in range(3)]
+    capped = retrain_at(0.1, (40.0, 41.0, 42.0), with_oracle=False)  # equal to the oracle seed by seed
+    (check,) = f_star(group_runs(oracle + capped)).checks
+    assert check.differences["forget_accuracy"] == Summary(0.0, 0.0, 3) and check.indistinguishable
