@@ -279,3 +279,73 @@ def test_f_star_pairs_with_the_oracles_own_results_by_seed():
     capped = retrain_at(0.1, (40.0, 41.0, 42.0), with_oracle=False)  # equal to the oracle seed by seed
     (check,) = f_star(group_runs(oracle + capped)).checks
     assert check.differences["forget_accuracy"] == Summary(0.0, 0.0, 3) and check.indistinguishable
+
+
+# --- the command ------------------------------------------------------------------------------------------------------
+
+def pareto_file(tmp_path):
+    runs = front_runs() + retrain_at(0.05, (60.0, 61.0, 62.0)) + retrain_at(0.1, (49.0, 51.0, 50.5))
+    return write(tmp_path / "r.json", *runs)
+
+
+def test_cli_pareto_markdown(tmp_path):
+    result = run_cli("report", pareto_file(tmp_path), "--pareto", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "| pipeline | n | cost ×retrain | avg gap | ToW | non-dominated on |" in lines
+    assert "| ssd | 3 | 0.100 ± 0.000 | 2.00 ± 2.48 | 1.000 ± 0.000 | avg gap, ToW |" in lines
+    assert "| finetune | 3 | 0.200 ± 0.000 | 3.00 ± 2.37 | 1.000 ± 0.000 | ToW |" in lines  # ssd beats its gap
+    assert "| l1-sparse | 3 | unknown | 1.00 ± 0.00 | 1.000 ± 0.000 | cannot be placed |" in lines
+    assert "- cost unknown (results without cost accounting), so these pipelines cannot be placed: l1-sparse" in lines
+    assert "- reference curve (retraining from scratch at a fraction F of the recipe): retrain @ 0.05, retrain @ 0.1" in lines
+    assert "- F* = 0.1" in lines
+    assert "| 0.05 | 3 | +11.00 ± 2.48 | +0.00 ± 0.00 | +0.00 ± 0.00 | +0.00 ± 0.00 | no |" in lines
+    summary = next(line for line in lines if line.startswith("| noniid:ffffffff | — | l1-sparse |"))
+    assert summary.endswith("| — |")  # the summary table's cost ×retrain: unknown, not 0
+
+
+def test_cli_pareto_table_f_star_not_reached_and_audits_without_intervals(tmp_path):
+    path = write(tmp_path / "r.json", *front_runs(), *retrain_at(0.05, (60.0, 61.0, 62.0)),
+                 *retrain_at(0.25, (55.0, 55.1, 54.9)))
+    audit_path = tmp_path / "audit.json"
+    audit_path.write_text(json.dumps(audit("ssd", 0.5)))
+    out = tmp_path / "pareto.txt"
+    result = run_cli("report", path, audit_path, "--pareto", "-q", "-o", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "F* > 0.25: no cap tried was enough" in text
+    assert "forget score" in text and "some audits carry no interval, so dominance is marked on non-overlapping values" in text
+    pareto = text[text.index("cost against quality"):].splitlines()
+    assert next(line for line in pareto if "│ ssd " in line).split("│")[6:8] == ["        0.500 ", " avg gap, ToW, forget score "]
+
+
+def test_cli_pareto_without_any_cost_is_one_line_and_writes_nothing(tmp_path):
+    path = write(tmp_path / "r.json", *[record(method=method, seed=seed, cost=False) for method in ("rft", "ssd")
+                                        for seed in (0, 1)])
+    out, png = tmp_path / "out.md", tmp_path / "p.png"
+    for arguments in ((), ("--format", "markdown", "-o", out)):
+        result = run_cli("report", path, "--pareto", *arguments)
+        assert result.exit_code == 1 and result.stdout == ""
+        assert result.stderr.strip().splitlines() == [
+            "error: --pareto places pipelines by cost ×retrain, but no result has a cost (results written before cost "
+            "accounting have none); evaluate checkpoints that record their work with `unlearn evaluate --json`"]
+    assert not out.exists()
+    pytest.importorskip("matplotlib")
+    assert run_cli("report", path, "--pareto", "--plot", png).exit_code == 1 and not png.exists()
+
+
+def test_cli_pareto_refuses_csv(tmp_path):
+    result = run_cli("report", pareto_file(tmp_path), "--pareto", "--format", "csv")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip() == ("error: --pareto renders as a table or Markdown (--format table|markdown), and as "
+                                     "a PNG with --plot; the CSV without --pareto holds every pipeline's cost_x_retrain")
+
+
+def test_cli_pareto_plot_and_config(tmp_path):
+    pytest.importorskip("matplotlib")
+    config = tmp_path / "report.yaml"
+    config.write_text("pareto: true\nformat: markdown\n")
+    result = run_cli("report", pareto_file(tmp_path), "--config", config, "--plot", tmp_path / "pareto.png")
+    assert result.exit_code == 0, result.output
+    assert "- F* = 0.1" in result.stdout.splitlines()
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -27,6 +27,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pyplot, stderr
 from unlearn_cli.config import resolve_config
@@ -347,17 +348,18 @@ def _forget_name(front: ParetoSet) -> str:
     return f"{front.forget_kind}:{front.forget_sha256[:8]}"
 
 
-def render_pareto_tables(sets: list[ParetoSet]) -> list[Table]:
-    """Per forget set: the pipelines by cost with their qualities and fronts, then retrain @ F against the oracle."""
+def render_pareto_tables(sets: list[ParetoSet]) -> list[Table | Text]:
+    """Per forget set: the pipelines by cost with their qualities and fronts, the notes (lines of their own, not a
+    caption wrapped to the table's width), then retrain @ F against the oracle."""
     qualities, tables = _pareto_qualities(sets), []
     for front in sets:
         table = Table(title=f"cost against quality, forget set {_forget_name(front)}: mean ± 95% margin over seeds\n"
-                            f"{PARETO_NOTE}", caption="\n".join(_pareto_notes(front, qualities)))
+                            f"{PARETO_NOTE}")
         for header in _pareto_headers(qualities):
             table.add_column(header, justify="left" if header in ("pipeline", "non-dominated on") else "right")
         for point in front.points:
             table.add_row(*_pareto_cells(point, qualities), style="bold" if point.front else None)
-        tables.append(table)
+        tables += [table, Text("\n".join(_pareto_notes(front, qualities)))]
         if front.f_star.checks:
             detail = Table(title=f"retrain @ F − oracle, per seed (forget set {_forget_name(front)}): mean ± 95% margin")
             for header in F_STAR_HEADERS:
