@@ -416,10 +416,10 @@ def paired_difference(group: Group, baseline: Group, name: str) -> Summary:
     """Mean ± 95% t-margin of `name` (a key of `run_values`) of `group`'s runs minus `baseline`'s runs with the same
     seed (n = the pairs where both have the number); `group` and `baseline` are on the same forget set."""
     mine, theirs = _by_seed(group)[0], _by_seed(baseline)[0]
-    return _difference(mine, theirs, sorted(mine.keys() & theirs.keys()), name)
+    return _paired_values(mine, theirs, sorted(mine.keys() & theirs.keys()), name)
 
 
-def _difference(mine: dict[int, dict], theirs: dict[int, dict], seeds: list[int], name: str) -> Summary:
+def _paired_values(mine: dict[int, dict], theirs: dict[int, dict], seeds: list[int], name: str) -> Summary:
     values = []
     for seed in seeds:
         one, other = run_values(mine[seed])[name], run_values(theirs[seed])[name]
@@ -446,7 +446,7 @@ def paired_comparisons(groups: list[Group], baseline: Pipeline) -> list[PairedRo
         base_group = baselines.get(group.key.forget_sha256)
         theirs, base_seedless = _by_seed(base_group) if base_group is not None else ({}, 0)
         common = sorted(mine.keys() & theirs.keys())
-        differences = {name: _difference(mine, theirs, common, name) for name in PAIRED_KEYS}
+        differences = {name: _paired_values(mine, theirs, common, name) for name in PAIRED_KEYS}
         rows.append(PairedRow(
             forget_kind=group.key.forget_kind, forget_sha256=group.key.forget_sha256, pipeline=pipeline,
             pairs=len(common), unpaired_pipeline=len(mine) - len(common) + seedless,
