@@ -1,18 +1,23 @@
 """`unlearn report`: pool results files, mean ± 95% margin over seeds, as a table, Markdown, CSV or a plot.
 
-Runs are grouped by (forget set, strategy, method, budget); each oracle used appears as a row of its own.
+Runs are grouped by (forget set, strategy, method, budget, work cap); each oracle used appears as a row of its own.
 A checkpoint evaluated more than once on the same forget set counts once: the most complete record is kept,
 and records whose numbers disagree are refused (`merge_evaluations`). The ToW column is the Tug-of-War
-score of Zhao et al. 2024 (see aggregate.py).
+score of Zhao et al. 2024 (see aggregate.py); cost ×retrain is the runs' work as a multiple of retraining's,
+wall ×oracle their wall time as a fraction of the oracle's.
 
-With --baseline PIPELINE (`[STRATEGY +] METHOD [@ BUDGET]`, as the pipelines are labelled) a second table
+With --baseline PIPELINE (`[STRATEGY +] METHOD [@ BUDGET] [@ CAP]`, as the pipelines are labelled) a second table
 compares every other pipeline with it run by run: mean ± 95% margin of the differences (pipeline − baseline)
 of the average gap, the strong average gap and ToW over runs with the same forget set and seed.
+
+With --pareto, per forget set, the pipelines' qualities against cost ×retrain, the non-dominated ones marked,
+and F*, the smallest cap at which `retrain @ F` is indistinguishable from the oracle (see evaluate/pareto.py).
 
 Usage:
     unlearn report results/*.json
     unlearn report results/*.json --format markdown -o table.md --plot curves.png
     unlearn report results/*.json --baseline "del + rft @ 0.3"
+    unlearn report results/*.json audits/*.json --pareto --plot pareto.png
     unlearn report results/*.json --config report.yaml     # format: markdown, baseline: del+rft@0.3
 """
 
@@ -510,7 +515,8 @@ def plot_png(groups: list[Group], oracles: dict[str, dict[str, Summary]]) -> byt
     several_forget_sets = len({key[1] for key in curves}) > 1
     figure, axes = plt.subplots(1, len(PLOT_PANELS), figsize=(4.5 * len(PLOT_PANELS), 4), constrained_layout=True)
     for axis, (metric, title) in zip(axes, PLOT_PANELS):
-        for (kind, forget_sha, strategy, method, cap), members in sorted(curves.items(), key=lambda item: item[1][0].key.sort_key):
+        for (kind, forget_sha, strategy, method, cap), members in sorted(curves.items(),
+                                                                          key=lambda item: item[1][0].key.sort_key):
             members = sorted(members, key=lambda group: group.key.budget)
             label = f"{strategy} + {method}" + ("" if cap is None else f" (cap {cap:g})") + (
                 f" ({kind}:{forget_sha[:8]})" if several_forget_sets else "")
@@ -603,7 +609,8 @@ def report(
     output_format: Annotated[Optional[ReportFormat], typer.Option("--format", help="table, markdown or csv (default: table)")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to FILE instead of the terminal.")] = None,
     plot: Annotated[Optional[str], typer.Option(
-        "--plot", help="Draw metric-vs-budget curves (with --pareto: quality against cost) to FILE.png (needs matplotlib).")] = None,
+        "--plot", help="Draw metric-vs-budget curves (with --pareto: quality against cost) to FILE.png "
+                       "(needs matplotlib).")] = None,
     baseline: Annotated[Optional[str], typer.Option(
         "--baseline", metavar="PIPELINE",
         help="Pair every other pipeline with this one per forget set and seed. Name it 'STRATEGY + METHOD @ BUDGET' "

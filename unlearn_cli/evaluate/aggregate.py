@@ -16,8 +16,9 @@ A pipeline is (strategy, method, budget, cap): the same method run under a work 
 the result's `cost.cap`) is another pipeline at each cap, e.g. `retrain @ 0.1`, retraining from scratch
 compressed to a tenth of the recipe.
 
-`paired_comparisons` compares every pipeline with a baseline pipeline run by run: the pipelines share originals, oracles and forget sets, so the differences (pipeline − baseline) of
-runs on the same forget set with the same seed are aggregated, not the pipelines' independent margins.
+`paired_comparisons` compares every pipeline with a baseline pipeline run by run: the pipelines share
+originals, oracles and forget sets, so the differences (pipeline − baseline) of runs on the same forget set
+with the same seed are aggregated, not the pipelines' independent margins.
 
 The same checkpoint evaluated more than once on the same forget set (same `model.sha256` and
 `forget.sha256`) is one run: `merge_evaluations` keeps the most complete record (the oracle comparison

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from unlearn_cli.evaluate.aggregate import (
     BASELINE_WORSE,
     Group,
+    GroupKey,
     Pipeline,
     Summary,
     paired_difference,
@@ -220,21 +221,19 @@ def _interval(row: dict) -> tuple[float | None, float | None]:
 def audit_forget_scores(documents: list[dict], groups: list[Group]) -> dict[tuple[str, Pipeline], PoolScore]:
     """(forget set, pipeline) -> the forget score of the audits' pool on the forget set whose models are all
     among the pipeline's results on that forget set; the first audit row wins when several score one pipeline."""
-    owner: dict[tuple[str, str], Group] = {}  # (whole forget set sha, model sha) -> group
+    owner: dict[tuple[str, str], GroupKey] = {}  # (whole forget set sha, model sha) -> the group's key
     for group in groups:
         for run in group.runs:
-            owner[(run["forget"]["sha256"], run["model"]["sha256"])] = group
+            owner[(run["forget"]["sha256"], run["model"]["sha256"])] = group.key
     scores: dict[tuple[str, Pipeline], PoolScore] = {}
     for document in documents:
         forget_sha = document["forget"]["sha256"]
         for row in document["rows"]:
-            pool = document["pools"].get({"half": "retrained"}.get(row["pool"], row["pool"]), {})
-            owners = {id(owner.get((forget_sha, model["sha256"]))): owner.get((forget_sha, model["sha256"]))
-                      for model in pool.get("models", [])}
-            if row["examples"] != "forget" or row["pool"] == "half" or row["forget_score"] is None \
-                    or len(owners) != 1 or None in owners.values():
+            if row["examples"] != "forget" or row["pool"] == "half" or row["forget_score"] is None:
                 continue
-            group = next(iter(owners.values()))
-            key = (group.key.forget_sha256, pipeline_of(group.key))
-            scores.setdefault(key, PoolScore(float(row["forget_score"]), *_interval(row)))
+            models = document["pools"].get(row["pool"], {}).get("models", [])
+            keys = {owner.get((forget_sha, model["sha256"])) for model in models}
+            if len(keys) == 1 and None not in keys:
+                (key,) = keys
+                scores.setdefault((key.forget_sha256, pipeline_of(key)), PoolScore(float(row["forget_score"]), *_interval(row)))
     return scores
