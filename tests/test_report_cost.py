@@ -349,3 +349,26 @@ def test_cli_pareto_plot_and_config(tmp_path):
     assert result.exit_code == 0, result.output
     assert "- F* = 0.1" in result.stdout.splitlines()
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_pair_is_no_interval_so_nothing_dominates():
+    # ssd is better than finetune by 1 point on the one seed they share: no interval, no dominance
+    runs = [record(method="ssd", seed=0, x_retrain=0.1, gap=1.0), record(method="finetune", seed=0, x_retrain=0.2, gap=2.0),
+            record(method="finetune", seed=1, x_retrain=0.2, gap=2.0)]
+    points = points_by_label(pareto_fronts(group_runs(runs)))
+    assert not dominates(points["ssd"], points["finetune"], "average_gap")
+    assert "average_gap" in points["finetune"].front
+
+
+def test_each_forget_set_has_its_own_front_and_f_star():
+    other = {**FORGET, "sha256": "e" * 64, "kind": "iid"}
+    runs = front_runs() + retrain_at(0.1, (49.0, 51.0, 50.5))
+    moved = [{**run, "forget": other, "model": {**run["model"], "sha256": run["model"]["sha256"] + "-iid"},
+              "average_gap": 9.0 - run["average_gap"] if run["method"] == "ssd" else run["average_gap"]}
+             for run in front_runs() + retrain_at(0.1, (60.0, 61.0, 62.0))]
+    first, second = pareto_fronts(group_runs(runs + moved))  # iid sorts first
+    assert (first.forget_kind, second.forget_kind) == ("iid", "noniid")
+    assert first.f_star.value is None and first.f_star.largest == 0.1 and second.f_star.value == 0.1
+    # on iid, ssd's gaps are 8, 7, 6: worse than finetune's on every seed, so it no longer dominates finetune
+    assert "average_gap" in points_by_label([first])["finetune"].front
+    assert "average_gap" not in points_by_label([second])["finetune"].front
