@@ -13,6 +13,7 @@ from unlearn_cli.evaluate.aggregate import (
     Pipeline,
     Summary,
     find_pipeline,
+    merge_evaluations,
     group_runs,
     pipeline_of,
     pipelines,
@@ -372,3 +373,11 @@ def test_each_forget_set_has_its_own_front_and_f_star():
     # on iid, ssd's gaps are 8, 7, 6: worse than finetune's on every seed, so it no longer dominates finetune
     assert "average_gap" in points_by_label([first])["finetune"].front
     assert "average_gap" not in points_by_label([second])["finetune"].front
+
+
+def test_an_evaluation_with_cost_completes_an_older_one_without():
+    older, newer = record(cost=False), record()
+    (merged,) = merge_evaluations([("old.json", older), ("new.json", newer)])
+    assert merged["cost"] == cost_block(0.2)
+    with pytest.raises(UserError, match=r"old.json and new.json both hold an evaluation .* disagree on cost.unlearn_work \(900.0 vs 600.0\)"):
+        merge_evaluations([("old.json", {**older, "cost": cost_block(0.3)}), ("new.json", newer)])

@@ -165,6 +165,7 @@ OPTIONAL_PARTS = (
     ("oracle", ("oracle", "gaps", "average_gap", "strong_average_gap", "allow_mismatch"),
      ("oracle.sha256", "oracle.metrics", "gaps", "average_gap", "strong_average_gap")),
     ("fraction_changed", ("parent", "fraction_changed"), ("parent.sha256", "fraction_changed")),
+    ("cost", ("cost",), ("cost",)),  # absent from results written before cost accounting
 )
 # Fields every evaluation of the same checkpoint on the same forget set measures or reads from the checkpoint.
 SHARED_FIELDS = ("metrics", "method", "strategy", "budget", "seed", "wall_time_s", "mask_sha256")
