@@ -334,7 +334,7 @@ def _pareto_notes(front: ParetoSet, qualities: tuple[str, ...]) -> list[str]:
     if "forget_score" in qualities:
         scores = [point.forget_score for point in front.points if point.forget_score is not None]
         notes.append("forget score: per pool, not per run, so unpaired; " + (
-            "dominance where the audits' 95% intervals do not overlap" if all(score.low is not None for score in scores)
+            "dominance where the audits' intervals do not overlap" if all(score.low is not None for score in scores)
             else "some audits carry no interval, so dominance is marked on non-overlapping values only "
                  "(a higher score, or an interval wholly above)"))
     return notes + [f_star_line(front.f_star)]
