@@ -246,7 +246,7 @@ def test_cli_markdown_has_a_second_table(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("| forget set | strategy | method | budget | n | forget acc")
-    assert lines[0].endswith("| ToW | cost ×oracle |")
+    assert lines[0].endswith("| ToW | wall ×oracle | cost ×retrain |")
     header = lines.index(next(line for line in lines if line.startswith("| forget set | pipeline |")))
     assert lines[header] == ("| forget set | pipeline | n | left out | Δ avg gap | avg gap: baseline | Δ strong gap | "
                              "strong gap: baseline | Δ ToW | ToW: baseline |")
@@ -262,7 +262,8 @@ def test_cli_csv_keeps_its_columns_and_adds_paired_rows(tmp_path):
     plain_rows, paired_rows = list(csv.reader(io.StringIO(plain.stdout))), list(csv.reader(io.StringIO(paired.stdout)))
     header = plain_rows[0]
     assert header[:6] == ["forget_kind", "forget_sha256", "strategy", "method", "budget", "n"]
-    assert header[-4:] == ["tow_mean", "tow_margin", "cost_mean", "cost_margin"]  # appended: earlier columns keep place
+    assert header[-7:] == ["tow_mean", "tow_margin", "wall_x_oracle_mean", "wall_x_oracle_margin",  # appended:
+                           "cost_x_retrain_mean", "cost_x_retrain_margin", "cap"]  # earlier columns keep their place
     assert paired_rows[0][:len(header)] == header and paired_rows[0][len(header)] == "comparison"
     assert [row[:len(header)] for row in paired_rows[1:len(plain_rows)]] == plain_rows[1:]
     rows = [row for row in csv.DictReader(io.StringIO(paired.stdout)) if row["comparison"] == "paired"]
@@ -312,5 +313,5 @@ def test_cost_is_the_wall_time_as_a_fraction_of_the_oracles():
     assert cost_fraction(10.0, 40.0) == 0.25
     assert cost_fraction(None, 40.0) is None and cost_fraction(10.0, None) is None and cost_fraction(1.0, 0.0) is None
     run = {"metrics": {}, "wall_time_s": 6.0, "oracle": {"metrics": {}, "wall_time_s": 24.0}}
-    assert run_values(run)["cost"] == 0.25
-    assert run_values({**run, "oracle": None})["cost"] is None
+    assert run_values(run)["wall_x_oracle"] == 0.25
+    assert run_values({**run, "oracle": None})["wall_x_oracle"] is None

@@ -7,9 +7,18 @@ Besides the metrics and the gaps, every run with an oracle gets the Tug-of-War s
 ("What makes unlearning hard and what to do about it"): ToW = Π over forget, retain and test accuracy of
 (1 − |acc − oracle acc| / 100), in [0, 1], 1 when the model matches the oracle (`tug_of_war`).
 
-`paired_comparisons` compares every pipeline (strategy, method, budget) with a baseline pipeline run by
-run: the pipelines share originals, oracles and forget sets, so the differences (pipeline − baseline) of
-runs on the same forget set with the same seed are aggregated, not the pipelines' independent margins.
+Two costs are aggregated: `cost_x_retrain`, the run's work (localization + unlearning, in examples forwarded
++ 2 × examples back-propagated) as a multiple of retraining on the retain set with the parent's recipe (the
+result's `cost.x_retrain`; unknown, never 0, for results written before cost accounting), and `wall_x_oracle`,
+its wall time as a fraction of its oracle's training time (machine-dependent).
+
+A pipeline is (strategy, method, budget, cap): the same method run under a work cap (`apply --max-cost F`,
+the result's `cost.cap`) is another pipeline at each cap, e.g. `retrain @ 0.1`, retraining from scratch
+compressed to a tenth of the recipe.
+
+`paired_comparisons` compares every pipeline with a baseline pipeline run by run: the pipelines share
+originals, oracles and forget sets, so the differences (pipeline − baseline) of runs on the same forget set
+with the same seed are aggregated, not the pipelines' independent margins.
 
 The same checkpoint evaluated more than once on the same forget set (same `model.sha256` and
 `forget.sha256`) is one run: `merge_evaluations` keeps the most complete record (the oracle comparison
@@ -23,6 +32,7 @@ Usage:
     oracle_summaries(runs)               # forget sha -> {metric: Summary} over distinct oracles
     baseline = find_pipeline("del + rft @ 0.3", pipelines(groups))
     paired_comparisons(groups, baseline)  # PairedRow per other pipeline and forget set
+    paired_difference(group, other_group, "tow")  # Summary of group − other_group, runs paired on the seed
 """
 
 from __future__ import annotations
@@ -55,11 +65,12 @@ class GroupKey:
     strategy: str
     method: str
     budget: float | None
+    cap: float | None = None  # the work cap the runs were given (`cost.cap`), or None
 
     @property
     def sort_key(self) -> tuple:
         return (self.forget_kind, self.forget_sha256, self.strategy, self.method,
-                -1.0 if self.budget is None else self.budget)
+                -1.0 if self.budget is None else self.budget, -1.0 if self.cap is None else self.cap)
 
 
 @dataclass
@@ -108,8 +119,16 @@ def run_values(run: dict) -> dict[str, float | None]:
     values.update({key: run.get(key) for key in SUMMARY_KEYS})
     oracle = run.get("oracle")
     values["tow"] = tug_of_war(run["metrics"], oracle.get("metrics") if oracle else None)
-    values["cost"] = cost_fraction(run.get("wall_time_s"), oracle.get("wall_time_s") if oracle else None)
+    values["wall_x_oracle"] = cost_fraction(run.get("wall_time_s"), oracle.get("wall_time_s") if oracle else None)
+    values["cost_x_retrain"] = run_cost(run, "x_retrain")
     return values
+
+
+def run_cost(run: dict, name: str) -> float | None:
+    """The number `name` of a result's `cost` object; None when the result has no cost (written before it)."""
+    cost = run.get("cost")
+    value = cost.get(name) if isinstance(cost, dict) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def cost_fraction(seconds: float | None, oracle_seconds: float | None) -> float | None:
@@ -136,7 +155,8 @@ def forget_kind(run: dict) -> str:
 
 def key_of(run: dict) -> GroupKey:
     return GroupKey(forget_kind=forget_kind(run), forget_sha256=forget_identity(run),
-                    strategy=run["strategy"] or "—", method=run["method"] or "—", budget=run["budget"])
+                    strategy=run["strategy"] or "—", method=run["method"] or "—", budget=run["budget"],
+                    cap=run_cost(run, "cap"))
 
 
 # Parts of a result object that one evaluation may have measured and another not: (present when this field
@@ -145,6 +165,7 @@ OPTIONAL_PARTS = (
     ("oracle", ("oracle", "gaps", "average_gap", "strong_average_gap", "allow_mismatch"),
      ("oracle.sha256", "oracle.metrics", "gaps", "average_gap", "strong_average_gap")),
     ("fraction_changed", ("parent", "fraction_changed"), ("parent.sha256", "fraction_changed")),
+    ("cost", ("cost",), ("cost",)),  # absent from results written before cost accounting
 )
 # Fields every evaluation of the same checkpoint on the same forget set measures or reads from the checkpoint.
 SHARED_FIELDS = ("metrics", "method", "strategy", "budget", "seed", "wall_time_s", "mask_sha256")
@@ -228,7 +249,7 @@ def merge_evaluations(sourced: Iterable[tuple[str, dict]]) -> list[dict]:
 
 
 def group_runs(runs: list[dict]) -> list[Group]:
-    """Runs grouped by (forget set, strategy, method, budget), one summary per metric; a checkpoint
+    """Runs grouped by (forget set, strategy, method, budget, cap), one summary per metric; a checkpoint
     evaluated more than once on the same forget set counts once (see merge_evaluations)."""
     grouped: dict[GroupKey, list[dict]] = {}
     for run in merge_evaluations((f"run {position}", run) for position, run in enumerate(runs)):
@@ -257,25 +278,28 @@ def oracle_summaries(runs: list[dict]) -> dict[str, dict[str, Summary]]:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """What produced a group's checkpoints, whatever the forget set: (strategy, method, budget)."""
+    """What produced a group's checkpoints, whatever the forget set: (strategy, method, budget, cap)."""
 
     strategy: str  # "—" without a mask
     method: str
     budget: float | None
+    cap: float | None = None
 
     @property
     def label(self) -> str:
-        """`del + rft @ 0.3`, `del + rft`, `rft @ 0.3` or `finetune`: what --baseline accepts."""
+        """`del + rft @ 0.3`, `del + rft`, `finetune`, with a work cap `retrain @ 0.1` or `del + rft @ 0.3 @ 0.1`
+        (budget, then cap): what --baseline accepts."""
         text = self.method if self.strategy == "—" else f"{self.strategy} + {self.method}"
-        return text if self.budget is None else f"{text} @ {self.budget:g}"
+        return "".join([text] + [f" @ {value:g}" for value in (self.budget, self.cap) if value is not None])
 
     @property
     def sort_key(self) -> tuple:
-        return (self.strategy, self.method, -1.0 if self.budget is None else self.budget)
+        return (self.strategy, self.method, -1.0 if self.budget is None else self.budget,
+                -1.0 if self.cap is None else self.cap)
 
 
 def pipeline_of(key: GroupKey) -> Pipeline:
-    return Pipeline(key.strategy, key.method, key.budget)
+    return Pipeline(key.strategy, key.method, key.budget, key.cap)
 
 
 def pipelines(groups: list[Group]) -> list[Pipeline]:
@@ -283,43 +307,60 @@ def pipelines(groups: list[Group]) -> list[Pipeline]:
     return sorted({pipeline_of(group.key) for group in groups}, key=lambda pipeline: pipeline.sort_key)
 
 
+def _close(value: float | None, number: float) -> bool:
+    return value is not None and math.isclose(value, number, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _operating_point(pipeline: Pipeline, numbers: list[float]) -> tuple[bool, bool]:
+    """(matches, matches with nothing left out) of the numbers written after '@' against the pipeline's budget
+    and cap: none match any; one is the budget of a pipeline with a budget, else the cap; two are budget, cap."""
+    if not numbers:
+        return True, pipeline.budget is None and pipeline.cap is None
+    if len(numbers) == 2:
+        both = _close(pipeline.budget, numbers[0]) and _close(pipeline.cap, numbers[1])
+        return both, both
+    if pipeline.budget is None:
+        return _close(pipeline.cap, numbers[0]), _close(pipeline.cap, numbers[0])
+    return _close(pipeline.budget, numbers[0]), _close(pipeline.budget, numbers[0]) and pipeline.cap is None
+
+
 def find_pipeline(text: str, known: list[Pipeline]) -> Pipeline:
-    """The pipeline named `[STRATEGY +] METHOD [@ BUDGET]` (spaces optional, e.g. `del+rft@0.3`).
+    """The pipeline named `[STRATEGY +] METHOD [@ BUDGET] [@ CAP]` (spaces optional, e.g. `del+rft@0.3`), as
+    `Pipeline.label` writes it: one number after '@' is the budget of a masked pipeline, the work cap of one
+    without a budget (`retrain @ 0.1`); two are the budget and the cap.
 
     A part left out matches any value; of several matches, the one that has none of the parts left out wins
-    (`rft` names the maskless rft when there is one). No match, or several, is a one-line UserError listing
-    the pipelines there are.
+    (`rft` names the maskless, uncapped rft when there is one). No match, or several, is a one-line UserError
+    listing the pipelines there are.
     """
     known = sorted(known, key=lambda pipeline: pipeline.sort_key)
     listing = ", ".join(pipeline.label for pipeline in known) or "none"
-    compact = "".join(text.split())
-    head, at, budget_text = compact.rpartition("@")
-    if not at:
-        head, budget_text = compact, None
+    head, *number_texts = "".join(text.split()).split("@")
     strategy, plus, method = head.rpartition("+")
-    budget = None
-    if budget_text is not None:
+    if not method or (plus and not strategy) or len(number_texts) > 2:
+        raise UserError(f"baseline {text!r}: write it as [STRATEGY +] METHOD [@ BUDGET] [@ CAP], e.g. del + rft @ 0.3 "
+                        f"or retrain @ 0.1; pipelines in the report: {listing}")
+    numbers = []
+    for number_text in number_texts:
         try:
-            budget = float(budget_text)
+            numbers.append(float(number_text))
         except ValueError:
-            budget = float("nan")
-        if not math.isfinite(budget):
-            raise UserError(f"baseline {text!r}: the budget after '@' must be a number, e.g. del + rft @ 0.3; "
-                            f"pipelines in the report: {listing}")
-    if not method or (plus and not strategy):
-        raise UserError(f"baseline {text!r}: write it as [STRATEGY +] METHOD [@ BUDGET], e.g. del + rft @ 0.3; "
-                        f"pipelines in the report: {listing}")
-    matches = [pipeline for pipeline in known if pipeline.method == method
-               and (not plus or pipeline.strategy == strategy)
-               and (budget_text is None or (pipeline.budget is not None
-                                            and math.isclose(pipeline.budget, budget, rel_tol=1e-9, abs_tol=1e-12)))]
+            numbers.append(float("nan"))
+        if not math.isfinite(numbers[-1]):
+            raise UserError(f"baseline {text!r}: the budget after '@' must be a number, as must a cap after it, "
+                            f"e.g. del + rft @ 0.3 or retrain @ 0.1; pipelines in the report: {listing}")
+    matches, exact = [], []
+    for pipeline in known:
+        point, point_exactly = _operating_point(pipeline, numbers)
+        if pipeline.method == method and (not plus or pipeline.strategy == strategy) and point:
+            matches.append(pipeline)
+            if point_exactly and (plus or pipeline.strategy == "—"):
+                exact.append(pipeline)
     if len(matches) > 1:
-        exact = [pipeline for pipeline in matches
-                 if (plus or pipeline.strategy == "—") and (budget_text is not None or pipeline.budget is None)]
         if len(exact) == 1:
             return exact[0]
         raise UserError(f"baseline {text!r} is ambiguous: it matches {', '.join(m.label for m in matches)}; "
-                        f"name one of them in full ([STRATEGY +] METHOD [@ BUDGET])")
+                        f"name one of them in full ([STRATEGY +] METHOD [@ BUDGET] [@ CAP])")
     if not matches:
         raise UserError(f"baseline {text!r}: no such pipeline in the report; pipelines: {listing}")
     return matches[0]
@@ -373,6 +414,22 @@ def _by_seed(group: Group) -> tuple[dict[int, dict], int]:
     return runs, seedless
 
 
+def paired_difference(group: Group, baseline: Group, name: str) -> Summary:
+    """Mean ± 95% t-margin of `name` (a key of `run_values`) of `group`'s runs minus `baseline`'s runs with the same
+    seed (n = the pairs where both have the number); `group` and `baseline` are on the same forget set."""
+    mine, theirs = _by_seed(group)[0], _by_seed(baseline)[0]
+    return _paired_values(mine, theirs, sorted(mine.keys() & theirs.keys()), name)
+
+
+def _paired_values(mine: dict[int, dict], theirs: dict[int, dict], seeds: list[int], name: str) -> Summary:
+    values = []
+    for seed in seeds:
+        one, other = run_values(mine[seed])[name], run_values(theirs[seed])[name]
+        if one is not None and other is not None:
+            values.append(one - other)
+    return summarize(values)
+
+
 def paired_comparisons(groups: list[Group], baseline: Pipeline) -> list[PairedRow]:
     """Every other pipeline against `baseline`, per forget set: runs paired on (forget set, seed).
 
@@ -391,14 +448,7 @@ def paired_comparisons(groups: list[Group], baseline: Pipeline) -> list[PairedRo
         base_group = baselines.get(group.key.forget_sha256)
         theirs, base_seedless = _by_seed(base_group) if base_group is not None else ({}, 0)
         common = sorted(mine.keys() & theirs.keys())
-        differences = {}
-        for name in PAIRED_KEYS:
-            values = []
-            for seed in common:
-                one, other = run_values(mine[seed])[name], run_values(theirs[seed])[name]
-                if one is not None and other is not None:
-                    values.append(one - other)
-            differences[name] = summarize(values)
+        differences = {name: _paired_values(mine, theirs, common, name) for name in PAIRED_KEYS}
         rows.append(PairedRow(
             forget_kind=group.key.forget_kind, forget_sha256=group.key.forget_sha256, pipeline=pipeline,
             pairs=len(common), unpaired_pipeline=len(mine) - len(common) + seedless,

@@ -81,10 +81,11 @@ FIELDS: dict[str, tuple] = {
     "average_gap": (*_NUMBER, _NULL), "strong_average_gap": (*_NUMBER, _NULL),
     "allow_mismatch": (bool,), "fraction_changed": (*_NUMBER, _NULL), "wall_time_s": (*_NUMBER, _NULL),
 }
-# fields a RESULT may lack (written by an earlier version): dotted field -> accepted JSON types when present
+# dotted field -> accepted JSON types of fields added within version 1: checked when there (nested: when the parent is
+# an object), so older files without them stay readable
 OPTIONAL_FIELDS: dict[str, tuple] = {
-    "cost": (dict, _NULL), "cost.work": (*_NUMBER, _NULL), "cost.x_retrain": (*_NUMBER, _NULL),
-    "cost.retrain_work": (*_NUMBER, _NULL), "cost.cap": (*_NUMBER, _NULL),
+    "cost": (dict, _NULL), **{f"cost.{name}": (*_NUMBER, _NULL) for name in
+                              ("work", "unlearn_work", "localize_work", "retrain_work", "x_retrain", "cap")},
 }
 _TYPE_NAMES = {dict: "an object", str: "a string", int: "an integer", float: "a number", bool: "true/false",
                _NULL: "null", list: "a list"}
@@ -142,16 +143,23 @@ def _is(value, kinds: tuple) -> bool:
     return isinstance(value, kinds)
 
 
-def _check_fields(record: dict, fields: dict[str, tuple], where: str, remedy: str, optional: bool = False) -> None:
+def _check_fields(record: dict, fields: dict[str, tuple], where: str, remedy: str) -> None:
     for dotted, kinds in fields.items():
         value = _lookup(record, dotted)
-        if value is KeyError and optional:
-            continue
         if value is KeyError:
             raise UserError(f"{where}.{dotted} is missing; the file is damaged, {remedy}")
         if not _is(value, kinds):
             names = dict.fromkeys("a number" if float in kinds and kind is int else _TYPE_NAMES[kind] for kind in kinds)
             raise UserError(f"{where}.{dotted} must be {' or '.join(names)}, got {value!r:.40}")
+
+
+def _present(record: dict, fields: dict[str, tuple]) -> dict[str, tuple]:
+    """The optional `fields` to check in `record`: a top-level one when it is there, a nested one when its
+    parent is an object."""
+    def checked(dotted: str) -> bool:
+        parent = dotted.rpartition(".")[0]
+        return dotted in record if not parent else isinstance(_lookup(record, parent), dict)
+    return {dotted: kinds for dotted, kinds in fields.items() if checked(dotted)}
 
 
 def _check_metrics(metrics, where: str) -> None:
@@ -183,7 +191,7 @@ def validate_results(document, source: str) -> list[dict]:
         if not isinstance(record, dict):
             raise UserError(f"{where} must be an object")
         _check_fields(record, FIELDS, where, "re-run `unlearn evaluate`")
-        _check_fields(record, OPTIONAL_FIELDS, where, "re-run `unlearn evaluate`", optional=True)
+        _check_fields(record, _present(record, OPTIONAL_FIELDS), where, "re-run `unlearn evaluate`")
         _check_metrics(record["metrics"], f"{where}.metrics")
         if record["oracle"] is not None:
             if not isinstance(record["oracle"].get("sha256"), str) or not isinstance(record["oracle"].get("metrics"), dict):
