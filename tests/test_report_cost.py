@@ -56,6 +56,8 @@ def record(method="rft", strategy=None, budget=None, seed=0, x_retrain=0.2, cap=
         mia={"members": 10, "nonmembers": 10, "forget": 5, "seed": 0})
     if cost:
         run["cost"] = cost_block(x_retrain, cap)
+    else:  # as a file written before cost accounting
+        run.pop("cost")
     return run
 
 
