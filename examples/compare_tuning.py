@@ -6,7 +6,7 @@ Usage:
     python compare_tuning.py --work work --seeds "0 1 2" iid:del=del_b0.3_lr0.05_e16/del_b0.3_lr0.08_e32 …
 
 Each FORGET_SET:PIPELINE=FREE_RUN/ORACLE_RUN names the runs (WORK/<set>/s<seed>/<run>.json, written by
-`unlearn evaluate --json`) at the two modes' choices; the choices are read from WORK/tuned-<mode>/<set>/<p>.yaml.
+`unlearn evaluate --json`) at the two modes' choices; the choices are read from WORK/tuned-<mode>/<set>/<p>.yaml (<p>-c<CAP>.yaml at a cost cap, --cap).
 Writes markdown to stdout.
 """
 
@@ -36,14 +36,15 @@ def shown(summary) -> str:
     return f"{summary.mean:.2f} ± {summary.margin:.2f}"
 
 
-def table(work: Path, seeds: list[int], forget_set: str, pairs: list[tuple[str, str, str]]) -> list[str]:
+def table(work: Path, seeds: list[int], forget_set: str, pairs: list[tuple[str, str, str]], cap: str = "") -> list[str]:
     lines = [f"## Forget set: {forget_set}", "",
              "| pipeline | chosen without an oracle (budget/lr/epochs) | chosen with the oracle | same | "
              "average gap, tuned without an oracle | average gap, tuned with the oracle | difference (paired) |",
              "|---|---|---|---|---|---|---|"]
     same_count, differences = 0, []
     for pipeline, free_run, oracle_run in pairs:
-        settings = {mode: chosen(yaml.safe_load((work / f"tuned-{mode}" / forget_set / f"{pipeline}.yaml").read_text()))
+        name = f"{pipeline}-c{cap}.yaml" if cap else f"{pipeline}.yaml"
+        settings = {mode: chosen(yaml.safe_load((work / f"tuned-{mode}" / forget_set / name).read_text()))
                     for mode in ("free", "oracle")}
         free = [average_gap(work / forget_set / f"s{seed}" / f"{free_run}.json") for seed in seeds]
         oracle = [average_gap(work / forget_set / f"s{seed}" / f"{oracle_run}.json") for seed in seeds]
@@ -69,6 +70,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--seeds", required=True)
+    parser.add_argument("--cap", default="", help="the cost cap the compared runs were tuned at (none: uncapped)")
     parser.add_argument("pairs", nargs="+", metavar="SET:PIPELINE=FREE_RUN/ORACLE_RUN")
     options = parser.parse_args(argv)
     seeds = [int(seed) for seed in options.seeds.split()]
@@ -87,7 +89,7 @@ def main(argv: list[str]) -> None:
              "oracle) is paired by seed: positive means tuning without an oracle ended further from the oracle.", ""]
     try:
         for forget_set, pairs in by_set.items():
-            lines += table(options.work, seeds, forget_set, pairs)
+            lines += table(options.work, seeds, forget_set, pairs, options.cap)
     except (OSError, ValueError, KeyError, UserError) as error:
         sys.exit(f"error: {error}")
     print("\n".join(lines).rstrip())

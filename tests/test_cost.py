@@ -249,9 +249,8 @@ def test_evaluate_shows_cost_and_older_results_without_it_still_read(small_run, 
     assert "cost ×retrain" in result.output
     original, retrained = json.loads(results.read_text())["results"]
     retain = DIGITS_TRAIN - 144
-    assert original["cost"] == {"work": 3 * 8 * DIGITS_TRAIN, "unlearn_work": 3 * 8 * DIGITS_TRAIN,
-                                "localize_work": None, "retrain_work": 3 * 8 * retain,
-                                "x_retrain": DIGITS_TRAIN / retain, "cap": None}
+    assert original["cost"] == {"work": 0, "unlearn_work": 0, "localize_work": None,  # no unlearning: nothing spent
+                                "retrain_work": 3 * 8 * retain, "x_retrain": 0.0, "cap": None}
     # a quarter of the recipe, and the recovery check: 2 × 647 forwards, 4% of this tiny recipe
     assert retrained["cost"]["cap"] == 0.25
     assert retrained["cost"]["x_retrain"] == (3 * 2 * retain + 2 * 647) / (3 * 8 * retain)

@@ -56,13 +56,17 @@ def _model_fields(checkpoint: Checkpoint) -> dict:
             "dataset": checkpoint.dataset, "num_classes": checkpoint.num_classes}
 
 
-def _cost_fields(checkpoint: Checkpoint, retain_size: int) -> dict | None:
+def _cost_fields(checkpoint: Checkpoint, retain_size: int, forget_sha256: str) -> dict | None:
     """The `cost` of a result: what the checkpoint records of its work, against retraining without the forget set
-    with the recipe it (an original or oracle) or its parent (an unlearned model) was trained with."""
+    with the recipe it (an original or oracle) or its parent (an unlearned model) was trained with. An original
+    unlearned nothing: its cost is 0 (no unlearning), whatever its own training took."""
     recorded = checkpoint.cost
     if recorded.work is None:
         return None
     reference = reference_units(checkpoint.provenance.method, checkpoint.config, recorded, retain_size)
+    if checkpoint.provenance.method is None and checkpoint.provenance.excluded_sha256 != forget_sha256:
+        return {"work": 0, "unlearn_work": 0, "localize_work": None, "retrain_work": reference,
+                "x_retrain": 0.0 if reference else None, "cap": None}
     return {"work": recorded.pipeline_units, "unlearn_work": recorded.work.units,
             "localize_work": recorded.localize_units, "retrain_work": reference,
             "x_retrain": recorded.pipeline_units / reference if reference else None,
@@ -231,7 +235,7 @@ def evaluate(
                                                   parent_checkpoint.model.named_parameters()) if is_derived else None,
                 wall_time_s=checkpoint.wall_time_s, mask_sha256=checkpoint.provenance.mask_sha256,
                 mia={key: value for key, value in mia_setting.items() if key != "svc"},
-                cost=_cost_fields(checkpoint, data.num_train - len(forget_set.indices))))
+                cost=_cost_fields(checkpoint, data.num_train - len(forget_set.indices), forget_set.sha256)))
             advance(Path(checkpoint.source).name)
     if not quiet:
         stderr.print(_render(records, oracle_block["metrics"] if oracle_block else None))

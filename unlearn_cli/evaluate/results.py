@@ -38,10 +38,11 @@ Each RESULT is self-contained, so results of many files can be pooled:
     wall_time_s         seconds the checkpoint took to produce (metadata `wall_time_s`), or null
     cost                null (a checkpoint that records no work), or {"work": the pipeline's work — the run's own
                          plus its mask's localization — in forward-example units (examples forwarded + 2 × examples
-                         back-propagated), "unlearn_work": the run's own (apply, or train for an original or oracle),
-                         "localize_work": the mask's localization or null, "retrain_work": retraining on the retain
-                         set with the parent's recipe (epochs × |retain| × 3) or null, "x_retrain": work ÷
-                         retrain_work or null, "cap": the --max-cost the run was given or null} (docs/cost.md)
+                         back-propagated), "unlearn_work": the run's own (apply; train for an oracle; 0 for an
+                         original, which unlearned nothing), "localize_work": the mask's localization or null,
+                         "retrain_work": retraining on the retain set with the parent's recipe (epochs × |retain| ×
+                         3) or null, "x_retrain": work ÷ retrain_work or null, "cap": the --max-cost the run was
+                         given or null} (docs/cost.md)
     mask_sha256         hash of the mask the method used, or null
     mia                 {"members": int, "nonmembers": int, "forget": int, "seed": int,
                          "svc": {"C": 3.0, "gamma": "auto", "kernel": "rbf"},
