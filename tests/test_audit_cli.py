@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -182,6 +183,15 @@ def test_refusals_of_the_command_line(pools, tmp_path):
     assert same.exit_code == 1 and "give each output its own path" in same.output
     missing = run_cli("audit", "--unlearned", str(pools / "finetune-*.safetensors"))
     assert missing.exit_code == 1 and "--forget is required" in missing.output
+
+
+def test_report_reads_an_audit_file_written_before_the_intervals():
+    # a committed audit of the Fashion-MNIST example, written before intervals, excess and the normalized attack
+    old = Path(__file__).parent.parent / "examples" / "fashion-mnist" / "results" / "audit" / "iid-del.json"
+    assert "intervals" not in json.loads(old.read_text())["rows"][0]
+    result = run_cli("report", old, "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert "| iid:7c8217b3 | del + rft @ 0.9 | forget | 32 + 32 | 0.008 |" in result.stdout
 
 
 def test_an_independent_ceiling_replaces_the_halves(pools, tmp_path):
