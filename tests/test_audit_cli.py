@@ -258,8 +258,10 @@ def test_the_per_example_csv_of_a_mislabeled_forget_set(tmp_path):
         assert result.exit_code == 0, result.output
     result = run_cli("audit", "--forget", folder / "mislabel.json", "--unlearned", str(folder / "finetune-*.safetensors"),
                      "--retrained", str(folder / "oracle-*.safetensors"), "--bootstrap", "0", "-q",
-                     "--per-example", folder / "a.csv")
+                     "--per-example", folder / "a.csv", "--json", folder / "a.json")
     assert result.exit_code == 0, result.output
+    document = json.loads((folder / "a.json").read_text())  # the matched sample: unseen examples relabelled alike
+    assert document["rows"][0]["excess"]["examples"] == document["settings"]["matched_size"] > 0
     rows = list(csv.DictReader((folder / "a.csv").open()))
     forget = json.loads((folder / "mislabel.json").read_text())
     true_labels = create_dataset("digits").train_labels

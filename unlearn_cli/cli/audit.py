@@ -65,7 +65,7 @@ class AuditConfig:
     ceiling: list[str] = field(default_factory=list)  # optional: oracles independent of --retrained, as many as --unlearned
     data_root: Optional[str] = None
     batch_size: int = 512  # inference batch size
-    seed: int = 0  # draws the retain and test control samples
+    seed: int = 0  # draws the retain, test and matched samples and the bootstrap's resamples
     control_size: Optional[int] = None  # examples per control sample; default: as many as the forget set
     bootstrap: int = 200  # resamples of models and examples for the 95% intervals; 0: none
     device: str = "auto"
@@ -215,8 +215,11 @@ def _control_samples(data, forget_indices: torch.Tensor, forget_classes: torch.T
 
 
 def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indices: torch.Tensor,
-            batch_size: int, target: torch.device, quiet: bool) -> None:
-    """φ of every model on every part, and its forget / retain / test accuracy; one model in memory at a time."""
+            batch_size: int, target: torch.device, quiet: bool, matched_view=None) -> None:
+    """φ of every model on every part, and its forget / retain / test accuracy; one model in memory at a time.
+
+    `matched_view`: for a manipulated forget set, the matched sample manipulated by the same rule (its test
+    set: `Manipulation.view_unseen`), scored in place of the plain matched examples."""
     retain = retain_indices(data.num_train, forget_indices)
     total = sum(len(pool.checkpoints) for pool in pools)
     lines = None if quiet else ProgressLines("audit", total)
@@ -231,8 +234,13 @@ def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indi
             model = loaded.model.to(target)
             train_logits, train_labels = predict(model, data.batches("train", batch_size=batch_size, device=target))
             test_logits, test_labels = predict(model, data.batches("test", batch_size=batch_size, device=target))
+            if matched_view is not None:
+                pool.phi.setdefault("matched", []).append(logit_scaled_confidence(*predict(
+                    model, matched_view.batches("test", batch_size=batch_size, device=target))).numpy())
             del model, loaded
             for part, indices in parts.items():
+                if part == "matched" and matched_view is not None:
+                    continue
                 logits, labels = ((train_logits, train_labels) if part in ("forget", "retain")
                                   else (test_logits, test_labels))
                 pool.phi.setdefault(part, []).append(
@@ -526,8 +534,12 @@ def audit(
                len(data.test_labels))
     parts = _control_samples(data, forget_set.indices, classes, size, cfg.seed)
     target = select_device(cfg.device)
+    # a manipulated F is compared with unseen examples manipulated alike: what F looks like to a model that never
+    # saw it (as tune's oracle-free reference)
+    matched_view = None if forget_set.manipulation is None else \
+        forget_set.manipulation.view_unseen(data, parts["matched"], cfg.seed).to(target)
     data = data.to(target)
-    measure(pools_list, data, parts, forget_set.indices, cfg.batch_size, target, quiet)
+    measure(pools_list, data, parts, forget_set.indices, cfg.batch_size, target, quiet, matched_view)
     data = data.to(torch.device("cpu"))
     rows = audit_rows(pools, cfg.bootstrap, cfg.seed)
     if not quiet:
