@@ -10,8 +10,8 @@ from that description and timed on the first `--grid-examples` examples, then sc
 example does not depend on the others). Both ε are printed side by side: the exact one is never smaller.
 
 Then the metrics of one audit (3 forget-set rows, 4 control rows) as they were, and as they are now: each
-row's normalized attack, and on the forget-set rows the metrics on a matched sample (`--matched` examples)
-and `--bootstrap` resamples of models and examples of both parts.
+row's normalized attack and `--bootstrap` resamples of models and examples, and on the forget-set rows the
+metrics on a matched sample (`--matched` examples), resampled with the forget set.
 
 Usage:
     .venv/bin/python benchmarks/bench_audit.py [--models 64] [--examples 1000] [--grid-examples 100] [--threads 2] \
@@ -102,8 +102,8 @@ def main() -> None:
           f"{epsilon_points(exact, args.models).mean():.4f} vs grid {epsilon_points(grid, args.models).mean():.4f}")
     if args.bootstrap:
         # the metrics of one audit with --original: 3 forget-set rows (unlearned, original, ceiling) and 4 control
-        # rows; before: each row's metrics; now also each row's normalized attack, and on the forget-set rows
-        # the matched sample's metrics and the bootstrap of both parts
+        # rows; before: each row's metrics; now also each row's normalized attack and bootstrap, and on the
+        # forget-set rows the matched sample's metrics, bootstrapped with the forget set
         matched = args.matched or args.examples
         matched_unlearned, matched_retrained = synthetic_pools(args.models, matched, seed=1)
         reference_unlearned, reference_retrained = synthetic_pools(args.models, 1000, seed=2)
@@ -120,9 +120,11 @@ def main() -> None:
                 compare_pools(matched_unlearned, matched_retrained)
                 bootstrap({"forget": unlearned, "matched": matched_unlearned},
                           {"forget": retrained, "matched": matched_retrained}, args.bootstrap, seed=0)
+            else:
+                bootstrap({"retain": unlearned}, {"retain": retrained}, args.bootstrap, seed=0)
         after_s = time.perf_counter() - started
         print(f"  an audit's metrics (3 forget-set rows, 4 control rows): before {before_s:.1f} s; with the "
-              f"normalized attack, a {matched:,}-example matched sample and {args.bootstrap} bootstrap resamples "
+              f"normalized attack, {args.bootstrap} bootstrap resamples and a {matched:,}-example matched sample "
               f"on the forget-set rows {after_s:.1f} s ({after_s / before_s:.0f}×)")
 
 if __name__ == "__main__":

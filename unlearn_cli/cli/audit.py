@@ -276,10 +276,9 @@ def _sides(pools: dict[str, Pool], first_name: str) -> tuple:
 def audit_rows(pools: dict[str, Pool], resamples: int, seed: int) -> list[dict]:
     """Every comparison the audit reports, each with its per-example arrays (under "per_example").
 
-    The forget-set rows carry bootstrap intervals of their numbers and the excess of each over the matched
-    sample, both from `resamples` draws of models and examples (seeded by `seed`); the control rows carry
-    neither (their role, the pool's difference on examples it treats as the retrained pool does, is the
-    excess's). The ceiling is the independent oracle pool (--ceiling) against the retrained pool when given, else
+    Every row carries bootstrap intervals of its numbers, from `resamples` draws of models and examples
+    (seeded by `seed`: rows of pools of the same sizes draw the same model positions); the forget-set rows
+    also carry the excess of each number over the matched sample. The ceiling is the independent oracle pool (--ceiling) against the retrained pool when given, else
     the retrained pool's halves against each other.
     """
     comparisons = [("unlearned vs retrained", "unlearned", "forget")]
@@ -309,18 +308,17 @@ def audit_rows(pools: dict[str, Pool], resamples: int, seed: int) -> list[dict]:
         normalized = likelihood_ratio_attack(first_standardized(part), second_standardized(part))
         row["attack_normalized"] = {"accuracy": float(normalized["accuracy"].mean()),
                                     "auc": float(normalized["auc"].mean())}
-        row["intervals"], row["excess"] = None, None
-        if part == "forget":
-            numbers = headline(row)
-            measured = ["forget"] + (["matched"] if matched_size >= 1 else [])
-            draws = bootstrap({key: first(key) for key in measured}, {key: second(key) for key in measured},
-                              resamples, seed) if resamples > 0 else None
-            if draws is not None:
-                row["intervals"] = {key: percentile_interval(draws["forget"][key], numbers[key], bounds=RANGES[key])
-                                    for key in BOOTSTRAPPED}
-            if matched_size >= 1:
-                matched = headline(summarize(compare_pools(first("matched"), second("matched")), num_models))
-                row["excess"] = {"examples": matched_size, **excess(numbers, matched, draws)}
+        numbers = headline(row)
+        with_excess = part == "forget" and matched_size >= 1
+        measured = [part] + (["matched"] if with_excess else [])
+        draws = bootstrap({key: first(key) for key in measured}, {key: second(key) for key in measured},
+                          resamples, seed) if resamples > 0 else None
+        row["intervals"] = None if draws is None else {
+            key: percentile_interval(draws[part][key], numbers[key], bounds=RANGES[key]) for key in BOOTSTRAPPED}
+        row["excess"] = None
+        if with_excess:
+            matched = headline(summarize(compare_pools(first("matched"), second("matched")), num_models))
+            row["excess"] = {"examples": matched_size, **excess(numbers, matched, draws)}
         row["per_example"] = per_example
         rows.append(row)
     return rows
