@@ -112,6 +112,9 @@ def test_the_order_of_models_does_not_change_the_audit(pools, tmp_path):
         for key in ("forget_score", "final_score", "attack_accuracy", "attack_auc", "kl_gaussian", "kl_binned",
                     "epsilon"):
             assert one[key] == pytest.approx(other[key], abs=1e-12), (one["name"], key)
+        # each pool is put in one order (seed, file hash) before the bootstrap draws models by position
+        for key in ("attack_normalized", "intervals", "excess"):
+            assert one[key] == other[key], (one["name"], key)
 
 
 def test_report_reads_audit_files(pools, tmp_path):

@@ -137,6 +137,9 @@ def _load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
             checkpoint = load_checkpoint(path)
             checkpoint.model = None  # checked now, measured later: one model's weights in memory at a time
             checkpoints.append(checkpoint)
+        # by seed, then file hash: the bootstrap draws models by position, so any order of the same files gives
+        # the same intervals
+        checkpoints.sort(key=lambda c: (c.provenance.seed if c.provenance.seed is not None else -1, c.sha256))
         pools.append(Pool(name, checkpoints))
     return pools, paths
 
@@ -256,21 +259,33 @@ def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indi
         lines.finish()
 
 
-def _sides(pools: dict[str, Pool], first_name: str) -> tuple:
-    """(pool's φ of a part, retrained φ of a part, both standardized, accuracies) of one comparison, as functions
-    of the part: the retrained pool's halves split the retrained pool (alternate models once sorted by seed,
-    then file hash: a rerun of the same recipe, with other wall times and so other file hashes, splits alike)."""
+@dataclass
+class Side:
+    """One side of a comparison: φ per part ([N, E]), the same standardized per model, mean accuracies (%)."""
+
+    phi: dict[str, np.ndarray]
+    standardized: dict[str, np.ndarray]
+    accuracy: dict[str, float]
+
+
+def _side(pool: Pool, positions: list[int] | None = None) -> Side:
+    """A pool, or the models of it at `positions`, as one side of a comparison."""
+    chosen = slice(None) if positions is None else positions
+    parts = ("forget", "retain", "test", "matched")
+    return Side({part: pool.values(part)[chosen] for part in parts},
+                {part: pool.standardized(part)[chosen] for part in parts}, pool.mean_accuracy(positions))
+
+
+def _sides(pools: dict[str, Pool], first_name: str) -> tuple[Side, Side]:
+    """(the pool compared, the retrained pool); the halves split the retrained pool (alternate models once sorted
+    by seed, then file hash: a rerun of the same recipe, with other wall times and so other file hashes, splits
+    alike)."""
     retrained = pools["retrained"]
     if first_name != "half":
-        first = pools[first_name]
-        return (first.values, retrained.values, first.standardized, retrained.standardized,
-                first.mean_accuracy(), retrained.mean_accuracy())
+        return _side(pools[first_name]), _side(retrained)
     first_half, second_half = halves([(c.provenance.seed if c.provenance.seed is not None else -1, c.sha256)
                                       for c in retrained.checkpoints])
-    return (lambda part: retrained.values(part)[first_half], lambda part: retrained.values(part)[second_half],
-            lambda part: retrained.standardized(part)[first_half],
-            lambda part: retrained.standardized(part)[second_half],
-            retrained.mean_accuracy(first_half), retrained.mean_accuracy(second_half))
+    return _side(retrained, first_half), _side(retrained, second_half)
 
 
 def audit_rows(pools: dict[str, Pool], resamples: int, seed: int) -> list[dict]:
@@ -295,29 +310,28 @@ def audit_rows(pools: dict[str, Pool], resamples: int, seed: int) -> list[dict]:
     matched_size = pools["retrained"].values("matched").shape[1]
     rows = []
     for name, first_name, part in comparisons:
-        first, second, first_standardized, second_standardized, accuracy_first, accuracy_second = \
-            _sides(pools, first_name)
-        num_models = min(len(first(part)), len(second(part)))
-        per_example = compare_pools(first(part), second(part))
-        row = {"name": name, "pool": first_name, "examples": part, "models": [len(first(part)), len(second(part))],
-               **summarize(per_example, num_models),
-               "accuracy": {"first": accuracy_first, "second": accuracy_second}}
+        first, second = _sides(pools, first_name)
+        num_models = min(len(first.phi[part]), len(second.phi[part]))
+        per_example = compare_pools(first.phi[part], second.phi[part])
+        row = {"name": name, "pool": first_name, "examples": part,
+               "models": [len(first.phi[part]), len(second.phi[part])], **summarize(per_example, num_models),
+               "accuracy": {"first": first.accuracy, "second": second.accuracy}}
         row["final_score"] = final_score(
-            row["forget_score"], (accuracy_first["retain"], accuracy_second["retain"]),
-            (accuracy_first["test"], accuracy_second["test"])) if part == "forget" else None
-        normalized = likelihood_ratio_attack(first_standardized(part), second_standardized(part))
+            row["forget_score"], (first.accuracy["retain"], second.accuracy["retain"]),
+            (first.accuracy["test"], second.accuracy["test"])) if part == "forget" else None
+        normalized = likelihood_ratio_attack(first.standardized[part], second.standardized[part])
         row["attack_normalized"] = {"accuracy": float(normalized["accuracy"].mean()),
                                     "auc": float(normalized["auc"].mean())}
         numbers = headline(row)
         with_excess = part == "forget" and matched_size >= 1
         measured = [part] + (["matched"] if with_excess else [])
-        draws = bootstrap({key: first(key) for key in measured}, {key: second(key) for key in measured},
+        draws = bootstrap({key: first.phi[key] for key in measured}, {key: second.phi[key] for key in measured},
                           resamples, seed) if resamples > 0 else None
         row["intervals"] = None if draws is None else {
             key: percentile_interval(draws[part][key], numbers[key], bounds=RANGES[key]) for key in BOOTSTRAPPED}
         row["excess"] = None
         if with_excess:
-            matched = headline(summarize(compare_pools(first("matched"), second("matched")), num_models))
+            matched = headline(summarize(compare_pools(first.phi["matched"], second.phi["matched"]), num_models))
             row["excess"] = {"examples": matched_size, **excess(numbers, matched, draws)}
         row["per_example"] = per_example
         rows.append(row)
