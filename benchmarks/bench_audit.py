@@ -9,8 +9,13 @@ grid of 100 thresholds per unit for the single-threshold rules and the interval 
 from that description and timed on the first `--grid-examples` examples, then scaled to all (its time per
 example does not depend on the others). Both ε are printed side by side: the exact one is never smaller.
 
+Then the metrics of one audit (3 forget-set rows, 4 control rows) as they were, and as they are now: each
+row's normalized attack and `--bootstrap` resamples of models and examples, and on the forget-set rows the
+metrics on a matched sample (`--matched` examples), resampled with the forget set.
+
 Usage:
-    .venv/bin/python benchmarks/bench_audit.py [--models 64] [--examples 1000] [--grid-examples 100] [--threads 2]
+    .venv/bin/python benchmarks/bench_audit.py [--models 64] [--examples 1000] [--grid-examples 100] [--threads 2] \
+        [--bootstrap 200] [--matched 1000]
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import time
 import numpy as np
 import torch
 
-from unlearn_cli.evaluate.audit import compare_pools
+from unlearn_cli.evaluate.audit import bootstrap, compare_pools
 from unlearn_cli.evaluate.epsilon import EPSILON_CAP, INTERVAL_SLACK, PEAKY_RATIO, _rule_epsilon, epsilon_points
+from unlearn_cli.evaluate.pool_attacks import likelihood_ratio_attack, standardize
 
 PER_UNIT = 100  # grid thresholds per unit of φ
 
@@ -69,6 +75,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--grid-examples", type=int, default=100, help="examples the grid search is timed on")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bootstrap", type=int, default=200, help="resamples of the forget-set row (0: skip)")
+    parser.add_argument("--matched", type=int, default=None, help="matched-sample examples (default: --examples)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     unlearned, retrained = synthetic_pools(args.models, args.examples)
@@ -92,7 +100,32 @@ def main() -> None:
     print(f"  ε on those {shown} examples: exact ≥ grid everywhere: {bool(np.all(exact >= grid - 1e-6))}; "
           f"equal (1e-6) on {np.mean(np.abs(exact - grid) < 1e-6):.0%}; forget score exact "
           f"{epsilon_points(exact, args.models).mean():.4f} vs grid {epsilon_points(grid, args.models).mean():.4f}")
-
+    if args.bootstrap:
+        # the metrics of one audit with --original: 3 forget-set rows (unlearned, original, ceiling) and 4 control
+        # rows; before: each row's metrics; now also each row's normalized attack and bootstrap, and on the
+        # forget-set rows the matched sample's metrics, bootstrapped with the forget set
+        matched = args.matched or args.examples
+        matched_unlearned, matched_retrained = synthetic_pools(args.models, matched, seed=1)
+        reference_unlearned, reference_retrained = synthetic_pools(args.models, 1000, seed=2)
+        started = time.perf_counter()
+        for _ in range(7):
+            compare_pools(unlearned, retrained)
+        before_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for row in range(7):
+            compare_pools(unlearned, retrained)
+            likelihood_ratio_attack(standardize(unlearned, reference_unlearned),
+                                    standardize(retrained, reference_retrained))
+            if row < 3:
+                compare_pools(matched_unlearned, matched_retrained)
+                bootstrap({"forget": unlearned, "matched": matched_unlearned},
+                          {"forget": retrained, "matched": matched_retrained}, args.bootstrap, seed=0)
+            else:
+                bootstrap({"retain": unlearned}, {"retain": retrained}, args.bootstrap, seed=0)
+        after_s = time.perf_counter() - started
+        print(f"  an audit's metrics (3 forget-set rows, 4 control rows): before {before_s:.1f} s; with the "
+              f"normalized attack, {args.bootstrap} bootstrap resamples and a {matched:,}-example matched sample "
+              f"on the forget-set rows {after_s:.1f} s ({after_s / before_s:.0f}×)")
 
 if __name__ == "__main__":
     main()

@@ -2,24 +2,31 @@
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
+from unlearn_cli.data import create_dataset
 
 TINY = ("--dataset", "digits", "--arch", "mlp", "--arch-option", "width=16", "--epochs", "3", "--quiet")
 
 
 @pytest.fixture(scope="module")
 def pools(tmp_path_factory):
-    """4 originals, 4 oracles without forget set A, 4 finetuned from the originals; forget set B; a wider model."""
+    """4 originals, 4 oracles without forget set A, 4 more (the ceiling), 4 finetuned and 4 retrained (`apply
+    --method retrain`) from the originals; forget set B; a wider model."""
     folder = tmp_path_factory.mktemp("pools")
     steps = [
         ("split", "--dataset", "digits", "--fraction", "0.05", "-o", folder / "forget.json", "-q"),
         ("split", "--dataset", "digits", "--fraction", "0.05", "--seed", "1", "-o", folder / "other.json", "-q"),
         ("train", *TINY, "--seeds", "0-3", "-o", str(folder / "original-{seed}.safetensors")),
         ("train", *TINY, "--seeds", "0-3", "--exclude", folder / "forget.json", "-o", str(folder / "oracle-{seed}.safetensors")),
+        ("train", *TINY, "--seeds", "4-7", "--exclude", folder / "forget.json", "-o", str(folder / "ceiling-{seed}.safetensors")),
         ("train", *TINY, "--seeds", "0-1", "--exclude", folder / "other.json", "-o", str(folder / "wrong-{seed}.safetensors")),
+        ("apply", "--seeds", "0-3", "-m", str(folder / "original-{seed}.safetensors"), "-f", folder / "forget.json",
+         "--method", "retrain", "--epochs", "1", "-q", "-o", str(folder / "retrain-{seed}.safetensors")),
         ("apply", "--seeds", "0-3", "-m", str(folder / "original-{seed}.safetensors"), "-f", folder / "forget.json",
          "--method", "finetune", "--epochs", "1", "-q", "-o", str(folder / "finetune-{seed}.safetensors")),
         ("apply", "--seeds", "0-1", "-m", str(folder / "original-{seed}.safetensors"), "-f", folder / "other.json",
@@ -71,6 +78,24 @@ def test_audit_writes_json_csv_and_plot(pools, tmp_path):
     assert points == pytest.approx(first["forget_score"], abs=1e-5)  # the CSV's points average to the score
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert document["settings"]["control_size"] == forget_size
+    # intervals (200 resamples by default) on every row, each holding its estimate; the excess on the forget rows
+    assert document["settings"]["bootstrap"] == 200 and document["settings"]["ceiling"] == "retrained halves"
+    for row in document["rows"]:
+        for key, number in (("forget_score", row["forget_score"]), ("attack_accuracy", row["attack_accuracy"]),
+                            ("attack_auc", row["attack_auc"]), ("kl_gaussian_mean", row["kl_gaussian"]["mean"])):
+            low, high = row["intervals"][key]
+            assert low <= number <= high, (row["name"], key)
+    for row in document["rows"][:3]:
+        for key in ("forget_score", "attack_accuracy", "attack_auc", "kl_gaussian_mean"):
+            excess = row["excess"][key]
+            assert excess["excess"] == pytest.approx(excess["forget"] - excess["matched"])
+            assert excess["interval"][0] <= excess["excess"] <= excess["interval"][1]
+        assert row["excess"]["forget_score"]["forget"] == row["forget_score"]
+        assert row["excess"]["examples"] == document["settings"]["matched_size"] > 0
+        assert 0 <= row["attack_normalized"]["accuracy"] <= 1
+    assert all(row["excess"] is None for row in document["rows"][3:])
+    assert "F-specific excess: the number on the forget set minus the same on a matched unseen sample" in result.output
+    assert "warning: the ceiling row is the retrained pool's halves, 2 models a side" in result.output
 
 
 def test_the_order_of_models_does_not_change_the_audit(pools, tmp_path):
@@ -87,6 +112,9 @@ def test_the_order_of_models_does_not_change_the_audit(pools, tmp_path):
         for key in ("forget_score", "final_score", "attack_accuracy", "attack_auc", "kl_gaussian", "kl_binned",
                     "epsilon"):
             assert one[key] == pytest.approx(other[key], abs=1e-12), (one["name"], key)
+        # each pool is put in one order (seed, file hash) before the bootstrap draws models by position
+        for key in ("attack_normalized", "intervals", "excess"):
+            assert one[key] == other[key], (one["name"], key)
 
 
 def test_report_reads_audit_files(pools, tmp_path):
@@ -121,7 +149,8 @@ def test_report_reads_audit_files(pools, tmp_path):
      "was trained on the whole training set; --retrained takes models trained without exactly"),
     ({"retrained": "wrong-*.safetensors"}, "was trained without another forget set (excluded_sha256"),
     ({"unlearned": "oracle-[01].safetensors", "retrained": "oracle-[23].safetensors", "original": None},
-     "it belongs in --retrained, not --unlearned"),
+     "oracle-0.safetensors: was trained without the forget set (train --exclude); it belongs in --retrained, not "
+     "--unlearned"),
     ({"unlearned": "original-*.safetensors", "original": None}, "records no unlearning"),
     ({"unlearned": "elsewhere-*.safetensors"}, "was unlearned on another forget set (forget_sha256"),
     ({"original": "finetune-*.safetensors", "unlearned": "finetune-[01].safetensors"}, "is in both --unlearned and --original"),
@@ -159,3 +188,89 @@ def test_refusals_of_the_command_line(pools, tmp_path):
     assert same.exit_code == 1 and "give each output its own path" in same.output
     missing = run_cli("audit", "--unlearned", str(pools / "finetune-*.safetensors"))
     assert missing.exit_code == 1 and "--forget is required" in missing.output
+
+
+def test_report_reads_an_audit_file_written_before_the_intervals():
+    # a committed audit of the Fashion-MNIST example, written before intervals, excess and the normalized attack
+    old = Path(__file__).parent.parent / "examples" / "fashion-mnist" / "results" / "audit" / "iid-del.json"
+    assert "intervals" not in json.loads(old.read_text())["rows"][0]
+    result = run_cli("report", old, "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert "| iid:7c8217b3 | del + rft @ 0.9 | forget | 32 + 32 | 0.008 |" in result.stdout
+
+
+def test_an_independent_ceiling_replaces_the_halves(pools, tmp_path):
+    out = tmp_path / "audit.json"
+    result = _audit(pools, "--ceiling", str(pools / "ceiling-*.safetensors"), "--json", out, "--bootstrap", "0")
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert [row["name"] for row in document["rows"][:3]] == ["unlearned vs retrained", "original vs retrained",
+                                                             "ceiling vs retrained"]
+    ceiling = document["rows"][2]
+    assert ceiling["pool"] == "ceiling" and ceiling["models"] == [4, 4] and ceiling["resolution"] == 2
+    assert document["settings"]["ceiling"] == "independent pool" and document["pools"]["ceiling"]["size"] == 4
+    assert "the ceiling row is the retrained pool's halves" not in result.output
+    # --bootstrap 0: the numbers and the excess, no intervals
+    assert ceiling["intervals"] is None and ceiling["excess"]["attack_accuracy"]["interval"] is None
+    assert "no intervals (--bootstrap 0)" in result.output
+    report = run_cli("report", out, "--format", "markdown")
+    assert report.exit_code == 0 and "| independent oracles | forget | 4 + 4 |" in report.stdout
+
+
+def test_refusals_of_the_ceiling_and_the_bootstrap(pools, tmp_path):
+    out = tmp_path / "audit.json"
+    shutil.copy(pools / "oracle-0.safetensors", tmp_path / "copy-0.safetensors")  # another file, the same seed
+    cases = [
+        (("--ceiling", str(pools / "ceiling-[4-6].safetensors")),
+         "error: --ceiling: 3 models, --unlearned 4; the ceiling is scored on the audited pool's ε scale, so give it "
+         "as many models as --unlearned\n"),
+        (("--ceiling", str(pools / "ceiling-[4-6].safetensors"), "--ceiling", tmp_path / "copy-0.safetensors"),
+         f"error: {tmp_path / 'copy-0.safetensors'}: trained with seed 0, as {pools / 'oracle-0.safetensors'} of "
+         f"--retrained is; an independent ceiling needs other seeds (e.g. train it with --seeds 1000-1003)\n"),
+        (("--ceiling", str(pools / "wrong-*.safetensors")), "--ceiling takes models trained without exactly"),
+        (("--ceiling", str(pools / "oracle-*.safetensors")), "is in both --retrained and --ceiling"),
+        (("--bootstrap", "-1"), "error: --bootstrap -1: give 0 (no intervals) to 10000 resamples\n"),
+        (("--bootstrap", "10001"), "error: --bootstrap 10001: give 0 (no intervals) to 10000 resamples\n"),
+    ]
+    for extra, message in cases:
+        result = _audit(pools, *extra, "--json", out)
+        assert result.exit_code == 1, extra
+        assert result.output.count("\n") == 1 and message in result.output, result.output
+        assert not out.exists()
+
+
+def test_apply_retrain_outputs_are_audited_as_a_pipeline(pools, tmp_path):
+    out = tmp_path / "audit.json"
+    result = _audit(pools, "--json", out, "-q", "--bootstrap", "0", unlearned="retrain-*.safetensors")
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert document["pools"]["unlearned"]["method"] == "retrain" and document["rows"][0]["models"] == [4, 4]
+
+
+def test_the_per_example_csv_of_a_mislabeled_forget_set(tmp_path):
+    # `split --kind mislabel --to next`: each forget example trained with label (y + 1) mod 10. The CSV's `label`
+    # is that label, its `class` the true y.
+    folder = tmp_path
+    for step in (
+        ("split", "--dataset", "digits", "--kind", "mislabel", "--to", "next", "--fraction", "0.03", "-o",
+         folder / "mislabel.json", "-q"),
+        ("train", *TINY, "--seeds", "0-1", "--manipulate", folder / "mislabel.json", "-o", str(folder / "original-{seed}.safetensors")),
+        ("train", *TINY, "--seeds", "0-1", "--exclude", folder / "mislabel.json", "-o", str(folder / "oracle-{seed}.safetensors")),
+        ("apply", "--seeds", "0-1", "-m", str(folder / "original-{seed}.safetensors"), "-f", folder / "mislabel.json",
+         "--method", "finetune", "--epochs", "1", "-q", "-o", str(folder / "finetune-{seed}.safetensors")),
+    ):
+        result = run_cli(*step)
+        assert result.exit_code == 0, result.output
+    result = run_cli("audit", "--forget", folder / "mislabel.json", "--unlearned", str(folder / "finetune-*.safetensors"),
+                     "--retrained", str(folder / "oracle-*.safetensors"), "--bootstrap", "0", "-q",
+                     "--per-example", folder / "a.csv", "--json", folder / "a.json")
+    assert result.exit_code == 0, result.output
+    document = json.loads((folder / "a.json").read_text())  # the matched sample: unseen examples relabelled alike
+    assert document["rows"][0]["excess"]["examples"] == document["settings"]["matched_size"] > 0
+    rows = list(csv.DictReader((folder / "a.csv").open()))
+    forget = json.loads((folder / "mislabel.json").read_text())
+    true_labels = create_dataset("digits").train_labels
+    assert [int(row["index"]) for row in rows] == sorted(forget["indices"])
+    for row in rows:
+        assert int(row["class"]) == int(true_labels[int(row["index"])])
+        assert int(row["label"]) == (int(row["class"]) + 1) % 10

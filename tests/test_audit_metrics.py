@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_cli.evaluate.audit import compare_pools, halves, summarize
+from unlearn_cli.evaluate.audit import (bootstrap, compare_pools, excess, halves, headline, percentile_interval,
+                                        summarize)
 from unlearn_cli.evaluate.epsilon import (DELTA, EPSILON_CAP, bucket_table, epsilon_points, epsilon_resolution,
                                           epsilons, final_score, forget_score, logit_scaled_confidence)
-from unlearn_cli.evaluate.pool_attacks import binned_kl, gaussian_kl, likelihood_ratio_attack
+from unlearn_cli.evaluate.pool_attacks import (_leave_one_out, binned_kl, gaussian_kl, likelihood_ratio_attack,
+                                               standardize)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "audit" / "challenge_reference.json"
 
@@ -171,3 +173,126 @@ def test_summary_and_halves():
     assert summary["forget_score"] == 0.0 and summary["epsilon"]["share_at_cap"] == 1.0
     assert summary["attack_accuracy"] == 1.0 and summary["resolution"] == 2
     assert halves(["c", "a", "d", "b"]) == ([1, 0], [3, 2])  # a, c | b, d whatever the order given
+
+
+# --- bootstrap intervals -----------------------------------------------------------------------------------
+
+def test_a_left_out_model_leaves_with_all_its_copies():
+    # drawn pool (0, 0, 2): model 0 twice. Without both copies of model 0: (2), mean 2, no variance left (the
+    # floor); without model 2: (0, 0), mean 0, variance 0. Without one copy only, the fit would keep the other.
+    floor = np.full(1, 1e-6)
+    mean, variance = _leave_one_out(np.array([[0.0], [0.0], [2.0]]), floor, np.array([2, 2, 1]))
+    assert mean.ravel().tolist() == pytest.approx([2.0, 2.0, 0.0], abs=1e-12)
+    assert variance.ravel().tolist() == pytest.approx([1e-6] * 3, abs=1e-15)
+    # no copies: the plain leave-one-out, e.g. without the 2: (0, 0); without a 0: (0, 2), mean 1, variance 2
+    mean, variance = _leave_one_out(np.array([[0.0], [0.0], [2.0]]), floor)
+    assert mean.ravel().tolist() == pytest.approx([1.0, 1.0, 0.0]) and variance.ravel()[0] == pytest.approx(2.0)
+
+
+def test_percentile_interval_is_shifted_by_the_median_bias_and_clipped():
+    replicates = np.arange(101.0)  # median 50; 2.5% and 97.5% quantiles 2.5 and 97.5
+    assert percentile_interval(replicates, 50.0) == pytest.approx([2.5, 97.5])
+    assert percentile_interval(replicates, 40.0) == pytest.approx([-7.5, 87.5])  # the replicates sit 10 high
+    assert percentile_interval(replicates, 40.0, bounds=(0.0, 1e9)) == pytest.approx([0.0, 87.5])
+    assert np.isnan(percentile_interval(replicates, float("nan"))).all()
+
+
+def _pools_with_model_effects(rng, models, examples, shift=0.0):
+    """φ [models, examples]: per example a level, per model an offset shared by every example, and noise."""
+    level = np.linspace(-2, 4, examples)
+    return level + shift + 0.3 * rng.normal(size=(models, 1)) + rng.normal(size=(models, examples))
+
+
+def test_bootstrap_of_separated_pools_is_certain():
+    # every drawn pool of the first kind lies ~100 below every drawn pool of the second: each replicate has ε at
+    # the cap on every example (0 points), so the forget score's interval is the point 0. The attack is perfect
+    # in most replicates (a draw with few distinct models can fit its own pool so narrowly that a held-out
+    # model of it looks likelier under the far, wide fit), so its interval ends at 1.
+    rng = np.random.default_rng(6)
+    first, second = rng.normal(size=(6, 20)), rng.normal(size=(6, 20)) + 100
+    draws = bootstrap({"forget": first}, {"forget": second}, resamples=30, seed=0)["forget"]
+    assert draws["forget_score"].tolist() == [0.0] * 30
+    assert percentile_interval(draws["forget_score"], 0.0, bounds=(0.0, 1.0)) == [0.0, 0.0]
+    assert np.median(draws["attack_accuracy"]) == 1.0 and draws["attack_accuracy"].min() > 0.95
+    assert percentile_interval(draws["attack_auc"], 1.0, bounds=(0.0, 1.0))[1] == 1.0
+
+
+def test_bootstrap_intervals_hold_chance_for_one_distribution_and_exclude_it_for_a_shift():
+    rng = np.random.default_rng(7)
+    retrained = _pools_with_model_effects(rng, 16, 200)
+    same = _pools_with_model_effects(rng, 16, 200)
+    shifted = _pools_with_model_effects(rng, 16, 200, shift=3.0)
+    for pool, inside in ((same, True), (shifted, False)):
+        numbers = headline(summarize(compare_pools(pool, retrained), 16))
+        draws = bootstrap({"forget": pool}, {"forget": retrained}, resamples=100, seed=0)["forget"]
+        low, high = percentile_interval(draws["attack_accuracy"], numbers["attack_accuracy"])
+        assert low <= numbers["attack_accuracy"] <= high
+        assert (low <= 0.5 <= high) is inside, (low, high)
+    # the attack leaves repeated models out with their copies: replicates of one distribution stay near ½
+    assert abs(np.median(bootstrap({"f": same}, {"f": retrained}, 100, seed=0)["f"]["attack_accuracy"]) - 0.5) < 0.05
+
+
+def test_bootstrap_is_reproducible_by_seed():
+    rng = np.random.default_rng(8)
+    first, second = rng.normal(size=(5, 30)), rng.normal(size=(5, 30))
+    one = bootstrap({"forget": first}, {"forget": second}, 20, seed=3)["forget"]["attack_auc"]
+    again = bootstrap({"forget": first}, {"forget": second}, 20, seed=3)["forget"]["attack_auc"]
+    other = bootstrap({"forget": first}, {"forget": second}, 20, seed=4)["forget"]["attack_auc"]
+    assert np.array_equal(one, again) and not np.array_equal(one, other)
+
+
+# --- the F-specific excess and the normalized attack ------------------------------------------------------
+
+def test_excess_is_near_zero_for_a_temperature_and_positive_for_memorization():
+    # The retrained pool sees F as unseen data: on F and on the matched sample its φ has one distribution.
+    # A pool at another temperature (φ halved, on every example) differs from it as much on the matched sample
+    # as on F: excess ≈ 0, the interval holds 0. A pool that memorized F (φ + 3 on F only, as the retrained
+    # pool elsewhere) differs on F alone: the attack's excess is large and its interval excludes 0.
+    rng = np.random.default_rng(9)
+    retrained = {"forget": _pools_with_model_effects(rng, 16, 150), "matched": _pools_with_model_effects(rng, 16, 150)}
+    tempered = {part: 0.5 * _pools_with_model_effects(rng, 16, 150) for part in ("forget", "matched")}
+    memorized = {"forget": _pools_with_model_effects(rng, 16, 150, shift=3.0),
+                 "matched": _pools_with_model_effects(rng, 16, 150)}
+    results = {}
+    for name, pool in (("tempered", tempered), ("memorized", memorized)):
+        numbers = {part: headline(summarize(compare_pools(pool[part], retrained[part]), 16)) for part in pool}
+        draws = bootstrap(pool, retrained, resamples=100, seed=0)
+        results[name] = excess(numbers["forget"], numbers["matched"], draws)
+    tempered_attack, memorized_attack = results["tempered"]["attack_accuracy"], results["memorized"]["attack_accuracy"]
+    assert tempered_attack["forget"] > 0.6  # the temperature alone is visible to the attack on F …
+    assert abs(tempered_attack["excess"]) < 0.05  # … but not specific to F
+    assert tempered_attack["interval"][0] <= 0 <= tempered_attack["interval"][1]
+    assert memorized_attack["excess"] > 0.3 and memorized_attack["interval"][0] > 0
+    assert results["memorized"]["forget_score"]["excess"] < 0  # fewer points on F than on unseen examples
+    assert excess(numbers["forget"], numbers["matched"], None)["attack_auc"]["interval"] is None
+
+
+def test_normalized_attack_ignores_a_temperature():
+    # Two classes: φ = z_y − z_other, linear in the logits, so logits × 3 give φ × 3 exactly. The unlearned pool
+    # is the retrained pool's distribution at three times the temperature's inverse: the plain attack sees it, the
+    # attack on φ standardized per model (over each model's own test examples) gives the same as without it.
+    rng = np.random.default_rng(10)
+
+    def phi_of(logits, labels):
+        return logit_scaled_confidence(torch.tensor(logits), torch.tensor(labels)).numpy()
+
+    labels, test_labels = rng.integers(0, 2, 40), rng.integers(0, 2, 300)
+    pools = {name: (rng.normal(size=(8, 40, 2)) + 2 * np.eye(2)[labels], rng.normal(size=(8, 300, 2)))
+             for name in ("unlearned", "retrained")}
+    phi = {name: (phi_of(forget, np.broadcast_to(labels, (8, 40))), phi_of(test, np.broadcast_to(test_labels, (8, 300))))
+           for name, (forget, test) in pools.items()}
+    hot = (phi_of(3 * pools["unlearned"][0], np.broadcast_to(labels, (8, 40))),
+           phi_of(3 * pools["unlearned"][1], np.broadcast_to(test_labels, (8, 300))))
+    np.testing.assert_allclose(hot[0], 3 * phi["unlearned"][0], rtol=1e-12)
+    retrained = standardize(*phi["retrained"])
+    plain = likelihood_ratio_attack(phi["unlearned"][0], phi["retrained"][0])["accuracy"].mean()
+    plain_hot = likelihood_ratio_attack(hot[0], phi["retrained"][0])["accuracy"].mean()
+    normalized = likelihood_ratio_attack(standardize(*phi["unlearned"]), retrained)
+    normalized_hot = likelihood_ratio_attack(standardize(*hot), retrained)
+    assert plain_hot > plain + 0.2  # the temperature alone moves the plain attack
+    np.testing.assert_allclose(normalized_hot["accuracy"], normalized["accuracy"], atol=1e-12)
+    np.testing.assert_allclose(normalized_hot["auc"], normalized["auc"], atol=1e-12)
+    # standardized φ: mean 0 and standard deviation 1 over the reference examples, per model
+    scaled = standardize(phi["unlearned"][1], phi["unlearned"][1])
+    np.testing.assert_allclose(scaled.mean(axis=1), 0, atol=1e-12)
+    np.testing.assert_allclose(scaled.std(axis=1), 1, atol=1e-12)

@@ -2,14 +2,17 @@
 
 Scores a pool of unlearned checkpoints against a pool of retrained ones (trained without exactly the forget
 set) example by example, with the NeurIPS 2023 unlearning challenge's ε-based forget score, a leave-one-out
-likelihood-ratio attack and KL divergences of the logit-scaled confidence φ (docs/audit.md). Beside it:
-the originals against the retrained pool (what no unlearning scores), the retrained pool's two halves against
-each other (what perfect unlearning scores), and the same numbers on seeded samples of retain and test
-examples.
+likelihood-ratio attack (plain, and on φ standardized per model) and KL divergences of the logit-scaled
+confidence φ (docs/audit.md). Beside it: the originals against the retrained pool (what no unlearning
+scores), an independent oracle pool against the retrained one (what perfect unlearning scores; without one,
+the retrained pool's two halves), and the same numbers on seeded samples of retain and test examples. Forget-set
+numbers carry bootstrap intervals over models and examples, and their excess over a test sample with the
+forget set's class mix.
 
 Usage:
     unlearn audit --forget forget.json --unlearned 'pool/del-*.safetensors' --retrained 'pool/oracle-*.safetensors' \
-        --original 'pool/original-*.safetensors' --json audit.json --per-example audit.csv --plot audit.png
+        --original 'pool/original-*.safetensors' --ceiling 'pool2/oracle-*.safetensors' \
+        --json audit.json --per-example audit.csv --plot audit.png
 """
 
 from __future__ import annotations
@@ -34,20 +37,23 @@ from unlearn_cli.config import resolve_config
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict, select_device
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.audit import compare_pools, halves, summarize
+from unlearn_cli.evaluate.audit import (BOOTSTRAPPED, INTERVAL_LEVEL, RANGES, bootstrap, compare_pools, excess,
+                                        halves, headline, percentile_interval, summarize)
 from unlearn_cli.evaluate.epsilon import (BUCKET_WIDTH, DELTA, EPSILON_CAP, INTERVAL_SLACK, PEAKY_RATIO,
                                           epsilon_resolution, final_score, logit_scaled_confidence)
 from unlearn_cli.evaluate.metrics import accuracy_percent
-from unlearn_cli.evaluate.pool_attacks import KL_MAX_BINS, KL_PSEUDOCOUNT, kl_bins
+from unlearn_cli.evaluate.pool_attacks import KL_MAX_BINS, KL_PSEUDOCOUNT, kl_bins, likelihood_ratio_attack, standardize
 from unlearn_cli.evaluate.provenance import check_fits_data, run_identity
 from unlearn_cli.evaluate.results import AUDIT_FORMAT, finite_or_none
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.limits import check_size
 from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.tune.reference import tuning_parts
 
 FEW_MODELS = 16  # below this many models per pool the ε buckets are coarse enough to warn
 WORST_SHOWN = 5  # examples whose φ distributions the plot draws
+MAX_BOOTSTRAP = 10_000  # bootstrap resamples at most
 
 
 @dataclass
@@ -56,10 +62,12 @@ class AuditConfig:
     unlearned: list[str] = field(default_factory=list)  # checkpoint paths or glob patterns
     retrained: list[str] = field(default_factory=list)  # trained without exactly the forget set
     original: list[str] = field(default_factory=list)  # optional: the models the unlearned ones started from
+    ceiling: list[str] = field(default_factory=list)  # optional: oracles independent of --retrained, as many as --unlearned
     data_root: Optional[str] = None
     batch_size: int = 512  # inference batch size
-    seed: int = 0  # draws the retain and test control samples
+    seed: int = 0  # draws the retain, test and matched samples and the bootstrap's resamples
     control_size: Optional[int] = None  # examples per control sample; default: as many as the forget set
+    bootstrap: int = 200  # resamples of models and examples for the 95% intervals; 0: none
     device: str = "auto"
 
 
@@ -70,10 +78,14 @@ class Pool:
     name: str
     checkpoints: list[Checkpoint]
     phi: dict[str, list[np.ndarray]] = field(default_factory=dict)  # part -> one [E] array per model
+    # ("reference": every test example, what standardizes each model's φ for the normalized attack)
     accuracy: dict[str, list[float]] = field(default_factory=dict)  # forget / retain / test -> % per model
 
     def values(self, part: str) -> np.ndarray:  # [N, E]
         return np.stack(self.phi[part])
+
+    def standardized(self, part: str) -> np.ndarray:  # [N, E]: each model's φ on its own scale
+        return standardize(self.values(part), self.values("reference"))
 
     def mean_accuracy(self, positions: list[int] | None = None) -> dict[str, float]:
         """Mean accuracy (%) per part over the pool, or over the models at `positions`."""
@@ -100,11 +112,11 @@ def expand_pool(patterns: list[str], flag: str) -> list[str]:
 def _load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
     pools, paths = [], {}
     named = [("unlearned", cfg.unlearned, "--unlearned"), ("retrained", cfg.retrained, "--retrained"),
-             ("original", cfg.original, "--original")]
+             ("original", cfg.original, "--original"), ("ceiling", cfg.ceiling, "--ceiling")]
     owner: dict[str, tuple[str, str]] = {}  # resolved path -> (flag, path as named)
     for name, patterns, flag in named:
         if not patterns:
-            if name != "original":
+            if name in ("unlearned", "retrained"):
                 raise UserError(f"{flag} is required: the {name} models' checkpoints, e.g. {flag} "
                                 f"'pool/{name}-*.safetensors'")
             continue
@@ -125,13 +137,17 @@ def _load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
             checkpoint = load_checkpoint(path)
             checkpoint.model = None  # checked now, measured later: one model's weights in memory at a time
             checkpoints.append(checkpoint)
+        # by seed, then file hash: the bootstrap draws models by position, so any order of the same files gives
+        # the same intervals
+        checkpoints.sort(key=lambda c: (c.provenance.seed if c.provenance.seed is not None else -1, c.sha256))
         pools.append(Pool(name, checkpoints))
     return pools, paths
 
 
 def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data) -> None:
-    """Every model fits the data and architecture; the retrained ones excluded exactly the forget set; the
-    unlearned ones were unlearned (from the originals, when given) and the originals trained on it."""
+    """Every model fits the data and architecture; the retrained ones (and the ceiling's) excluded exactly the
+    forget set; the unlearned ones were unlearned (from the originals, when given) and the originals trained on
+    it; the ceiling is as large as the unlearned pool and shares no seed with the retrained one."""
     for pool in pools.values():
         for checkpoint in pool.checkpoints:
             check_fits_data(checkpoint, reference, data, f"a model of the {pool.name} pool")
@@ -139,13 +155,26 @@ def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data)
                 raise UserError(f"{checkpoint.source}: architecture {checkpoint.arch} {checkpoint.arch_kwargs} differs "
                                 f"from {reference.source}'s {reference.arch} {reference.arch_kwargs}; audit pools of "
                                 f"one architecture")
-    for checkpoint in pools["retrained"].checkpoints:
-        excluded = checkpoint.provenance.excluded_sha256
-        if excluded != forget_set.sha256:
-            trained = "on the whole training set" if excluded is None else \
-                f"without another forget set (excluded_sha256 {excluded[:12]}…)"
-            raise UserError(f"{checkpoint.source}: was trained {trained}; --retrained takes models trained without "
-                            f"exactly {forget_set.source} (`unlearn train --exclude {forget_set.source}`)")
+    for name in ("retrained", "ceiling"):
+        for checkpoint in pools[name].checkpoints if name in pools else []:
+            excluded = checkpoint.provenance.excluded_sha256
+            if excluded != forget_set.sha256:
+                trained = "on the whole training set" if excluded is None else \
+                    f"without another forget set (excluded_sha256 {excluded[:12]}…)"
+                raise UserError(f"{checkpoint.source}: was trained {trained}; --{name} takes models trained without "
+                                f"exactly {forget_set.source} (`unlearn train --exclude {forget_set.source}`)")
+    if "ceiling" in pools:
+        ceiling, unlearned = len(pools["ceiling"].checkpoints), len(pools["unlearned"].checkpoints)
+        if ceiling != unlearned:
+            raise UserError(f"--ceiling: {ceiling} models, --unlearned {unlearned}; the ceiling is scored on the "
+                            f"audited pool's ε scale, so give it as many models as --unlearned")
+        retrained_seeds = {c.provenance.seed: c.source for c in pools["retrained"].checkpoints
+                           if c.provenance.seed is not None}
+        for checkpoint in pools["ceiling"].checkpoints:
+            if checkpoint.provenance.seed in retrained_seeds:
+                raise UserError(f"{checkpoint.source}: trained with seed {checkpoint.provenance.seed}, as "
+                                f"{retrained_seeds[checkpoint.provenance.seed]} of --retrained is; an independent "
+                                f"ceiling needs other seeds (e.g. train it with --seeds 1000-{999 + ceiling})")
     originals = pools["original"].checkpoints if "original" in pools else []
     for checkpoint in originals:
         provenance = checkpoint.provenance
@@ -155,8 +184,10 @@ def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data)
                             f"give the checkpoints written by `unlearn train` without --exclude")
     for checkpoint in pools["unlearned"].checkpoints:
         provenance = checkpoint.provenance
-        if provenance.excluded_sha256 == forget_set.sha256:
-            raise UserError(f"{checkpoint.source}: was trained without the forget set ({provenance.method or 'train --exclude'}); "
+        # `apply --method retrain` records a method and a parent: a pipeline (retraining, perhaps at a fraction of
+        # the cost) audited like any other; `train --exclude` records neither, and is an oracle
+        if provenance.excluded_sha256 == forget_set.sha256 and provenance.method is None:
+            raise UserError(f"{checkpoint.source}: was trained without the forget set (train --exclude); "
                             f"it belongs in --retrained, not --unlearned")
         if provenance.method is None or provenance.parent_sha256 is None:
             raise UserError(f"{checkpoint.source}: records no unlearning (no method and parent in its metadata); "
@@ -171,18 +202,27 @@ def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data)
                             f"in --original; give the originals the unlearned models started from")
 
 
-def _control_samples(data, forget_indices: torch.Tensor, size: int, seed: int) -> dict[str, torch.Tensor]:
-    """The examples each part scores: the forget set, and seeded samples of `size` retain and test examples."""
+def _control_samples(data, forget_indices: torch.Tensor, forget_classes: torch.Tensor, size: int,
+                     seed: int) -> dict[str, torch.Tensor]:
+    """The examples each part scores: the forget set, seeded samples of `size` retain and test examples, the
+    matched sample (test examples with the forget set's class mix: tune's oracle-free reference, per class as
+    many as the forget set has, at most a quarter of the class) and every test example (the reference that
+    standardizes each model's φ)."""
     retain = retain_indices(data.num_train, forget_indices)
     generator = torch.Generator().manual_seed(seed)
     retain_sample = retain[torch.randperm(len(retain), generator=generator)[:size]].sort().values
     test_sample = torch.randperm(len(data.test_labels), generator=generator)[:size].sort().values
-    return {"forget": forget_indices, "retain": retain_sample, "test": test_sample}
+    matched = tuning_parts(data.test_labels, forget_classes, seed).reference
+    return {"forget": forget_indices, "retain": retain_sample, "test": test_sample, "matched": matched,
+            "reference": torch.arange(len(data.test_labels))}
 
 
 def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indices: torch.Tensor,
-            batch_size: int, target: torch.device, quiet: bool) -> None:
-    """φ of every model on every part, and its forget / retain / test accuracy; one model in memory at a time."""
+            batch_size: int, target: torch.device, quiet: bool, matched_view=None) -> None:
+    """φ of every model on every part, and its forget / retain / test accuracy; one model in memory at a time.
+
+    `matched_view`: for a manipulated forget set, the matched sample manipulated by the same rule (its test
+    set: `Manipulation.view_unseen`), scored in place of the plain matched examples."""
     retain = retain_indices(data.num_train, forget_indices)
     total = sum(len(pool.checkpoints) for pool in pools)
     lines = None if quiet else ProgressLines("audit", total)
@@ -197,9 +237,15 @@ def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indi
             model = loaded.model.to(target)
             train_logits, train_labels = predict(model, data.batches("train", batch_size=batch_size, device=target))
             test_logits, test_labels = predict(model, data.batches("test", batch_size=batch_size, device=target))
+            if matched_view is not None:
+                pool.phi.setdefault("matched", []).append(logit_scaled_confidence(*predict(
+                    model, matched_view.batches("test", batch_size=batch_size, device=target))).numpy())
             del model, loaded
             for part, indices in parts.items():
-                logits, labels = (test_logits, test_labels) if part == "test" else (train_logits, train_labels)
+                if part == "matched" and matched_view is not None:
+                    continue
+                logits, labels = ((train_logits, train_labels) if part in ("forget", "retain")
+                                  else (test_logits, test_labels))
                 pool.phi.setdefault(part, []).append(
                     logit_scaled_confidence(logits[indices], labels[indices]).numpy())
             for key, logits, labels in (("forget", train_logits[forget_indices], train_labels[forget_indices]),
@@ -213,38 +259,80 @@ def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indi
         lines.finish()
 
 
-def audit_rows(pools: dict[str, Pool]) -> list[dict]:
-    """Every comparison the audit reports, each with its per-example arrays (under "per_example")."""
+@dataclass
+class Side:
+    """One side of a comparison: φ per part ([N, E]), the same standardized per model, mean accuracies (%)."""
+
+    phi: dict[str, np.ndarray]
+    standardized: dict[str, np.ndarray]
+    accuracy: dict[str, float]
+
+
+def _side(pool: Pool, positions: list[int] | None = None) -> Side:
+    """A pool, or the models of it at `positions`, as one side of a comparison."""
+    chosen = slice(None) if positions is None else positions
+    parts = ("forget", "retain", "test", "matched")
+    return Side({part: pool.values(part)[chosen] for part in parts},
+                {part: pool.standardized(part)[chosen] for part in parts}, pool.mean_accuracy(positions))
+
+
+def _sides(pools: dict[str, Pool], first_name: str) -> tuple[Side, Side]:
+    """(the pool compared, the retrained pool); the halves split the retrained pool (alternate models once sorted
+    by seed, then file hash: a rerun of the same recipe, with other wall times and so other file hashes, splits
+    alike)."""
     retrained = pools["retrained"]
+    if first_name != "half":
+        return _side(pools[first_name]), _side(retrained)
+    first_half, second_half = halves([(c.provenance.seed if c.provenance.seed is not None else -1, c.sha256)
+                                      for c in retrained.checkpoints])
+    return _side(retrained, first_half), _side(retrained, second_half)
+
+
+def audit_rows(pools: dict[str, Pool], resamples: int, seed: int) -> list[dict]:
+    """Every comparison the audit reports, each with its per-example arrays (under "per_example").
+
+    Every row carries bootstrap intervals of its numbers, from `resamples` draws of models and examples
+    (seeded by `seed`: rows of pools of the same sizes draw the same model positions); the forget-set rows
+    also carry the excess of each number over the matched sample. The ceiling is the independent oracle pool (--ceiling) against the retrained pool when given, else
+    the retrained pool's halves against each other.
+    """
     comparisons = [("unlearned vs retrained", "unlearned", "forget")]
     if "original" in pools:
         comparisons.append(("original vs retrained", "original", "forget"))
-    comparisons.append(("retrained ½ vs ½", "half", "forget"))
+    if "ceiling" in pools:
+        comparisons.append(("ceiling vs retrained", "ceiling", "forget"))
+    elif len(pools["retrained"].checkpoints) >= 4:  # halves of fewer than 2 models cannot be compared
+        comparisons.append(("retrained ½ vs ½", "half", "forget"))
     for part in ("retain", "test"):
         comparisons.append((f"unlearned vs retrained ({part} sample)", "unlearned", part))
         if "original" in pools:
             comparisons.append((f"original vs retrained ({part} sample)", "original", part))
+    matched_size = pools["retrained"].values("matched").shape[1]
     rows = []
     for name, first_name, part in comparisons:
-        if first_name == "half":
-            if len(retrained.checkpoints) < 4:
-                continue  # halves of fewer than 2 models cannot be compared
-            # by seed, then file hash: a rerun of the same recipe (identical weights, other wall times in the
-            # metadata, so other file hashes) splits the pool the same way
-            first_half, second_half = halves([(c.provenance.seed if c.provenance.seed is not None else -1, c.sha256)
-                                              for c in retrained.checkpoints])
-            first, second = retrained.values(part)[first_half], retrained.values(part)[second_half]
-            accuracy_first, accuracy_second = retrained.mean_accuracy(first_half), retrained.mean_accuracy(second_half)
-        else:
-            first, second = pools[first_name].values(part), retrained.values(part)
-            accuracy_first, accuracy_second = pools[first_name].mean_accuracy(), retrained.mean_accuracy()
-        per_example = compare_pools(first, second)
-        row = {"name": name, "pool": first_name, "examples": part, "models": [len(first), len(second)],
-               **summarize(per_example, min(len(first), len(second))),
-               "accuracy": {"first": accuracy_first, "second": accuracy_second}}
+        first, second = _sides(pools, first_name)
+        num_models = min(len(first.phi[part]), len(second.phi[part]))
+        per_example = compare_pools(first.phi[part], second.phi[part])
+        row = {"name": name, "pool": first_name, "examples": part,
+               "models": [len(first.phi[part]), len(second.phi[part])], **summarize(per_example, num_models),
+               "accuracy": {"first": first.accuracy, "second": second.accuracy}}
         row["final_score"] = final_score(
-            row["forget_score"], (accuracy_first["retain"], accuracy_second["retain"]),
-            (accuracy_first["test"], accuracy_second["test"])) if part == "forget" else None
+            row["forget_score"], (first.accuracy["retain"], second.accuracy["retain"]),
+            (first.accuracy["test"], second.accuracy["test"])) if part == "forget" else None
+        normalized = likelihood_ratio_attack(first.standardized[part], second.standardized[part])
+        row["attack_normalized"] = {"accuracy": float(normalized["accuracy"].mean()),
+                                    "auc": float(normalized["auc"].mean())}
+        numbers = headline(row)
+        with_excess = part == "forget" and matched_size >= 1
+        measured = [part] + (["matched"] if with_excess else [])
+        draws = bootstrap({key: first.phi[key] for key in measured}, {key: second.phi[key] for key in measured},
+                          resamples, seed) if resamples > 0 else None
+        row["intervals"] = None if draws is None else {
+            key: percentile_interval(draws[part][key], numbers[key], bounds=RANGES[key]) for key in BOOTSTRAPPED}
+        row["excess"] = None
+        if with_excess:
+            matched = headline(summarize(compare_pools(first.phi["matched"], second.phi["matched"]), num_models))
+            row["excess"] = {"examples": matched_size, **excess(numbers, matched, draws)}
         row["per_example"] = per_example
         rows.append(row)
     return rows
@@ -277,15 +365,19 @@ def audit_document(rows: list[dict], pools: dict[str, Pool], forget_set, referen
         "settings": {"delta": DELTA, "epsilon_cap": EPSILON_CAP, "bucket_width": BUCKET_WIDTH,
                      "peaky_ratio": PEAKY_RATIO, "interval_slack": INTERVAL_SLACK,
                      "kl_bins": kl_bins(min(len(pool.checkpoints) for pool in pools.values())),
-                     "kl_max_bins": KL_MAX_BINS, "kl_pseudocount": KL_PSEUDOCOUNT, "control_size": control_size, "seed": cfg.seed},
+                     "kl_max_bins": KL_MAX_BINS, "kl_pseudocount": KL_PSEUDOCOUNT, "control_size": control_size, "seed": cfg.seed,
+                     "bootstrap": cfg.bootstrap, "interval_level": INTERVAL_LEVEL,
+                     "matched_size": pools["retrained"].values("matched").shape[1],
+                     "ceiling": "independent pool" if "ceiling" in pools else "retrained halves"},
         "pools": {name: _pool_block(pool, forget_set) for name, pool in pools.items()},
         "rows": [{key: value for key, value in row.items() if key != "per_example"} for row in rows],
         "warnings": warnings,
     })
 
 
-def per_example_csv(row: dict, pools: dict[str, Pool], forget_set, data) -> bytes:
-    """One line per forget example of the unlearned-vs-retrained comparison."""
+def per_example_csv(row: dict, pools: dict[str, Pool], forget_set, labels: torch.Tensor, classes: torch.Tensor) -> bytes:
+    """One line per forget example of the unlearned-vs-retrained comparison: `labels` [F] what the models were
+    trained with (a mislabelled forget set's new labels, a poisoned one's target), `classes` [F] the true ones."""
     indices = forget_set.indices
     columns = ["index", "label", "class", "epsilon", "points", "attack_accuracy", "attack_auc", "kl_gaussian",
                "kl_binned"] + [f"median_phi_{name}" for name in pools]
@@ -294,14 +386,11 @@ def per_example_csv(row: dict, pools: dict[str, Pool], forget_set, data) -> byte
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     per_example = row["per_example"]
-    # `label` is what the models were trained with, `class` the example's class; they differ only for
-    # relabelled training data
-    labels = data.train_labels[indices]
     for position, index in enumerate(indices.tolist()):
         values = [per_example[key][position] for key in ("epsilon", "points", "attack_accuracy", "attack_auc",
                                                          "kl_gaussian", "kl_binned")]
         values += [medians[name][position] for name in pools]
-        writer.writerow([index, int(labels[position]), int(labels[position])] + [f"{value:.6g}" for value in values])
+        writer.writerow([index, int(labels[position]), int(classes[position])] + [f"{value:.6g}" for value in values])
     return buffer.getvalue().encode()
 
 
@@ -341,21 +430,52 @@ def _number(value, digits: int = 3) -> str:
     return "—" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
 
 
-def render(rows: list[dict], retrained: dict[str, float]) -> Table:
+def _with_interval(value, interval, digits: int = 3) -> str:
+    """`0.028 [0.021, 0.035]`, or the number alone when there is no interval."""
+    if interval is None:
+        return _number(value, digits)
+    return f"{_number(value, digits)} [{_number(interval[0], digits)}, {_number(interval[1], digits)}]"
+
+
+def render(rows: list[dict], retrained: dict[str, float], resamples: int) -> list[Table]:
+    """The comparisons' table and, when a matched sample was scored, the F-specific excess of the forget rows."""
     accuracy = "/".join(f"{retrained[key]:.1f}" for key in ("forget", "retain", "test"))
+    intervals = (f"[…]: {INTERVAL_LEVEL:.0%} bootstrap intervals over models and examples ({resamples} resamples)"
+                 if resamples else "no intervals (--bootstrap 0)")
     table = Table(title="unlearn audit (forget score: 1 = indistinguishable from retraining; attack 0.5 = chance)",
-                  caption=f"the retrained pool's accuracy, forget/retain/test: {accuracy}")
+                  caption=f"the retrained pool's accuracy, forget/retain/test: {accuracy}; {intervals}; "
+                          f"normalized attack: on φ standardized per model over the test set")
     for header in ("comparison", "models", "forget score", "final score", "attack acc", "attack AUC",
-                   "KL mean", "KL p95", "acc forget/retain/test", "ε ≤"):
+                   "normalized attack acc", "KL mean", "KL p95", "acc forget/retain/test", "ε ≤"):
         table.add_column(header, justify="left" if header == "comparison" else "right")
     for row in rows:
         accuracy = row["accuracy"]["first"]
-        table.add_row(row["name"], "{} + {}".format(*row["models"]), _number(row["forget_score"]),
-                      _number(row["final_score"]), _number(row["attack_accuracy"]), _number(row["attack_auc"]),
-                      _number(row["kl_gaussian"]["mean"]), _number(row["kl_gaussian"]["p95"]),
+        interval = row["intervals"] or {}
+        name = row["name"] + (" (half the models a side)" if row["pool"] == "half" else "")
+        table.add_row(name, "{} + {}".format(*row["models"]),
+                      _with_interval(row["forget_score"], interval.get("forget_score")), _number(row["final_score"]),
+                      _with_interval(row["attack_accuracy"], interval.get("attack_accuracy")),
+                      _with_interval(row["attack_auc"], interval.get("attack_auc")),
+                      _number(row["attack_normalized"]["accuracy"]),
+                      _with_interval(row["kl_gaussian"]["mean"], interval.get("kl_gaussian_mean")),
+                      _number(row["kl_gaussian"]["p95"]),
                       "/".join(f"{accuracy[key]:.1f}" for key in ("forget", "retain", "test")),
                       str(row["resolution"]))
-    return table
+    tables = [table]
+    excess_rows = [row for row in rows if row["excess"] is not None]
+    if excess_rows:
+        size = excess_rows[0]["excess"]["examples"]
+        excess = Table(title="F-specific excess: the number on the forget set minus the same on a matched unseen sample",
+                       caption=f"matched sample: {size} test examples with the forget set's class mix; an excess "
+                               f"near 0 means the pool differs from the retrained one on F no more than on unseen "
+                               f"examples (e.g. a changed temperature), not that it remembers F")
+        for header in ("comparison", "forget score", "attack acc", "attack AUC", "KL mean"):
+            excess.add_column(header, justify="left" if header == "comparison" else "right")
+        for row in excess_rows:
+            excess.add_row(row["name"], *[_with_interval(row["excess"][key]["excess"], row["excess"][key]["interval"])
+                                          for key in BOOTSTRAPPED])
+        tables.append(excess)
+    return tables
 
 
 @handle_errors
@@ -364,11 +484,13 @@ def audit(
     unlearned: Annotated[Optional[list[str]], typer.Option("--unlearned", help="Unlearned checkpoints: paths or quoted globs (repeatable).")] = None,
     retrained: Annotated[Optional[list[str]], typer.Option("--retrained", help="Checkpoints trained without exactly the forget set (repeatable).")] = None,
     original: Annotated[Optional[list[str]], typer.Option("--original", help="The original checkpoints the unlearned ones started from (repeatable; adds the no-unlearning rows).")] = None,
+    ceiling: Annotated[Optional[list[str]], typer.Option("--ceiling", help="Oracles independent of --retrained (other seeds), as many as --unlearned: the perfect-unlearning row at full size (default: the retrained pool's halves).")] = None,
     json_output: Annotated[Optional[str], typer.Option("--json", help=f"Write the audit ({AUDIT_FORMAT}) to FILE or '-'.")] = None,
     per_example: Annotated[Optional[str], typer.Option("--per-example", help="Write a CSV of every forget example (ε, points, attack, KL, median φ).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG: ε histograms and the five worst examples' φ.")] = None,
     control_size: Annotated[Optional[int], typer.Option("--control-size", help="Retain and test examples in each control sample (default: the forget set's size).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inference batch size (default: 512)")] = None,
+    bootstrap_resamples: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of models and examples for the 95% intervals, 0 to {MAX_BOOTSTRAP:,} (default: 200; 0: no intervals).")] = None,
     data_root: DataRootOption = None,
     seed: SeedOption = None,
     device: DeviceOption = None,
@@ -378,12 +500,15 @@ def audit(
     """Per-example forgetting audit of a pool of unlearned models against a pool of retrained ones."""
     cfg = resolve_config(AuditConfig, config, {
         "forget": forget, "unlearned": unlearned or None, "retrained": retrained or None,
-        "original": original or None, "batch_size": batch_size, "seed": seed, "device": device,
-        "data_root": data_root, "control_size": control_size}, section="audit")
+        "original": original or None, "ceiling": ceiling or None, "batch_size": batch_size, "seed": seed,
+        "device": device, "data_root": data_root, "control_size": control_size, "bootstrap": bootstrap_resamples},
+        section="audit")
     if cfg.forget is None:
         raise UserError("--forget is required: the forget-set file the unlearned models were unlearned on")
     if cfg.control_size is not None and cfg.control_size < 1:
         raise UserError(f"--control-size {cfg.control_size}: must be at least 1")
+    if not 0 <= cfg.bootstrap <= MAX_BOOTSTRAP:
+        raise UserError(f"--bootstrap {cfg.bootstrap}: give 0 (no intervals) to {MAX_BOOTSTRAP} resamples")
     pools_list, paths = _load_pools(cfg)
     outputs = [(flag, path) for flag, path in (("--json", json_output), ("--per-example", per_example),
                                                ("--plot", plot)) if path is not None]
@@ -402,9 +527,16 @@ def audit(
     data = dataset_for(reference, cfg.data_root)
     forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=reference.dataset, override_flag=None)
     check_pools(pools, forget_set, reference, data)
+    classes = data.train_labels[forget_set.indices]  # true classes; the models may have trained on others
     data, forget_set = data_as_trained(data, forget_set, [c for pool in pools_list for c in pool.checkpoints],
                                        unlearning=False)
     warnings = []
+    if "ceiling" not in pools and len(pools["retrained"].checkpoints) >= 4:
+        half = len(pools["retrained"].checkpoints) // 2
+        warnings.append(f"the ceiling row is the retrained pool's halves, {half} models a side: its ε scale "
+                        f"(⌈ln({half} − 1)⌉ = {epsilon_resolution(half)}) is coarser than the audited pool's; give "
+                        f"--ceiling an independent oracle pool of {len(pools['unlearned'].checkpoints)} models for a "
+                        f"ceiling at full size")
     fewest = min(len(pool.checkpoints) for pool in pools.values())
     if fewest < FEW_MODELS:
         warnings.append(f"{fewest} models in the smallest pool: ε is resolved only up to ⌈ln({fewest} − 1)⌉ = "
@@ -412,18 +544,24 @@ def audit(
                         f"{FEW_MODELS} or more models per pool are advised")
     size = min(cfg.control_size or len(forget_set.indices), data.num_train - len(forget_set.indices),
                len(data.test_labels))
-    parts = _control_samples(data, forget_set.indices, size, cfg.seed)
+    parts = _control_samples(data, forget_set.indices, classes, size, cfg.seed)
     target = select_device(cfg.device)
+    # a manipulated F is compared with unseen examples manipulated alike: what F looks like to a model that never
+    # saw it (as tune's oracle-free reference)
+    matched_view = None if forget_set.manipulation is None else \
+        forget_set.manipulation.view_unseen(data, parts["matched"], cfg.seed).to(target)
     data = data.to(target)
-    measure(pools_list, data, parts, forget_set.indices, cfg.batch_size, target, quiet)
+    measure(pools_list, data, parts, forget_set.indices, cfg.batch_size, target, quiet, matched_view)
     data = data.to(torch.device("cpu"))
-    rows = audit_rows(pools)
+    rows = audit_rows(pools, cfg.bootstrap, cfg.seed)
     if not quiet:
-        stderr.print(render(rows, pools["retrained"].mean_accuracy()))
+        for table in render(rows, pools["retrained"].mean_accuracy(), cfg.bootstrap):
+            stderr.print(table)
         for warning in warnings:
             stderr.print(f"[yellow]warning: {warning}[/yellow]")
     if per_example is not None:
-        write_output(per_example, per_example_csv(rows[0], pools, forget_set, data), binary=False)
+        write_output(per_example, per_example_csv(rows[0], pools, forget_set, data.train_labels[forget_set.indices],
+                                                  classes), binary=False)
     if plot is not None:
         write_output(plot, plot_png(rows, pools, forget_set.indices))
     if json_output is not None:

@@ -422,12 +422,12 @@ def audit_lines(documents: list[dict]) -> list[dict]:
             if key in seen:
                 continue
             seen.add(key)
-            label = _pool_label(block) if row["pool"] == "unlearned" else (
-                "original" if row["pool"] == "original" else "retrained, one half")
+            label = _pool_label(block) if row["pool"] == "unlearned" else {
+                "original": "original", "ceiling": "independent oracles"}.get(row["pool"], "retrained, one half")
             lines.append({"forget": f"{forget['kind']}:{forget['sha256'][:8]}", "pool": label, "row": row,
                           "comparison": row["name"].replace("unlearned", "pool").replace("original", "pool")})
     order = {"forget": 0, "retain": 1, "test": 2}
-    kind = {"unlearned": 0, "original": 1, "half": 2}
+    kind = {"unlearned": 0, "original": 1, "ceiling": 2, "half": 2}
     return sorted(lines, key=lambda line: (line["forget"], order.get(line["row"]["examples"], 3),
                                            kind.get(line["row"]["pool"], 3), line["pool"]))
 

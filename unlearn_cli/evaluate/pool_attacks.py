@@ -14,8 +14,16 @@ answer, example by example, how well one can tell a model of one pool from a mod
   estimated from shared-bin histograms (fewer bins than the 20 of large-pool benchmarks: pools here may be
   a few dozen models).
 
+- The normalized attack runs the same test on φ standardized per model: each model's φ minus its mean, over
+  its standard deviation, on reference examples no model of either pool trained on (the test set). A model
+  that only changed its temperature (its logits scaled by a constant) changes its φ scale, which the plain
+  attack can see on every example; standardized, that change is gone, and what is left is the example's
+  place among the model's own outputs.
+
 Usage:
     attack = likelihood_ratio_attack(unlearned_phi, retrained_phi)   # {"accuracy": [E], "auc": [E]}
+    normalized = likelihood_ratio_attack(standardize(unlearned_phi, unlearned_test_phi),
+                                         standardize(retrained_phi, retrained_test_phi))
     kl = gaussian_kl(retrained_phi, unlearned_phi), binned_kl(retrained_phi, unlearned_phi)   # [E] each
 """
 
@@ -40,18 +48,27 @@ def _fit(values: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return values.mean(axis=0), np.maximum(variance, floor)
 
 
-def _leave_one_out(values: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _leave_one_out(values: np.ndarray, floor: np.ndarray, copies: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased variance of the pool without each of its models in turn. -> ([N, E], [N, E])
 
     Computed around the full mean: with d = x − x̄, leaving out model m gives mean x̄ − d_m / (n − 1) and sum of
     squares Σd² − d_m² − (n − 1)(d_m / (n − 1))², over n − 2 degrees of freedom (0 when one model is left).
+    With `copies` ([N], how many rows hold the same model as row m, as in a bootstrap draw) all k copies
+    leave together: mean x̄ − k d_m / (n − k), sum of squares Σd² − k d_m² − (n − k)(k d_m / (n − k))², over
+    n − k − 1 degrees of freedom.
     """
     count = len(values)
+    copies = np.ones(count) if copies is None else np.asarray(copies, dtype=np.float64)
+    copies = copies[:, None] if copies.ndim == 1 else copies  # [N, 1] or [N, E]
+    copies = np.where(copies >= count, 0.0, copies)  # a pool of one model's copies: its fit is that model
     center = values.mean(axis=0)
     deviation = values - center
-    shift = deviation / (count - 1)
-    squares = (deviation**2).sum(axis=0) - deviation**2 - (count - 1) * shift**2
-    variance = squares / (count - 2) if count > 2 else np.zeros_like(values)
+    remaining = count - copies  # [N, 1]
+    shift = copies * deviation / np.maximum(remaining, 1)
+    squares = (deviation**2).sum(axis=0) - copies * deviation**2 - remaining * shift**2
+    freedom = remaining - 1
+    variance = np.where(freedom > 0, squares / np.maximum(freedom, 1), 0.0)
     return center - shift, np.maximum(variance, floor)
 
 
@@ -59,8 +76,8 @@ def _log_density(x: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> np.nd
     return -0.5 * (np.log(2 * np.pi * variance) + (x - mean) ** 2 / variance)
 
 
-def likelihood_ratio_attack(unlearned: np.ndarray, retrained: np.ndarray,
-                            chunk_elements: int = 4_000_000) -> dict[str, np.ndarray]:
+def likelihood_ratio_attack(unlearned: np.ndarray, retrained: np.ndarray, chunk_elements: int = 4_000_000,
+                            copies: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Balanced accuracy and AUC per example of the leave-one-model-out Gaussian likelihood-ratio attack.
 
     For every pair of an unlearned model m and a retrained model j, both Gaussians are fitted without them
@@ -75,6 +92,8 @@ def likelihood_ratio_attack(unlearned: np.ndarray, retrained: np.ndarray,
         unlearned: [N_u, E] φ of each unlearned model (N_u ≥ 2).
         retrained: [N_r, E] φ of each retrained model (N_r ≥ 2).
         chunk_elements: bound on the pair-by-example arrays built at once (memory).
+        copies: for pools drawn with replacement, ([N_u] or [N_u, E], [N_r] or [N_r, E]) how many rows of each
+            pool hold the same model as each row; a held-out model leaves its pool's fit with all its copies.
 
     Returns:
         "accuracy": [E] mean over pairs of the attack's accuracy on the unlearned and on the retrained model
@@ -83,8 +102,9 @@ def likelihood_ratio_attack(unlearned: np.ndarray, retrained: np.ndarray,
     """
     unlearned, retrained = np.asarray(unlearned, dtype=np.float64), np.asarray(retrained, dtype=np.float64)
     floor = _floor(unlearned, retrained)
-    unlearned_mean, unlearned_variance = _leave_one_out(unlearned, floor)  # [N_u, E]: fit without model m
-    retrained_mean, retrained_variance = _leave_one_out(retrained, floor)  # [N_r, E]: fit without model j
+    copies_unlearned, copies_retrained = copies if copies is not None else (None, None)
+    unlearned_mean, unlearned_variance = _leave_one_out(unlearned, floor, copies_unlearned)  # [N_u, E]: without m
+    retrained_mean, retrained_variance = _leave_one_out(retrained, floor, copies_retrained)  # [N_r, E]: without j
     own_unlearned = _log_density(unlearned, unlearned_mean, unlearned_variance)  # [N_u, E]
     own_retrained = _log_density(retrained, retrained_mean, retrained_variance)  # [N_r, E]
     examples = unlearned.shape[1]
@@ -107,6 +127,22 @@ def likelihood_ratio_attack(unlearned: np.ndarray, retrained: np.ndarray,
         difference = np.where(np.abs(difference) < TIE_TOLERANCE, 0.0, difference)
         auc[part] = ((difference > 0) + 0.5 * (difference == 0)).mean(axis=(0, 1))
     return {"accuracy": accuracy, "auc": auc}
+
+
+def standardize(phi: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """φ of each model minus its mean over `reference`, divided by its standard deviation there. -> [N, E]
+
+    Args:
+        phi: [N, E] φ of each model on the examples to attack.
+        reference: [N, R] φ of the same models on examples none of them trained on (R ≥ 2).
+
+    With two classes φ = z_y − z_other is linear in the logits, so multiplying a model's logits by any
+    t > 0 leaves its standardized φ unchanged; with more classes it is the leading (large-margin) behaviour.
+    """
+    phi, reference = np.asarray(phi, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    center = reference.mean(axis=1, keepdims=True)
+    scale = reference.std(axis=1, keepdims=True)
+    return (phi - center) / np.where(scale > 0, scale, 1.0)
 
 
 def gaussian_kl(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
