@@ -11,6 +11,7 @@
 #   <p>.strategy  localize strategy (empty: the method may change every parameter)
 #   <p>.budgets   grid of mask budgets (empty: no mask, or the strategy's own size)
 #   <p>.lrs       grid of learning rates (empty: the method does not train, e.g. ssd, iu: one run)
+#   <p>.config    the method config it shares (default: its own, $(METHOD_CONFIGS)/<p>.yaml)
 #   <p>.epochs    grid of epochs (default $(EPOCHS), the same for every pipeline that trains; `none`: not searched,
 #                 as for retrain, whose length the cap sets)
 # and $(METHOD_CONFIGS)/<p>.yaml holds its `unlearn apply --config` (the method and its fixed options).
@@ -89,7 +90,9 @@ run_dir = $(WORK)/$(1)/s$(2)
 run_name = $(1)$(if $(2),_c$(2))$(if $(3),_b$(3))$(if $(4),_lr$(4))$(if $(5),_e$(5))
 # $(call mask_file,FORGET_SET,SEED,STRATEGY,BUDGET)
 mask_file = $(call run_dir,$(1),$(2))/mask-$(3)$(if $(4),_b$(4)).safetensors
-method_of = $(shell sed -n 's/^method: *//p' $(METHOD_CONFIGS)/$(1).yaml)
+# a pipeline's `apply --config` file: $(METHOD_CONFIGS)/<p>.yaml, or <p>.config's when it shares another's
+config_of = $(METHOD_CONFIGS)/$(or $($(1).config),$(1)).yaml
+method_of = $(shell sed -n 's/^method: *//p' $(call config_of,$(1)))
 epochs_of = $(if $(filter none,$($(1).epochs)),,$(or $($(1).epochs),$(EPOCHS)))
 TUNED := $(foreach p,$(PIPELINES),$(if $($(p).lrs),$(p)))
 # the validation forget set of a forget set, and (oracle mode) its oracle from the tuning seed's recipe
@@ -206,9 +209,9 @@ endef
 # --- unlearned models and their results ------------------------------------------------------------
 define RUN_RULE # $(1) forget set, $(2) seed, $(3) pipeline, $(4) budget, $(5) learning rate, $(6) epochs, $(7) cap (each or empty)
 $(call run_dir,$(1),$(2))/$(call run_name,$(3),$(7),$(4),$(5),$(6)).safetensors: $(WORK)/original-s$(2).safetensors \
-  $(WORK)/forget-$(1).json $(METHOD_CONFIGS)/$(3).yaml $(if $($(3).strategy),$(call mask_file,$(1),$(2),$($(3).strategy),$(4)))
+  $(WORK)/forget-$(1).json $(call config_of,$(3)) $(if $($(3).strategy),$(call mask_file,$(1),$(2),$($(3).strategy),$(4)))
 	@mkdir -p $$(@D)
-	$$(UNLEARN) apply --config $(METHOD_CONFIGS)/$(3).yaml -m $$< -f $(WORK)/forget-$(1).json \
+	$$(UNLEARN) apply --config $(call config_of,$(3)) -m $$< -f $(WORK)/forget-$(1).json \
 	  $(if $($(3).strategy),--mask $(call mask_file,$(1),$(2),$($(3).strategy),$(4))) \
 	  $(if $(5),--lr $(5)) $(if $(6),--epochs $(6)) $(if $(7),--max-cost $(7)) $(if $(5),$$(LOOP_FLAGS)) --seed $(2) \
 	  $$(COMMON_FLAGS) -o $$@
@@ -241,7 +244,7 @@ endef
 
 define TUNE_RULE # $(1) mode, $(2) forget set, $(3) pipeline, $(4) cap or empty
 $(call tuned_file,$(1),$(2),$(3),$(4)): $(call tune_original,$(2)) $(call validation_set,$(2)) \
-  $(METHOD_CONFIGS)/$(3).yaml $(call tuned_file,$(1),$(2),$(3),$(4)).args $(if $(filter oracle,$(1)),$(call validation_oracle,$(2)))
+  $(call config_of,$(3)) $(call tuned_file,$(1),$(2),$(3),$(4)).args $(if $(filter oracle,$(1)),$(call validation_oracle,$(2)))
 	@mkdir -p $$(@D)
 	$$(UNLEARN) tune -m $$< -f $(call validation_set,$(2)) $(call tune_args,$(3),$(4)) \
 	  $(if $(filter oracle,$(1)),--oracle $(call validation_oracle,$(2))) $$(COMMON_FLAGS) -o $$@

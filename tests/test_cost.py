@@ -300,3 +300,11 @@ def test_the_objectives_standard_error_is_seeded_and_zero_without_spread():
     assert first == objective_standard_error(outputs, outputs, OracleFreeWeights(), draws=50, seed=3) and first > 0
     constant = Outputs(logits[:2], labels[:2], logits[:2], labels[:2], logits[:2], labels[:2])
     assert objective_standard_error(constant, constant, OracleFreeWeights(), draws=20) == 0.0
+
+
+def test_tune_refuses_a_cap_that_is_not_positive_before_any_work(small_run, tmp_path):
+    output = tmp_path / "best.yaml"
+    result = run_cli("tune", "-m", small_run / "m.safetensors", "-f", small_run / "f.json", "--method", "finetune",
+                     "--grid", "lr=0.1", "--max-cost", "0", "-o", output)
+    assert result.exit_code == 1 and not output.exists()
+    assert result.output == "error: --max-cost: 0.0 is out of range; it must be > 0\n"

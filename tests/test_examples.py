@@ -25,7 +25,7 @@ COMPARE_TUNING = EXAMPLES / "compare_tuning.py"
 # recipe -> {forget set: runs of pipelines that do not train} that its smoke run must leave besides DEL's, which is
 # named by the settings `unlearn tune` chose (run files: <forget set>/s0/<name>.json)
 EXPECTED_RUNS = {
-    "fashion-mnist": {"noniid": ["ssd"]},
+    "fashion-mnist": {"noniid": ["ssd", "retrain_c10_lr0.1"]},  # retrain @ 10: the smoke's cap
     "cifar10-resnet18": {"noniid": []},
     "svhn-vit": {"noniid": []},
     "imagenet100-resnet50": {"iid": []},
@@ -33,6 +33,7 @@ EXPECTED_RUNS = {
 BOTH_MODES = {"fashion-mnist"}  # recipes whose smoke tunes with the oracle too (SMOKE_GOAL = both)
 LEARNING_RATE_GRIDS = {"fashion-mnist": [0.03, 0.05, 0.05 * (0.05 / 0.03), 0.03 * (0.03 / 0.05)]}  # the smoke grid, extended
 
+SMOKE_CAP = "10"  # `make smoke`'s cost cap (SMOKE_CAPS in examples/common.mk): one step costs more than its recipe
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
 
@@ -82,10 +83,15 @@ def test_every_recipe_is_covered():
     assert sorted(EXPECTED_RUNS) == sorted(path.parent.name for path in EXAMPLES.glob("*/Makefile"))
 
 
-def del_run(work: Path, forget_set: str, mode: str = "free") -> str:
-    """The DEL run a smoke's tuning chose, e.g. del_b0.3_lr0.03_e1."""
-    budget, lr, epochs = (work / f"tuned-{mode}" / forget_set / "del.yaml.txt").read_text().split("@")
-    return f"del_b{budget}_lr{lr}_e{epochs.strip()}"
+def tuned_del(work: Path, forget_set: str, mode: str = "free", cap: str | None = SMOKE_CAP) -> Path:
+    """The file of DEL's search on a forget set: del-c10.yaml at the smoke's cap, del.yaml without one."""
+    return work / f"tuned-{mode}" / forget_set / (f"del-c{cap}.yaml" if cap else "del.yaml")
+
+
+def del_run(work: Path, forget_set: str, mode: str = "free", cap: str | None = SMOKE_CAP) -> str:
+    """The DEL run a smoke's tuning chose, e.g. del_c10_b0.3_lr0.03_e1 (del_b0.3_lr0.03_e1 without a cap)."""
+    budget, lr, epochs = Path(f"{tuned_del(work, forget_set, mode, cap)}.txt").read_text().split("@")
+    return f"del{f'_c{cap}' if cap else ''}_b{budget}_lr{lr}_e{epochs.strip()}"
 
 
 @needs_make
@@ -116,8 +122,9 @@ def test_smoke_tunes_on_the_validation_forget_set(smoke_runs, recipe):
     assert code == 0, output[-4000:]
     for forget_set in EXPECTED_RUNS[recipe]:
         for mode in ["free", "oracle"] if recipe in BOTH_MODES else ["free"]:
-            tuned = yaml.safe_load((work / f"tuned-{mode}" / forget_set / "del.yaml").read_text())
+            tuned = yaml.safe_load(tuned_del(work, forget_set, mode).read_text())
             assert tuned["tune"]["objective"] == ("oracle-free" if mode == "free" else "oracle")
+            assert tuned["tune"]["max_cost"] == tuned["apply"]["max_cost"] == int(SMOKE_CAP)
             validation = json.loads((work / f"forget-{forget_set}-validation.json").read_text())
             assert tuned["tune"]["forget_sha256"] == validation["sha256"]
             assert tuned["tune"]["search_space"]["epochs"] == [1]
@@ -140,7 +147,11 @@ def test_smoke_writes_the_reports(smoke_runs, recipe):
         assert rows[0].startswith("forget_kind,") and len(rows) >= 3  # header, the runs, the oracle
         assert "oracle" in (work / folder / "report.txt").read_text()
     if EXPECTED_RUNS[recipe][next(iter(EXPECTED_RUNS[recipe]))]:  # DEL beside other pipelines: paired against it
-        assert "Paired against baseline `del + rft @ 0.3`" in (work / "results" / "report.md").read_text()
+        assert f"Paired against baseline `del + rft @ 0.3 @ {SMOKE_CAP}`" in (work / "results" / "report.md").read_text()
+    pareto = (work / "results" / "pareto.md").read_text()  # cost against quality, retrain @ F the reference
+    assert "F* " in pareto and (work / "results" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    if recipe == "fashion-mnist":
+        assert f"reference curve (retraining from scratch at a fraction F of the recipe): retrain @ {SMOKE_CAP}" in pareto
     if both:
         tuning = (work / "results" / "tuning.md").read_text()
         assert tuning.startswith("# Tuning without an oracle") and "| del | 0.3 / " in tuning
@@ -152,7 +163,7 @@ def test_smoke_writes_the_reports(smoke_runs, recipe):
             run = Path(forget_set) / "s0" / f"{name}.json"
             assert (work / "results" / "runs" / run).read_bytes() == (work / run).read_bytes()
         for mode in ["free", "oracle"] if both else ["free"]:
-            search = Path(f"tuned-{mode}") / forget_set / "del.yaml"
+            search = tuned_del(work, forget_set, mode).relative_to(work)
             assert (work / "results" / search).read_bytes() == (work / search).read_bytes()
 
 
@@ -176,9 +187,9 @@ def test_corrective_smoke_unlearns_the_known_part_of_a_poison(smoke_runs):
         validation = read_forget_set(str(scenario / f"forget-{forget_set}-validation.json"))
         tuned_on = load_checkpoint(str(scenario / f"{forget_set}-validation" / "s0" / "original.safetensors"))
         assert tuned_on.provenance.manipulated_sha256 == validation.manipulation.sha256 != whole.manipulation.sha256
-        tuned = yaml.safe_load((scenario / "tuned-free" / forget_set / "del.yaml").read_text())
+        tuned = yaml.safe_load(tuned_del(scenario, forget_set, cap=None).read_text())  # its protocol has no caps
         assert tuned["tune"]["forget_sha256"] == validation.seen().sha256  # the known part of the validation set
-        for name in ("ssd", del_run(scenario, forget_set), "original"):
+        for name in ("ssd", del_run(scenario, forget_set, cap=None), "original"):
             (result,) = validate_results(json.loads((scenario / forget_set / "s0" / f"{name}.json").read_text()), name)
             assert result["forget"]["known"]["sha256"] == forget.seen().sha256
             assert result["forget"]["size"] == len(whole.indices)
@@ -210,11 +221,11 @@ def test_a_new_grid_value_is_tuned_on_the_next_run(smoke_runs):
     # examples/common.mk), one more DEL learning rate
     dry_run = subprocess.run(["make", "-n", "-C", str(EXAMPLES / "fashion-mnist"), "tune", "CONFIGS=configs/smoke",
                               f"WORK={work}", "SEEDS=0", "DATA_ROOT=", "DEVICE=cpu", "FORGET_SETS=noniid", "BUDGETS=0.3",
-                              "EPOCHS=1", "TUNE_FLAGS=--param max_steps=1", "PIPELINES=del ssd",
+                              "EPOCHS=1", "TUNE_FLAGS=--param max_steps=1", "PIPELINES=del ssd", f"CAPS={SMOKE_CAP}",
                               "del.lrs=0.03 0.05 0.08", f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
                              capture_output=True, text=True, env=clean_environment(), timeout=120)
     assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
-    assert "--grid lr=0.03,0.05,0.08" in dry_run.stdout and "tuned-free/noniid/del.yaml" in dry_run.stdout
+    assert "--grid lr=0.03,0.05,0.08" in dry_run.stdout and f"tuned-free/noniid/del-c{SMOKE_CAP}.yaml" in dry_run.stdout
     assert " train " not in dry_run.stdout  # the original is not trained again
 
 
@@ -226,7 +237,7 @@ def test_smoke_audit_builds_pools_and_audits_them(smoke_runs):
     audit = subprocess.run(["make", "-C", str(EXAMPLES / "fashion-mnist"), "audit", "CONFIGS=configs/smoke",
                             f"WORK={work}", f"RESULTS={work}/results", "SEEDS=0", "DATA_ROOT=", "DEVICE=cpu",
                             "FORGET_SETS=noniid", "BUDGETS=0.3", "EPOCHS=1", "PIPELINES=del ssd", "del.lrs=0.03 0.05",
-                            "LOOP_FLAGS=--max-steps 1", "POOL=4", "AUDIT_PIPELINES=del",
+                            "LOOP_FLAGS=--max-steps 1", "POOL=4", "AUDIT_PIPELINES=del", f"CAPS={SMOKE_CAP}",
                             f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
                            capture_output=True, text=True, env=clean_environment(), timeout=300)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
@@ -314,3 +325,22 @@ def test_compare_tuning_pairs_the_two_choices_by_seed(tmp_path):
 def test_compare_tuning_refuses_a_malformed_pair(tmp_path):
     done = script(COMPARE_TUNING, "--work", tmp_path, "--seeds", "0", "iid:del=only-one-run")
     assert done.returncode == 1 and "write it as SET:PIPELINE=FREE_RUN/ORACLE_RUN" in done.stderr
+
+
+@needs_make
+@pytest.mark.parametrize("target, expected", [
+    # each budget of a strategy is a pipeline of its own, tuned at the curves' cap
+    ("curves", ["--grid budget=0.1 --max-cost 0.1", "tuned-free/iid/del-b0.1-c0.1.yaml",
+                "tuned-free/noniid/salun-b0.3-c0.1.yaml"]),
+    # the conv net: its own recipe, one forget set, cap 0.1, retrain @ 0.1 beside DEL
+    ("cnn", ["train --config configs/cnn/train.yaml", "tuned-free/noniid/retrain-c0.1.yaml",
+             "--method retrain --grid lr=0.03,0.1,0.3 --max-cost 0.1"]),
+])
+def test_the_capped_targets_plan_their_searches(tmp_path, target, expected):
+    dry_run = subprocess.run(["make", "-n", "-C", str(EXAMPLES / "fashion-mnist"), target, f"WORK={tmp_path}",
+                              "CURVE_BUDGETS=0.1 0.3", f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
+                             capture_output=True, text=True, env=clean_environment(), timeout=120)
+    for text in expected:
+        assert text in dry_run.stdout, text
+    # a dry run cannot go on to the second phase: it refuses before the searches have written their choices
+    assert dry_run.returncode != 0 and "not found: run `make tune" in dry_run.stderr, dry_run.stderr[-3000:]

@@ -219,7 +219,7 @@ def audit(method, score, interval=None):
            "accuracy": {"first": {"forget": 50.0, "retain": 50.0, "test": 50.0},
                         "second": {"forget": 50.0, "retain": 50.0, "test": 50.0}}}
     if interval is not None:
-        row["forget_score_ci"] = list(interval)
+        row["intervals"] = {"forget_score": list(interval)}
     retrained = {**pool, "method": "retrain", "models": [{**model, "sha256": f"oracle{model['seed']}"} for model in models]}
     return {"format": "unlearn-audit/1", "unlearn_version": "0", "forget": FORGET, "dataset": "digits", "arch": "mlp",
             "settings": {}, "pools": {"unlearned": pool, "retrained": retrained}, "rows": [row], "warnings": []}
