@@ -573,12 +573,12 @@ def pareto_png(sets: list[ParetoSet]) -> bytes:
     """Per forget set a row of panels, one per quality, against cost ×retrain."""
     plt = pyplot()
     qualities = _pareto_qualities(sets)
-    figure, axes = plt.subplots(len(sets), len(qualities), figsize=(5 * len(qualities), 4.2 * len(sets)),
+    figure, axes = plt.subplots(len(sets), len(qualities), figsize=(6.5 * len(qualities), 5 * len(sets)),
                                 squeeze=False, constrained_layout=True)
     for row, front in zip(axes, sets):
         for axis, quality in zip(row, qualities):
             _draw_pareto_panel(axis, front.points, quality)
-            axis.set_title(f"{PARETO_HEADERS[quality]}, {_forget_name(front)}; {f_star_line(front.f_star)}", fontsize=9)
+            axis.set_title(f"{PARETO_HEADERS[quality]}, {_forget_name(front)}\n{f_star_line(front.f_star)}", fontsize=9)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)

@@ -9,8 +9,8 @@ chance:
   - gap and ToW: the paired 95% t-interval of A − B over runs with the same forget set and seed excludes 0 in
     A's favour (at least two pairs; a cheaper pipeline that is better on average but whose interval includes 0
     does not dominate);
-  - forget score: audits score a pool, not a run, so nothing is paired; A's interval (`forget_score_ci` of the
-    audit row) lies wholly above B's; an audit without intervals is a point, and then A's score must be higher.
+  - forget score: audits score a pool, not a run, so nothing is paired; A's bootstrap interval (`intervals.forget_score`
+    of the audit row) lies wholly above B's; an audit without intervals is a point, and then A's score must be higher.
 A pipeline no other dominates is non-dominated on that quality. A pipeline without a known cost is not placed.
 
 F* (per forget set): over the `retrain @ F` pipelines (method `retrain` with a work cap F: training from scratch
@@ -208,10 +208,10 @@ def has_cost(groups: list[Group]) -> bool:
 
 
 def _interval(row: dict) -> tuple[float | None, float | None]:
-    """The audit row's `forget_score_ci` as (low, high): a [low, high] list or a {"low", "high"} object."""
-    interval = row.get("forget_score_ci")
-    if isinstance(interval, dict):
-        interval = [interval.get("low"), interval.get("high")]
+    """The audit row's bootstrap interval of the forget score (`intervals.forget_score`, [low, high]) as (low, high);
+    (None, None) for an audit written without intervals."""
+    intervals = row.get("intervals")
+    interval = intervals.get("forget_score") if isinstance(intervals, dict) else None
     if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(
             isinstance(bound, (int, float)) and not isinstance(bound, bool) and math.isfinite(bound) for bound in interval):
         return float(interval[0]), float(interval[1])
