@@ -227,7 +227,9 @@ def test_tune_runs_only_what_fits_the_cap_and_names_the_rest(small_run, tmp_path
     ran = [candidate["settings"]["epochs"] for candidate in document["tune"]["candidates"]]
     assert sorted(ran) == [1, 2]  # the most epochs within 0.35× (2) and half of it
     assert all(candidate["cost"] <= 0.35 for candidate in document["tune"]["candidates"])
-    assert document["apply"]["max_cost"] == 0.35 and document["tune"]["search_work"] > 0
+    search = document["tune"]
+    assert document["apply"]["max_cost"] == 0.35 and search["search_backward"] > 0
+    assert search["search_work"] == search["search_forward"] + 2 * search["search_backward"]
 
 
 def test_tune_with_a_cap_below_one_epoch_of_any_candidate_is_an_error(small_run, tmp_path):

@@ -397,8 +397,10 @@ def tune(
     provenance = {"model_sha256": parent.sha256, "forget_sha256": forget_set.sha256,
                   "oracle_sha256": oracle_checkpoint.sha256 if oracle_checkpoint is not None else None,
                   "reference_size": len(parts.reference), "validation_size": len(parts.validation)}
-    search = {"max_cost": cap, "retrain_work": reference, "search_work": search_meter.work.units,
-              "search_x_retrain": None if reference is None else search_meter.work.units / reference}
+    spent = search_meter.work
+    search = {"max_cost": cap, "retrain_work": reference, "search_forward": spent.forward,
+              "search_backward": spent.backward, "search_work": spent.units,
+              "search_x_retrain": None if reference is None else spent.units / reference}
     write_output(output, best_yaml(cfg, chosen, ranked, search_space, mode, {**provenance, "extended": extended},
                                    search), binary=False)
     if not quiet:
