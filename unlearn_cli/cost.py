@@ -75,10 +75,15 @@ def batch_sizes(set_size: int, batch_size: int) -> list[int]:
     return [min(batch_size, set_size - start) for start in range(0, set_size, batch_size)]
 
 
+def loop_steps(set_size: int, batch_size: int, epochs: int, max_steps: int | None = None) -> int:
+    """Optimizer steps of a loop of `epochs` passes over `set_size` examples, `max_steps` capping it."""
+    steps = math.ceil(set_size / batch_size) * epochs
+    return steps if max_steps is None else min(steps, max_steps)
+
+
 def loop_examples(set_size: int, batch_size: int, epochs: int, max_steps: int | None = None) -> int:
     """Examples a training loop of `epochs` passes over `set_size` examples trains on, `max_steps` capping it."""
-    steps = math.ceil(set_size / batch_size) * epochs
-    return examples_in_steps(set_size, batch_size, steps if max_steps is None else min(steps, max_steps))
+    return examples_in_steps(set_size, batch_size, loop_steps(set_size, batch_size, epochs, max_steps))
 
 
 def retrain_units(recipe: dict, retain_size: int) -> int | None:
@@ -149,23 +154,18 @@ class WorkMeter:
         if WorkMeter._depth > 0 or _uncounted(args):
             return
         examples = batch_size_of(args)
-        meters = list(WorkMeter._open)
-        for meter in meters:
-            meter.forward += examples
+        meters = list(WorkMeter._open)  # a backward pass after a meter closed still counts in those open now
+        WorkMeter.record(forwarded(examples), meters)
         if isinstance(output, torch.Tensor) and output.requires_grad and torch.is_grad_enabled():
-            output.register_hook(lambda gradient: WorkMeter._reached(meters, examples))
+            output.register_hook(lambda gradient: WorkMeter.record(Work(0, examples), meters))
 
     @staticmethod
-    def record(work: Work) -> None:
-        """Count `work` in every open meter: for calls the hooks cannot see whole (a pool's models under vmap)."""
-        for meter in WorkMeter._open:
+    def record(work: Work, meters: list["WorkMeter"] | None = None) -> None:
+        """Count `work` in `meters` (every open one by default): the hooks' counts, and calls the hooks cannot see
+        whole (a pool's models under vmap)."""
+        for meter in WorkMeter._open if meters is None else meters:
             meter.forward += work.forward
             meter.backward += work.backward
-
-    @staticmethod
-    def _reached(meters: list["WorkMeter"], examples: int) -> None:
-        for meter in meters:
-            meter.backward += examples
 
 
 @dataclass(frozen=True)

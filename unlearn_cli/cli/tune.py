@@ -39,8 +39,8 @@ from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.streams import check_writable, write_output
 from unlearn_cli.localize import LocalizationData, LocalizeSettings, get_strategy, list_strategies, resolve_settings
-from unlearn_cli.methods import (SetSizes, UnlearnData, fit_to_cap, get_method, list_methods, method_config,
-                                 method_options, most_epochs_within, pipeline_work)
+from unlearn_cli.methods import (SetSizes, UnlearnData, fitted, get_method, list_methods, method_config,
+                                 method_options, most_epochs_within)
 from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, cap_share, cheapest_within_standard_error,
                               expand_grid, extend_edges, objective_standard_error, oracle_free_score, oracle_score,
                               parse_grid, planned_runs, rank_candidates, successive_halving, tuning_parts)
@@ -311,11 +311,9 @@ def tune(
             method_cfg = dataclasses.replace(method_cfg, epochs=candidate.settings["epochs"])
         if reference is None:
             return candidate, None
-        try:
-            _, predicted = fit_to_cap(cfg.method, method_cfg, sizes, localize_units, reference,
+        _, predicted, within = fitted(cfg.method, method_cfg, sizes, localize_units, reference,
                                       math.inf if cap is None else cap)
-        except UserError:
-            predicted = pipeline_work(get_method(cfg.method).work(method_cfg, sizes), sizes, localize_units)
+        if not within:
             return f"{candidate.label()} ({predicted / reference:.2f}×)"
         return candidate, predicted / reference
 
@@ -340,9 +338,8 @@ def tune(
             localize_values, method_values = _split_settings(candidate.settings)
             method_cfg = method_config(cfg.method, _method_values(cfg, method_values))
             mask, _ = mask_for(tuple(sorted(localize_values.items())))
-            fit = get_method(cfg.method).fit
-            if cap is not None and fit is not None:
-                method_cfg = fit(method_cfg, cap)
+            if cap is not None:  # retrain: its recipe compressed to the cap
+                method_cfg = fitted(cfg.method, method_cfg, sizes, None, reference, cap)[0]
             if fraction < 1 and hasattr(method_cfg, "epochs") and method_cfg.epochs:
                 method_cfg = dataclasses.replace(method_cfg, epochs=max(1, math.ceil(method_cfg.epochs * fraction)))
             if isinstance(mask, UserError):

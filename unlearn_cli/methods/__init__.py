@@ -61,15 +61,21 @@ def register_loop_method(name: str, config_class: type, summary: str, **flags) -
     return decorator
 
 
-def fit_to_cap(name: str, cfg, sizes, localize_units: int | None, reference_units: int, cap: float):
-    """(cfg within a cost cap of `cap` × `reference_units`, the work `apply` will record for it). A method that can
-    fit itself to a cap (retrain: its recipe compressed to it) is fitted; any other is returned as it is, and is a
-    UserError when its predicted work exceeds the cap."""
+def fitted(name: str, cfg, sizes, localize_units: int | None, reference_units: int, cap: float):
+    """(cfg under a cost cap of `cap` × `reference_units`, the work `apply` will record for it, whether that is within
+    the cap). A method that can fit itself to a cap (retrain: its recipe compressed to it) is fitted and always
+    within it; any other is returned as it is."""
     method = get_method(name)
     if method.fit is not None:
         cfg = method.fit(cfg, cap)
     predicted = pipeline_work(method.work(cfg, sizes), sizes, localize_units)
-    if method.fit is None and predicted > cap * reference_units:
+    return cfg, predicted, method.fit is not None or predicted <= cap * reference_units
+
+
+def fit_to_cap(name: str, cfg, sizes, localize_units: int | None, reference_units: int, cap: float):
+    """`fitted`'s cfg and predicted work; a UserError when the run would exceed the cap."""
+    cfg, predicted, within = fitted(name, cfg, sizes, localize_units, reference_units, cap)
+    if not within:
         raise UserError(f"{name} with these settings would cost {predicted / reference_units:.3f}× retraining, above "
                         f"the cap of {cap:g}; lower epochs (or max_steps), or raise the cap")
     return cfg, predicted

@@ -7,12 +7,11 @@ Usage:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torch import nn
 
-from unlearn_cli.cost import Work, examples_in_steps, trained
+from unlearn_cli.cost import Work, examples_in_steps, loop_steps, trained
 
 from unlearn_cli.engine import cycle
 from unlearn_cli.methods import register_loop_method
@@ -29,8 +28,7 @@ class NegGradPlusConfig(UpdateConfig):
 
 def neggrad_plus_work(cfg: NegGradPlusConfig, sizes: SetSizes) -> Work:
     """Every step trains on a retain batch and on the next batch of the cycled forget set."""
-    steps = math.ceil(sizes.retain / cfg.batch_size) * cfg.epochs
-    steps = steps if cfg.max_steps is None else min(steps, cfg.max_steps)
+    steps = loop_steps(sizes.retain, cfg.batch_size, cfg.epochs, cfg.max_steps)
     return trained(examples_in_steps(sizes.retain, cfg.batch_size, steps)
                    + examples_in_steps(sizes.forget, cfg.batch_size, steps))
 
