@@ -20,7 +20,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import torch
 import typer
@@ -113,6 +113,52 @@ def _outputs(model, data, forget_indices, parts, device, manipulated=None) -> Ou
     return Outputs(*forget, *predict(model, manipulated_reference.batches("test", batch_size=512, device=device)),
                    *validation, *reference,
                    trigger_target=manipulation.target if manipulation.kind == "poison" else None)
+
+
+@dataclass
+class _CostCap:
+    """The cost cap a search runs under: which candidates fit it, and at what predicted cost ×retrain."""
+
+    cfg: TuneConfig
+    sizes: SetSizes
+    reference: int | None  # retraining's work; None: the parent records no recipe, so there is no cap
+    cap: float | None
+    mask_for: Callable  # localization key -> (the mask or the UserError computing it raised, its work)
+
+    def settle(self, candidate: Candidate) -> tuple[Candidate, float | None] | str:
+        """(the candidate with an epochs share of the cap made a number, its predicted cost ×retrain), or why it
+        is not run: over the cap."""
+        cfg, sizes, reference, cap = self.cfg, self.sizes, self.reference, self.cap
+        localize_values, method_values = _split_settings(candidate.settings)
+        _, localize_units = self.mask_for(tuple(sorted(localize_values.items())))
+        method_cfg = method_config(cfg.method, _method_values(cfg, method_values))
+        share = cap_share(method_values.get("epochs"))
+        if share is not None:
+            most = most_epochs_within(cfg.method, method_cfg, sizes, localize_units, cap * reference)
+            if most < 1:
+                return f"{candidate.label()} (one epoch already costs more)"
+            candidate = Candidate(candidate.index, {**candidate.settings, "epochs": max(1, math.floor(most * share))})
+            method_cfg = dataclasses.replace(method_cfg, epochs=candidate.settings["epochs"])
+        if reference is None:
+            return candidate, None
+        _, predicted, within = fitted(cfg.method, method_cfg, sizes, localize_units, reference,
+                                      math.inf if cap is None else cap)
+        if not within:
+            return f"{candidate.label()} ({predicted / reference:.2f}×)"
+        return candidate, predicted / reference
+
+    def screen(self, candidates: list[Candidate]) -> tuple[list[Candidate], dict[int, float | None], list[str]]:
+        """(the candidates that fit, renumbered, with epochs shares made numbers and duplicates merged — cap/2 and
+        cap/4 may agree; candidate index -> predicted cost ×retrain; a line for each one over the cap)."""
+        settled, costs, over_cap = [], {}, []
+        for candidate in candidates:
+            outcome = self.settle(candidate)
+            if isinstance(outcome, str):
+                over_cap.append(outcome)
+            elif outcome[0].settings not in [kept.settings for kept in settled]:
+                costs[len(settled)] = outcome[1]
+                settled.append(Candidate(len(settled), outcome[0].settings))
+        return settled, costs, over_cap
 
 
 def _cost_cap(cfg: TuneConfig, reference: int | None, source: str, search_space: dict, quiet: bool) -> float | None:
@@ -296,42 +342,14 @@ def tune(
                 masks[key] = (mask, meter.work.units)
         return masks[key]
 
-    def settle(candidate: Candidate) -> tuple[Candidate, float | None] | str:
-        """(the candidate with an epochs share of the cap made a number, its predicted cost ×retrain), or why it
-        is not run: over the cap."""
-        localize_values, method_values = _split_settings(candidate.settings)
-        mask, localize_units = mask_for(tuple(sorted(localize_values.items())))
-        method_cfg = method_config(cfg.method, _method_values(cfg, method_values))
-        share = cap_share(method_values.get("epochs"))
-        if share is not None:
-            most = most_epochs_within(cfg.method, method_cfg, sizes, localize_units, cap * reference)
-            if most < 1:
-                return f"{candidate.label()} (one epoch already costs more)"
-            candidate = Candidate(candidate.index, {**candidate.settings, "epochs": max(1, math.floor(most * share))})
-            method_cfg = dataclasses.replace(method_cfg, epochs=candidate.settings["epochs"])
-        if reference is None:
-            return candidate, None
-        _, predicted, within = fitted(cfg.method, method_cfg, sizes, localize_units, reference,
-                                      math.inf if cap is None else cap)
-        if not within:
-            return f"{candidate.label()} ({predicted / reference:.2f}×)"
-        return candidate, predicted / reference
-
+    screen = _CostCap(cfg, sizes, reference, cap, mask_for)
     with WorkMeter() as search_meter:
-        settled, over_cap, costs = [], [], {}
-        for candidate in candidates:
-            outcome = settle(candidate)
-            if isinstance(outcome, str):
-                over_cap.append(outcome)
-            elif outcome[0].settings not in [kept.settings for kept in settled]:  # cap/2 and cap/4 may agree
-                settled.append(Candidate(len(settled), outcome[0].settings))
-                costs[len(settled) - 1] = outcome[1]
-        if not settled:
+        candidates, costs, over_cap = screen.screen(candidates)
+        if not candidates:
             raise UserError(f"--max-cost {cap:g}: no candidate fits the cap ({'; '.join(over_cap[:3])}); raise "
                             f"--max-cost, or search fewer epochs")
         if over_cap and not quiet:
             stderr.print(f"--max-cost {cap:g}: not run, over the cap: {'; '.join(over_cap)}")
-        candidates = settled
 
         def run(candidate: Candidate, fraction: float) -> Trial:
             started = time.perf_counter()
@@ -377,7 +395,7 @@ def tune(
                     mask_settings.update(_check_candidates(cfg, [candidate]))
                 except UserError:  # past the option's range: the edge is the limit
                     return False
-                outcome = settle(candidate)
+                outcome = screen.settle(candidate)
                 if isinstance(outcome, str):  # past the cost cap
                     return False
                 costs[candidate.index] = outcome[1]
