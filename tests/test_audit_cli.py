@@ -1,6 +1,7 @@
 """`unlearn audit` end to end on tiny digits pools: outputs, order invariance, and every provenance refusal."""
 
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -136,6 +137,15 @@ def test_report_reads_audit_files(pools, tmp_path):
     assert mixed_csv.exit_code == 1 and "takes results files or audit files, not both" in mixed_csv.output
     audit_csv = run_cli("report", out, "--format", "csv")
     assert audit_csv.exit_code == 0 and audit_csv.stdout.startswith("forget_set,pool,examples,models_pool,")
+    # every number that has an interval shows it: [low, high] in the tables, _low and _high columns in the CSV
+    document, (header, first, *_) = json.loads(out.read_text()), list(csv.reader(io.StringIO(audit_csv.stdout)))
+    row = dict(zip(header, first))
+    low, high = document["rows"][0]["intervals"]["forget_score"]
+    assert (float(row["forget_score_low"]), float(row["forget_score_high"])) == (low, high)
+    normalized = document["rows"][0]["normalized_score"]  # on the halves' scale here: may be undefined (None)
+    assert row["normalized_score"] == ("" if normalized is None else repr(normalized["value"]))
+    assert float(row["forget_score_excess"]) == document["rows"][0]["excess"]["forget_score"]["excess"]
+    assert f"| {document['rows'][0]['forget_score']:.3f} [{low:.3f}, {high:.3f}] |" in result.stdout
     damaged = json.loads(out.read_text())
     del damaged["rows"][1]["attack_accuracy"]
     (tmp_path / "damaged.json").write_text(json.dumps(damaged))
@@ -192,11 +202,12 @@ def test_refusals_of_the_command_line(pools, tmp_path):
 
 def test_report_reads_an_audit_file_written_before_the_intervals():
     # a committed audit of the Fashion-MNIST example, written before intervals, excess and the normalized attack
-    old = Path(__file__).parent.parent / "examples" / "fashion-mnist" / "results" / "audit" / "iid-del.json"
+    old = Path(__file__).parent.parent / "examples" / "fashion-mnist" / "results" / "protocol-v2" / "audit" / "iid-del.json"
     assert "intervals" not in json.loads(old.read_text())["rows"][0]
     result = run_cli("report", old, "--format", "markdown")
     assert result.exit_code == 0, result.output
-    assert "| iid:7c8217b3 | del + rft @ 0.9 | forget | 32 + 32 | 0.008 |" in result.stdout
+    # no interval, normalized score or excess in that file: shown as unknown
+    assert "| iid:7c8217b3 | del + rft @ 0.9 | forget | 32 + 32 | 0.008 | — | — | 0.007 |" in result.stdout
 
 
 def test_an_independent_ceiling_replaces_the_halves(pools, tmp_path):
@@ -215,6 +226,12 @@ def test_an_independent_ceiling_replaces_the_halves(pools, tmp_path):
     assert "no intervals (--bootstrap 0)" in result.output
     report = run_cli("report", out, "--format", "markdown")
     assert report.exit_code == 0 and "| independent oracles | forget | 4 + 4 |" in report.stdout
+    # the unlearned pool's forget score on the scale from the originals (0) to the ceiling (1); these 1-epoch models
+    # barely memorize, so the originals may already score above the ceiling: then there is no scale (None)
+    unlearned, low, high = (row["forget_score"] for row in document["rows"][:3])
+    expected = None if high <= low else {"value": pytest.approx((unlearned - low) / (high - low)), "interval": None}
+    assert document["rows"][0]["normalized_score"] == expected
+    assert all(row["normalized_score"] is None for row in document["rows"][1:])
 
 
 def test_refusals_of_the_ceiling_and_the_bootstrap(pools, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_cli.evaluate.audit import (bootstrap, compare_pools, excess, halves, headline, percentile_interval,
+from unlearn_cli.evaluate.audit import (bootstrap, compare_pools, excess, halves, headline, normalized_score, percentile_interval,
                                         summarize)
 from unlearn_cli.evaluate.epsilon import (DELTA, EPSILON_CAP, bucket_table, epsilon_points, epsilon_resolution,
                                           epsilons, final_score, forget_score, logit_scaled_confidence)
@@ -296,3 +296,21 @@ def test_normalized_attack_ignores_a_temperature():
     scaled = standardize(phi["unlearned"][1], phi["unlearned"][1])
     np.testing.assert_allclose(scaled.mean(axis=1), 0, atol=1e-12)
     np.testing.assert_allclose(scaled.std(axis=1), 1, atol=1e-12)
+
+
+def test_normalized_score_by_hand():
+    # originals 0.1, ceiling 0.9: a pool at 0.5 closed half the distance, one at 0.05 lost ground
+    assert normalized_score((0.5, None), (0.1, None), (0.9, None)) == {"value": pytest.approx(0.5), "interval": None}
+    assert normalized_score((0.05, None), (0.1, None), (0.9, None))["value"] == pytest.approx(-0.0625)
+    # replicates pair up draw by draw: (0.4 - 0.0) / (1.0 - 0.0) = 0.4, (0.6 - 0.2) / (0.6 - 0.2) = 1, ...
+    draws = np.array([0.4, 0.6, 0.5, 0.5]), np.array([0.0, 0.2, 0.1, 0.1]), np.array([1.0, 0.6, 0.9, 0.9])
+    scaled = normalized_score((0.5, draws[0]), (0.1, draws[1]), (0.9, draws[2]))
+    ratios = np.array([0.4, 1.0, 0.5, 0.5])
+    low, high = np.percentile(ratios, [2.5, 97.5]) - (np.median(ratios) - 0.5)
+    assert scaled["interval"] == pytest.approx([low, high])
+    # a ceiling not above the originals gives no scale; a draw whose scale collapses is dropped, and many such draws
+    # leave no interval
+    assert normalized_score((0.5, None), (0.4, None), (0.4, None)) is None
+    assert normalized_score((0.5, None), (0.6, None), (0.4, None)) is None
+    collapsed = normalized_score((0.5, draws[0]), (0.1, draws[1]), (0.9, np.array([0.0, 0.2, 0.1, 0.1])))
+    assert collapsed == {"value": pytest.approx(0.5), "interval": None}

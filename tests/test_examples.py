@@ -237,24 +237,29 @@ def test_smoke_audit_builds_pools_and_audits_them(smoke_runs):
     audit = subprocess.run(["make", "-C", str(EXAMPLES / "fashion-mnist"), "audit", "CONFIGS=configs/smoke",
                             f"WORK={work}", f"RESULTS={work}/results", "SEEDS=0", "DATA_ROOT=", "DEVICE=cpu",
                             "FORGET_SETS=noniid", "BUDGETS=0.3", "EPOCHS=1", "PIPELINES=del ssd", "del.lrs=0.03 0.05",
-                            "LOOP_FLAGS=--max-steps 1", "POOL=4", "AUDIT_PIPELINES=del", f"CAPS={SMOKE_CAP}",
-                            f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
+                            "LOOP_FLAGS=--max-steps 1", "POOL=4", "AUDIT_CAP_PIPELINES=del", "AUDIT_PIPELINES=ssd",
+                            f"CAPS={SMOKE_CAP}", f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
                            capture_output=True, text=True, env=clean_environment(), timeout=300)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
-    assert "--seeds 0-3" in audit.stdout
-    assert sorted(path.name for path in (work / "pool-4" / "noniid" / "del").iterdir()) == [
+    assert "--seeds 0-3" in audit.stdout and "--seeds 4-7" in audit.stdout  # the ceiling: oracles of other seeds
+    # DEL at its choice under the cap, in a pool named by it; ssd (untuned) at its one run
+    assert sorted(path.name for path in (work / "pool-4" / "noniid" / f"del-c{SMOKE_CAP}").iterdir()) == [
         f"unlearned-{seed}.safetensors" for seed in range(4)]  # the masks are removed once applied
-    document = json.loads((work / "results" / "audit-4" / "noniid-del.json").read_text())
+    assert f"--max-cost {SMOKE_CAP}" in audit.stdout and (work / "pool-4" / "noniid" / "ssd").is_dir()
+    document = json.loads((work / "results" / "audit-4" / f"noniid-del-c{SMOKE_CAP}.json").read_text())
     assert document["rows"][0]["models"] == [4, 4] and document["pools"]["unlearned"]["strategy"] == "del"
+    assert document["pools"]["ceiling"]["size"] == 4 and (work / "results" / "audit-4" / "noniid-ssd.json").is_file()
     report = (work / "results" / "audit-4.md").read_text()  # a pool size of its own: the committed 32 stay
     assert "| noniid:" in report and "| del + rft @ 0.3 | forget | 4 + 4 |" in report
-    assert "| original | forget | 4 + 4 |" in report and "| retrained, one half | forget | 2 + 2 |" in report
+    assert "| original | forget | 4 + 4 |" in report and "| independent oracles | forget | 4 + 4 |" in report
+    assert "| ssd | forget | 4 + 4 |" in report
 
     def dry_run(*variables: str) -> subprocess.CompletedProcess:
         return subprocess.run(["make", "-n", "-C", str(EXAMPLES / "fashion-mnist"), "audit", "CONFIGS=configs/smoke",
                                f"WORK={work}", f"RESULTS={work}/results", "SEEDS=0", "FORGET_SETS=noniid",
                                "BUDGETS=0.3", "EPOCHS=1", "PIPELINES=del ssd", "del.lrs=0.03 0.05",
-                               "AUDIT_PIPELINES=del", f"CAPS={SMOKE_CAP}", f"UNLEARN={unlearn_command()}", *variables],
+                               "AUDIT_CAP_PIPELINES=del", "AUDIT_PIPELINES=", f"CAPS={SMOKE_CAP}",
+                               f"UNLEARN={unlearn_command()}", *variables],
                               capture_output=True, text=True, env=clean_environment(), timeout=120)
 
     challenge = dry_run("POOL=512", "DEVICE=cuda")  # the challenge's scale: planned in folders of its own

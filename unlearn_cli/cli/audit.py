@@ -38,7 +38,8 @@ from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict, select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.audit import (BOOTSTRAPPED, INTERVAL_LEVEL, RANGES, bootstrap, compare_pools, excess,
-                                        halves, headline, percentile_interval, summarize)
+                                        halves, headline, normalized_score, number_text, percentile_interval,
+                                        summarize, with_interval)
 from unlearn_cli.evaluate.epsilon import (BUCKET_WIDTH, DELTA, EPSILON_CAP, INTERVAL_SLACK, PEAKY_RATIO,
                                           epsilon_resolution, final_score, logit_scaled_confidence)
 from unlearn_cli.evaluate.metrics import accuracy_percent
@@ -308,7 +309,7 @@ def audit_rows(pools: dict[str, Pool], resamples: int, seed: int) -> list[dict]:
         if "original" in pools:
             comparisons.append((f"original vs retrained ({part} sample)", "original", part))
     matched_size = pools["retrained"].values("matched").shape[1]
-    rows = []
+    rows, scores = [], {}  # scores: pool -> (forget score, its replicates or None)
     for name, first_name, part in comparisons:
         first, second = _sides(pools, first_name)
         num_models = min(len(first.phi[part]), len(second.phi[part]))
@@ -334,7 +335,13 @@ def audit_rows(pools: dict[str, Pool], resamples: int, seed: int) -> list[dict]:
             matched = headline(summarize(compare_pools(first.phi["matched"], second.phi["matched"]), num_models))
             row["excess"] = {"examples": matched_size, **excess(numbers, matched, draws)}
         row["per_example"] = per_example
+        row["normalized_score"] = None
+        if part == "forget":
+            scores[first_name] = (row["forget_score"], None if draws is None else draws[part]["forget_score"])
         rows.append(row)
+    ceiling = scores.get("ceiling", scores.get("half"))
+    if "original" in scores and ceiling is not None:  # the unlearned pool on the scale from the originals to the ceiling
+        rows[0]["normalized_score"] = normalized_score(scores["unlearned"], scores["original"], ceiling)
     return rows
 
 
@@ -426,17 +433,6 @@ def plot_png(rows: list[dict], pools: dict[str, Pool], forget_indices: torch.Ten
     return buffer.getvalue()
 
 
-def _number(value, digits: int = 3) -> str:
-    return "—" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
-
-
-def _with_interval(value, interval, digits: int = 3) -> str:
-    """`0.028 [0.021, 0.035]`, or the number alone when there is no interval."""
-    if interval is None:
-        return _number(value, digits)
-    return f"{_number(value, digits)} [{_number(interval[0], digits)}, {_number(interval[1], digits)}]"
-
-
 def render(rows: list[dict], retrained: dict[str, float], resamples: int) -> list[Table]:
     """The comparisons' table and, when a matched sample was scored, the F-specific excess of the forget rows."""
     accuracy = "/".join(f"{retrained[key]:.1f}" for key in ("forget", "retain", "test"))
@@ -444,8 +440,9 @@ def render(rows: list[dict], retrained: dict[str, float], resamples: int) -> lis
                  if resamples else "no intervals (--bootstrap 0)")
     table = Table(title="unlearn audit (forget score: 1 = indistinguishable from retraining; attack 0.5 = chance)",
                   caption=f"the retrained pool's accuracy, forget/retain/test: {accuracy}; {intervals}; "
+                          f"normalized: the forget score from the originals' (0) to the ceiling's (1); "
                           f"normalized attack: on φ standardized per model over the test set")
-    for header in ("comparison", "models", "forget score", "final score", "attack acc", "attack AUC",
+    for header in ("comparison", "models", "forget score", "normalized", "final score", "attack acc", "attack AUC",
                    "normalized attack acc", "KL mean", "KL p95", "acc forget/retain/test", "ε ≤"):
         table.add_column(header, justify="left" if header == "comparison" else "right")
     for row in rows:
@@ -453,12 +450,14 @@ def render(rows: list[dict], retrained: dict[str, float], resamples: int) -> lis
         interval = row["intervals"] or {}
         name = row["name"] + (" (half the models a side)" if row["pool"] == "half" else "")
         table.add_row(name, "{} + {}".format(*row["models"]),
-                      _with_interval(row["forget_score"], interval.get("forget_score")), _number(row["final_score"]),
-                      _with_interval(row["attack_accuracy"], interval.get("attack_accuracy")),
-                      _with_interval(row["attack_auc"], interval.get("attack_auc")),
-                      _number(row["attack_normalized"]["accuracy"]),
-                      _with_interval(row["kl_gaussian"]["mean"], interval.get("kl_gaussian_mean")),
-                      _number(row["kl_gaussian"]["p95"]),
+                      with_interval(row["forget_score"], interval.get("forget_score")),
+                      "" if row["normalized_score"] is None else with_interval(**row["normalized_score"]),
+                      number_text(row["final_score"]),
+                      with_interval(row["attack_accuracy"], interval.get("attack_accuracy")),
+                      with_interval(row["attack_auc"], interval.get("attack_auc")),
+                      number_text(row["attack_normalized"]["accuracy"]),
+                      with_interval(row["kl_gaussian"]["mean"], interval.get("kl_gaussian_mean")),
+                      number_text(row["kl_gaussian"]["p95"]),
                       "/".join(f"{accuracy[key]:.1f}" for key in ("forget", "retain", "test")),
                       str(row["resolution"]))
     tables = [table]
@@ -472,7 +471,7 @@ def render(rows: list[dict], retrained: dict[str, float], resamples: int) -> lis
         for header in ("comparison", "forget score", "attack acc", "attack AUC", "KL mean"):
             excess.add_column(header, justify="left" if header == "comparison" else "right")
         for row in excess_rows:
-            excess.add_row(row["name"], *[_with_interval(row["excess"][key]["excess"], row["excess"][key]["interval"])
+            excess.add_row(row["name"], *[with_interval(row["excess"][key]["excess"], row["excess"][key]["interval"])
                                           for key in BOOTSTRAPPED])
         tables.append(excess)
     return tables

@@ -52,6 +52,7 @@ from unlearn_cli.evaluate.aggregate import (
     paired_comparisons,
     pipelines,
 )
+from unlearn_cli.evaluate.audit import with_interval
 from unlearn_cli.evaluate.metrics import metric_keys, metric_label
 from unlearn_cli.evaluate.pareto import (
     F_STAR_METRICS,
@@ -394,11 +395,25 @@ def render_pareto_markdown(sets: list[ParetoSet]) -> str:
 
 
 # --- audit files (`unlearn audit --json`) ----------------------------------------------------------------
-AUDIT_COLUMNS = (("forget_score", "forget score"), ("final_score", "final score"), ("attack_accuracy", "attack acc"),
-                 ("attack_auc", "attack AUC"), ("kl_gaussian.mean", "KL mean"), ("kl_gaussian.p95", "KL p95"),
-                 ("kl_binned.mean", "binned KL mean"), ("epsilon.median", "median ε"))
+# (header, CSV name, where the number is in a row, where its [low, high] interval is or None); the intervals,
+# the excess and the normalized numbers are absent from audits written before them (shown as —)
+AUDIT_COLUMNS = (
+    ("forget score", "forget_score", "forget_score", "intervals.forget_score"),
+    ("normalized", "normalized_score", "normalized_score.value", "normalized_score.interval"),
+    ("F-excess", "forget_score_excess", "excess.forget_score.excess", "excess.forget_score.interval"),
+    ("final score", "final_score", "final_score", None),
+    ("attack acc", "attack_accuracy", "attack_accuracy", "intervals.attack_accuracy"),
+    ("attack acc, normalized φ", "attack_normalized_accuracy", "attack_normalized.accuracy", None),
+    ("attack AUC", "attack_auc", "attack_auc", "intervals.attack_auc"),
+    ("KL mean", "kl_gaussian_mean", "kl_gaussian.mean", "intervals.kl_gaussian_mean"),
+    ("KL p95", "kl_gaussian_p95", "kl_gaussian.p95", None),
+    ("binned KL mean", "kl_binned_mean", "kl_binned.mean", None),
+    ("median ε", "epsilon_median", "epsilon.median", None),
+)
 AUDIT_NOTE = ("forget score: mean points of the per-example ε (1 = every example indistinguishable from "
-              "retraining); attack: leave-one-out likelihood ratio, 0.5 = chance; KL(retrained ‖ pool) of φ")
+              "retraining), [95% bootstrap interval]; normalized: 0 = the originals' score, 1 = the ceiling's; "
+              "F-excess: the forget score on F minus on a matched unseen sample; attack: leave-one-out likelihood "
+              "ratio, 0.5 = chance; KL(retrained ‖ pool) of φ")
 
 
 def _pool_label(pool: dict) -> str:
@@ -432,28 +447,38 @@ def audit_lines(documents: list[dict]) -> list[dict]:
                                            kind.get(line["row"]["pool"], 3), line["pool"]))
 
 
-def _audit_numbers(row: dict) -> list:
-    """The AUDIT_COLUMNS of a row (every one is there: `validate_audit` checked), None where not finite."""
-    values = []
-    for dotted, _ in AUDIT_COLUMNS:
-        value = row
-        for part in dotted.split("."):
-            value = value[part]
-        values.append(value)
-    return values
+def _lookup(row: dict, dotted: str | None):
+    """The value at a dotted path of an audit row, or None where any part is absent (older audits) or null."""
+    if dotted is None:
+        return None
+    value = row
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _audit_numbers(row: dict) -> list[tuple]:
+    """(value, [low, high] or None) of every AUDIT_COLUMNS entry of a row."""
+    numbers = []
+    for _, _, dotted, interval in AUDIT_COLUMNS:
+        bounds = _lookup(row, interval)
+        numbers.append((_lookup(row, dotted), bounds if isinstance(bounds, list) and len(bounds) == 2 else None))
+    return numbers
 
 
 def _audit_cells(line: dict, digits: int = 3) -> list[str]:
     row = line["row"]
     cells = [line["forget"], line["pool"], row["examples"], "{} + {}".format(*row["models"])]
-    cells += ["—" if value is None else f"{value:.{digits}f}" for value in _audit_numbers(row)]
+    cells += [with_interval(value, interval, digits) for value, interval in _audit_numbers(row)]
     accuracy = row["accuracy"]["first"]
     cells.append("/".join("—" if accuracy.get(key) is None else f"{accuracy[key]:.1f}"
                           for key in ("forget", "retain", "test")))
     return cells
 
 
-AUDIT_HEADERS = ["forget set", "pool", "examples", "models"] + [header for _, header in AUDIT_COLUMNS] + [
+AUDIT_HEADERS = ["forget set", "pool", "examples", "models"] + [column[0] for column in AUDIT_COLUMNS] + [
     "acc forget/retain/test"]
 
 
@@ -475,15 +500,19 @@ def render_audit_markdown(lines: list[dict]) -> str:
 def render_audit_csv(lines: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["forget_set", "pool", "examples", "models_pool", "models_retrained"]
-                    + [dotted.replace(".", "_") for dotted, _ in AUDIT_COLUMNS]
-                    + ["forget_accuracy", "retain_accuracy", "test_accuracy"])
+    header = ["forget_set", "pool", "examples", "models_pool", "models_retrained"]
+    for _, name, _, interval in AUDIT_COLUMNS:
+        header += [name] + ([f"{name}_low", f"{name}_high"] if interval else [])
+    writer.writerow(header + ["forget_accuracy", "retain_accuracy", "test_accuracy"])
+    text = lambda value: "" if value is None else repr(value)  # noqa: E731
     for line in lines:
         row = line["row"]
-        values = ["" if value is None else repr(value) for value in _audit_numbers(row)]
+        values = []
+        for (value, interval), column in zip(_audit_numbers(row), AUDIT_COLUMNS):
+            values += [text(value)] + ([text(bound) for bound in (interval or (None, None))] if column[3] else [])
         accuracy = row["accuracy"]["first"]
         writer.writerow([line["forget"], line["pool"], row["examples"], *row["models"], *values]
-                        + ["" if accuracy.get(key) is None else repr(accuracy[key]) for key in ("forget", "retain", "test")])
+                        + [text(accuracy.get(key)) for key in ("forget", "retain", "test")])
     return buffer.getvalue()
 
 

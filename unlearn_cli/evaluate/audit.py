@@ -8,6 +8,7 @@ Usage:
     draws = bootstrap({"forget": u_f, "matched": u_m}, {"forget": r_f, "matched": r_m}, resamples=200, seed=0)
     interval = percentile_interval(draws["forget"]["forget_score"], score)     # [low, high], 95%
     specific = excess(headline(summary), headline(matched_summary), draws)   # F minus the matched sample
+    scaled = normalized_score((score, draws), (original_score, its_draws), (ceiling_score, its_draws))
 """
 
 from __future__ import annotations
@@ -187,3 +188,47 @@ def excess(forget: dict[str, float], matched: dict[str, float], draws: dict | No
             draws["forget"][key] - draws["matched"][key], difference, bounds=DIFFERENCE_RANGES[key])
         result[key] = {"forget": forget[key], "matched": matched[key], "excess": difference, "interval": interval}
     return result
+
+
+def normalized_score(pool: tuple[float, np.ndarray | None], original: tuple[float, np.ndarray | None],
+                     ceiling: tuple[float, np.ndarray | None]) -> dict | None:
+    """The forget score on the scale from no unlearning (0) to perfect unlearning (1):
+    (score − original's) / (ceiling's − original's), with the interval of that ratio over the bootstrap
+    replicates (the rows' replicates, drawn with one seed, pair up replicate by replicate).
+
+    A forget score reads differently on every setting: how close an untouched original already is to the
+    retrained pool depends on how much the models memorize. The normalized score says which share of that
+    distance a pool closed. Below 0: further from retraining than the original; above 1: closer than a pool
+    of other oracles. None where the ceiling is not above the original (nothing to close: the scale is undefined).
+
+    Args:
+        pool, original, ceiling: (forget score, its bootstrap replicates [B] or None) of the pool under audit,
+            of the originals and of the ceiling (an independent oracle pool, or the retrained pool's halves).
+    Returns:
+        {"value", "interval": [low, high] or None}, or None.
+    """
+    (score, draws), (low, low_draws), (high, high_draws) = pool, original, ceiling
+    if not (np.isfinite(score) and np.isfinite(low) and np.isfinite(high)) or high <= low:
+        return None
+    value = (score - low) / (high - low)
+    interval = None
+    if draws is not None and low_draws is not None and high_draws is not None:
+        span = high_draws - low_draws
+        with np.errstate(divide="ignore", invalid="ignore"):
+            replicates = np.where(span > 0, (draws - low_draws) / span, np.nan)
+        replicates = replicates[np.isfinite(replicates)]
+        if len(replicates) >= 0.9 * len(draws):  # a scale that collapses in many draws has no interval
+            interval = percentile_interval(replicates, value)
+    return {"value": float(value), "interval": interval}
+
+
+def number_text(value, digits: int = 3) -> str:
+    """A number of an audit as shown: `digits` decimals, — for none or not finite."""
+    return "—" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def with_interval(value, interval, digits: int = 3) -> str:
+    """`0.028 [0.021, 0.035]`, or the number alone when there is no interval."""
+    if interval is None:
+        return number_text(value, digits)
+    return f"{number_text(value, digits)} [{number_text(interval[0], digits)}, {number_text(interval[1], digits)}]"
