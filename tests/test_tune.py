@@ -236,7 +236,7 @@ def test_a_diverging_candidate_is_ranked_last_not_fatal(digits, tmp_path):
 
 @pytest.mark.parametrize("arguments, message", [
     (("--grid", "colour=1,2"), "method 'rft' has no such option"),
-    (("--grid", "lr=0,0.1", "--strategy", "del", "--budget", "0.3"), "--lr: 0.0 is out of range"),
+    (("--grid", "lr=0,0.1", "--strategy", "del", "--budget", "0.3"), "--grid lr: 0.0 is out of range"),
     (("--grid", "budget=0.1,0.3"), "a localization option needs --strategy"),
     (("--strategy", "del", "--grid", "lr=0.1"), "strategy del needs --budget"),
     (("--weight", "colour=2"), "--weight colour: choose among"),

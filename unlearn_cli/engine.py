@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from unlearn_cli.distributed import Shard, current_shard, wrap_for_training
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, flag
 
 Mask = dict[str, torch.Tensor]
 NOTHING_TO_TRAIN = "the mask selects no parameter to train; use a larger --budget or another mask"
@@ -235,7 +235,7 @@ def run_loop(
                 step += 1
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
-                    raise UserError(f"the loss became {loss_value} at step {step}; lower the learning rate (--lr)")
+                    raise UserError(f"the loss became {loss_value} at step {step}; lower the learning rate ({flag('lr')})")
                 images += count * replicas
                 loss_sum += loss_value * count
                 correct_sum += int(correct)

@@ -35,7 +35,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from unlearn_cli.cost import WorkMeter, trained
 from unlearn_cli.engine import (NOTHING_TO_TRAIN, FastPath, LoopSettings, Mask, keep_outside_mask, learning_rate,
                                 set_batchnorm_eval)
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, flag
 
 
 def stack_refusal(model: nn.Module) -> str | None:
@@ -149,7 +149,7 @@ def run_stacked(
             step += 1
             loss_value = float(losses.detach().mean())
             if not math.isfinite(loss_value):
-                raise UserError(f"the loss of a model became {loss_value} at step {step}; lower the learning rate (--lr)")
+                raise UserError(f"the loss of a model became {loss_value} at step {step}; lower the learning rate ({flag('lr')})")
             correct = int((logits.detach().argmax(-1) == labels).sum())
             images += labels.numel()
             loss_sum += loss_value * labels.shape[1]

@@ -33,7 +33,7 @@ from unlearn_cli.config import config_dict, load_yaml_config, parse_options, res
 from unlearn_cli.data import ImageData
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
 from unlearn_cli.engine import FastPath, accuracy, select_device
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, name_as
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
 from unlearn_cli.io.streams import write_output
@@ -123,14 +123,17 @@ def apply(
     Under torchrun the method's training loop is data-parallel over the retain set (--batch-size is the
     global batch) and rank 0 writes the output.
     """
-    method_flags = {**(parse_options(param, "--param") or {}), **{
-        "lr": lr, "epochs": epochs, "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
-        "max_steps": max_steps, "freeze_bn": freeze_bn, "train_head": train_head, "seed": seed}}
+    flags = {"lr": lr, "epochs": epochs, "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
+             "max_steps": max_steps, "freeze_bn": freeze_bn, "train_head": train_head, "seed": seed}
+    params = parse_options(param, "--param") or {}
+    name_as("param", [key for key in params if flags.get(key) is None])  # a flag given beside overrides the --param
+    method_flags = {**params, **{key: value for key, value in flags.items() if value is not None}}
     cfg, method_cfg = resolve(config, {"model": model, "forget": forget, "method": method, "mask": mask,
                                        "allow_other_model": allow_other_model, "allow_mismatch": allow_mismatch,
                                        "device": device,
                                        "data_root": data_root, "amp": amp, "channels_last": channels_last,
                                        "compile": compile, "stacked": stacked, "max_cost": max_cost}, method_flags)
+    name_as("param", [key for key in method_options(cfg.method) if key not in flags])  # no flag of their own
     if cfg.model is None or cfg.forget is None:
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
     check_pool_flag(cfg.stacked, seeds, "unlearns")

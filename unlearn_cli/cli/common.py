@@ -9,6 +9,7 @@ Usage:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import math
@@ -87,8 +88,8 @@ def handle_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
+        try:  # in a context of its own: how the command names settings (`errors.name_as`) ends with it
+            return contextvars.copy_context().run(command, *args, **kwargs)
         except UserError as error:
             if State.debug:
                 raise

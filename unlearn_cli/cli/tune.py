@@ -32,7 +32,7 @@ from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, 
 from unlearn_cli.config import parse_options, resolve_config
 from unlearn_cli.cost import WorkMeter, reference_units
 from unlearn_cli.engine import FastPath, predict, select_device
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, name_as
 from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
 from unlearn_cli.evaluate.provenance import check_fits_data, check_oracle
 from unlearn_cli.io.checkpoint import load_checkpoint
@@ -267,6 +267,8 @@ def tune(
             raise UserError(f"{flag} is required: pass {flag}, or set `{key}:` in the tune section of a --config YAML")
     weights = _weights(cfg)
     search_space = parse_grid(grid)
+    name_as("param", method_options(cfg.method or "rft"))  # tune has no flag of a method's own: --param or --grid
+    name_as("grid", search_space)
     unknown = [key for key in search_space if key not in LOCALIZE_OPTIONS and key not in method_options(cfg.method or "rft")]
     if unknown:
         raise UserError(f"--grid {unknown[0]}: method {cfg.method!r} has no such option, nor is it a localization "

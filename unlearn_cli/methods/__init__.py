@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from unlearn_cli.config import resolve_config
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, flag
 from unlearn_cli.registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -77,7 +77,7 @@ def fit_to_cap(name: str, cfg, sizes, localize_units: int | None, reference_unit
     cfg, predicted, within = fitted(name, cfg, sizes, localize_units, reference_units, cap)
     if not within:
         raise UserError(f"{name} with these settings would cost {predicted / reference_units:.3f}× retraining, above "
-                        f"the cap of {cap:g}; lower epochs (or max_steps), or raise the cap")
+                        f"the cap of {cap:g}; lower {flag('epochs')} (or {flag('max_steps')}), or raise {flag('max_cost')}")
     return cfg, predicted
 
 
