@@ -11,7 +11,7 @@ import time
 import pytest
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.streams import write_output
+from unlearn_cli.streams import write_output
 
 LONG_TRAIN = ["train", "--dataset", "digits", "--arch", "mlp", "--epochs", "100000"]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 
 from unlearn_cli.errors import UserError, flag
-from unlearn_cli.io.limits import INT64_MAX
-from unlearn_cli.io.streams import read_input, reader
+from unlearn_cli.limits import INT64_MAX
+from unlearn_cli.streams import read_input, reader
 
 
 def _plain(number: float) -> str:

@@ -36,7 +36,7 @@ from unlearn_cli.engine import FastPath, accuracy, select_device
 from unlearn_cli.errors import UserError, name_as
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
-from unlearn_cli.io.streams import write_output
+from unlearn_cli.streams import write_output
 from unlearn_cli.methods import (METHODS, MethodLoop, SetSizes, UnlearnData, fit_to_cap, get_method, list_methods,
                                  method_config, method_options, recovery_sample)
 from unlearn_cli.stacked import run_stacked

@@ -48,8 +48,8 @@ from unlearn_cli.evaluate.provenance import check_fits_data, run_identity
 from unlearn_cli.evaluate.results import AUDIT_FORMAT, finite_or_none
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.limits import check_size
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.limits import check_size
+from unlearn_cli.streams import check_writable, write_output
 from unlearn_cli.tune.reference import tuning_parts
 
 FEW_MODELS = 16  # below this many models per pool the ε buckets are coarse enough to warn

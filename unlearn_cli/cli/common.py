@@ -311,6 +311,6 @@ def pyplot():
 
 
 def print_json(document: dict, path: str) -> None:
-    from unlearn_cli.io.streams import write_output
+    from unlearn_cli.streams import write_output
 
     write_output(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode(), binary=False)

@@ -32,7 +32,7 @@ from unlearn_cli.evaluate.provenance import (check_fits_data, check_oracle, chec
 from unlearn_cli.evaluate.results import read_results, result_record, results_document
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.streams import check_writable
+from unlearn_cli.streams import check_writable
 from unlearn_cli.tune import halve_test_set
 
 

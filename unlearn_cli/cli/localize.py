@@ -23,7 +23,7 @@ from unlearn_cli.config import config_dict, resolve_config
 from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.mask import mask_bytes, mask_counts, mask_metadata, read_mask
-from unlearn_cli.io.streams import write_output
+from unlearn_cli.streams import write_output
 from unlearn_cli.localize import (CRITERIA, NO_CRITERION, STRATEGIES, LocalizationData, LocalizeSettings, get_strategy,
                                   list_criteria, list_granularities, list_strategies, resolve_settings)
 

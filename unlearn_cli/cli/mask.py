@@ -22,7 +22,7 @@ from unlearn_cli.cli.common import ConfigOption, QuietOption, SeedOption, handle
 from unlearn_cli.config import config_dict, resolve_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.mask import mask_bytes, mask_metadata, read_mask, typed_mask_metadata
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.streams import check_writable, write_output
 from unlearn_cli.localize import NO_CRITERION, random_like
 from unlearn_cli.localize.summary import mask_overlap, mask_summary
 

@@ -34,8 +34,8 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.provenance import check_fits_data
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.limits import INT64_MAX, limit
-from unlearn_cli.io.streams import STDIO, check_writable
+from unlearn_cli.limits import INT64_MAX, limit
+from unlearn_cli.streams import STDIO, check_writable
 from unlearn_cli.stacked import stack_refusal, stacked_bytes
 
 SEED = "{seed}"

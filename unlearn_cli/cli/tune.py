@@ -37,7 +37,7 @@ from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
 from unlearn_cli.evaluate.provenance import check_fits_data, check_oracle
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.streams import check_writable, write_output
 from unlearn_cli.localize import LocalizationData, LocalizeSettings, get_strategy, list_strategies, resolve_settings
 from unlearn_cli.methods import (SetSizes, UnlearnData, fitted, get_method, list_methods, method_config,
                                  method_options, most_epochs_within)

@@ -20,8 +20,8 @@ from unlearn_cli.cost import Work
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
-from unlearn_cli.io.limits import INT64_MAX, load_json_field
-from unlearn_cli.io.streams import read_input, reader
+from unlearn_cli.limits import INT64_MAX, load_json_field
+from unlearn_cli.streams import read_input, reader
 from unlearn_cli.localize.budget import budget_limit
 
 FORMAT = "unlearn-mask/1"
