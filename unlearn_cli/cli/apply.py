@@ -37,6 +37,7 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
 from unlearn_cli.io.streams import write_output
+from unlearn_cli.lineage import check_mask, mask_overrides
 from unlearn_cli.methods import (METHODS, MethodLoop, SetSizes, UnlearnData, fit_to_cap, get_method, list_methods,
                                  method_config, method_options, recovery_sample)
 from unlearn_cli.stacked import run_stacked
@@ -264,8 +265,9 @@ def _read_mask(cfg: ApplyConfig, parent, forget_set, quiet: bool):
     """The mask file of --mask, checked against the model and the forget set; None without --mask."""
     if cfg.mask is None:
         return None
-    mask_file = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256, allow_other_model=cfg.allow_other_model,
-                          forget_sha256=forget_set.sha256, allow_other_forget_set=cfg.allow_mismatch)
+    mask_file = read_mask(cfg.mask, parent.model)
+    check_mask(mask_file, parent.sha256, forget_set.sha256, allow_other_model=cfg.allow_other_model,
+               allow_other_forget_set=cfg.allow_mismatch)
     if not get_method(cfg.method).uses_mask and not quiet:
         stderr.print(f"note: method {cfg.method} ignores the mask; every parameter may change")
     return mask_file
@@ -307,15 +309,10 @@ def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_
                             manipulated_sha256=parent.provenance.manipulated_sha256)
     if mask_file is not None:
         recorded = mask_file.record
-
-        def override(recorded_sha256: str | None, expected: str) -> str | None:  # what a flag let through, or None
-            return None if recorded_sha256 == expected else recorded_sha256 or "unrecorded"
-
         provenance = dataclasses.replace(
             provenance, mask_sha256=mask_file.sha256, mask_strategy=recorded.strategy or None,
             mask_budget=recorded.budget, mask_selected_fraction=recorded.selected_fraction,
-            mask_model_sha256=override(recorded.model_sha256, parent.sha256),
-            mask_forget_sha256=override(recorded.forget_sha256, forget_set.sha256))
+            **mask_overrides(recorded, parent.sha256, forget_set.sha256))
     extra = {}
     data_root_used = cfg.data_root or parent.data_root
     if data_root_used:

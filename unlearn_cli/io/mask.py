@@ -193,11 +193,10 @@ def check_mask_metadata(mask: Mask, record: MaskRecord, source: str) -> None:
 
 
 @reader("mask")
-def read_mask(path: str, model: nn.Module | None = None, model_sha256: str | None = None,
-              allow_other_model: bool = False, forget_sha256: str | None = None,
-              allow_other_forget_set: bool = False) -> MaskFile:
-    """Read and validate a mask (`-` for stdin): its metadata must describe its tensors; one computed on another
-    checkpoint (or, given `forget_sha256`, for another forget set) is refused unless allowed."""
+def read_mask(path: str, model: nn.Module | None = None) -> MaskFile:
+    """Read and validate a mask (`-` for stdin): its metadata must describe its tensors, and its tensors must fit
+    `model` when one is given. Whether it may be used with a checkpoint and a forget set is for
+    `unlearn_cli.lineage.check_mask` to say."""
     source = "stdin" if path == "-" else str(path)
     data = read_input(path, "mask", limit_name="tensor_file_bytes")
     mask, meta = parse_mask(data, source)
@@ -205,12 +204,4 @@ def read_mask(path: str, model: nn.Module | None = None, model_sha256: str | Non
     check_mask_metadata(mask, record, source)
     if model is not None:
         check_mask_fits(mask, model, source)
-    recorded_model, recorded_forget = record.model_sha256, record.forget_sha256
-    if model_sha256 is not None and recorded_model != model_sha256 and not allow_other_model:
-        raise UserError(f"{source}: mask was computed on another checkpoint (model_sha256 {(recorded_model if recorded_model is not None else '?')[:12]}…, "
-                        f"this one {model_sha256[:12]}…); recompute it, or pass --allow-other-model if that is deliberate")
-    if forget_sha256 is not None and recorded_forget != forget_sha256 and not allow_other_forget_set:
-        raise UserError(f"{source}: mask was computed for another forget set (forget_sha256 "
-                        f"{(recorded_forget if recorded_forget is not None else '?')[:12]}…, this one {forget_sha256[:12]}…); recompute it with "
-                        f"`unlearn localize --forget` on this forget set, or pass --allow-mismatch if that is deliberate")
     return MaskFile(mask=mask, meta=meta, sha256=sha256_bytes(data), source=source, record=record)
