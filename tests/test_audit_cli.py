@@ -165,6 +165,8 @@ def test_report_reads_audit_files(pools, tmp_path):
     ({"unlearned": "elsewhere-*.safetensors"}, "was unlearned on another forget set (forget_sha256"),
     ({"original": "finetune-*.safetensors", "unlearned": "finetune-[01].safetensors"}, "is in both --unlearned and --original"),
     ({"original": "original-[01].safetensors"}, "which is not in --original"),
+    ({"original": "wrong-*.safetensors"},
+     "--original takes models trained on the whole training set, but this one was trained without a forget set"),
     ({"unlearned": "finetune-0.safetensors"}, "--unlearned: 1 model; a pool needs at least 2"),
     ({"unlearned": "nothing-*.safetensors"}, "--unlearned '"),
     ({"retrained": "oracle-[0-2].safetensors --retrained wide.safetensors"}, None),

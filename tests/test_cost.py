@@ -178,8 +178,8 @@ def test_apply_records_its_work_with_the_masks_and_warns_above_half_a_retrain(sm
     assert result.exit_code == 0, result.output
     checkpoint = load_checkpoint(str(output))
     retain = DIGITS_TRAIN - 144
-    localize = read_mask(str(folder / "mask.safetensors")).typed  # del: a forward and backward pass over the forget set
-    assert (localize["work_forward"], localize["work_backward"]) == (144, 144)
+    localize = read_mask(str(folder / "mask.safetensors")).record  # del: a forward and backward pass over the forget set
+    assert (localize.work_forward, localize.work_backward) == (144, 144)
     assert checkpoint.cost.localize_units == 3 * 144
     assert checkpoint.cost.work == trained(6 * retain) + Work(2 * len(range(0, retain, 2)), 0)
     assert checkpoint.cost.retrain_units == 3 * 8 * retain

@@ -38,8 +38,9 @@ def test_del_mask_file_fits_the_model_and_records_its_provenance(tiny_run, tmp_p
     result = localize(tiny_run, "--strategy", "del", "--budget", "0.3", "-o", output)
     assert result.exit_code == 0, result.output
     checkpoint = load_checkpoint(str(tiny_run["original"]))
-    mask_file = read_mask(str(output), checkpoint.model, model_sha256=checkpoint.sha256)
+    mask_file = read_mask(str(output), checkpoint.model)
     mask, meta = mask_file.mask, mask_file.meta
+    assert mask_file.record.model_sha256 == meta["model_sha256"] == checkpoint.sha256
     selected, total = mask_counts(mask)
     assert meta["format"] == "unlearn-mask/1" and meta["strategy"] == "del"
     assert (meta["criterion"], meta["granularity"], meta["budget"]) == ("weighted-grad", "neuron", "0.3")

@@ -37,6 +37,7 @@ from unlearn_cli.errors import UserError, name_as
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
 from unlearn_cli.streams import write_output
+from unlearn_cli.lineage import check_mask, mask_overrides
 from unlearn_cli.methods import (METHODS, MethodLoop, SetSizes, UnlearnData, fit_to_cap, get_method, list_methods,
                                  method_config, method_options, recovery_sample)
 from unlearn_cli.stacked import run_stacked
@@ -267,8 +268,9 @@ def _read_mask(cfg: ApplyConfig, parent, forget_set, quiet: bool):
     """The mask file of --mask, checked against the model and the forget set; None without --mask."""
     if cfg.mask is None:
         return None
-    mask_file = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256, allow_other_model=cfg.allow_other_model,
-                          forget_sha256=forget_set.sha256, allow_other_forget_set=cfg.allow_mismatch)
+    mask_file = read_mask(cfg.mask, parent.model)
+    check_mask(mask_file, parent.sha256, forget_set.sha256, allow_other_model=cfg.allow_other_model,
+               allow_other_forget_set=cfg.allow_mismatch)
     if not get_method(cfg.method).uses_mask and not quiet:
         stderr.print(f"note: method {cfg.method} ignores the mask; every parameter may change")
     return mask_file
@@ -293,7 +295,7 @@ def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_fi
         stderr.print(f"note: --max-cost {cfg.max_cost:g} lets the run cost more than retraining, which is exact at 1")
     try:
         return fit_to_cap(cfg.method, method_cfg, SetSizes.of(data),
-                          mask_file.localize_units if mask_file is not None else None, reference, cfg.max_cost)[0]
+                          mask_file.record.localize_units if mask_file is not None else None, reference, cfg.max_cost)[0]
     except UserError as error:
         raise UserError(f"--max-cost {cfg.max_cost:g}: {error}") from None
 
@@ -309,23 +311,18 @@ def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_
                             excluded_sha256=forget_set.sha256 if unlearning.excludes_forget_set else None,
                             manipulated_sha256=parent.provenance.manipulated_sha256)
     if mask_file is not None:
-        recorded = mask_file.typed
-
-        def override(key: str, expected: str) -> str | None:  # what a flag let through, or None
-            return None if recorded.get(key) == expected else recorded.get(key) or "unrecorded"
-
+        recorded = mask_file.record
         provenance = dataclasses.replace(
-            provenance, mask_sha256=mask_file.sha256, mask_strategy=recorded.get("strategy") or None,
-            mask_budget=recorded.get("budget"), mask_selected_fraction=recorded.get("selected_fraction"),
-            mask_model_sha256=override("model_sha256", parent.sha256),
-            mask_forget_sha256=override("forget_sha256", forget_set.sha256))
+            provenance, mask_sha256=mask_file.sha256, mask_strategy=recorded.strategy or None,
+            mask_budget=recorded.budget, mask_selected_fraction=recorded.selected_fraction,
+            **mask_overrides(recorded, parent.sha256, forget_set.sha256))
     extra = {}
     data_root_used = cfg.data_root or parent.data_root
     if data_root_used:
         extra["data_root"] = data_root_used
     if data.shard.world > 1:
         extra["world_size"] = str(data.shard.world)
-    cost = RecordedCost(work, mask_file.localize_units if mask_file is not None else None,
+    cost = RecordedCost(work, mask_file.record.localize_units if mask_file is not None else None,
                         reference_units(parent.provenance.method, parent.config, parent.cost, len(data.retain)))
     meta = checkpoint_metadata(
         arch=parent.arch, arch_kwargs=parent.arch_kwargs, num_classes=parent.num_classes, dataset=parent.dataset,
