@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from unlearn_cli.models import MODELS
@@ -63,11 +64,34 @@ def _resnet18_of_width(width: int, num_classes: int) -> nn.Module:
 
 
 @MODELS.register("resnet50")
-def resnet50(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    """torchvision's ResNet-50 (the paper's ImageNet-100 model), first conv adapted to the input channels."""
+def resnet50(num_classes: int, input_shape: tuple[int, int, int], width: int = 64) -> nn.Module:
+    """torchvision's ResNet-50 (the paper's ImageNet-100 model), first conv adapted to the input channels; `width`
+    scales its stages as resnet18's does (64, the default, is torchvision's network)."""
+    model = _resnet50_of_width(width, num_classes)
+    if input_shape[0] != 3:
+        model.conv1 = nn.Conv2d(input_shape[0], width, 7, stride=2, padding=3, bias=False)
+    return model
+
+
+def _resnet50_of_width(width: int, num_classes: int) -> nn.Module:
+    """torchvision's ResNet-50 layout with bottleneck stages of width, 2×, 4×, 8× channels, built and initialized as
+    torchvision does it: at width 64 the same network drawn from the same random numbers as `resnet.resnet50()`."""
     from torchvision.models import resnet
 
-    model = resnet.resnet50(weights=None, num_classes=num_classes)
-    if input_shape[0] != 3:
-        model.conv1 = nn.Conv2d(input_shape[0], 64, 7, stride=2, padding=3, bias=False)
+    with torch.device("meta"):  # the skeleton, allocating nothing; every module with parameters is replaced below
+        model = resnet.ResNet(resnet.Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
+    model.inplanes = width
+    model.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    model.bn1 = nn.BatchNorm2d(width)
+    model.layer1 = model._make_layer(resnet.Bottleneck, width, 3)
+    model.layer2 = model._make_layer(resnet.Bottleneck, width * 2, 4, stride=2)
+    model.layer3 = model._make_layer(resnet.Bottleneck, width * 4, 6, stride=2)
+    model.layer4 = model._make_layer(resnet.Bottleneck, width * 8, 3, stride=2)
+    model.fc = nn.Linear(width * 8 * resnet.Bottleneck.expansion, num_classes)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.constant_(module.weight, 1)
+            nn.init.constant_(module.bias, 0)
     return model
