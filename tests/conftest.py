@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from presets import mlp_flags
 from unlearn_cli.cli.app import app
 
 
@@ -26,12 +27,12 @@ def run_cli(*arguments: str, input: bytes | str | None = None):
     return CliRunner().invoke(app, [str(a) for a in arguments], input=input)
 
 
-TINY_MLP = ("--dataset", "digits", "--arch", "mlp", "--arch-option", "width=32", "--epochs", "10", "--quiet")
+TINY_MLP = mlp_flags(width=32, epochs=10)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A digits forget set, a 2-epoch tiny MLP original and its oracle, trained once per session."""
+    """A digits forget set, a 10-epoch width-32 MLP original and its oracle, trained once per session."""
     folder = tmp_path_factory.mktemp("tiny")
     forget, original, oracle = folder / "forget.json", folder / "original.safetensors", folder / "oracle.safetensors"
     for arguments in (

@@ -20,14 +20,15 @@ import torch.distributed as dist
 from torch import nn
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.distributed import Shard, confirm_replicas, data_parallel
 from unlearn_cli.engine import FastPath
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import load_checkpoint
 
 # 1,000 digits (an even count, so no example is dropped when dealt to 2 ranks), global batch 100.
-TINY = ("--dataset", "digits", "--dataset-option", "train_subset=1000", "--arch", "mlp", "--arch-option", "width=16",
-        "--epochs", "2", "--batch-size", "100", "--device", "cpu")
+TINY = (*mlp_flags(width=16, epochs=2, quiet=False), "--dataset-option", "train_subset=1000", "--batch-size", "100",
+        "--device", "cpu")
 TOLERANCE = 1e-5  # measured: about 3e-8 after 20 steps
 
 
