@@ -15,11 +15,18 @@ from unlearn_cli.cli.app import app
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Tiny models run fastest on one thread, and the suite's processes do not oversubscribe a 2-core machine."""
-    threads = torch.get_num_threads()
+    """Tiny models run fastest on one thread, and the suite's processes do not oversubscribe a 2-core machine: the
+    processes tests start (`make smoke`'s commands, side by side) inherit OMP_NUM_THREADS=1, since OpenMP threads
+    that outnumber the cores spin and can triple a process's CPU time."""
+    threads, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(threads)
+    if variable is None:
+        os.environ.pop("OMP_NUM_THREADS")
+    else:
+        os.environ["OMP_NUM_THREADS"] = variable
 
 
 def run_cli(*arguments: str, input: bytes | str | None = None):
