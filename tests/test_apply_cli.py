@@ -85,6 +85,7 @@ def test_output_records_method_hashes_and_resolved_config(files, tmp_path):
     assert_obeys_mask(files["original"], output, mask, exempt=classifier_head_names(child.model))
 
 
+@pytest.mark.slow
 def test_localize_piped_into_apply_as_real_processes(files, tmp_path):
     """`unlearn localize … -o - | tee mask | unlearn apply --mask - …` in a real shell pipeline."""
     unlearn = f"{shlex.quote(sys.executable)} -m unlearn_cli"

@@ -46,6 +46,7 @@ def largest_difference(first, second) -> float:
     return max(float((a[name].double() - b[name].double()).abs().max()) for name in a)
 
 
+@pytest.mark.slow
 def test_torchrun_train_matches_one_process(tmp_path):
     result = torchrun(tmp_path, "train", *TINY, "-o", "ddp.safetensors")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -60,6 +61,7 @@ def test_torchrun_train_matches_one_process(tmp_path):
     assert largest_difference(tmp_path / "ddp.safetensors", tmp_path / "single.safetensors") < TOLERANCE
 
 
+@pytest.mark.slow
 def test_torchrun_deals_a_pools_seeds_out_over_the_processes(tmp_path):
     """`--seeds` under torchrun: process r takes every second seed and writes its files; the union is exactly the
     pool one process builds (each seed runs alone either way, so the weights are bit-identical)."""
@@ -108,6 +110,7 @@ def test_torchrun_deals_a_pools_seeds_out_over_the_processes(tmp_path):
                                   single / f"finetune-{seed}.safetensors") < TOLERANCE
 
 
+@pytest.mark.slow
 def test_torchrun_apply_rft_matches_one_process(tmp_path):
     parent, forget, mask = tmp_path / "parent.safetensors", tmp_path / "forget.json", tmp_path / "mask.safetensors"
     for arguments in (
