@@ -2,10 +2,10 @@
 their sizes up here, so a new model or dataset needs one line (test_registries checks that none is missing).
 
 Usage:
-    from presets import tiny_model, tiny_dataset, mlp_flags
+    from presets import mlp_flags, tiny_dataset_options, tiny_model
     model = tiny_model("resnet50", num_classes=10, input_shape=(3, 8, 8))
-    data = tiny_dataset("cifar10", tmp_path)      # files in the dataset's own on-disk format, written small
-    run_cli("train", "--dataset", "digits", *mlp_flags(width=32, epochs=10), "-o", path)
+    data = create_dataset("cifar10", **tiny_dataset_options("cifar10", tmp_path))  # small files in its own format
+    run_cli("train", *mlp_flags(width=32, epochs=10), "-o", path)   # a digits MLP
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearn_cli.data import ImageData, create_dataset
 from unlearn_cli.models import create_model
 
 # model -> options small enough that forward, backward and localization take milliseconds on a CPU
@@ -123,8 +122,3 @@ def tiny_dataset_options(name: str, root: Path) -> dict:
     """Write dataset `name`'s preset files under `root` (created); the create_dataset options that read them."""
     root.mkdir(parents=True, exist_ok=True)
     return DATASET_PRESETS[name](root)
-
-
-def tiny_dataset(name: str, root: Path, **options) -> ImageData:
-    """Dataset `name` read from its preset files under `root` (`options` add to the preset's)."""
-    return create_dataset(name, **{**tiny_dataset_options(name, root), **options})
