@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.data import create_dataset
 
-TINY = ("--dataset", "digits", "--arch", "mlp", "--arch-option", "width=16", "--epochs", "3", "--quiet")
+TINY = mlp_flags(width=16, epochs=3)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,7 @@ def pools(tmp_path_factory):
          "--method", "finetune", "--epochs", "1", "-q", "-o", str(folder / "finetune-{seed}.safetensors")),
         ("apply", "--seeds", "0-1", "-m", str(folder / "original-{seed}.safetensors"), "-f", folder / "other.json",
          "--method", "finetune", "--epochs", "1", "-q", "-o", str(folder / "elsewhere-{seed}.safetensors")),
-        ("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=24", "--epochs", "1", "-q",
-         "--exclude", folder / "forget.json", "-o", folder / "wide.safetensors"),
+        ("train", *mlp_flags(width=24, epochs=1), "--exclude", folder / "forget.json", "-o", folder / "wide.safetensors"),
     ]
     for step in steps:
         result = run_cli(*step)

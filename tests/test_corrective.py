@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.data import ImageData, create_dataset
 from unlearn_cli.data.manipulation import Manipulation, draw_known, draw_manipulation
 from unlearn_cli.errors import UserError
@@ -19,7 +20,7 @@ from unlearn_cli.io.hashing import sha256_indices
 from unlearn_cli.lineage import data_as_trained
 from unlearn_cli.tune.objectives import OracleFreeWeights, Outputs, oracle_free_score
 
-DIGITS_MLP = ("--dataset", "digits", "--arch", "mlp", "--arch-option", "width=64", "--epochs", "30", "--quiet")
+DIGITS_MLP = mlp_flags(width=64, epochs=30)
 
 
 def tiny_images(count: int = 6, size: int = 4) -> ImageData:

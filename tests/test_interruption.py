@@ -34,6 +34,7 @@ def wait_for_progress(process: subprocess.Popen) -> bytes:
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_train_keeps_the_old_file(tmp_path, signal_number):
     output = tmp_path / "model.safetensors"

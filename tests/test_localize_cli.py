@@ -9,6 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.cli.app import app
 from unlearn_cli.data import create_dataset
 from unlearn_cli.io.checkpoint import load_checkpoint
@@ -192,8 +193,7 @@ def test_compare_refuses_masks_of_different_models(tiny_run, tmp_path):
     first = tmp_path / "first.safetensors"
     assert localize(tiny_run, "--strategy", "del", "--budget", "0.3", "-o", first).exit_code == 0
     other_model = tmp_path / "wide.safetensors"
-    assert run_cli("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=8", "--epochs", "1", "-q",
-                   "-o", other_model).exit_code == 0
+    assert run_cli("train", *mlp_flags(width=8, epochs=1), "-o", other_model).exit_code == 0
     second = tmp_path / "second.safetensors"
     result = run_cli("localize", "--model", other_model, "--forget", tiny_run["forget"], "--budget", "0.3", "-q", "-o", second)
     assert result.exit_code == 0, result.output
