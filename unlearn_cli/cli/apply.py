@@ -221,7 +221,7 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
             loop = unlearning.loop(parent.model, data, _selection(mask_file), method_run_cfg)
             pool.append(_PoolRun(run, run_cfg, method_run_cfg, parent, mask_file, data, parent_retain, loop))
         first = pool[0].loop
-        if any(not member.loop.stackable or member.loop.shared_part != first.shared_part for member in pool):
+        if any(member.loop.shared_part != first.shared_part for member in pool):
             raise ValueError(f"{cfg.method}: the pool's loops differ in more than their batches and masks")
         started = time.perf_counter()
         with progress_bar(f"{cfg.method} ×{len(pool)} (stacked)", first.steps_per_epoch * first.settings.epochs,

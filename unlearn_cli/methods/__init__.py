@@ -32,7 +32,8 @@ class Method:
     uses_mask: bool = True  # False: the method ignores --mask (retrain)
     excludes_forget_set: bool = False  # True: the output is trained without the forget set (an oracle)
     loop: Callable | None = None  # finetune-like: (model, data, mask, cfg) -> MethodLoop, the model prepared
-    stacks: bool = False  # its loop's loss is the plain cross-entropy: a pool's models can run it stacked
+    stacks: bool = False  # its loop's loss is the plain cross-entropy, which a stack computes: a pool's models can
+    # run it stacked (the one place this is said; a registry test checks it against every loop's loss)
     work: Callable | None = None  # (cfg, SetSizes) -> cost.Work: what a run with cfg forwards and back-propagates
     fit: Callable | None = None  # (cfg, cap) -> cfg run within `cap` × retraining (retrain: its recipe compressed)
 
