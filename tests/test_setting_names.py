@@ -15,6 +15,10 @@ def test_a_setting_is_named_by_its_flag_unless_the_command_says_otherwise():
         with pytest.raises(UserError, match=r"^--grid topk 0.0: must be in \(0, 1\], e.g. --grid topk=0.1$"):
             resolve_settings(LocalizeSettings(strategy="del", budget=0.2, topk=0.0))
     assert flag("topk") == "--topk"  # the block's naming ends with it
+    # a method's own option has no flag: --param where the command said nothing, else as the command says
+    assert flag("num_samples", "param") == "--param num_samples"
+    with given_as("grid", ["num_samples"]):
+        assert flag("num_samples", "param") == "--grid num_samples"
 
 
 def _error(result) -> str:

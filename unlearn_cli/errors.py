@@ -40,13 +40,14 @@ def given_as(option: str, settings: Iterable[str]) -> Iterator[None]:
         _GIVEN_AS.reset(token)
 
 
-def flag(setting: str) -> str:
-    """How the user gave `setting`, as error messages name it: `--max-iterations`, or `--grid max_iterations`."""
-    option = _GIVEN_AS.get().get(setting)
+def flag(setting: str, option: str | None = None) -> str:
+    """How the user gave `setting`, as error messages name it: `--max-iterations`, or `--grid max_iterations`.
+    `option` is how it is given where the command said nothing (a method's own options: "param")."""
+    option = _GIVEN_AS.get().get(setting, option)
     return f"--{option} {setting}" if option else "--" + setting.replace("_", "-")
 
 
-def example(setting: str, value) -> str:
+def example(setting: str, value, option: str | None = None) -> str:
     """How to give `setting` the value `value`, the way it was given: `--budget 0.3`, or `--grid budget=0.3`."""
-    option = _GIVEN_AS.get().get(setting)
+    option = _GIVEN_AS.get().get(setting, option)
     return f"--{option} {setting}={value}" if option else f"{flag(setting)} {value}"
