@@ -9,16 +9,24 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from presets import mlp_flags
 from unlearn_cli.cli.app import app
 
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Tiny models run fastest on one thread, and the suite's processes do not oversubscribe a 2-core machine."""
-    threads = torch.get_num_threads()
+    """Tiny models run fastest on one thread, and the suite's processes do not oversubscribe a 2-core machine: the
+    processes tests start (`make smoke`'s commands, side by side) inherit OMP_NUM_THREADS=1, since OpenMP threads
+    that outnumber the cores spin and can triple a process's CPU time."""
+    threads, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(threads)
+    if variable is None:
+        os.environ.pop("OMP_NUM_THREADS")
+    else:
+        os.environ["OMP_NUM_THREADS"] = variable
 
 
 def run_cli(*arguments: str, input: bytes | str | None = None):
@@ -26,12 +34,12 @@ def run_cli(*arguments: str, input: bytes | str | None = None):
     return CliRunner().invoke(app, [str(a) for a in arguments], input=input)
 
 
-TINY_MLP = ("--dataset", "digits", "--arch", "mlp", "--arch-option", "width=32", "--epochs", "10", "--quiet")
+TINY_MLP = mlp_flags(width=32, epochs=10)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A digits forget set, a 2-epoch tiny MLP original and its oracle, trained once per session."""
+    """A digits forget set, a 10-epoch width-32 MLP original and its oracle, trained once per session."""
     folder = tmp_path_factory.mktemp("tiny")
     forget, original, oracle = folder / "forget.json", folder / "original.safetensors", folder / "oracle.safetensors"
     for arguments in (

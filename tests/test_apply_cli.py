@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.hashing import sha256_bytes
@@ -18,7 +19,6 @@ from unlearn_cli.io.mask import mask_bytes, mask_metadata, read_mask
 from unlearn_cli.methods import list_methods
 from unlearn_cli.models import classifier_head_names
 
-TINY = ("--dataset", "digits", "--arch", "mlp", "--epochs", "5", "--quiet")
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +29,9 @@ def files(tmp_path_factory):
     paths["forget"] = folder / "forget.json"
     for arguments in (
         ("split", "--dataset", "digits", "--kind", "class", "--classes", "3", "--fraction", "1", "-o", paths["forget"], "-q"),
-        ("train", *TINY, "--arch-option", "width=32", "-o", paths["original"]),
-        ("train", *TINY, "--arch-option", "width=32", "--seed", "1", "-o", paths["other"]),
-        ("train", *TINY, "--arch-option", "width=16", "-o", paths["narrow"]),
+        ("train", *mlp_flags(width=32, epochs=5), "-o", paths["original"]),
+        ("train", *mlp_flags(width=32, epochs=5), "--seed", "1", "-o", paths["other"]),
+        ("train", *mlp_flags(width=16, epochs=5), "-o", paths["narrow"]),
     ):
         result = run_cli(*arguments)
         assert result.exit_code == 0, result.output
@@ -85,6 +85,7 @@ def test_output_records_method_hashes_and_resolved_config(files, tmp_path):
     assert_obeys_mask(files["original"], output, mask, exempt=classifier_head_names(child.model))
 
 
+@pytest.mark.slow
 def test_localize_piped_into_apply_as_real_processes(files, tmp_path):
     """`unlearn localize … -o - | tee mask | unlearn apply --mask - …` in a real shell pipeline."""
     unlearn = f"{shlex.quote(sys.executable)} -m unlearn_cli"

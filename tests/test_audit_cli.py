@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.data import create_dataset
 
-TINY = ("--dataset", "digits", "--arch", "mlp", "--arch-option", "width=16", "--epochs", "3", "--quiet")
+TINY = mlp_flags(width=16, epochs=3)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,7 @@ def pools(tmp_path_factory):
          "--method", "finetune", "--epochs", "1", "-q", "-o", str(folder / "finetune-{seed}.safetensors")),
         ("apply", "--seeds", "0-1", "-m", str(folder / "original-{seed}.safetensors"), "-f", folder / "other.json",
          "--method", "finetune", "--epochs", "1", "-q", "-o", str(folder / "elsewhere-{seed}.safetensors")),
-        ("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=24", "--epochs", "1", "-q",
-         "--exclude", folder / "forget.json", "-o", folder / "wide.safetensors"),
+        ("train", *mlp_flags(width=24, epochs=1), "--exclude", folder / "forget.json", "-o", folder / "wide.safetensors"),
     ]
     for step in steps:
         result = run_cli(*step)
@@ -165,6 +165,8 @@ def test_report_reads_audit_files(pools, tmp_path):
     ({"unlearned": "elsewhere-*.safetensors"}, "was unlearned on another forget set (forget_sha256"),
     ({"original": "finetune-*.safetensors", "unlearned": "finetune-[01].safetensors"}, "is in both --unlearned and --original"),
     ({"original": "original-[01].safetensors"}, "which is not in --original"),
+    ({"original": "wrong-*.safetensors"},
+     "--original takes models trained on the whole training set, but this one was trained without a forget set"),
     ({"unlearned": "finetune-0.safetensors"}, "--unlearned: 1 model; a pool needs at least 2"),
     ({"unlearned": "nothing-*.safetensors"}, "--unlearned '"),
     ({"retrained": "oracle-[0-2].safetensors --retrained wide.safetensors"}, None),

@@ -8,7 +8,7 @@ from safetensors import safe_open
 
 from conftest import run_cli
 from unlearn_cli.io.checkpoint import checkpoint_bytes, load_checkpoint
-from unlearn_cli.io.streams import write_output
+from unlearn_cli.streams import write_output
 
 
 def rewrite(source, target, tensors=None, **meta_changes):

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from conftest import run_cli
-from unlearn_cli.cli.common import data_as_trained
+from presets import mlp_flags
 from unlearn_cli.data import ImageData, create_dataset
 from unlearn_cli.data.manipulation import Manipulation, draw_known, draw_manipulation
 from unlearn_cli.errors import UserError
@@ -17,9 +17,10 @@ from unlearn_cli.evaluate.metrics import Corrective, evaluate_outputs, model_met
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.hashing import sha256_indices
+from unlearn_cli.lineage import data_as_trained
 from unlearn_cli.tune.objectives import OracleFreeWeights, Outputs, oracle_free_score
 
-DIGITS_MLP = ("--dataset", "digits", "--arch", "mlp", "--arch-option", "width=64", "--epochs", "30", "--quiet")
+DIGITS_MLP = mlp_flags(width=64, epochs=30)
 
 
 def tiny_images(count: int = 6, size: int = 4) -> ImageData:

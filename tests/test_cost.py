@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.cost import (RecordedCost, Work, WorkMeter, examples_in_steps, loop_examples, reference_units,
                               retrain_units, trained)
 from unlearn_cli.data import create_dataset
@@ -102,8 +103,7 @@ def test_every_method_predicts_exactly_the_work_it_does(unlearn_data, name, capp
 
 def test_a_training_run_records_its_passes(tmp_path):
     output = tmp_path / "m.safetensors"
-    result = run_cli("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=8", "--epochs", "2",
-                     "--batch-size", "100", "-q", "-o", output)
+    result = run_cli("train", *mlp_flags(width=8, epochs=2), "--batch-size", "100", "-o", output)
     assert result.exit_code == 0, result.output
     cost = load_checkpoint(str(output)).cost
     assert cost.work == Work(2 * DIGITS_TRAIN, 2 * DIGITS_TRAIN)  # two epochs: each example forward and back once
@@ -162,8 +162,7 @@ def small_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cost")
     forget, original, mask = folder / "f.json", folder / "m.safetensors", folder / "mask.safetensors"
     for arguments in (("split", "--dataset", "digits", "--fraction", "0.1", "-o", forget, "-q"),
-                      ("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=16", "--epochs", "8",
-                       "-q", "-o", original),
+                      ("train", *mlp_flags(width=16, epochs=8), "-o", original),
                       ("localize", "-m", original, "-f", forget, "--budget", "0.3", "-q", "-o", mask)):
         result = run_cli(*arguments)
         assert result.exit_code == 0, result.output
@@ -178,8 +177,8 @@ def test_apply_records_its_work_with_the_masks_and_warns_above_half_a_retrain(sm
     assert result.exit_code == 0, result.output
     checkpoint = load_checkpoint(str(output))
     retain = DIGITS_TRAIN - 144
-    localize = read_mask(str(folder / "mask.safetensors")).typed  # del: a forward and backward pass over the forget set
-    assert (localize["work_forward"], localize["work_backward"]) == (144, 144)
+    localize = read_mask(str(folder / "mask.safetensors")).record  # del: a forward and backward pass over the forget set
+    assert (localize.work_forward, localize.work_backward) == (144, 144)
     assert checkpoint.cost.localize_units == 3 * 144
     assert checkpoint.cost.work == trained(6 * retain) + Work(2 * len(range(0, retain, 2)), 0)
     assert checkpoint.cost.retrain_units == 3 * 8 * retain

@@ -1,34 +1,56 @@
-"""Every registered dataset, read from files in the real on-disk formats (written here, small)."""
+"""Every registered dataset, read from files in the real on-disk formats (written small by presets.py)."""
 
+import inspect
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import FASHION_MNIST_STEMS, require_fashion_mnist
-from unlearn_cli.data import create_dataset, list_datasets
+from presets import tiny_dataset_options, tiny_model, write_cifar_python, write_image_folders, write_svhn
+from unlearn_cli.data import DATASETS, create_dataset, list_datasets
 from unlearn_cli.errors import UserError
 
 
-def write_cifar_python(root: Path, per_batch: int = 4) -> np.ndarray:
-    """cifar-10-batches-py/ as torchvision unpacks it: pickled dicts with bytes keys, uint8 rows of 3072."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    first = None
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
-        first = data if first is None else first
-        with open(folder / name, "wb") as file:
-            pickle.dump({b"batch_label": name.encode(), b"labels": list(range(per_batch)), b"data": data,
-                         b"filenames": [b"x.png"] * per_batch}, file, protocol=2)
-    return first
+def train_subset_datasets() -> list[str]:
+    return [name for name in list_datasets() if "train_subset" in inspect.signature(DATASETS.get(name)).parameters]
 
 
-def test_registry_lists_every_dataset():
-    assert list_datasets() == ["digits", "fashion-mnist", "cifar10", "svhn", "imagenet100", "synthetic"]
+@pytest.mark.parametrize("name", list_datasets())
+def test_every_dataset_reads_its_files_into_batches_a_model_takes(name, tmp_path):
+    options = tiny_dataset_options(name, tmp_path)
+    data = create_dataset(name, **options)
+    for split in ("train", "test"):
+        labels = data.labels(split)
+        assert labels.dtype == torch.int64 and len(labels) > 0
+        assert 0 <= int(labels.min()) and int(labels.max()) < data.num_classes
+        batches = list(data.batches(split, batch_size=5))
+        inputs = torch.cat([x for x, _ in batches])
+        assert inputs.dtype == torch.float32 and inputs.shape == (len(labels), *data.input_shape)
+        assert bool(inputs.isfinite().all())
+        assert torch.equal(torch.cat([y for _, y in batches]), labels)  # unshuffled batches keep the files' order
+    every_other = torch.arange(0, data.num_train, 2)
+    shuffled = torch.cat([y for _, y in data.batches("train", every_other, batch_size=3, shuffle=True, seed=1)])
+    assert sorted(shuffled.tolist()) == sorted(data.train_labels[every_other].tolist())
+    low, high = data.pixel_range()
+    assert low.shape == high.shape == (data.input_shape[0],) and bool((low < high).all())
+    model = tiny_model("cnn", data.num_classes, data.input_shape)
+    assert model(inputs[:2]).shape == (2, data.num_classes)
+    assert torch.equal(create_dataset(name, **options).train_labels, data.train_labels)  # read again: the same
+
+
+@pytest.mark.parametrize("name", train_subset_datasets())
+def test_train_subset_keeps_a_fixed_part_of_the_training_set(name, tmp_path):
+    options = tiny_dataset_options(name, tmp_path)
+    full = create_dataset(name, **options)
+    subset = create_dataset(name, **options, train_subset=3)
+    assert subset.num_train == 3 and subset.kwargs == {"train_subset": 3}
+    rows = full.train_inputs.flatten(1)
+    for image, label in zip(subset.train_inputs.flatten(1), subset.train_labels):  # each one of the full set's examples
+        assert bool(((rows == image).all(1) & (full.train_labels == label)).any())
+    assert torch.equal(create_dataset(name, **options, train_subset=3).train_inputs, subset.train_inputs)  # seeded
+    assert torch.equal(subset.test_labels, full.test_labels)  # the test set is whole
 
 
 def test_digits_is_the_bundled_set_with_a_fixed_split():
@@ -110,27 +132,13 @@ def test_cifar10_missing(tmp_path):
 
 
 def test_svhn_mat_files(tmp_path):
-    from scipy.io import savemat
-
-    rng = np.random.default_rng(0)
-    for name, count in (("train_32x32.mat", 6), ("test_32x32.mat", 3)):
-        images = rng.integers(0, 256, size=(32, 32, 3, count), dtype=np.uint8)
-        savemat(tmp_path / name, {"X": images, "y": np.array([[10], [1], [2], [3], [4], [5]][:count], dtype=np.uint8)})
-    data = create_dataset("svhn", data_root=str(tmp_path))
+    data = create_dataset("svhn", **write_svhn(tmp_path, train=6, test=3))
     assert (data.num_train, data.input_shape) == (6, (3, 32, 32))
     assert data.train_labels.tolist() == [0, 1, 2, 3, 4, 5]  # label 10 is the digit 0
 
 
 def test_imagenet100_image_folder_streams(tmp_path):
-    from PIL import Image
-
-    for split in ("train", "val"):
-        for label, colour in (("n01", (255, 0, 0)), ("n02", (0, 0, 255))):
-            folder = tmp_path / split / label
-            folder.mkdir(parents=True)
-            for index in range(2):
-                Image.new("RGB", (40, 30), colour).save(folder / f"{index}.JPEG")
-    data = create_dataset("imagenet100", data_root=str(tmp_path), image_size=16, num_workers=0)
+    data = create_dataset("imagenet100", **write_image_folders(tmp_path))
     assert data.num_classes == 2 and data.input_shape == (3, 16, 16) and data.train_inputs is None
     inputs, labels = next(iter(data.batches("test", batch_size=4)))
     assert inputs.shape == (4, 3, 16, 16) and labels.tolist() == [0, 0, 1, 1]

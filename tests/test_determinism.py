@@ -9,8 +9,9 @@ from __future__ import annotations
 from safetensors import safe_open
 
 from conftest import run_cli
+from presets import mlp_flags
 
-TINY = ("--dataset", "digits", "--arch", "mlp", "--arch-option", "width=16", "--epochs", "2", "--quiet")
+TINY = mlp_flags(width=16, epochs=2)
 
 
 def pipeline(folder):

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.cli import common
 from unlearn_cli.cli.common import LOG_WIDTH, ProgressLines, progress_bar
 
@@ -73,6 +74,7 @@ def test_help_names_every_option_in_full():
     assert "--budget" in localize_help and "--strategy" in localize_help
 
 
+@pytest.mark.slow
 def test_help_is_whole_when_piped_from_a_process():
     for command in (("apply", "--help"), ("localize", "--help")):
         result = run_piped(*command)
@@ -116,10 +118,10 @@ def test_evaluate_table_and_progress_lines_are_whole(tiny_run, tmp_path):
     assert "strong gap" in report.stderr and "original" in report.stderr
 
 
+@pytest.mark.slow
 def test_mask_info_of_a_wide_model_is_whole_when_piped(tiny_run, tmp_path):
     model, mask = tmp_path / "wide.safetensors", tmp_path / "mask.safetensors"
-    trained = run_cli("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=1024", "--epochs", "1",
-                      "--quiet", "-o", model)
+    trained = run_cli("train", *mlp_flags(width=1024, epochs=1), "--max-steps", "1", "-o", model)  # its shape matters
     assert trained.exit_code == 0, trained.output
     localized = run_piped("localize", "--model", model, "--forget", tiny_run["forget"], "--strategy", "del",
                           "--budget", "0.3", "-o", mask)

@@ -20,14 +20,15 @@ import torch.distributed as dist
 from torch import nn
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.distributed import Shard, confirm_replicas, data_parallel
 from unlearn_cli.engine import FastPath
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import load_checkpoint
 
 # 1,000 digits (an even count, so no example is dropped when dealt to 2 ranks), global batch 100.
-TINY = ("--dataset", "digits", "--dataset-option", "train_subset=1000", "--arch", "mlp", "--arch-option", "width=16",
-        "--epochs", "2", "--batch-size", "100", "--device", "cpu")
+TINY = (*mlp_flags(width=16, epochs=2, quiet=False), "--dataset-option", "train_subset=1000", "--batch-size", "100",
+        "--device", "cpu")
 TOLERANCE = 1e-5  # measured: about 3e-8 after 20 steps
 
 
@@ -45,6 +46,7 @@ def largest_difference(first, second) -> float:
     return max(float((a[name].double() - b[name].double()).abs().max()) for name in a)
 
 
+@pytest.mark.slow
 def test_torchrun_train_matches_one_process(tmp_path):
     result = torchrun(tmp_path, "train", *TINY, "-o", "ddp.safetensors")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -59,6 +61,7 @@ def test_torchrun_train_matches_one_process(tmp_path):
     assert largest_difference(tmp_path / "ddp.safetensors", tmp_path / "single.safetensors") < TOLERANCE
 
 
+@pytest.mark.slow
 def test_torchrun_deals_a_pools_seeds_out_over_the_processes(tmp_path):
     """`--seeds` under torchrun: process r takes every second seed and writes its files; the union is exactly the
     pool one process builds (each seed runs alone either way, so the weights are bit-identical)."""
@@ -107,6 +110,7 @@ def test_torchrun_deals_a_pools_seeds_out_over_the_processes(tmp_path):
                                   single / f"finetune-{seed}.safetensors") < TOLERANCE
 
 
+@pytest.mark.slow
 def test_torchrun_apply_rft_matches_one_process(tmp_path):
     parent, forget, mask = tmp_path / "parent.safetensors", tmp_path / "forget.json", tmp_path / "mask.safetensors"
     for arguments in (

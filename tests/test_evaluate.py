@@ -241,7 +241,7 @@ def test_same_seed_same_numbers_and_table_on_stderr(tiny_run):
 
 def test_oracle_without_this_forget_set_is_refused(tiny_run, tmp_path):
     other = _rewrite(tiny_run["oracle"], tmp_path / "other.safetensors", excluded_sha256="0" * 64)
-    for oracle, message in ((tiny_run["original"], "the oracle was trained on the full training set"),
+    for oracle, message in ((tiny_run["original"], "the oracle was trained on the whole training set"),
                             (other, "the oracle was trained without another forget set")):
         result = run_cli("evaluate", tiny_run["original"], "--forget", tiny_run["forget"], "--oracle", oracle, "-q")
         assert result.exit_code == 1

@@ -94,6 +94,7 @@ def del_run(work: Path, forget_set: str, mode: str = "free", cap: str | None = S
     return f"del{f'_c{cap}' if cap else ''}_b{budget}_lr{lr}_e{epochs.strip()}"
 
 
+@pytest.mark.slow
 @needs_make
 @pytest.mark.parametrize("recipe", sorted(EXPECTED_RUNS))
 def test_smoke_runs_the_pipeline(smoke_runs, recipe):
@@ -115,6 +116,7 @@ def test_smoke_runs_the_pipeline(smoke_runs, recipe):
                 assert 0 < result["fraction_changed"] <= 1
 
 
+@pytest.mark.slow
 @needs_make
 @pytest.mark.parametrize("recipe", sorted(EXPECTED_RUNS))
 def test_smoke_tunes_on_the_validation_forget_set(smoke_runs, recipe):
@@ -132,6 +134,7 @@ def test_smoke_tunes_on_the_validation_forget_set(smoke_runs, recipe):
             assert (tuned["tune"]["oracle_sha256"] is None) == (mode == "free")
 
 
+@pytest.mark.slow
 @needs_make
 @pytest.mark.parametrize("recipe", sorted(EXPECTED_RUNS))
 def test_smoke_writes_the_reports(smoke_runs, recipe):
@@ -167,6 +170,7 @@ def test_smoke_writes_the_reports(smoke_runs, recipe):
             assert (work / "results" / search).read_bytes() == (work / search).read_bytes()
 
 
+@pytest.mark.slow
 @needs_make
 def test_corrective_smoke_unlearns_the_known_part_of_a_poison(smoke_runs):
     from unlearn_cli.io.checkpoint import load_checkpoint
@@ -200,6 +204,7 @@ def test_corrective_smoke_unlearns_the_known_part_of_a_poison(smoke_runs):
     assert "| attack success |" in report
 
 
+@pytest.mark.slow
 @needs_make
 def test_smoke_resumes_without_redoing_work(smoke_runs):
     code, output, work = smoke_runs["fashion-mnist"]
@@ -213,6 +218,7 @@ def test_smoke_resumes_without_redoing_work(smoke_runs):
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file()} == before
 
 
+@pytest.mark.slow
 @needs_make
 def test_a_new_grid_value_is_tuned_on_the_next_run(smoke_runs):
     code, output, work = smoke_runs["fashion-mnist"]
@@ -229,6 +235,7 @@ def test_a_new_grid_value_is_tuned_on_the_next_run(smoke_runs):
     assert " train " not in dry_run.stdout  # the original is not trained again
 
 
+@pytest.mark.slow
 @needs_make
 def test_smoke_audit_builds_pools_and_audits_them(smoke_runs):
     """`make audit` on the smoke's files: pools of 4 synthetic models at the smoke's chosen DEL settings."""

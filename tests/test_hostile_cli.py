@@ -275,7 +275,7 @@ def test_an_output_link_is_followed_and_kept(tiny_run, tmp_path):
 
 
 def test_text_may_go_to_a_terminal_binary_may_not(monkeypatch):
-    from unlearn_cli.io import streams
+    from unlearn_cli import streams
 
     class Terminal:
         def isatty(self):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.streams import write_output
+from unlearn_cli.streams import write_output
 
 LONG_TRAIN = ["train", "--dataset", "digits", "--arch", "mlp", "--epochs", "100000"]
 
@@ -34,6 +34,7 @@ def wait_for_progress(process: subprocess.Popen) -> bytes:
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_train_keeps_the_old_file(tmp_path, signal_number):
     output = tmp_path / "model.safetensors"

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 from torch import nn
 
+from presets import tiny_model
 from unlearn_cli.engine import LoopSettings, run_loop, cross_entropy_loss
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.mask import mask_bytes, mask_metadata
@@ -197,20 +198,13 @@ def test_scalar_selection_equals_the_sorted_prefix(scores, limit):
     assert torch.equal(select_prefix(scores, torch.ones(len(scores), dtype=torch.long), limit), expected)
 
 
-TINY = {"mlp": {"width": 16}, "cnn": {"width": 4}, "resnet18": {"width": 4},
-        "vit": {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 16, "patch": 4, "dim_head": 8}}
 SHAPE = (3, 8, 8)
-
-
-def tiny_model(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    return create_model(name, 10, SHAPE, **TINY.get(name, {}))
 
 
 @pytest.mark.parametrize("arch", list_models())
 @pytest.mark.parametrize("granularity", list_granularities())
 def test_units_cover_every_scalar_once(arch, granularity):
-    model = tiny_model(arch)
+    model = tiny_model(arch, 10, SHAPE)
     units = build_units(parameter_shapes(model), granularity)
     assert units.total == sum(p.numel() for p in model.parameters())
     mask = units.mask(torch.ones(len(units), dtype=torch.bool))
@@ -219,7 +213,7 @@ def test_units_cover_every_scalar_once(arch, granularity):
 
 
 def test_neurons_join_the_bias_and_leave_normalization_element_wise():
-    model = tiny_model("cnn")
+    model = tiny_model("cnn", 10, SHAPE)
     groups = {group.names: group for group in build_units(parameter_shapes(model), "neuron").groups}
     head = [name for name, _ in model.named_parameters()][-2:]  # the linear head: weight, bias
     assert groups[tuple(head)].count == 10 and groups[tuple(head)].size == model.get_parameter(head[0]).shape[1] + 1
@@ -240,7 +234,7 @@ def strategy_settings(name: str, budget: float = 0.3) -> LocalizeSettings:
 
 @pytest.fixture(scope="module")
 def tiny_models():
-    return {name: tiny_model(name) for name in list_models()}
+    return {name: tiny_model(name, 10, SHAPE) for name in list_models()}
 
 
 @pytest.mark.parametrize("arch", list_models())

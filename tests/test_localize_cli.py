@@ -9,6 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.cli.app import app
 from unlearn_cli.data import create_dataset
 from unlearn_cli.io.checkpoint import load_checkpoint
@@ -38,8 +39,9 @@ def test_del_mask_file_fits_the_model_and_records_its_provenance(tiny_run, tmp_p
     result = localize(tiny_run, "--strategy", "del", "--budget", "0.3", "-o", output)
     assert result.exit_code == 0, result.output
     checkpoint = load_checkpoint(str(tiny_run["original"]))
-    mask_file = read_mask(str(output), checkpoint.model, model_sha256=checkpoint.sha256)
+    mask_file = read_mask(str(output), checkpoint.model)
     mask, meta = mask_file.mask, mask_file.meta
+    assert mask_file.record.model_sha256 == meta["model_sha256"] == checkpoint.sha256
     selected, total = mask_counts(mask)
     assert meta["format"] == "unlearn-mask/1" and meta["strategy"] == "del"
     assert (meta["criterion"], meta["granularity"], meta["budget"]) == ("weighted-grad", "neuron", "0.3")
@@ -191,8 +193,7 @@ def test_compare_refuses_masks_of_different_models(tiny_run, tmp_path):
     first = tmp_path / "first.safetensors"
     assert localize(tiny_run, "--strategy", "del", "--budget", "0.3", "-o", first).exit_code == 0
     other_model = tmp_path / "wide.safetensors"
-    assert run_cli("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=8", "--epochs", "1", "-q",
-                   "-o", other_model).exit_code == 0
+    assert run_cli("train", *mlp_flags(width=8, epochs=1), "-o", other_model).exit_code == 0
     second = tmp_path / "second.safetensors"
     result = run_cli("localize", "--model", other_model, "--forget", tiny_run["forget"], "--budget", "0.3", "-q", "-o", second)
     assert result.exit_code == 0, result.output

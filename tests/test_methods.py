@@ -1,12 +1,14 @@
 """Unlearning methods: the mask guarantee for every registered method, and what each paper says it does."""
 
 import copy
-import dataclasses
+import re
 
 import pytest
 import torch
+import typer
 from torch import nn
 
+from unlearn_cli.cli.app import app
 from unlearn_cli.data import create_dataset
 from unlearn_cli.engine import LoopSettings, accuracy, seed_everything, train_classifier
 from unlearn_cli.errors import UserError
@@ -14,6 +16,7 @@ from unlearn_cli.methods import UnlearnData, get_method, list_methods, method_co
 from unlearn_cli.methods._common import UpdateConfig, fresh_initialization
 from unlearn_cli.methods.iu import IUConfig
 from unlearn_cli.methods.random_label import wrong_labels
+from unlearn_cli.methods.retrain import resolved as resolved_recipe
 from unlearn_cli.methods.rft import reset_masked
 from unlearn_cli.models import classifier_head_names, create_model
 
@@ -290,18 +293,51 @@ def test_iu_refuses_more_memory_than_it_may_use(models, monkeypatch):
         get_method("iu").run(copy.deepcopy(original), data, None, method_config("iu", {"num_samples": 8}))
 
 
-def test_every_method_config_is_a_dataclass_with_the_shared_defaults():
-    for name in list_methods():
-        cfg = method_config(name, {})
-        if name == "retrain":  # the recipe's options come from the parent checkpoint
-            assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.momentum, cfg.weight_decay) == (None,) * 5
+@pytest.mark.parametrize("name", list_methods())
+def test_every_method_runs_from_its_defaults(models, name):
+    """Its defaults are a whole configuration: cut to one optimizer step, the method runs, changes only what its mask
+    (and rft's head) allow, and runs the same again (the default seed)."""
+    original, data = models["cnn"]
+    method = get_method(name)
+    cfg = method_config(name, {"max_steps": 1} if "max_steps" in method_options(name) else {})
+    mask = random_mask(original) if method.uses_mask else None
+    first, second = (dict(method.run(copy.deepcopy(original), data, mask, copy.deepcopy(cfg)).named_parameters())
+                     for _ in range(2))
+    assert all(torch.equal(first[key], second[key]) for key in first), f"{name} is not reproducible"
+    assert all(bool(parameter.isfinite().all()) for parameter in first.values())
+    before = dict(original.named_parameters())
+    if mask is None:  # retrain: a fresh model, trained from scratch
+        assert not any(torch.equal(before[key], first[key]) for key in first)
+        return
+    head = set(classifier_head_names(original)) if getattr(cfg, "train_head", False) else set()
+    changed_inside = 0
+    for key, selected in mask.items():
+        if key not in head:
+            assert torch.equal(before[key][~selected], first[key][~selected]), f"{name} changed {key} outside the mask"
+        changed_inside += int((before[key][selected] != first[key][selected]).sum())
+    assert changed_inside > 0, f"{name} changed nothing inside the mask"
+
+
+def help_defaults() -> dict[str, str]:
+    """What `apply --help` says each option defaults to: {option: e.g. "128", "on", "per method, e.g. rft 0.1"}."""
+    command = typer.main.get_command(app).commands["apply"]
+    return {parameter.name: match.group(1) for parameter in command.params
+            if (match := re.search(r"\(default: ([^)]*)\)", parameter.help or ""))}
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_apply_help_states_each_method_s_defaults(name):
+    cfg = method_config(name, {})
+    if name == "retrain":  # an option it leaves unset is the parent's recipe, else the recipe defaults
+        cfg = resolved_recipe(cfg, {}, retain_size=100)
+    checked = []
+    for option, stated in help_defaults().items():
+        per_method = re.fullmatch(r"per method, e\.g\. (\S+) (\S+)", stated)
+        if not hasattr(cfg, option) or (per_method and per_method.group(1) != name):
             continue
-        assert dataclasses.is_dataclass(cfg) and cfg.batch_size == 128 and cfg.seed == 0
-        if hasattr(cfg, "momentum"):
-            assert cfg.momentum == 0.9
-    assert method_config("neggrad", {}).schedule == method_config("neggrad+", {}).schedule == "constant"
-    assert method_config("neggrad+", {}).beta == 0.99 and method_config("l1-sparse", {}).gamma == 7e-5
-    rft = method_config("rft", {})
-    assert (rft.lr, rft.final_lr_fraction, rft.train_head) == (0.1, 0.01, True)
-    ssd = method_config("ssd", {})
-    assert (ssd.selection_weight, ssd.dampening_constant) == (10.0, 1.0)
+        stated = per_method.group(2) if per_method else stated
+        value = getattr(cfg, option)
+        assert value == ({"on": True, "off": False}[stated] if isinstance(value, bool) else type(value)(stated)), (
+            f"{name}: {option} defaults to {value!r}, `apply --help` says {stated}")
+        checked.append(option)
+    assert {"seed", "batch_size"} <= set(checked)  # every method has these

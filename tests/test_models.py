@@ -1,31 +1,17 @@
-"""Every registered model: forward + backward on its dataset's shape, head detection, option errors."""
+"""Every registered model: forward + backward on an image shape, head detection, option errors."""
 
 import pytest
 import torch
 
+from presets import tiny_model
 from unlearn_cli.errors import UserError
 from unlearn_cli.models import classifier_head_names, create_model, list_models
-
-# Tiny options per model so the whole registry runs in seconds on a CPU.
-TINY = {
-    "mlp": ({"width": 16}, (1, 8, 8)),
-    "cnn": ({"width": 4}, (1, 8, 8)),
-    "resnet18": ({"width": 4}, (3, 8, 8)),
-    "resnet50": ({}, (3, 32, 32)),
-    "vit": ({"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 16, "patch": 4, "dim_head": 8}, (3, 8, 8)),
-}
-
-
-def test_every_model_has_tiny_options():
-    assert set(TINY) == set(list_models())
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_forward_backward(name):
-    options, shape = TINY[name]
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=7, input_shape=shape, **options)
-    inputs = torch.randn(2, *shape)
+    model = tiny_model(name, num_classes=7, input_shape=(3, 8, 8))
+    inputs = torch.randn(2, 3, 8, 8)
     logits = model(inputs)
     assert logits.shape == (2, 7)
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 6])).backward()
@@ -37,11 +23,11 @@ def test_forward_backward(name):
     assert parameters[head[0]].shape[0] == 7  # the head produces the class logits
 
 
+@pytest.mark.parametrize("channels", [1, 5])
 @pytest.mark.parametrize("name", list_models())
-def test_adapts_to_channels(name):
-    options, (_, height, width) = TINY[name]
-    model = create_model(name, num_classes=3, input_shape=(5, height, width), **options).eval()
-    assert model(torch.randn(1, 5, height, width)).shape == (1, 3)
+def test_adapts_to_channels(name, channels):
+    model = tiny_model(name, num_classes=3, input_shape=(channels, 8, 8)).eval()
+    assert model(torch.randn(1, channels, 8, 8)).shape == (1, 3)
 
 
 def test_resnet18_is_the_cifar_variant():
@@ -49,6 +35,33 @@ def test_resnet18_is_the_cifar_variant():
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
     assert isinstance(model.maxpool, torch.nn.Identity)
     assert sum(p.numel() for p in model.parameters()) == 11_173_962  # the standard CIFAR ResNet-18 size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels", [3, 1])
+def test_resnet50_at_its_default_width_is_torchvision_s(channels):
+    # the same modules drawn from the same random numbers as torchvision's resnet50(), so a width option changed no
+    # default network; grey images get a first conv of their own
+    from torchvision.models import resnet
+
+    torch.manual_seed(5)
+    expected = resnet.resnet50(weights=None, num_classes=7)
+    if channels != 3:
+        expected.conv1 = torch.nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
+    expected_random_state = torch.random.get_rng_state()
+    torch.manual_seed(5)
+    model = create_model("resnet50", 7, (channels, 32, 32))
+    assert torch.equal(torch.random.get_rng_state(), expected_random_state)  # what is drawn next is unchanged too
+    assert str(model) == str(expected)
+    state, expected_state = model.state_dict(), expected.state_dict()
+    assert list(state) == list(expected_state)
+    assert all(torch.equal(state[key], expected_state[key]) for key in state)
+
+
+def test_resnet50_width_scales_every_stage():
+    model = tiny_model("resnet50", num_classes=10, input_shape=(3, 8, 8), width=4)
+    assert [model.get_submodule(f"layer{stage}")[0].conv3.out_channels for stage in (1, 2, 3, 4)] == [16, 32, 64, 128]
+    assert model.conv1.out_channels == 4 and model.fc.in_features == 128
 
 
 def test_unknown_model_and_option_are_user_errors():

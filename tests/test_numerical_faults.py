@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import run_cli
+from presets import mlp_flags
 
 
 def test_neggrad_with_a_huge_learning_rate_writes_nothing(tiny_run, tmp_path):
@@ -17,7 +18,6 @@ def test_neggrad_with_a_huge_learning_rate_writes_nothing(tiny_run, tmp_path):
 
 def test_training_that_diverges_writes_nothing(tmp_path):
     output = tmp_path / "m.safetensors"
-    result = run_cli("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=16", "--epochs", "3",
-                     "--lr", "1e30", "-q", "-o", output)
+    result = run_cli("train", *mlp_flags(width=16, epochs=3), "--lr", "1e30", "-o", output)
     assert result.exit_code == 1 and "lower the learning rate" in result.stderr
     assert not output.exists()

@@ -9,6 +9,7 @@ import pytest
 from safetensors import safe_open
 
 from conftest import run_cli
+from presets import mlp_flags
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,7 @@ def test_forget_set_for_another_dataset(tiny_run, foreign_forget, tmp_path, comm
 
 def test_mask_from_another_checkpoint_is_recorded_when_allowed(tiny_run, tmp_path):
     other = tmp_path / "other.safetensors"
-    assert run_cli("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=32", "--epochs", "1",
-                   "--seed", "9", "-q", "-o", other).exit_code == 0
+    assert run_cli("train", *mlp_flags(width=32, epochs=1), "--seed", "9", "-o", other).exit_code == 0
     mask = tmp_path / "mask.safetensors"
     assert run_cli("localize", "--model", other, "--forget", tiny_run["forget"], "--budget", "0.2", "-q",
                    "-o", mask).exit_code == 0

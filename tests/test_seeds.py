@@ -10,12 +10,13 @@ import pytest
 from safetensors import safe_open
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.cli.seeds import SeedRun, format_seeds, parse_seeds, run_seeds, seed_path
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import load_checkpoint
 
-TINY = ("--dataset", "digits", "--arch", "mlp", "--arch-option", "width=16", "--epochs", "1", "--quiet")
+TINY = mlp_flags(width=16, epochs=1)
 APPLY = ("--method", "rft", "--epochs", "1", "--quiet")
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from conftest import run_cli
 from unlearn_cli.data import create_dataset
-from unlearn_cli.engine import LoopSettings, seed_everything, train_classifier
+from unlearn_cli.engine import LoopSettings, cross_entropy_loss, seed_everything, train_classifier
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.mask import read_mask
@@ -105,7 +105,7 @@ def test_the_methods_that_stack_are_those_whose_loop_is_the_plain_cross_entropy(
     assert set(STACKING) == {"finetune", "rft", "random-label"} and set(STACKING) <= set(looping)
     for name in looping:
         loop = get_method(name).loop(data.new_model(), data, None, method_config(name, {}))
-        assert loop.stackable == get_method(name).stacks, name
+        assert (loop.loss_fn is cross_entropy_loss) == get_method(name).stacks, name
     assert not any(get_method(name).stacks for name in list_methods() if name not in looping)
 
 

@@ -1,16 +1,19 @@
 """`unlearn train`: checkpoints with full metadata, determinism, the oracle, config layering."""
 
 import json
+import re
 
 import torch
 import yaml
 from safetensors import safe_open
 
 from conftest import TINY_MLP, run_cli
-from unlearn_cli.data import create_dataset
+from presets import mlp_flags
+from unlearn_cli.data import create_dataset, list_datasets
 from unlearn_cli.engine import accuracy
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
+from unlearn_cli.models import list_models
 
 METADATA = {"format", "arch", "arch_kwargs", "num_classes", "dataset", "input_shape", "seed", "config",
             "wall_time_s", "unlearn_version"}
@@ -78,14 +81,21 @@ def test_yaml_config_unknown_key_and_wrong_type(tmp_path):
 
 
 def test_progress_bar_reports_images_per_second(tmp_path):
-    result = run_cli("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=8", "--epochs", "1",
-                     "-o", tmp_path / "m.safetensors")
+    result = run_cli("train", *mlp_flags(width=8, epochs=1, quiet=False), "-o", tmp_path / "m.safetensors")
     assert result.exit_code == 0
     assert "img/s" in result.stderr and "loss" in result.stderr and "test accuracy" in result.stderr
 
 
-def test_unavailable_device_is_a_user_error(tmp_path):
-    if torch.cuda.is_available():
-        return
-    result = run_cli("train", *TINY_MLP, "--device", "cuda", "-o", tmp_path / "m.safetensors")
+def test_unavailable_device_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU, whatever this one has
+    output = tmp_path / "m.safetensors"
+    result = run_cli("train", *TINY_MLP, "--device", "cuda", "-o", output)
     assert result.exit_code == 1 and "no CUDA GPU is visible; use --device cpu or auto" in result.stderr
+    assert not output.exists()
+
+
+def test_help_offers_every_registered_dataset_and_model():
+    result = run_cli("train", "--help")
+    assert result.exit_code == 0
+    words = set(re.findall(r"[\w+-]+", result.output))
+    assert set(list_datasets()) <= words and set(list_models()) <= words  # the choices come from the registries

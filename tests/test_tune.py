@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from conftest import run_cli
+from presets import mlp_flags
 from unlearn_cli.config import load_yaml_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, edge_extensions, expand_grid,
@@ -192,8 +193,7 @@ def digits(tmp_path_factory):
     for arguments in (
         ("split", "--dataset", "digits", "--kind", "noniid", "--classes", "2,5", "--fraction", "0.1", "-q",
          "-o", folder / "forget.json"),
-        ("train", "--dataset", "digits", "--arch", "mlp", "--arch-option", "width=128", "--epochs", "30", "-q",
-         "-o", folder / "original.safetensors"),
+        ("train", *mlp_flags(width=128, epochs=30), "-o", folder / "original.safetensors"),
     ):
         assert run_cli(*arguments).exit_code == 0
     return folder
@@ -236,7 +236,7 @@ def test_a_diverging_candidate_is_ranked_last_not_fatal(digits, tmp_path):
 
 @pytest.mark.parametrize("arguments, message", [
     (("--grid", "colour=1,2"), "method 'rft' has no such option"),
-    (("--grid", "lr=0,0.1", "--strategy", "del", "--budget", "0.3"), "--lr: 0.0 is out of range"),
+    (("--grid", "lr=0,0.1", "--strategy", "del", "--budget", "0.3"), "--grid lr: 0.0 is out of range"),
     (("--grid", "budget=0.1,0.3"), "a localization option needs --strategy"),
     (("--strategy", "del", "--grid", "lr=0.1"), "strategy del needs --budget"),
     (("--weight", "colour=2"), "--weight colour: choose among"),

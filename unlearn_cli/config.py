@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from unlearn_cli.errors import UserError
-from unlearn_cli.io.limits import INT64_MAX
-from unlearn_cli.io.streams import read_input, reader
+from unlearn_cli.errors import UserError, flag
+from unlearn_cli.limits import INT64_MAX
+from unlearn_cli.streams import read_input, reader
 
 
 def _plain(number: float) -> str:
@@ -211,7 +211,7 @@ def resolve_config(cls, config_path: str | Path | None, overrides: dict, documen
         values[key] = _checked_field(key, value, hints[key], f"{config_path}: option {key!r}")
     for key, value in overrides.items():
         if value is not None:
-            values[key] = _checked_field(key, value, hints[key], f"--{key.replace('_', '-')}")
+            values[key] = _checked_field(key, value, hints[key], flag(key))
     return cls(**values)
 
 

@@ -9,7 +9,8 @@ recipe: 3 × the examples that recipe trains on (docs/cost.md).
 A `WorkMeter` counts whatever runs while it is open: every outermost module call (a model, a teacher copy, a
 DistributedDataParallel wrapper; never the layers inside it) adds its batch to `forward`, and a backward pass that
 reaches that call's output adds the batch to `backward`. Nothing has to be instrumented by hand, so a method's
-teacher forwards, Fisher terms and per-example gradients count like its training steps.
+teacher forwards, Fisher terms and per-example gradients count like its training steps; only a pool's vectorized
+call, whose module calls each see one model's part, counts its models' examples itself (`WorkMeter.count_call`).
 
 Usage:
     with WorkMeter() as meter:
@@ -153,16 +154,22 @@ class WorkMeter:
         WorkMeter._depth -= 1
         if WorkMeter._depth > 0 or _uncounted(args):
             return
-        examples = batch_size_of(args)
+        WorkMeter.count_call(batch_size_of(args), output)
+
+    @staticmethod
+    def count_call(examples: int, output) -> None:
+        """Count a call that forwarded `examples` into every open meter, and its backward pass when one reaches
+        `output`: what the hooks count for an outermost module call, and what a pool's vectorized call counts."""
         meters = list(WorkMeter._open)  # a backward pass after a meter closed still counts in those open now
+        if not meters:
+            return
         WorkMeter.record(forwarded(examples), meters)
         if isinstance(output, torch.Tensor) and output.requires_grad and torch.is_grad_enabled():
             output.register_hook(lambda gradient: WorkMeter.record(Work(0, examples), meters))
 
     @staticmethod
     def record(work: Work, meters: list["WorkMeter"] | None = None) -> None:
-        """Count `work` in `meters` (every open one by default): the hooks' counts, and calls the hooks cannot see
-        whole (a pool's models under vmap)."""
+        """Count `work` in `meters` (every open one by default)."""
         for meter in WorkMeter._open if meters is None else meters:
             meter.forward += work.forward
             meter.backward += work.backward

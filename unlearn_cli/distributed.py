@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, flag
 
 BACKENDS = {"cuda": "nccl", "cpu": "gloo"}
 
@@ -63,7 +63,7 @@ class Shard:
     def local_batch_size(self, batch_size: int) -> int:
         """Examples per batch on this rank for a global `batch_size`."""
         if batch_size % self.world:
-            raise UserError(f"--batch-size {batch_size} is the global batch and must divide evenly over the "
+            raise UserError(f"{flag('batch_size')} {batch_size} is the global batch and must divide evenly over the "
                             f"{self.world} processes; use a multiple of {self.world}")
         return batch_size // self.world
 

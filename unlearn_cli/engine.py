@@ -1,9 +1,10 @@
-"""The one training / inference loop that `train` and every finetune-like unlearning method reuse.
+"""The one training / inference loop that `train`, every finetune-like unlearning method and a stacked pool reuse.
 
-A method is a loss function plus a batch schedule; the loop owns the optimizer, the schedule and the
-mask. The mask is enforced in exactly one place, `MaskedStep.after_step`: entries outside it are
-written back from a saved copy after every optimizer step, so they stay bit-identical whatever the
-optimizer does (momentum, weight decay, an L1 term in the loss).
+A method is a loss function plus a batch schedule; the loop (`train`) owns the optimizer, the schedule, the
+bookkeeping and the mask. It trains a `Trainee`: one model (`OneModel`) or a stack of models trained at once
+(`unlearn_cli.stacked.ModelStack`). The mask is enforced in exactly one place, the `MaskPlan` restored after
+every optimizer step: entries outside it are written back from a saved copy, so they stay bit-identical
+whatever the optimizer does (momentum, weight decay, an L1 term in the loss).
 
 Inside a torchrun process group (see `unlearn_cli.distributed`) the loop is data-parallel: the forward
 pass goes through DistributedDataParallel and `train_classifier` shards every epoch. `FastPath` holds
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from unlearn_cli.distributed import Shard, current_shard, wrap_for_training
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, flag
 
 Mask = dict[str, torch.Tensor]
 NOTHING_TO_TRAIN = "the mask selects no parameter to train; use a larger --budget or another mask"
@@ -109,32 +110,65 @@ class StepInfo:
 LossFn = Callable[[nn.Module, object, StepInfo], tuple[torch.Tensor, int, int]]  # -> (loss, correct, count)
 
 
-class MaskedStep:
-    """Restricts optimizer updates to the mask: frozen tensors get no gradient, partial ones are restored."""
+class MaskPlan:
+    """Which parameters a mask freezes and how the entries outside it are restored: the mask guarantee of training.
 
-    def __init__(self, model: nn.Module, mask: Mask | None, always_trainable: Iterable[str] = ()):
-        self.parameters = dict(model.named_parameters())
-        always = set(always_trainable)
-        self.partial: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (keep-mask, frozen values)
-        self.trainable: list[nn.Parameter] = []
-        for name, parameter in self.parameters.items():
-            selected = None if (mask is None or name in always) else mask[name].to(parameter.device)
+    A tensor with no selected entry gets no gradient (SGD leaves it alone); a tensor selected in part keeps a copy
+    of its values and `restore` writes them back outside the selection after every optimizer step, so they stay
+    bit-identical whatever the optimizer does (momentum, weight decay, an L1 term in the loss). The tensors are
+    one model's parameters, or a stack's ([N, …], the i-th selection model i's mask).
+    """
+
+    def __init__(self, parameters: dict[str, torch.Tensor], selections: dict[str, torch.Tensor]):
+        self.parameters = parameters  # name -> the tensor trained in place; a name without a selection trains whole
+        self.partial: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (selected, values outside it)
+        self.trainable: list[str] = []
+        for name, value in parameters.items():
+            selected = selections.get(name)
             if selected is not None and not bool(selected.any()):
-                parameter.requires_grad_(False)
+                value.requires_grad_(False)
                 continue
-            parameter.requires_grad_(True)
-            self.trainable.append(parameter)
+            value.requires_grad_(True)
+            self.trainable.append(name)
             if selected is not None and not bool(selected.all()):
-                self.partial[name] = (selected, parameter.detach().clone())
+                self.partial[name] = (selected, value.detach().clone())
+
+    def trainable_tensors(self) -> list[torch.Tensor]:
+        return [self.parameters[name] for name in self.trainable]
 
     @torch.no_grad()
-    def after_step(self) -> None:
-        for name, (selected, frozen) in self.partial.items():
-            keep_outside_mask(self.parameters[name], selected, frozen)
+    def restore(self) -> None:
+        for name, (selected, original) in self.partial.items():
+            keep_outside_mask(self.parameters[name], selected, original)
 
-    def restore_requires_grad(self) -> None:
-        for parameter in self.parameters.values():
-            parameter.requires_grad_(True)
+
+def refuse_empty_masks(names: Iterable[str], masks: list[Mask | None], always_trainable: Iterable[str] = (),
+                       model_names: list[str] | None = None) -> None:
+    """A UserError when a mask leaves its model nothing to train (`model_names[i]` names model i's in the message);
+    names in `always_trainable` train whatever the masks say."""
+    names, always = list(names), set(always_trainable)
+    for position, mask in enumerate(masks):
+        if mask is not None and not any(name in always or bool(mask[name].any()) for name in names):
+            raise UserError(NOTHING_TO_TRAIN if model_names is None else f"{model_names[position]}: {NOTHING_TO_TRAIN}")
+
+
+def mask_plan(parameters: dict[str, torch.Tensor], masks: list[Mask | None], always_trainable: Iterable[str] = (),
+              stacked: bool = False) -> MaskPlan:
+    """The plan of `masks[i]` (None: everything trains) over model i's parameters: one model's `parameters`, or
+    with `stacked` a stack's. Names in `always_trainable` train whatever the masks say."""
+    if all(mask is None for mask in masks):
+        return MaskPlan(parameters, {})
+    always = set(always_trainable)
+    return MaskPlan(parameters, {name: _selection(name, value, masks, stacked)
+                                 for name, value in parameters.items() if name not in always})
+
+
+def _selection(name: str, value: torch.Tensor, masks: list[Mask | None], stacked: bool) -> torch.Tensor:
+    """The entries of parameter `name` (`value`, stacked or not) that the masks let change."""
+    shape = value.shape[1:] if stacked else value.shape
+    per_model = [torch.ones(shape, dtype=torch.bool, device=value.device) if mask is None
+                 else mask[name].to(value.device, torch.bool) for mask in masks]
+    return torch.stack(per_model) if stacked else per_model[0]
 
 
 def keep_outside_mask(parameter: torch.Tensor, selected: torch.Tensor, original: torch.Tensor) -> None:
@@ -161,12 +195,148 @@ def set_batchnorm_eval(model: nn.Module) -> None:
             module.eval()
 
 
+def training_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """`model` in training mode; with `freeze_bn` its normalization layers keep their running statistics."""
+    model.train()
+    if freeze_bn:
+        set_batchnorm_eval(model)
+
+
 def learning_rate(settings: LoopSettings, step: int, total_steps: int) -> float:
     """The learning rate at `step` of `total_steps`: constant, or cosine from lr down to final_lr_fraction · lr."""
     if settings.schedule == "constant":
         return settings.lr
     floor = settings.final_lr_fraction * settings.lr
     return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
+
+
+class Trainee:
+    """What the loop trains: one model (`OneModel`) or a stack of models (`stacked.ModelStack`).
+
+    `forward` is what the loss function calls, `module` what is put in training mode every epoch, `plan` the mask
+    plan over the tensors the optimizer updates, `count` how many models one step trains (the loss is their losses
+    summed) and `replicas` how many processes train the same model (data-parallel ranks).
+    """
+
+    forward: Callable
+    module: nn.Module
+    plan: MaskPlan
+    count: int = 1
+    replicas: int = 1
+    device_type: str = "cpu"
+    loss_name: str = "the loss"
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """The gradients of `loss` in the trainable tensors' `.grad` (the previous step's dropped)."""
+        for tensor in self.plan.trainable_tensors():
+            tensor.grad = None
+        loss.backward()
+
+    def finish(self) -> None:
+        """After the loop, finished or interrupted: the model(s) as the caller should find them."""
+
+
+class OneModel(Trainee):
+    """One model, trained in place: inside a process group through DistributedDataParallel, optionally
+    channels-last and compiled (`FastPath`)."""
+
+    def __init__(self, model: nn.Module, mask: Mask | None, always_trainable: Iterable[str], fast: FastPath):
+        self.module, self.channels_last = model, fast.channels_last
+        parameters = dict(model.named_parameters())  # names of the unwrapped model: no `module.` prefix
+        refuse_empty_masks(parameters, [mask], always_trainable)
+        if fast.channels_last:
+            model.to(memory_format=torch.channels_last)  # in place, before the plan copies the values to restore
+        self.plan = mask_plan(parameters, [mask], always_trainable)
+        self.forward = wrap_for_training(model)  # after freezing: DDP synchronizes the trainable parameters only
+        if fast.compile:
+            self.forward = torch.compile(self.forward)
+        self.replicas = current_shard().world
+        self.device_type = next(model.parameters()).device.type
+
+    def finish(self) -> None:
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(True)
+        if self.channels_last:
+            self.module.to(memory_format=torch.contiguous_format)
+
+
+@dataclass
+class Tally:
+    """The loop's bookkeeping: steps, images, running loss and accuracy, progress reports, the finite-loss check."""
+
+    total_steps: int
+    trainee: Trainee
+    on_step: Callable[[dict], None] | None = None
+    step: int = 0
+    images: int = 0
+    loss_sum: float = 0.0
+    correct_sum: int = 0
+    count_sum: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total_steps
+
+    def add(self, epoch: int, loss: torch.Tensor, correct: int, count: int) -> None:
+        """Count one optimizer step whose loss was `loss` with `correct` of `count` predictions right."""
+        self.step += 1
+        loss_value = float(loss.detach()) / self.trainee.count  # a stack's: the mean of its models' losses
+        if not math.isfinite(loss_value):
+            raise UserError(f"{self.trainee.loss_name} became {loss_value} at step {self.step}; lower the learning "
+                            f"rate ({flag('lr')})")
+        self.images += count * self.trainee.replicas
+        self.loss_sum += loss_value * count
+        self.correct_sum += int(correct)
+        self.count_sum += count
+        if self.on_step is not None:
+            self.on_step({"epoch": epoch, "step": self.step, "total_steps": self.total_steps, "loss": loss_value,
+                          "accuracy": correct / max(1, count), "images": self.images})
+
+    def summary(self) -> dict:
+        return {"steps": self.step, "images": self.images, "seconds": time.perf_counter() - self.started,
+                "loss": self.loss_sum / max(1, self.count_sum), "accuracy": self.correct_sum / max(1, self.count_sum)}
+
+
+def planned_steps(settings: LoopSettings, steps_per_epoch: int) -> int:
+    """Optimizer steps of a loop of settings.epochs epochs of `steps_per_epoch` steps, settings.max_steps capping it."""
+    steps = steps_per_epoch * settings.epochs
+    return steps if settings.max_steps is None else min(steps, settings.max_steps)
+
+
+def train(trainee: Trainee, loss_fn: LossFn, batches_for_epoch: Callable[[int], Iterable], settings: LoopSettings,
+          steps_per_epoch: int, freeze_bn: bool = False, on_step: Callable[[dict], None] | None = None,
+          amp: bool = False) -> dict:
+    """The one training loop: SGD on `loss_fn` over the batches, the schedule, the mask plan after every step.
+
+    The optimizer is built after the first backward pass, once the trainee has laid its tensors out as their
+    gradients come (a stack's, see `stacked.ModelStack.backward`); it holds no state before its first step.
+    """
+    tally = Tally(planned_steps(settings, steps_per_epoch), trainee, on_step)
+    optimizer = None
+    try:
+        for epoch in range(settings.epochs):
+            training_mode(trainee.module, freeze_bn)
+            for batch in batches_for_epoch(epoch):
+                if tally.done:
+                    break
+                info = StepInfo(tally.step, tally.total_steps, epoch)
+                with torch.autocast(trainee.device_type, dtype=torch.bfloat16 if amp else None, enabled=amp):
+                    loss, correct, count = loss_fn(trainee.forward, batch, info)
+                trainee.backward(loss)
+                if optimizer is None:
+                    optimizer = torch.optim.SGD(trainee.plan.trainable_tensors(), lr=settings.lr,
+                                                momentum=settings.momentum, weight_decay=settings.weight_decay)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(settings, tally.step, tally.total_steps)
+                optimizer.step()
+                trainee.plan.restore()
+                tally.add(epoch, loss, correct, count)
+            if tally.done:
+                break
+    finally:
+        trainee.finish()
+    return tally.summary()
 
 
 def run_loop(
@@ -196,61 +366,10 @@ def run_loop(
         fast: bf16 autocast / channels-last / torch.compile; None is the plain float32 path.
     """
     fast = fast or FastPath()
-    if fast.channels_last:
-        model.to(memory_format=torch.channels_last)  # in place, before MaskedStep copies the frozen values
-    masked = MaskedStep(model, mask, always_trainable)  # names of the unwrapped model: no `module.` prefix
-    if not masked.trainable:
-        raise UserError(NOTHING_TO_TRAIN)
-    forward_model = wrap_for_training(model)  # after freezing: DDP synchronizes the trainable parameters only
-    if fast.compile:
-        forward_model = torch.compile(forward_model)
-    replicas = current_shard().world
-    optimizer = torch.optim.SGD(masked.trainable, lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay)
+    trainee = OneModel(model, mask, always_trainable, fast)
     if steps_per_epoch is None:
         steps_per_epoch = sum(1 for _ in batches_for_epoch(0))
-    total_steps = steps_per_epoch * settings.epochs
-    if settings.max_steps is not None:
-        total_steps = min(total_steps, settings.max_steps)
-
-    step, images, started = 0, 0, time.perf_counter()
-    loss_sum, correct_sum, count_sum = 0.0, 0, 0
-    device_type = next(model.parameters()).device.type
-    try:
-        for epoch in range(settings.epochs):
-            model.train()
-            if freeze_bn:
-                set_batchnorm_eval(model)
-            for batch in batches_for_epoch(epoch):
-                if step >= total_steps:
-                    break
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(settings, step, total_steps)
-                with torch.autocast(device_type, dtype=fast.autocast_dtype, enabled=fast.amp):
-                    loss, correct, count = loss_fn(forward_model, batch, StepInfo(step, total_steps, epoch))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                masked.after_step()
-                step += 1
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise UserError(f"the loss became {loss_value} at step {step}; lower the learning rate (--lr)")
-                images += count * replicas
-                loss_sum += loss_value * count
-                correct_sum += int(correct)
-                count_sum += count
-                if on_step is not None:
-                    on_step({"epoch": epoch, "step": step, "total_steps": total_steps, "loss": loss_value,
-                             "accuracy": correct / max(1, count), "images": images})
-            if step >= total_steps:
-                break
-    finally:
-        masked.restore_requires_grad()
-        if fast.channels_last:
-            model.to(memory_format=torch.contiguous_format)
-    return {"steps": step, "images": images, "seconds": time.perf_counter() - started,
-            "loss": loss_sum / max(1, count_sum), "accuracy": correct_sum / max(1, count_sum)}
+    return train(trainee, loss_fn, batches_for_epoch, settings, steps_per_epoch, freeze_bn, on_step, fast.amp)
 
 
 def cross_entropy_loss(model: nn.Module, batch, info: StepInfo) -> tuple[torch.Tensor, int, int]:

@@ -11,8 +11,9 @@ BatchNorm's running statistics are stacked buffers too, updated per model inside
 Dropout would need a random stream per model in the same order as a single run draws it: a model with dropout is
 not stacked (`stack_refusal` says why and the command trains one model at a time).
 
-Masks are per model too: each model's entries outside its mask are written back after every step, bit for bit,
-as `engine.MaskedStep` does for one model, so `apply --seeds --stacked` keeps the mask guarantee of `apply`.
+The loop is the one-model loop (`engine.train`), given a `ModelStack` instead of one model. Masks are per model
+too: the stack's mask plan holds each model's, so each model's entries outside its mask are written back after
+every step, bit for bit, as for one model, and `apply --seeds --stacked` keeps the mask guarantee of `apply`.
 
 Usage:
     reason = stack_refusal(model)                     # None when the architecture can be stacked
@@ -25,17 +26,14 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from unlearn_cli.cost import WorkMeter, trained
-from unlearn_cli.engine import (NOTHING_TO_TRAIN, FastPath, LoopSettings, Mask, keep_outside_mask, learning_rate,
-                                set_batchnorm_eval)
-from unlearn_cli.errors import UserError
+from unlearn_cli.cost import WorkMeter
+from unlearn_cli.engine import FastPath, LoopSettings, Mask, MaskPlan, Trainee, mask_plan, refuse_empty_masks, train
 
 
 def stack_refusal(model: nn.Module) -> str | None:
@@ -90,88 +88,84 @@ def run_stacked(
     fast: FastPath | None = None,
 ) -> dict:
     """Train `models` in place with SGD on the cross-entropy, model i on the i-th stream of (inputs, labels) batches
-    of `streams_for_epoch(epoch)` (all of one batch size), as `engine.run_loop` trains each alone.
+    of `streams_for_epoch(epoch)` (all of one batch size), in the loop `engine.run_loop` trains each alone with.
 
     `masks[i]` restricts model i's changes as `run_loop`'s mask does: its entries outside the mask are written back
     after every step, bit for bit; `always_trainable` names parameters trained whatever the masks say.
     `model_names[i]` names model i in error messages.
     """
     fast = fast or FastPath()
-    if not models:
-        raise ValueError("no model to train")
-    count = len(models)
-    model_names = model_names or [f"model {position}" for position in range(count)]
-    parameters, buffers = stack_module_state(models)  # name -> [N, …] tensors, the parameters leaves with grad
-    partial = _stacked_masks(parameters, masks, always_trainable, model_names)
-    skeleton = copy.deepcopy(models[0]).to("meta")
-    skeleton.train()
-    if freeze_bn:
-        set_batchnorm_eval(skeleton)
+    stack = ModelStack(models, device, masks, always_trainable, model_names)
+    return train(stack, stacked_cross_entropy, lambda epoch: stacked_batches(streams_for_epoch(epoch)), settings,
+                 steps_per_epoch, freeze_bn, on_step, fast.amp)
 
-    def forward(parameter_values, buffer_values, inputs):
-        return functional_call(skeleton, (parameter_values, buffer_values), (inputs,))
 
-    batched = vmap(forward, in_dims=(0, 0, 0))
-    trainable = [name for name, value in parameters.items() if value.requires_grad]
-    optimizer = None  # built at the first step, once the parameters are laid out as their gradients come
-    total_steps = steps_per_epoch * settings.epochs
-    if settings.max_steps is not None:
-        total_steps = min(total_steps, settings.max_steps)
+def stacked_batches(streams: list[Iterable]) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The streams' batches side by side: (inputs [N, B, …], labels [N, B]), model i's batch at i."""
+    for batches in zip(*streams):
+        yield torch.stack([inputs for inputs, _ in batches]), torch.stack([labels for _, labels in batches])
 
-    step, images, started = 0, 0, time.perf_counter()
-    loss_sum, correct_sum, seen = 0.0, 0, 0
-    for epoch in range(settings.epochs):
-        for batches in zip(*streams_for_epoch(epoch)):
-            if step >= total_steps:
-                break
-            inputs = torch.stack([inputs for inputs, _ in batches])  # [N, B, C, H, W]
-            labels = torch.stack([labels for _, labels in batches])  # [N, B]
-            with torch.autocast(device.type, dtype=fast.autocast_dtype, enabled=fast.amp):
-                logits = batched(parameters, buffers, inputs)  # [N, B, classes]
-                losses = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
-                                                     reduction="none").view(count, -1).mean(1)
-            total = losses.sum()  # model i's gradient is that of its own mean loss
-            if optimizer is None:
-                gradients = torch.autograd.grad(total, [parameters[name] for name in trainable])
-                _adopt_gradient_layout(parameters, dict(zip(trainable, gradients)), partial)
-                optimizer = torch.optim.SGD([parameters[name] for name in trainable], lr=settings.lr,
-                                            momentum=settings.momentum, weight_decay=settings.weight_decay)
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-            WorkMeter.record(trained(labels.numel()))  # the hooks see one model's part of a vectorized call
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(settings, step, total_steps)
-            optimizer.step()
-            with torch.no_grad():
-                for name, (selected, frozen) in partial.items():
-                    keep_outside_mask(parameters[name], selected, frozen)
-            step += 1
-            loss_value = float(losses.detach().mean())
-            if not math.isfinite(loss_value):
-                raise UserError(f"the loss of a model became {loss_value} at step {step}; lower the learning rate (--lr)")
-            correct = int((logits.detach().argmax(-1) == labels).sum())
-            images += labels.numel()
-            loss_sum += loss_value * labels.shape[1]
-            correct_sum += correct
-            seen += labels.shape[1]
-            if on_step is not None:
-                on_step({"epoch": epoch, "step": step, "total_steps": total_steps, "loss": loss_value,
-                         "accuracy": correct / max(1, labels.numel()), "images": images})
-        if step >= total_steps:
-            break
-    with torch.no_grad():
-        for position, model in enumerate(models):
+
+def stacked_cross_entropy(forward: Callable, batch, info) -> tuple[torch.Tensor, int, int]:
+    """The loss of a stack (`ModelStack.forward`) on stacked batches: the sum of the models' mean cross-entropies,
+    so that each model's gradient is exactly its own."""
+    inputs, labels = batch
+    logits = forward(inputs)  # [N, B, classes]
+    losses = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    correct = int((logits.detach().argmax(-1) == labels).sum())
+    return losses.view(len(labels), -1).mean(1).sum(), correct, labels.numel()
+
+
+class ModelStack(Trainee):
+    """Models of one architecture as one trainee: their parameters and buffers stacked ([N, …]), one vectorized
+    forward pass (`vmap` of `functional_call` on a parameterless copy), one optimizer over the stacked tensors."""
+
+    loss_name = "the loss of a model"
+
+    def __init__(self, models: list[nn.Module], device: torch.device, masks: list[Mask | None] | None,
+                 always_trainable: Iterable[str], model_names: list[str] | None):
+        if not models:
+            raise ValueError("no model to train")
+        self.models, self.count, self.device_type = models, len(models), device.type
+        masks = masks or [None] * self.count
+        names = [name for name, _ in models[0].named_parameters()]
+        refuse_empty_masks(names, masks, always_trainable, model_names or [f"model {i}" for i in range(self.count)])
+        parameters, self.buffers = stack_module_state(models)  # name -> [N, …] tensors, the parameters leaves
+        self.plan = mask_plan(parameters, masks, always_trainable, stacked=True)
+        self.module = copy.deepcopy(models[0]).to("meta")  # the architecture without values, for functional_call
+
+        def forward(parameter_values, buffer_values, inputs):
+            return functional_call(self.module, (parameter_values, buffer_values), (inputs,))
+
+        self.batched = vmap(forward, in_dims=(0, 0, 0))
+        self.laid_out = False  # whether the parameters are laid out in memory as their gradients come
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits [N, B, classes] of inputs [N, B, …], model i on its batch i; the meter counts each model's part."""
+        logits = self.batched(self.plan.parameters, self.buffers, inputs)
+        WorkMeter.count_call(inputs.shape[0] * inputs.shape[1], logits)  # the hooks see one model's part
+        return logits
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """The first step's gradients come by `autograd.grad`, in the layout vmap gives them, which the parameters
+        then take (`_adopt_gradient_layout`); later steps back-propagate into those."""
+        if self.laid_out:
+            return super().backward(loss)
+        gradients = torch.autograd.grad(loss, self.plan.trainable_tensors())
+        _adopt_gradient_layout(self.plan, dict(zip(self.plan.trainable, gradients)))
+        self.laid_out = True
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Each model takes its part of the stacked parameters and buffers back."""
+        for position, model in enumerate(self.models):
             for name, parameter in model.named_parameters():
-                parameter.copy_(parameters[name][position])
+                parameter.copy_(self.plan.parameters[name][position])
             for name, buffer in model.named_buffers():
-                buffer.copy_(buffers[name][position])
-    return {"steps": step, "images": images, "seconds": time.perf_counter() - started,
-            "loss": loss_sum / max(1, seen), "accuracy": correct_sum / max(1, count * seen)}
+                buffer.copy_(self.buffers[name][position])
 
 
-def _adopt_gradient_layout(parameters: dict[str, torch.Tensor], gradients: dict[str, torch.Tensor],
-                           partial: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+def _adopt_gradient_layout(plan: MaskPlan, gradients: dict[str, torch.Tensor]) -> None:
     """Lay each stacked parameter (and its mask's tensors) out in memory as its gradient comes, and hand it that
     gradient.
 
@@ -180,37 +174,14 @@ def _adopt_gradient_layout(parameters: dict[str, torch.Tensor], gradients: dict[
     step, which `benchmarks/bench_pools.py` measured as a third of a CPU step. The values are unchanged.
     """
     for name, gradient in gradients.items():
-        value = parameters[name]
+        value = plan.parameters[name]
         if gradient.stride() != value.stride():
-            parameters[name] = value = _laid_out(value.detach(), gradient.stride()).requires_grad_()
-            if name in partial:
-                partial[name] = tuple(_laid_out(tensor, gradient.stride()) for tensor in partial[name])
+            plan.parameters[name] = value = _laid_out(value.detach(), gradient.stride()).requires_grad_()
+            if name in plan.partial:
+                plan.partial[name] = tuple(_laid_out(tensor, gradient.stride()) for tensor in plan.partial[name])
         value.grad = gradient
 
 
 def _laid_out(tensor: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
     """A copy of `tensor` with the given memory layout."""
     return torch.empty_strided(tensor.shape, stride, dtype=tensor.dtype, device=tensor.device).copy_(tensor)
-
-
-def _stacked_masks(parameters: dict[str, torch.Tensor], masks: list[Mask | None] | None,
-                   always_trainable: Iterable[str], model_names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per-model masks over the stacked parameters, as `engine.MaskedStep` holds one model's: a tensor no model may
-    change gets no gradient; one some model may change only in part -> (stacked keep-mask, stacked values now)."""
-    if masks is None or all(mask is None for mask in masks):
-        return {}
-    always = set(always_trainable)
-    for mask, model_name in zip(masks, model_names):
-        if mask is not None and not any(name in always or bool(mask[name].any()) for name in parameters):
-            raise UserError(f"{model_name}: {NOTHING_TO_TRAIN}")
-    partial = {}
-    for name, stacked in parameters.items():
-        if name in always:
-            continue
-        selected = torch.stack([torch.ones_like(stacked[0], dtype=torch.bool) if mask is None
-                                else mask[name].to(stacked.device, torch.bool) for mask in masks])
-        if not bool(selected.any()):
-            stacked.requires_grad_(False)
-        elif not bool(selected.all()):
-            partial[name] = (selected, stacked.detach().clone())
-    return partial

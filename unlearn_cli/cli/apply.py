@@ -33,10 +33,11 @@ from unlearn_cli.config import config_dict, load_yaml_config, parse_options, res
 from unlearn_cli.data import ImageData
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
 from unlearn_cli.engine import FastPath, accuracy, select_device
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, name_as
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
-from unlearn_cli.io.streams import write_output
+from unlearn_cli.streams import write_output
+from unlearn_cli.lineage import check_mask, mask_overrides
 from unlearn_cli.methods import (METHODS, MethodLoop, SetSizes, UnlearnData, fit_to_cap, get_method, list_methods,
                                  method_config, method_options, recovery_sample)
 from unlearn_cli.stacked import run_stacked
@@ -123,14 +124,17 @@ def apply(
     Under torchrun the method's training loop is data-parallel over the retain set (--batch-size is the
     global batch) and rank 0 writes the output.
     """
-    method_flags = {**(parse_options(param, "--param") or {}), **{
-        "lr": lr, "epochs": epochs, "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
-        "max_steps": max_steps, "freeze_bn": freeze_bn, "train_head": train_head, "seed": seed}}
+    flags = {"lr": lr, "epochs": epochs, "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
+             "max_steps": max_steps, "freeze_bn": freeze_bn, "train_head": train_head, "seed": seed}
+    params = parse_options(param, "--param") or {}
+    name_as("param", [key for key in params if flags.get(key) is None])  # a flag given beside overrides the --param
+    method_flags = {**params, **{key: value for key, value in flags.items() if value is not None}}
     cfg, method_cfg = resolve(config, {"model": model, "forget": forget, "method": method, "mask": mask,
                                        "allow_other_model": allow_other_model, "allow_mismatch": allow_mismatch,
                                        "device": device,
                                        "data_root": data_root, "amp": amp, "channels_last": channels_last,
                                        "compile": compile, "stacked": stacked, "max_cost": max_cost}, method_flags)
+    name_as("param", [key for key in method_options(cfg.method) if key not in flags])  # no flag of their own
     if cfg.model is None or cfg.forget is None:
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
     check_pool_flag(cfg.stacked, seeds, "unlearns")
@@ -217,7 +221,7 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
             loop = unlearning.loop(parent.model, data, _selection(mask_file), method_run_cfg)
             pool.append(_PoolRun(run, run_cfg, method_run_cfg, parent, mask_file, data, parent_retain, loop))
         first = pool[0].loop
-        if any(not member.loop.stackable or member.loop.shared_part != first.shared_part for member in pool):
+        if any(member.loop.shared_part != first.shared_part for member in pool):
             raise ValueError(f"{cfg.method}: the pool's loops differ in more than their batches and masks")
         started = time.perf_counter()
         with progress_bar(f"{cfg.method} ×{len(pool)} (stacked)", first.steps_per_epoch * first.settings.epochs,
@@ -264,8 +268,9 @@ def _read_mask(cfg: ApplyConfig, parent, forget_set, quiet: bool):
     """The mask file of --mask, checked against the model and the forget set; None without --mask."""
     if cfg.mask is None:
         return None
-    mask_file = read_mask(cfg.mask, parent.model, model_sha256=parent.sha256, allow_other_model=cfg.allow_other_model,
-                          forget_sha256=forget_set.sha256, allow_other_forget_set=cfg.allow_mismatch)
+    mask_file = read_mask(cfg.mask, parent.model)
+    check_mask(mask_file, parent.sha256, forget_set.sha256, allow_other_model=cfg.allow_other_model,
+               allow_other_forget_set=cfg.allow_mismatch)
     if not get_method(cfg.method).uses_mask and not quiet:
         stderr.print(f"note: method {cfg.method} ignores the mask; every parameter may change")
     return mask_file
@@ -290,7 +295,7 @@ def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_fi
         stderr.print(f"note: --max-cost {cfg.max_cost:g} lets the run cost more than retraining, which is exact at 1")
     try:
         return fit_to_cap(cfg.method, method_cfg, SetSizes.of(data),
-                          mask_file.localize_units if mask_file is not None else None, reference, cfg.max_cost)[0]
+                          mask_file.record.localize_units if mask_file is not None else None, reference, cfg.max_cost)[0]
     except UserError as error:
         raise UserError(f"--max-cost {cfg.max_cost:g}: {error}") from None
 
@@ -306,23 +311,18 @@ def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_
                             excluded_sha256=forget_set.sha256 if unlearning.excludes_forget_set else None,
                             manipulated_sha256=parent.provenance.manipulated_sha256)
     if mask_file is not None:
-        recorded = mask_file.typed
-
-        def override(key: str, expected: str) -> str | None:  # what a flag let through, or None
-            return None if recorded.get(key) == expected else recorded.get(key) or "unrecorded"
-
+        recorded = mask_file.record
         provenance = dataclasses.replace(
-            provenance, mask_sha256=mask_file.sha256, mask_strategy=recorded.get("strategy") or None,
-            mask_budget=recorded.get("budget"), mask_selected_fraction=recorded.get("selected_fraction"),
-            mask_model_sha256=override("model_sha256", parent.sha256),
-            mask_forget_sha256=override("forget_sha256", forget_set.sha256))
+            provenance, mask_sha256=mask_file.sha256, mask_strategy=recorded.strategy or None,
+            mask_budget=recorded.budget, mask_selected_fraction=recorded.selected_fraction,
+            **mask_overrides(recorded, parent.sha256, forget_set.sha256))
     extra = {}
     data_root_used = cfg.data_root or parent.data_root
     if data_root_used:
         extra["data_root"] = data_root_used
     if data.shard.world > 1:
         extra["world_size"] = str(data.shard.world)
-    cost = RecordedCost(work, mask_file.localize_units if mask_file is not None else None,
+    cost = RecordedCost(work, mask_file.record.localize_units if mask_file is not None else None,
                         reference_units(parent.provenance.method, parent.config, parent.cost, len(data.retain)))
     meta = checkpoint_metadata(
         arch=parent.arch, arch_kwargs=parent.arch_kwargs, num_classes=parent.num_classes, dataset=parent.dataset,

@@ -31,8 +31,7 @@ from rich.table import Table
 
 import unlearn_cli
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption,
-                                    SeedOption, data_as_trained, dataset_for, handle_errors, print_json, pyplot,
-                                    stderr)
+                                    SeedOption, dataset_for, handle_errors, print_json, pyplot, stderr)
 from unlearn_cli.config import resolve_config
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict, select_device
@@ -44,12 +43,13 @@ from unlearn_cli.evaluate.epsilon import (BUCKET_WIDTH, DELTA, EPSILON_CAP, INTE
                                           epsilon_resolution, final_score, logit_scaled_confidence)
 from unlearn_cli.evaluate.metrics import accuracy_percent
 from unlearn_cli.evaluate.pool_attacks import KL_MAX_BINS, KL_PSEUDOCOUNT, kl_bins, likelihood_ratio_attack, standardize
-from unlearn_cli.evaluate.provenance import check_fits_data, run_identity
+from unlearn_cli.evaluate.provenance import run_identity
 from unlearn_cli.evaluate.results import AUDIT_FORMAT, finite_or_none
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.limits import check_size
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.limits import check_size
+from unlearn_cli.streams import check_writable, write_output
+from unlearn_cli.lineage import check_audit_pools, data_as_trained
 from unlearn_cli.tune.reference import tuning_parts
 
 FEW_MODELS = 16  # below this many models per pool the ε buckets are coarse enough to warn
@@ -143,64 +143,6 @@ def _load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
         checkpoints.sort(key=lambda c: (c.provenance.seed if c.provenance.seed is not None else -1, c.sha256))
         pools.append(Pool(name, checkpoints))
     return pools, paths
-
-
-def check_pools(pools: dict[str, Pool], forget_set, reference: Checkpoint, data) -> None:
-    """Every model fits the data and architecture; the retrained ones (and the ceiling's) excluded exactly the
-    forget set; the unlearned ones were unlearned (from the originals, when given) and the originals trained on
-    it; the ceiling is as large as the unlearned pool and shares no seed with the retrained one."""
-    for pool in pools.values():
-        for checkpoint in pool.checkpoints:
-            check_fits_data(checkpoint, reference, data, f"a model of the {pool.name} pool")
-            if (checkpoint.arch, checkpoint.arch_kwargs) != (reference.arch, reference.arch_kwargs):
-                raise UserError(f"{checkpoint.source}: architecture {checkpoint.arch} {checkpoint.arch_kwargs} differs "
-                                f"from {reference.source}'s {reference.arch} {reference.arch_kwargs}; audit pools of "
-                                f"one architecture")
-    for name in ("retrained", "ceiling"):
-        for checkpoint in pools[name].checkpoints if name in pools else []:
-            excluded = checkpoint.provenance.excluded_sha256
-            if excluded != forget_set.sha256:
-                trained = "on the whole training set" if excluded is None else \
-                    f"without another forget set (excluded_sha256 {excluded[:12]}…)"
-                raise UserError(f"{checkpoint.source}: was trained {trained}; --{name} takes models trained without "
-                                f"exactly {forget_set.source} (`unlearn train --exclude {forget_set.source}`)")
-    if "ceiling" in pools:
-        ceiling, unlearned = len(pools["ceiling"].checkpoints), len(pools["unlearned"].checkpoints)
-        if ceiling != unlearned:
-            raise UserError(f"--ceiling: {ceiling} models, --unlearned {unlearned}; the ceiling is scored on the "
-                            f"audited pool's ε scale, so give it as many models as --unlearned")
-        retrained_seeds = {c.provenance.seed: c.source for c in pools["retrained"].checkpoints
-                           if c.provenance.seed is not None}
-        for checkpoint in pools["ceiling"].checkpoints:
-            if checkpoint.provenance.seed in retrained_seeds:
-                raise UserError(f"{checkpoint.source}: trained with seed {checkpoint.provenance.seed}, as "
-                                f"{retrained_seeds[checkpoint.provenance.seed]} of --retrained is; an independent "
-                                f"ceiling needs other seeds (e.g. train it with --seeds 1000-{999 + ceiling})")
-    originals = pools["original"].checkpoints if "original" in pools else []
-    for checkpoint in originals:
-        provenance = checkpoint.provenance
-        if provenance.method is not None or provenance.excluded_sha256 is not None:
-            raise UserError(f"{checkpoint.source}: --original takes models trained on the whole training set, but "
-                            f"this one was {'unlearned with ' + provenance.method if provenance.method else 'trained without a forget set'}; "
-                            f"give the checkpoints written by `unlearn train` without --exclude")
-    for checkpoint in pools["unlearned"].checkpoints:
-        provenance = checkpoint.provenance
-        # `apply --method retrain` records a method and a parent: a pipeline (retraining, perhaps at a fraction of
-        # the cost) audited like any other; `train --exclude` records neither, and is an oracle
-        if provenance.excluded_sha256 == forget_set.sha256 and provenance.method is None:
-            raise UserError(f"{checkpoint.source}: was trained without the forget set (train --exclude); "
-                            f"it belongs in --retrained, not --unlearned")
-        if provenance.method is None or provenance.parent_sha256 is None:
-            raise UserError(f"{checkpoint.source}: records no unlearning (no method and parent in its metadata); "
-                            f"--unlearned takes checkpoints written by `unlearn apply`")
-        # None: written before it was recorded; a manipulated forget set's known part is what apply unlearned
-        if provenance.forget_sha256 not in (None, forget_set.sha256, forget_set.seen().sha256):
-            raise UserError(f"{checkpoint.source}: was unlearned on another forget set (forget_sha256 "
-                            f"{provenance.forget_sha256[:12]}…, {forget_set.source} is {forget_set.sha256[:12]}…); "
-                            f"audit it with the forget set it was unlearned on")
-        if originals and provenance.parent_sha256 not in {original.sha256 for original in originals}:
-            raise UserError(f"{checkpoint.source}: was unlearned from {provenance.parent_sha256[:12]}…, which is not "
-                            f"in --original; give the originals the unlearned models started from")
 
 
 def _control_samples(data, forget_indices: torch.Tensor, forget_classes: torch.Tensor, size: int,
@@ -525,7 +467,7 @@ def audit(
     reference = pools["retrained"].checkpoints[0]
     data = dataset_for(reference, cfg.data_root)
     forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=reference.dataset, override_flag=None)
-    check_pools(pools, forget_set, reference, data)
+    check_audit_pools({name: pool.checkpoints for name, pool in pools.items()}, forget_set, reference, data)
     classes = data.train_labels[forget_set.indices]  # true classes; the models may have trained on others
     data, forget_set = data_as_trained(data, forget_set, [c for pool in pools_list for c in pool.checkpoints],
                                        unlearning=False)

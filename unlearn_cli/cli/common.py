@@ -9,6 +9,7 @@ Usage:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import math
@@ -87,8 +88,8 @@ def handle_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
+        try:  # in a context of its own: how the command names settings (`errors.name_as`) ends with it
+            return contextvars.copy_context().run(command, *args, **kwargs)
         except UserError as error:
             if State.debug:
                 raise
@@ -265,38 +266,6 @@ def dataset_for(checkpoint, data_root: str | None) -> ImageData:
     return create_dataset(checkpoint.dataset, where=f"{checkpoint.source}: dataset option", **kwargs)
 
 
-def check_trained_on(checkpoint, forget_set, *, unlearning: bool) -> None:
-    """Refuse a checkpoint trained on data manipulated by another forget set than `forget_set` (or by none when it
-    carries one and `unlearning`): see `data_as_trained`."""
-    manipulation = forget_set.manipulation
-    trained_on = checkpoint.provenance.manipulated_sha256
-    if trained_on is not None and (manipulation is None or manipulation.sha256 != trained_on):
-        raise UserError(f"{checkpoint.source}: was trained on data manipulated by another forget set "
-                        f"(manipulated_sha256 {trained_on[:12]}…); pass the forget set it was trained with "
-                        f"(`train --manipulate FILE`) as --forget")
-    if manipulation is not None and trained_on is None and unlearning:
-        raise UserError(f"{forget_set.source}: describes {manipulation.describe()}, but {checkpoint.source} was "
-                        f"trained on clean data; train the model with `unlearn train --manipulate "
-                        f"{forget_set.source}`, or use a forget set without a manipulation")
-
-
-def data_as_trained(data: ImageData, forget_set, checkpoints, *, unlearning: bool):
-    """(the training set as `checkpoints` were trained on it, the forget set to use) -> (ImageData, ForgetSet).
-
-    When the forget set carries a manipulation (`unlearn split --kind mislabel|poison`), the examples are seen as
-    a model trained with `train --manipulate` saw them: wrong labels, stamped patches. A checkpoint trained on
-    manipulated data is refused with any other forget set; `unlearning` (localize, apply, tune) also refuses a
-    checkpoint trained on clean data and takes the known part of the forget set, all that an unlearner knows.
-    Evaluation (`unlearning` False) measures the whole manipulated set, on clean models too (the oracle).
-    """
-    for checkpoint in checkpoints:
-        check_trained_on(checkpoint, forget_set, unlearning=unlearning)
-    if forget_set.manipulation is None:
-        return data, forget_set
-    return (forget_set.manipulation.apply(data, forget_set.source),
-            forget_set.seen() if unlearning else forget_set)
-
-
 def pyplot():
     """matplotlib's pyplot on the Agg backend (files, no display); matplotlib is an optional extra."""
     try:
@@ -310,6 +279,6 @@ def pyplot():
 
 
 def print_json(document: dict, path: str) -> None:
-    from unlearn_cli.io.streams import write_output
+    from unlearn_cli.streams import write_output
 
     write_output(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode(), binary=False)

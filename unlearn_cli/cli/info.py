@@ -21,7 +21,7 @@ from rich.table import Table
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, print_json, stderr
 from unlearn_cli.config import resolve_config
 from unlearn_cli.io.checkpoint import load_checkpoint
-from unlearn_cli.io.streams import check_writable
+from unlearn_cli.streams import check_writable
 
 
 @dataclass

@@ -18,12 +18,12 @@ import typer
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption,
                                     handle_errors, progress_bar, stderr)
 from unlearn_cli.cli.seeds import PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
-from unlearn_cli.cost import RecordedCost, WorkMeter
+from unlearn_cli.cost import WorkMeter
 from unlearn_cli.config import config_dict, resolve_config
 from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.mask import mask_bytes, mask_counts, mask_metadata, read_mask
-from unlearn_cli.io.streams import write_output
+from unlearn_cli.streams import write_output
 from unlearn_cli.localize import (CRITERIA, NO_CRITERION, STRATEGIES, LocalizationData, LocalizeSettings, get_strategy,
                                   list_criteria, list_granularities, list_strategies, resolve_settings)
 
@@ -121,11 +121,10 @@ def localize(
 def _localize(cfg: LocalizeConfig, settings: LocalizeSettings, checkpoint, data, forget_set, target, output: str,
               quiet: bool, description: str) -> None:
     """Compute one mask on `checkpoint` and write it."""
-    extra = {"topk": repr(cfg.topk)}
+    like_sha256 = None
     if cfg.like is not None:
         like = read_mask(cfg.like, checkpoint.model)
-        like_mask, extra["like_sha256"] = like.mask, like.sha256
-        settings = dataclasses.replace(settings, like=like_mask)
+        like_sha256, settings = like.sha256, dataclasses.replace(settings, like=like.mask)
     settings = dataclasses.replace(settings, arch=checkpoint.arch)
     network = checkpoint.model.to(target)
     forget_data = LocalizationData(
@@ -137,11 +136,11 @@ def _localize(cfg: LocalizeConfig, settings: LocalizeSettings, checkpoint, data,
         if on_step is not None:
             settings.on_step = lambda info: on_step({"epoch": 0, "total_steps": total, **info})
         mask = get_strategy(settings.strategy)(network, forget_data, settings)
-    extra.update(RecordedCost(meter.work).to_meta())
     meta = mask_metadata(
         strategy=settings.strategy, criterion=settings.criterion or NO_CRITERION, granularity=settings.granularity,
         budget=settings.budget, mask=mask, model_sha256=checkpoint.sha256, forget_sha256=forget_set.sha256,
-        seed=cfg.seed, config=config_dict(cfg), **extra)
+        seed=cfg.seed, config=config_dict(cfg), topk=cfg.topk, like_sha256=like_sha256,
+        work_forward=meter.work.forward, work_backward=meter.work.backward)
     write_output(output, mask_bytes(mask, meta))
     if not quiet:
         selected, count = mask_counts(mask)

@@ -22,7 +22,7 @@ from unlearn_cli.cli.common import ConfigOption, QuietOption, SeedOption, handle
 from unlearn_cli.config import config_dict, resolve_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.mask import mask_bytes, mask_metadata, read_mask, typed_mask_metadata
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.streams import check_writable, write_output
 from unlearn_cli.localize import NO_CRITERION, random_like
 from unlearn_cli.localize.summary import mask_overlap, mask_summary
 
@@ -48,9 +48,9 @@ class MaskRandomConfig:
     seed: int = 0
 
 
-def _read(path: str) -> tuple[dict, dict, str]:
-    mask_file = read_mask(path)
-    return mask_file.mask, mask_file.meta, mask_file.sha256
+def _or(recorded: str | None, default: str) -> str:
+    """A text field of the --like mask, or `default` when it records none."""
+    return default if recorded is None else recorded
 
 
 def _percent(fraction: float) -> str:
@@ -69,12 +69,10 @@ def info(
     resolve_config(MaskInfoConfig, config, {})
     if json_output is not None:
         check_writable(json_output, "--json", {"MASK": mask, "--config": config}, binary=False)
-    tensors, meta, sha256 = _read(mask)
-    summary = mask_summary(tensors)
+    mask_file = read_mask(mask)
+    summary = mask_summary(mask_file.mask)
     if not quiet:
-        described = ", ".join(f"{key} {meta[key]}" for key in ("strategy", "criterion", "granularity", "budget")
-                              if meta.get(key))
-        table = Table(title=f"{'stdin' if mask == '-' else mask}: {described}", title_justify="left")
+        table = Table(title=f"{mask_file.source}: {mask_file.record.describe()}", title_justify="left")
         for column in ("tensor", "shape", "selected", "total", "fraction", "rows selected", "rows partly"):
             table.add_column(column, justify="left" if column in ("tensor", "shape") else "right")
         for entry in summary["tensors"]:
@@ -86,8 +84,8 @@ def info(
         table.add_row("total", "", f"{summary['selected']:,}", f"{summary['total']:,}", _percent(summary["selected_fraction"]), "", "")
         stderr.print(table)
     if json_output is not None:
-        metadata = typed_mask_metadata(meta, "stdin" if mask == "-" else mask)
-        print_json({"mask": mask, "sha256": sha256, "metadata": metadata, **summary}, json_output)
+        metadata = typed_mask_metadata(mask_file.meta, mask_file.source)
+        print_json({"mask": mask, "sha256": mask_file.sha256, "metadata": metadata, **summary}, json_output)
 
 
 @app.command("compare")
@@ -105,9 +103,8 @@ def compare(
         check_writable(json_output, "--json", {"FIRST": first, "SECOND": second, "--config": config}, binary=False)
     if first == "-" and second == "-":
         raise UserError("only one of the two masks can come from stdin ('-')")
-    first_mask, first_meta, _ = _read(first)
-    second_mask, second_meta, _ = _read(second)
-    overlap = mask_overlap(first_mask, second_mask, first, second)
+    first_file, second_file = read_mask(first), read_mask(second)
+    overlap = mask_overlap(first_file.mask, second_file.mask, first, second)
     if not quiet:
         table = Table(title=f"{first} vs {second}: IoU {overlap['iou']:.4f}", title_justify="left")
         for column in ("tensor", "first", "second", "both", "either", "IoU"):
@@ -119,7 +116,7 @@ def compare(
         table.add_row("total", f"{overlap['first']:,}", f"{overlap['second']:,}", f"{overlap['intersection']:,}",
                       f"{overlap['union']:,}", f"{overlap['iou']:.4f}")
         stderr.print(table)
-        if first_meta.get("model_sha256") != second_meta.get("model_sha256"):
+        if first_file.record.model_sha256 != second_file.record.model_sha256:
             stderr.print("note: the two masks were computed on different checkpoints")
     if json_output is not None:
         print_json({"first": first, "second": second, **overlap}, json_output)
@@ -141,12 +138,13 @@ def random(
                         f"or set `like:` in {config or 'a --config YAML'}")
     like, seed = cfg.like, cfg.seed
     check_writable(output, "--output", {"--like": cfg.like, "--config": config})
-    reference, meta, sha256 = _read(cfg.like)
-    control = random_like(reference, {name: tensor.shape for name, tensor in reference.items()}, seed)
+    reference = read_mask(cfg.like)
+    recorded = reference.record
+    control = random_like(reference.mask, {name: tensor.shape for name, tensor in reference.mask.items()}, seed)
     metadata = mask_metadata(
-        strategy="random", criterion=NO_CRITERION, granularity=meta.get("granularity", "neuron"), budget=None,
-        mask=control, model_sha256=meta.get("model_sha256", ""), forget_sha256=meta.get("forget_sha256", ""),
-        seed=seed, config=config_dict(cfg), like_sha256=sha256)
+        strategy="random", criterion=NO_CRITERION, granularity=_or(recorded.granularity, "neuron"), budget=None,
+        mask=control, model_sha256=_or(recorded.model_sha256, ""), forget_sha256=_or(recorded.forget_sha256, ""),
+        seed=seed, config=config_dict(cfg), like_sha256=reference.sha256)
     write_output(output, mask_bytes(control, metadata))
     if not quiet:
         stderr.print(f"random control like {like} -> {output}: {metadata['selected']} of {metadata['total']} parameters")

@@ -66,7 +66,7 @@ from unlearn_cli.evaluate.pareto import (
     pareto_fronts,
 )
 from unlearn_cli.evaluate.results import read_report_input
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.streams import check_writable, write_output
 
 EXTRA_COLUMNS = {"average_gap": ("avg gap", 1.0), "strong_average_gap": ("strong avg gap", 1.0),
                  "fraction_changed": ("changed %", 100.0), "wall_time_s": ("wall s", 1.0),

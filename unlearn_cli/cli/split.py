@@ -21,7 +21,7 @@ from unlearn_cli.data.manipulation import KINDS as MANIPULATIONS, draw_known, dr
 from unlearn_cli.data.splits import KINDS as SPLIT_KINDS, draw_forget_indices
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.forget import forget_set_json
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.streams import check_writable, write_output
 
 
 @dataclass

@@ -31,7 +31,7 @@ from unlearn_cli.engine import FastPath, LoopSettings, accuracy, seed_everything
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.streams import write_output
+from unlearn_cli.streams import write_output
 from unlearn_cli.models import create_model, list_models
 from unlearn_cli.stacked import train_stacked
 

@@ -28,16 +28,16 @@ import yaml
 from rich.table import Table
 
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption,
-                                    data_as_trained, dataset_for, handle_errors, progress_bar, stderr)
+                                    dataset_for, handle_errors, progress_bar, stderr)
 from unlearn_cli.config import parse_options, resolve_config
 from unlearn_cli.cost import WorkMeter, reference_units
 from unlearn_cli.engine import FastPath, predict, select_device
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, name_as
 from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
-from unlearn_cli.evaluate.provenance import check_fits_data, check_oracle
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.io.streams import check_writable, write_output
+from unlearn_cli.streams import check_writable, write_output
+from unlearn_cli.lineage import check_fits_data, check_oracle, data_as_trained
 from unlearn_cli.localize import LocalizationData, LocalizeSettings, get_strategy, list_strategies, resolve_settings
 from unlearn_cli.methods import (SetSizes, UnlearnData, fitted, get_method, list_methods, method_config,
                                  method_options, most_epochs_within)
@@ -267,6 +267,8 @@ def tune(
             raise UserError(f"{flag} is required: pass {flag}, or set `{key}:` in the tune section of a --config YAML")
     weights = _weights(cfg)
     search_space = parse_grid(grid)
+    name_as("param", method_options(cfg.method or "rft"))  # tune has no flag of a method's own: --param or --grid
+    name_as("grid", search_space)
     unknown = [key for key in search_space if key not in LOCALIZE_OPTIONS and key not in method_options(cfg.method or "rft")]
     if unknown:
         raise UserError(f"--grid {unknown[0]}: method {cfg.method!r} has no such option, nor is it a localization "

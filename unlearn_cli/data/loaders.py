@@ -22,7 +22,7 @@ import torch
 
 from unlearn_cli.data.base import DATASETS, ImageData
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.limits import check_size
+from unlearn_cli.limits import check_size
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 

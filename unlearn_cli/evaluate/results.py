@@ -66,8 +66,8 @@ import unlearn_cli
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.metrics import CORRECTIVE_KEYS, metric_keys
 from unlearn_cli.evaluate.mia import SVC_SETTINGS
-from unlearn_cli.io.limits import load_json
-from unlearn_cli.io.streams import read_input, reader
+from unlearn_cli.limits import load_json
+from unlearn_cli.streams import read_input, reader
 
 FORMAT = "unlearn-results/1"
 

@@ -28,9 +28,9 @@ import unlearn_cli
 from unlearn_cli.cost import RecordedCost
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.io.limits import INT64_MAX, load_json_field
+from unlearn_cli.limits import INT64_MAX, load_json_field
 from unlearn_cli.io.safetensors_file import TORCH_DTYPES, dump_safetensors, parse_safetensors, safetensors_layout
-from unlearn_cli.io.streams import read_input, reader
+from unlearn_cli.streams import read_input, reader
 from unlearn_cli.models import MODELS, create_model, measure_model
 
 FORMAT = "unlearn-checkpoint/1"

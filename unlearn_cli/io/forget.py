@@ -23,8 +23,8 @@ import torch
 from unlearn_cli.data.manipulation import CORNERS, KINDS as MANIPULATIONS, RULES, VALUES, Manipulation
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_indices
-from unlearn_cli.io.limits import INT64_MAX, load_json
-from unlearn_cli.io.streams import read_input, reader
+from unlearn_cli.limits import INT64_MAX, load_json
+from unlearn_cli.streams import read_input, reader
 
 FORMAT = "unlearn-forget/1"
 FORMAT_MANIPULATED = "unlearn-forget/2"  # /1 plus `manipulation` and `known`

@@ -1,13 +1,18 @@
 """Mask files: one bool tensor per trainable parameter, keyed by `named_parameters()` name (docs/files.md).
 
+Metadata (all strings in the file): `format` (unlearn-mask/1) and the fields of `MaskRecord` (strategy,
+budget, counts, the hashes of the checkpoint and forget set it was computed for, …). A reader never re-parses
+these strings: `read_mask` checks every field once and returns them typed as `mask_file.record`.
+
 Usage:
     data = mask_bytes(mask, mask_metadata(strategy="del", ..., model_sha256=checkpoint.sha256))
-    mask_file = read_mask("mask.safetensors", model, model_sha256=checkpoint.sha256)   # or "-" for stdin
-    mask_file.mask, mask_file.meta, mask_file.sha256
+    mask_file = read_mask("mask.safetensors", model)   # or "-" for stdin
+    mask_file.mask, mask_file.record.budget, mask_file.sha256
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -20,12 +25,100 @@ from unlearn_cli.cost import Work
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
-from unlearn_cli.io.limits import INT64_MAX, load_json_field
-from unlearn_cli.io.streams import read_input, reader
+from unlearn_cli.limits import INT64_MAX, load_json_field
+from unlearn_cli.streams import read_input, reader
 from unlearn_cli.localize.budget import budget_limit
 
 FORMAT = "unlearn-mask/1"
 Mask = dict[str, torch.Tensor]
+
+_NUMBERS = ("budget", "selected_fraction", "topk")  # "" (no budget) is None
+_WORK = ("work_forward", "work_backward")  # non-negative
+_INTEGERS = ("selected", "total", "seed", *_WORK)
+
+
+@dataclass(frozen=True)
+class MaskRecord:
+    """How a mask was computed. Each field is one metadata key of the same name; None: not recorded (a mask
+    without a budget records "" for it). Text fields keep the stored string as it is."""
+
+    strategy: str | None = None  # localization strategy (`del`, `salun`, `random`, …)
+    criterion: str | None = None  # its scoring criterion (`none` when it scores nothing)
+    granularity: str | None = None  # `neuron` or `parameter`
+    budget: float | None = None  # share of the parameters it may select; None: no budget
+    selected_fraction: float | None = None  # share of the parameters it selects
+    topk: float | None = None  # share of a neuron's scores averaged into its score
+    selected: int | None = None  # parameters (scalars) selected
+    total: int | None = None  # parameters (scalars) of the model
+    seed: int | None = None
+    work_forward: int | None = None  # examples the localization forwarded
+    work_backward: int | None = None  # examples it back-propagated
+    config: dict | None = None  # the resolved configuration of the command that wrote it
+    model_sha256: str | None = None  # the checkpoint it was computed on
+    forget_sha256: str | None = None  # the forget set it was computed for
+    like_sha256: str | None = None  # the mask whose per-tensor counts it copies (`--like`)
+    unlearn_version: str | None = None
+
+    def to_meta(self) -> dict[str, str]:
+        """The metadata to store: `format` and every recorded field as a string (the budget always, "" for none)."""
+        meta = {"format": FORMAT, "budget": ""}
+        for key, value in dataclasses.asdict(self).items():
+            if value is not None:
+                meta[key] = (repr(float(value)) if key in _NUMBERS else json.dumps(value, sort_keys=True)
+                             if key == "config" else str(value))
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, str], source: str) -> "MaskRecord":
+        """Every recorded field read as its type; a value that does not read is a one-line UserError naming it."""
+        return cls(**{item.name: _typed(item.name, meta[item.name], source)
+                      for item in dataclasses.fields(cls) if item.name in meta})
+
+    def describe(self) -> str:
+        """`strategy del, criterion weighted-grad, granularity neuron, budget 0.3`: what it records of these."""
+        meta = self.to_meta()
+        return ", ".join(f"{key} {meta[key]}" for key in ("strategy", "criterion", "granularity", "budget")
+                         if meta.get(key))
+
+    @property
+    def localize_units(self) -> int | None:
+        """The work of the localization that computed it (None: not recorded)."""
+        if self.work_forward is None or self.work_backward is None:
+            return None
+        return Work(self.work_forward, self.work_backward).units
+
+
+def _typed(key: str, text: str, source: str):
+    """One metadata field as its type: numbers finite ("" a budget of None), integers (work non-negative), `config`
+    a JSON object, the rest the string as stored."""
+    if key not in _NUMBERS + _INTEGERS + ("config",):
+        return text
+    try:
+        if key == "config":
+            value = load_json_field(text, source, "mask metadata 'config'")
+            valid = isinstance(value, dict)
+        elif key in _INTEGERS:
+            value = int(text)
+            valid = key not in _WORK or 0 <= value <= INT64_MAX
+        elif text == "" and key == "budget":
+            value, valid = None, True
+        else:
+            value = float(text)
+            valid = math.isfinite(value)
+    except ValueError:  # json.JSONDecodeError is a ValueError
+        valid = False
+    if not valid:
+        kind = "a JSON object" if key == "config" else "an integer" if key in _INTEGERS else "a finite number"
+        raise UserError(f"{source}: mask metadata {key!r} is {text[:40]!r}, not {kind}; the file is damaged, "
+                        f"recompute it with `unlearn localize`")
+    return value
+
+
+def typed_mask_metadata(meta: dict[str, str], source: str = "mask") -> dict:
+    """A mask's metadata for JSON (`mask info --json`): every key as stored, the recorded fields as their types (an
+    empty budget as null, `config` as an object)."""
+    record = MaskRecord.from_meta(meta, source)
+    return {**meta, **{key: value for key, value in dataclasses.asdict(record).items() if key in meta}}
 
 
 @dataclass
@@ -34,13 +127,7 @@ class MaskFile:
     meta: dict[str, str]  # as stored: strings
     sha256: str  # of the file's bytes
     source: str
-    typed: dict = field(default_factory=dict)  # the metadata with numbers as numbers (typed_mask_metadata)
-
-    @property
-    def localize_units(self) -> int | None:
-        """The work of the localization that computed it (None: not recorded)."""
-        forward, backward = (self.typed.get(key) for key in _MASK_WORK)
-        return None if forward is None or backward is None else Work(forward, backward).units
+    record: MaskRecord = field(default_factory=MaskRecord)  # the metadata, typed
 
 
 def mask_counts(mask: Mask) -> tuple[int, int]:
@@ -48,20 +135,11 @@ def mask_counts(mask: Mask) -> tuple[int, int]:
     return sum(int(m.sum()) for m in mask.values()), sum(m.numel() for m in mask.values())
 
 
-def mask_metadata(*, strategy: str, criterion: str, granularity: str, budget: float | None, mask: Mask,
-                  model_sha256: str, forget_sha256: str, seed: int, config: dict | None = None,
-                  **extra: str) -> dict[str, str]:
+def mask_metadata(*, mask: Mask, **fields) -> dict[str, str]:
+    """The metadata of a mask written now: `fields` of `MaskRecord`, with the counts and fraction of its tensors."""
     selected, total = mask_counts(mask)
-    meta = {
-        "format": FORMAT, "strategy": strategy, "criterion": criterion, "granularity": granularity,
-        "budget": "" if budget is None else repr(float(budget)), "selected": str(selected), "total": str(total),
-        "selected_fraction": repr(selected / max(1, total)), "model_sha256": model_sha256,
-        "forget_sha256": forget_sha256, "seed": str(seed), "unlearn_version": unlearn_cli.__version__,
-    }
-    if config is not None:
-        meta["config"] = json.dumps(config, sort_keys=True)
-    meta.update({key: str(value) for key, value in extra.items()})
-    return meta
+    return MaskRecord(selected=selected, total=total, selected_fraction=selected / max(1, total),
+                      unlearn_version=unlearn_cli.__version__, **fields).to_meta()
 
 
 def mask_bytes(mask: Mask, meta: dict[str, str]) -> bytes:
@@ -96,80 +174,34 @@ def check_mask_fits(mask: Mask, model: nn.Module, source: str) -> None:
                             f"{tuple(parameter.shape)}; compute the mask on this model")
 
 
-def check_mask_metadata(mask: Mask, typed: dict, source: str) -> None:
+def check_mask_metadata(mask: Mask, record: MaskRecord, source: str) -> None:
     """The counts, fraction and budget a mask records must describe its tensors: a mask edited after
     `localize` wrote it would otherwise be reported with numbers it does not have."""
     selected, total = mask_counts(mask)
-    recorded = {key: typed.get(key) for key in ("selected", "total")}
-    if any(value is not None and value != actual for value, actual in zip(recorded.values(), (selected, total))):
-        raise UserError(f"{source}: mask records {recorded['selected']} of {recorded['total']} parameters selected but "
+    if any(value is not None and value != actual for value, actual in ((record.selected, selected),
+                                                                        (record.total, total))):
+        raise UserError(f"{source}: mask records {record.selected} of {record.total} parameters selected but "
                         f"holds {selected} of {total}; the file was edited, recompute it with `unlearn localize`")
-    fraction = typed.get("selected_fraction")
+    fraction = record.selected_fraction
     if fraction is not None and abs(fraction - selected / max(1, total)) > 1e-9:
         raise UserError(f"{source}: mask records a selected fraction of {fraction!r} but selects "
                         f"{selected / max(1, total)!r}; the file was edited, recompute it with `unlearn localize`")
-    budget = typed.get("budget")
+    budget = record.budget
     if budget is not None and not (0 < budget <= 1 and selected <= budget_limit(budget, total)):
         raise UserError(f"{source}: mask selects {selected} of {total} parameters, more than its budget {budget!r} "
                         f"allows; the file was edited, recompute it with `unlearn localize`")
 
 
 @reader("mask")
-def read_mask(path: str, model: nn.Module | None = None, model_sha256: str | None = None,
-              allow_other_model: bool = False, forget_sha256: str | None = None,
-              allow_other_forget_set: bool = False) -> MaskFile:
-    """Read and validate a mask (`-` for stdin): its metadata must describe its tensors; one computed on another
-    checkpoint (or, given `forget_sha256`, for another forget set) is refused unless allowed."""
+def read_mask(path: str, model: nn.Module | None = None) -> MaskFile:
+    """Read and validate a mask (`-` for stdin): its metadata must describe its tensors, and its tensors must fit
+    `model` when one is given. Whether it may be used with a checkpoint and a forget set is for
+    `unlearn_cli.lineage.check_mask` to say."""
     source = "stdin" if path == "-" else str(path)
     data = read_input(path, "mask", limit_name="tensor_file_bytes")
     mask, meta = parse_mask(data, source)
-    typed = typed_mask_metadata(meta, source)
-    check_mask_metadata(mask, typed, source)
+    record = MaskRecord.from_meta(meta, source)
+    check_mask_metadata(mask, record, source)
     if model is not None:
         check_mask_fits(mask, model, source)
-    if model_sha256 is not None and meta.get("model_sha256") != model_sha256 and not allow_other_model:
-        raise UserError(f"{source}: mask was computed on another checkpoint (model_sha256 {meta.get('model_sha256', '?')[:12]}…, "
-                        f"this one {model_sha256[:12]}…); recompute it, or pass --allow-other-model if that is deliberate")
-    if forget_sha256 is not None and meta.get("forget_sha256") != forget_sha256 and not allow_other_forget_set:
-        raise UserError(f"{source}: mask was computed for another forget set (forget_sha256 "
-                        f"{meta.get('forget_sha256', '?')[:12]}…, this one {forget_sha256[:12]}…); recompute it with "
-                        f"`unlearn localize --forget` on this forget set, or pass --allow-mismatch if that is deliberate")
-    return MaskFile(mask=mask, meta=meta, sha256=sha256_bytes(data), source=source, typed=typed)
-
-
-_MASK_NUMBERS = ("budget", "selected_fraction", "topk")  # "" (no budget) is null
-_MASK_WORK = ("work_forward", "work_backward")  # examples the localization forwarded and back-propagated
-_MASK_INTEGERS = ("selected", "total", "seed", *_MASK_WORK)
-
-
-def typed_mask_metadata(meta: dict[str, str], source: str = "mask") -> dict:
-    """A mask's metadata for JSON: numbers as numbers (an empty budget as null), `config` as an object.
-
-    Every other key keeps its string value; a value that does not read as its type is a UserError naming it.
-    """
-    typed: dict = dict(meta)
-    for key in _MASK_NUMBERS + _MASK_INTEGERS + ("config",):
-        if key not in meta:
-            continue
-        text = meta[key]
-        try:
-            if key == "config":
-                value = load_json_field(text, source, "mask metadata 'config'")
-                valid = isinstance(value, dict)
-            elif key in _MASK_INTEGERS:
-                value = int(text)
-                valid = key not in _MASK_WORK or 0 <= value <= INT64_MAX
-            elif text == "" and key == "budget":
-                value = None
-                valid = True
-            else:
-                value = float(text)
-                valid = math.isfinite(value)
-        except ValueError:  # json.JSONDecodeError is a ValueError
-            valid = False
-        if not valid:
-            kind = "a JSON object" if key == "config" else "an integer" if key in _MASK_INTEGERS else "a finite number"
-            raise UserError(f"{source}: mask metadata {key!r} is {text[:40]!r}, not {kind}; the file is damaged, "
-                            f"recompute it with `unlearn localize`")
-        typed[key] = value
-    return typed
+    return MaskFile(mask=mask, meta=meta, sha256=sha256_bytes(data), source=source, record=record)

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load as load_tensors
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.limits import load_json
+from unlearn_cli.limits import load_json
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 TORCH_DTYPES = {

@@ -17,12 +17,13 @@ from fractions import Fraction
 
 import torch
 
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, example, flag
 
 
-def check_budget(budget: float, flag: str = "--budget") -> float:
+def check_budget(budget: float) -> float:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
-        raise UserError(f"{flag} {budget!r}: must be a fraction of the parameters in (0, 1], e.g. {flag} 0.3")
+        raise UserError(f"{flag('budget')} {budget!r}: must be a fraction of the parameters in (0, 1], "
+                        f"e.g. {example('budget', 0.3)}")
     return float(budget)
 
 

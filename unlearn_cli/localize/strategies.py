@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, example, flag
 from unlearn_cli.localize.base import LocalizationData, LocalizeSettings, Mask
 from unlearn_cli.localize.budget import budget_limit, check_budget, ranking, select_prefix
 from unlearn_cli.localize.criteria import CRITERIA, evaluation_with_gradients
@@ -96,27 +96,28 @@ def resolve_settings(settings: LocalizeSettings) -> LocalizeSettings:
     name = settings.strategy
     criterion = settings.criterion
     if criterion is not None and strategy.criterion is None:
-        raise UserError(f"--criterion {criterion}: strategy {name} scores no parameters; drop --criterion")
+        raise UserError(f"{flag('criterion')} {criterion}: strategy {name} scores no parameters; drop {flag('criterion')}")
     criterion = criterion or strategy.criterion
     allowed = strategy.criteria or tuple(CRITERIA.names())
     if criterion is not None and criterion not in allowed:
-        raise UserError(f"--criterion {criterion!r}: strategy {name} takes one of {', '.join(allowed)}")
+        raise UserError(f"{flag('criterion')} {criterion!r}: strategy {name} takes one of {', '.join(allowed)}")
     granularity = settings.granularity or strategy.granularity
     if granularity not in strategy.granularities:
-        raise UserError(f"--granularity {granularity!r}: strategy {name} takes {', '.join(strategy.granularities)}")
+        raise UserError(f"{flag('granularity')} {granularity!r}: strategy {name} takes {', '.join(strategy.granularities)}")
     if settings.like is not None and strategy.budget != "unless-like":
         raise UserError(f"--like applies to --strategy random only, not {name}")
     if strategy.budget == "unless-like" and settings.like is not None:
         if settings.budget is not None:
-            raise UserError("--like reproduces the size of the given mask; drop --budget")
+            raise UserError(f"--like reproduces the size of the given mask; drop {flag('budget')}")
     elif settings.budget is not None or strategy.budget != "cap":
         if settings.budget is None:
-            raise UserError(f"strategy {name} needs --budget, a fraction of the parameters in (0, 1], e.g. --budget 0.3")
+            raise UserError(f"strategy {name} needs {flag('budget')}, a fraction of the parameters in (0, 1], "
+                            f"e.g. {example('budget', 0.3)}")
         check_budget(settings.budget)
     if isinstance(settings.topk, bool) or not 0 < settings.topk <= 1:
-        raise UserError(f"--topk {settings.topk!r}: must be in (0, 1], e.g. --topk 0.1")
+        raise UserError(f"{flag('topk')} {settings.topk!r}: must be in (0, 1], e.g. {example('topk', 0.1)}")
     if settings.max_iterations < 1:
-        raise UserError(f"--max-iterations {settings.max_iterations}: must be at least 1")
+        raise UserError(f"{flag('max_iterations')} {settings.max_iterations}: must be at least 1")
     return dataclasses.replace(settings, criterion=criterion, granularity=granularity)
 
 
@@ -140,8 +141,8 @@ def _keep_best(units, unit_scores: torch.Tensor, budget: float) -> Mask:
         size = int(units.sizes[first])
         needed = math.ceil(size / units.total * 1000) / 1000  # 3 decimals, rounded up: enough for this unit
         where = ", ".join(group.names) + (f" row {row}" if group.count > 1 else "")
-        raise UserError(f"--budget {budget:g} keeps nothing: the first unit it ranks ({where}) holds {size:,} of "
-                        f"{units.total:,} trainable scalars ({size / units.total:.1%}); raise --budget to {needed:g} or more")
+        raise UserError(f"{flag('budget')} {budget:g} keeps nothing: the first unit it ranks ({where}) holds {size:,} of "
+                        f"{units.total:,} trainable scalars ({size / units.total:.1%}); raise {flag('budget')} to {needed:g} or more")
     return units.mask(selected)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from unlearn_cli.config import resolve_config
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, flag
 from unlearn_cli.registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -32,7 +32,8 @@ class Method:
     uses_mask: bool = True  # False: the method ignores --mask (retrain)
     excludes_forget_set: bool = False  # True: the output is trained without the forget set (an oracle)
     loop: Callable | None = None  # finetune-like: (model, data, mask, cfg) -> MethodLoop, the model prepared
-    stacks: bool = False  # its loop's loss is the plain cross-entropy: a pool's models can run it stacked
+    stacks: bool = False  # its loop's loss is the plain cross-entropy, which a stack computes: a pool's models can
+    # run it stacked (the one place this is said; a registry test checks it against every loop's loss)
     work: Callable | None = None  # (cfg, SetSizes) -> cost.Work: what a run with cfg forwards and back-propagates
     fit: Callable | None = None  # (cfg, cap) -> cfg run within `cap` × retraining (retrain: its recipe compressed)
 
@@ -77,7 +78,7 @@ def fit_to_cap(name: str, cfg, sizes, localize_units: int | None, reference_unit
     cfg, predicted, within = fitted(name, cfg, sizes, localize_units, reference_units, cap)
     if not within:
         raise UserError(f"{name} with these settings would cost {predicted / reference_units:.3f}× retraining, above "
-                        f"the cap of {cap:g}; lower epochs (or max_steps), or raise the cap")
+                        f"the cap of {cap:g}; lower {flag('epochs')} (or {flag('max_steps')}), or raise {flag('max_cost')}")
     return cfg, predicted
 
 

@@ -17,7 +17,7 @@ from unlearn_cli.cost import Work, forwarded, loop_examples, trained
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.distributed import Shard, current_shard
-from unlearn_cli.engine import FastPath, LoopSettings, LossFn, Mask, cross_entropy_loss, run_loop
+from unlearn_cli.engine import FastPath, LoopSettings, LossFn, Mask, run_loop
 
 
 @dataclass
@@ -131,7 +131,7 @@ def relabelled_batches(data: UnlearnData, order: torch.Tensor, labels: torch.Ten
 class MethodLoop:
     """A finetune-like method's training loop, ready to run: its loss, its batches, its schedule, and what is
     trained whatever the mask says. `run` runs it on one model; a pool runs the loops of its models stacked
-    (`unlearn_cli.stacked.run_stacked`) when `stackable`."""
+    (`unlearn_cli.stacked.run_stacked`) when the method `stacks`."""
 
     loss_fn: LossFn
     batches_for_epoch: Callable[[int], Iterable]
@@ -144,11 +144,6 @@ class MethodLoop:
     def shared_part(self) -> tuple:
         """What the loops of a pool's models must share to run stacked: all but their batches."""
         return self.settings, self.steps_per_epoch, self.always_trainable, self.freeze_bn
-
-    @property
-    def stackable(self) -> bool:
-        """Whether the loss is the plain cross-entropy of (inputs, labels) batches, which the stacked loop computes."""
-        return self.loss_fn is cross_entropy_loss
 
     def run(self, model: nn.Module, data: UnlearnData, mask: Mask | None) -> nn.Module:
         """The one training loop; the mask is enforced inside `run_loop`."""

@@ -22,7 +22,7 @@ import torch
 
 from unlearn_cli.cost import trained
 from unlearn_cli.engine import restrict_to_mask
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, flag
 from unlearn_cli.methods import register_method
 from unlearn_cli.methods._common import MethodConfig, batch_gradients
 
@@ -81,7 +81,7 @@ def iu(model, data, mask, cfg: IUConfig):
     count = min(cfg.num_samples, len(data.retain))
     if count * size * 4 > MEMORY_LIMIT_BYTES:
         raise UserError(f"iu needs {count * size * 4 / 2**30:.1f} GiB for {count} samples × {size:,} parameters; "
-                        f"lower --param num_samples or pass a --mask")
+                        f"lower {flag('num_samples', 'param')} or pass a --mask")
 
     def batches(indices, batch_size):
         return data.dataset.batches("train", indices, batch_size, device=data.device)

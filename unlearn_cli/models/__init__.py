@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_leaves
 
 from unlearn_cli.config import check_options, check_range
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.limits import check_size, limit
+from unlearn_cli.limits import check_size, limit
 from unlearn_cli.registry import Registry
 
 MODELS: Registry = Registry("model")

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.limits import LIMITS, check_size, limit
+from unlearn_cli.limits import LIMITS, check_size, limit
 
 STDIO = "-"
 CHUNK = 1 << 20
