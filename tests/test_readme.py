@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,23 +49,28 @@ def corrective_block() -> str:
     return block
 
 
-@pytest.mark.slow
-def test_the_corrective_block_runs_as_pasted(tmp_path):
+def block_environment(**extra: str) -> dict:
+    """A reader's shell: the installed `unlearn` on PATH, no UNLEARN_ settings, one thread per process."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("UNLEARN_")}
     environment.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}",
-                       OMP_NUM_THREADS="1")
-    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", corrective_block()], cwd=tmp_path, env=environment,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-6000:]}"
-    rows = {}
-    for known in ("poison", "poison-half"):
-        original, unlearned = json.loads((tmp_path / f"corrective-{known}.json").read_text())["results"]
-        rows[known] = unlearned["metrics"]["attack_success_rate"]
-        assert original["metrics"]["attack_success_rate"] > 90  # the backdoor is learned
-        assert original["oracle"]["metrics"]["attack_success_rate"] < 10  # and the clean oracle has none
-    # what the README says: knowing every poisoned example DEL removes the backdoor, knowing half it does not
-    assert rows["poison"] < 10 and rows["poison-half"] > 50, rows
-    assert re.search(r"poison \(known 0\.5\):\S+ │ del \+ rft", result.stderr), result.stderr[-3000:]
+                       OMP_NUM_THREADS="1", **extra)
+    return environment
+
+
+@pytest.fixture(scope="module")
+def corrective_run(tmp_path_factory):
+    """The corrective block, started in an empty folder as soon as a test asks for it, so that it runs beside the
+    pipeline block: each runs one single-threaded command at a time, and together they keep two cores busy.
+    Yields (the running process, its folder, the file its stderr goes to); a run still going at the end is killed."""
+    folder, logs = tmp_path_factory.mktemp("corrective"), tmp_path_factory.mktemp("corrective-logs")
+    with (logs / "stderr.txt").open("w") as stderr:
+        process = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", corrective_block()], cwd=folder,
+                                   env=block_environment(), stdout=subprocess.DEVNULL, stderr=stderr,
+                                   start_new_session=True)
+    yield process, folder, logs / "stderr.txt"
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def test_the_block_is_a_whole_pipeline():
@@ -75,11 +81,9 @@ def test_the_block_is_a_whole_pipeline():
 
 
 @pytest.mark.slow
-def test_the_pipeline_block_runs_as_pasted(tmp_path):
+def test_the_pipeline_block_runs_as_pasted(tmp_path, corrective_run):  # the corrective block runs meanwhile
     block = pipeline_block()
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("UNLEARN_")}
-    environment.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}",
-                       OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    environment = block_environment(MPLBACKEND="Agg")
     # -e and pipefail: a line that fails, inside the localize | apply pipe too, fails the test
     result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=tmp_path, env=environment,
                             capture_output=True, text=True, timeout=900)
@@ -120,3 +124,20 @@ def test_the_pipeline_block_runs_as_pasted(tmp_path):
     assert rows["unlearned vs retrained"]["models"] == [16, 16]
     assert rows["original vs retrained"]["attack_accuracy"] > 0.85
     assert rows["retrained ½ vs ½"]["attack_accuracy"] < 0.65
+
+
+@pytest.mark.slow
+def test_the_corrective_block_runs_as_pasted(corrective_run):
+    process, folder, stderr = corrective_run
+    returncode = process.wait(timeout=900)
+    errors = stderr.read_text()
+    assert returncode == 0, f"exit {returncode}\n{errors[-6000:]}"
+    rows = {}
+    for known in ("poison", "poison-half"):
+        original, unlearned = json.loads((folder / f"corrective-{known}.json").read_text())["results"]
+        rows[known] = unlearned["metrics"]["attack_success_rate"]
+        assert original["metrics"]["attack_success_rate"] > 90  # the backdoor is learned
+        assert original["oracle"]["metrics"]["attack_success_rate"] < 10  # and the clean oracle has none
+    # what the README says: knowing every poisoned example DEL removes the backdoor, knowing half it does not
+    assert rows["poison"] < 10 and rows["poison-half"] > 50, rows
+    assert re.search(r"poison \(known 0\.5\):\S+ │ del \+ rft", errors), errors[-3000:]
