@@ -8,6 +8,7 @@ something other than what the command says.
 
 Usage:
     check_fits_data(checkpoint, reference, data, "the model")
+    data = dataset_for(checkpoint, data_root)
     data, forget_set = data_as_trained(data, forget_set, [checkpoint], unlearning=True)
     check_mask(mask_file, parent.sha256, forget_set.sha256, allow_other_model=False, allow_other_forget_set=False)
     matches = check_oracle(oracle, forget_set, allow_mismatch=False)    # True, or a UserError
@@ -17,7 +18,7 @@ Usage:
 
 from __future__ import annotations
 
-from unlearn_cli.data import ImageData
+from unlearn_cli.data import ImageData, create_dataset
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Checkpoint
 from unlearn_cli.io.forget import ForgetSet
@@ -29,6 +30,15 @@ def _short(sha256: str) -> str:
 
 
 # --- a checkpoint and the data -----------------------------------------------------------------------------------
+
+def dataset_for(checkpoint, data_root: str | None) -> ImageData:
+    """Rebuild the dataset a checkpoint was trained on (its name and options are in the metadata)."""
+    kwargs = dict(checkpoint.dataset_kwargs)
+    root = data_root or checkpoint.data_root
+    if root:
+        kwargs["data_root"] = root
+    return create_dataset(checkpoint.dataset, where=f"{checkpoint.source}: dataset option", **kwargs)
+
 
 def check_fits_data(checkpoint: Checkpoint, reference: Checkpoint, data: ImageData, role: str) -> None:
     """The checkpoint must be trained on the reference's dataset and match its classes and input shape."""

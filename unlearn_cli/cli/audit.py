@@ -31,7 +31,7 @@ from rich.table import Table
 
 import unlearn_cli
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption,
-                                    SeedOption, dataset_for, handle_errors, print_json, pyplot, stderr)
+                                    SeedOption, handle_errors, print_json, pyplot, stderr)
 from unlearn_cli.config import resolve_config
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict, select_device
@@ -49,7 +49,7 @@ from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.limits import check_size
 from unlearn_cli.streams import check_writable, write_output
-from unlearn_cli.lineage import check_audit_pools, data_as_trained
+from unlearn_cli.lineage import check_audit_pools, data_as_trained, dataset_for
 from unlearn_cli.tune.reference import tuning_parts
 
 FEW_MODELS = 16  # below this many models per pool the ε buckets are coarse enough to warn

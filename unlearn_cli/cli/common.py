@@ -1,4 +1,4 @@
-"""What every command shares: error handling, progress bars, shared options, data from a checkpoint.
+"""What every command shares: error handling, progress bars, shared options.
 
 Usage:
     @app.command()
@@ -21,7 +21,6 @@ import typer
 from rich.console import Console, ConsoleDimensions
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from unlearn_cli.data import ImageData, create_dataset
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
 
@@ -255,15 +254,6 @@ def progress_bar(description: str, total: int | None, quiet: bool, *, clock: Cal
                             status=status_of(info))
 
         yield on_step
-
-
-def dataset_for(checkpoint, data_root: str | None) -> ImageData:
-    """Rebuild the dataset a checkpoint was trained on (its name and options are in the metadata)."""
-    kwargs = dict(checkpoint.dataset_kwargs)
-    root = data_root or checkpoint.data_root
-    if root:
-        kwargs["data_root"] = root
-    return create_dataset(checkpoint.dataset, where=f"{checkpoint.source}: dataset option", **kwargs)
 
 
 def pyplot():

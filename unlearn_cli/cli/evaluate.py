@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption, SeedOption,
-                                    dataset_for, handle_errors, is_terminal, print_json, stderr)
+                                    handle_errors, is_terminal, print_json, stderr)
 from unlearn_cli.config import resolve_config
 from unlearn_cli.cost import reference_units
 from unlearn_cli.engine import select_device
@@ -32,7 +32,7 @@ from unlearn_cli.evaluate.results import read_results, result_record, results_do
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.streams import check_writable
-from unlearn_cli.lineage import check_fits_data, check_oracle, check_parent, data_as_trained
+from unlearn_cli.lineage import check_fits_data, check_oracle, check_parent, data_as_trained, dataset_for
 from unlearn_cli.tune import halve_test_set
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import typer
 
-from unlearn_cli.cli.common import dataset_for, stderr
+from unlearn_cli.cli.common import stderr
 from unlearn_cli.distributed import launch_environment
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
@@ -35,7 +35,7 @@ from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.limits import INT64_MAX, limit
 from unlearn_cli.streams import STDIO, check_writable
-from unlearn_cli.lineage import check_fits_data, check_trained_on, data_as_trained
+from unlearn_cli.lineage import check_fits_data, check_trained_on, data_as_trained, dataset_for
 from unlearn_cli.stacked import stack_refusal, stacked_bytes
 
 SEED = "{seed}"

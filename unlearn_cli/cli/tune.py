@@ -28,7 +28,7 @@ import yaml
 from rich.table import Table
 
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption,
-                                    dataset_for, handle_errors, progress_bar, stderr)
+                                    handle_errors, progress_bar, stderr)
 from unlearn_cli.config import parse_options, resolve_config
 from unlearn_cli.cost import WorkMeter, reference_units
 from unlearn_cli.engine import FastPath, predict, select_device
@@ -37,7 +37,7 @@ from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.streams import check_writable, write_output
-from unlearn_cli.lineage import check_fits_data, check_oracle, data_as_trained
+from unlearn_cli.lineage import check_fits_data, check_oracle, data_as_trained, dataset_for
 from unlearn_cli.localize import LocalizationData, LocalizeSettings, get_strategy, list_strategies, resolve_settings
 from unlearn_cli.methods import (SetSizes, UnlearnData, fitted, get_method, list_methods, method_config,
                                  method_options, most_epochs_within)
