@@ -5,7 +5,15 @@ its type from the dataclass (or factory) annotation, its range from `BOUNDS`, on
 name, so `epochs` or `seed` mean the same everywhere. YAML files are read without anchors or aliases
 (no expansion bombs) and within a size limit (docs/limits.md).
 
+Every option is declared once, as a field of its dataclass: its name, type (the annotation), default and help
+(`option(...)`); its range is `BOUNDS[name]`, shared by every option of that name. A command's flags, its YAML
+keys and the configuration it records all come from those fields (cli/options.py builds the flags).
+
 Usage:
+    @dataclass
+    class TrainConfig:
+        epochs: int = option(30, "Epochs")                   # a flag --epochs and a YAML key `epochs`
+        momentum: float = 0.9                                 # a YAML key only
     config = resolve_config(TrainConfig, "cfg.yaml", {"epochs": 3})   # flags given on the command line
     config_dict(config)   # stored in the output's metadata
     check_options(factory, {"width": 256}, "--arch-option")           # model / dataset options
@@ -19,6 +27,7 @@ import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -69,6 +78,63 @@ BOUNDS: dict[str, Bound] = {
     "channels": Bound(1, 64), "size": Bound(1, 4096), "image_size": Bound(1, 4096), "noise": Bound(0),
     "num_workers": Bound(0, 256),
 }
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a configuration field is given on the command line (a field without one is a YAML key only)."""
+
+    help: str | Callable[[], str]  # a callable when the text lists a registry filled after the field is declared
+    names: tuple[str, ...] = ()  # the flag and its short form; () : --field-name
+    parse: Callable | None = None  # flag text -> value, for a one-line error instead of a usage error
+    switch: bool = False  # a flag that only turns on (--allow-mismatch); otherwise booleans get --x/--no-x
+    default_text: str | Callable[[], str] | None = None  # what --help says of the default; None: the field's
+
+    def text(self) -> str:
+        return self.help() if callable(self.help) else self.help
+
+
+OPTION = "option"  # the metadata key of a field's Option
+
+
+def option(default, help: str | Callable[[], str], *names: str, parse: Callable | None = None, switch: bool = False,
+           default_text: str | Callable[[], str] | None = None):
+    """A configuration field that is also a command-line flag: its default (`dict` or `list`: an empty one of its
+    own for each config), its --help text and its flag names (default: --field-name)."""
+    metadata = {OPTION: Option(help, names, parse, switch, default_text)}
+    if default in (dict, list):
+        return dataclasses.field(default_factory=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def seed_option(default: int = 0):
+    return option(default, "Random seed")
+
+
+def device_option():
+    return option("auto", "auto, cpu, cuda or mps")
+
+
+def data_root_option():
+    return option(None, "Folder holding the dataset files.")
+
+
+def amp_option():
+    return option(None, "bf16 autocast of forward passes", default_text="on for cuda, off otherwise")
+
+
+def channels_last_option():
+    return option(None, "Channels-last memory layout for convolutions", default_text="on for cuda, off otherwise")
+
+
+def compile_option():
+    return option(False, "torch.compile the model for training")
+
+
+def stacked_option(what: str):
+    """A pool command's --stacked/--no-stacked; `what` says what it does at once."""
+    return option(None, f"With --seeds: {what}, parameters stacked, one optimizer step for all",
+                  default_text="on for cuda when they fit in half of the free memory, off otherwise")
 
 
 def _type_name(kind) -> str:

@@ -23,13 +23,13 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
-                                    DeviceOption, QuietOption, SeedOption, handle_errors, progress_bar,
-                                    stderr)
+from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
+from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import (DEALT_OUT, SEED, PoolModels, SeedRun, check_pool_flag, dealt_out, plan_seeds,
-                                   run_seeds, seeds_option, stack_pool, stacked_option)
+                                   run_seeds, seeds_option, stack_pool)
 from unlearn_cli.cost import RecordedCost, Work, WorkMeter, reference_units
-from unlearn_cli.config import config_dict, load_yaml_config, parse_options, resolve_config
+from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, data_root_option,
+                                device_option, load_yaml_config, option, parse_options, resolve_config, stacked_option)
 from unlearn_cli.data import ImageData
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
 from unlearn_cli.engine import FastPath, accuracy, select_device
@@ -40,27 +40,35 @@ from unlearn_cli.streams import write_output
 from unlearn_cli.lineage import check_mask, mask_overrides
 from unlearn_cli.methods import (METHODS, MethodLoop, SetSizes, UnlearnData, fit_to_cap, get_method, list_methods,
                                  method_config, method_options, recovery_sample)
+from unlearn_cli.methods._common import UpdateConfig
+from unlearn_cli.methods.rft import RFTConfig
 from unlearn_cli.stacked import run_stacked
 
 
 @dataclass
 class ApplyConfig:
-    model: Optional[str] = None  # checkpoint to unlearn from
-    forget: Optional[str] = None  # forget-set file
-    method: str = "rft"
-    mask: Optional[str] = None  # mask file ('-' for stdin); None: every parameter may change
-    allow_other_model: bool = False  # accept a mask computed on another checkpoint
-    allow_mismatch: bool = False  # accept a forget set made for another dataset, or a mask for another forget set
-    device: str = "auto"
-    data_root: Optional[str] = None
-    amp: Optional[bool] = None  # bf16 autocast; None: on for cuda, off otherwise (the resolved value is stored)
-    channels_last: Optional[bool] = None  # channels-last layout; None: on for cuda, off otherwise
-    compile: bool = False  # torch.compile the model for the training loop
-    stacked: Optional[bool] = None  # --seeds: unlearn the pool's models at once; None: on for cuda when it fits
-    max_cost: Optional[float] = None  # F: the run may cost at most F × retraining (retrain: its recipe compressed to F)
+    model: Optional[str] = option(None, "Checkpoint to unlearn from.", "--model", "-m")
+    forget: Optional[str] = option(None, "Forget set (JSON from `unlearn split`, text or .npy indices).", "--forget", "-f")
+    method: str = option("rft", lambda: f"One of: {', '.join(list_methods())}; see below")
+    mask: Optional[str] = option(None, "Mask from `unlearn localize` ('-' for stdin); only masked parameters change.")
+    allow_other_model: bool = option(False, "Accept a mask computed on another checkpoint (recorded in the output).",
+                                     switch=True)
+    allow_mismatch: bool = option(False, "Accept a forget set made for another dataset, or a mask computed for "
+                                         "another forget set (recorded in the output).", switch=True)
+    device: str = device_option()
+    data_root: Optional[str] = data_root_option()
+    amp: Optional[bool] = amp_option()  # None: on for cuda, off otherwise (the resolved value is stored)
+    channels_last: Optional[bool] = channels_last_option()
+    compile: bool = compile_option()
+    stacked: Optional[bool] = stacked_option("unlearn the models at once (methods whose loss is the plain "
+                                             "cross-entropy: finetune, rft, random-label)")
+    max_cost: Optional[float] = option(None, "Cost at most F × retraining on the retain set with the parent's recipe "
+                                             "(mask's localization included); with --method retrain, run that recipe "
+                                             "compressed to F (retrain @ F).", "--max-cost")
 
 
 APPLY_OPTIONS = [field.name for field in dataclasses.fields(ApplyConfig)]
+METHOD_FLAGS = (UpdateConfig, RFTConfig)  # the method options with a flag of their own; the others are --param
 RECOVERY_TOLERANCE = 5.0  # points of retain accuracy below the parent's before `apply` warns
 COST_WARNING = 0.5  # cost ×retrain above which `apply` warns that retraining would be exact for about that
 SeedsOption = seeds_option("-m and --mask may hold {seed} too (one model and mask per seed; without it, one file "
@@ -90,32 +98,12 @@ def _methods_text() -> str:
 
 
 @handle_errors
+@with_options(ApplyConfig, *METHOD_FLAGS)
 def apply(
+    given: dict,
     output: Annotated[str, typer.Option("--output", "-o", help="Unlearned checkpoint to write (.safetensors).")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint to unlearn from.")] = None,
-    forget: Annotated[Optional[str], typer.Option("--forget", "-f", help="Forget set (JSON from `unlearn split`, text or .npy indices).")] = None,
-    method: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_methods())} (default: rft); see below.")] = None,
-    mask: Annotated[Optional[str], typer.Option(help="Mask from `unlearn localize` ('-' for stdin); only masked parameters change.")] = None,
-    allow_other_model: Annotated[Optional[bool], typer.Option("--allow-other-model", help="Accept a mask computed on another checkpoint (recorded in the output).")] = None,
-    allow_mismatch: Annotated[Optional[bool], typer.Option("--allow-mismatch", help="Accept a forget set made for another dataset, or a mask computed for another forget set (recorded in the output).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: per method, e.g. rft 0.1)")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: per method, e.g. rft 20)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: 128)")] = None,
-    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (default: 0.9)")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="SGD weight decay (default: 0)")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
-    freeze_bn: Annotated[Optional[bool], typer.Option("--freeze-bn/--no-freeze-bn", help="Keep BatchNorm running statistics unchanged (default: off).")] = None,
-    train_head: Annotated[Optional[bool], typer.Option("--train-head/--no-train-head", help="rft: also finetune the whole classifier head (default: on).")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="key=value method hyperparameter, e.g. beta=0.95")] = None,
-    data_root: DataRootOption = None,
-    seed: SeedOption = None,
     seeds: SeedsOption = None,
-    device: DeviceOption = None,
-    amp: AmpOption = None,
-    channels_last: ChannelsLastOption = None,
-    compile: CompileOption = None,
-    stacked: Annotated[Optional[bool], stacked_option("unlearn the models at once (methods whose loss is the plain cross-entropy: finetune, rft, random-label)")] = None,
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="Cost at most F × retraining on the retain set with the parent's recipe (mask's localization included); with --method retrain, run that recipe compressed to F (retrain @ F).")] = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
@@ -124,23 +112,19 @@ def apply(
     Under torchrun the method's training loop is data-parallel over the retain set (--batch-size is the
     global batch) and rank 0 writes the output.
     """
-    flags = {"lr": lr, "epochs": epochs, "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
-             "max_steps": max_steps, "freeze_bn": freeze_bn, "train_head": train_head, "seed": seed}
+    flags = {key: value for key, value in given.items() if key not in APPLY_OPTIONS}
     params = parse_options(param, "--param") or {}
     name_as("param", [key for key in params if flags.get(key) is None])  # a flag given beside overrides the --param
     method_flags = {**params, **{key: value for key, value in flags.items() if value is not None}}
-    cfg, method_cfg = resolve(config, {"model": model, "forget": forget, "method": method, "mask": mask,
-                                       "allow_other_model": allow_other_model, "allow_mismatch": allow_mismatch,
-                                       "device": device,
-                                       "data_root": data_root, "amp": amp, "channels_last": channels_last,
-                                       "compile": compile, "stacked": stacked, "max_cost": max_cost}, method_flags)
+    cfg, method_cfg = resolve(config, {key: value for key, value in given.items() if key in APPLY_OPTIONS},
+                              method_flags)
     name_as("param", [key for key in method_options(cfg.method) if key not in flags])  # no flag of their own
     if cfg.model is None or cfg.forget is None:
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
     check_pool_flag(cfg.stacked, seeds, "unlearns")
     main, pooled = is_main_process(), dealt_out(seeds)  # pooled: every process runs and writes its own seeds
     quiet = quiet or not (main or pooled)
-    runs = plan_seeds(seeds, seed, output, {"--model": cfg.model, "--forget": cfg.forget, "--mask": cfg.mask,
+    runs = plan_seeds(seeds, given["seed"], output, {"--model": cfg.model, "--forget": cfg.forget, "--mask": cfg.mask,
                                             "--config": config},
                       templated=("--model", "--mask"), example="pool/unlearned-{seed}.safetensors", check_outputs=main or pooled)
     if (len(runs) > 1 and cfg.mask is not None and SEED not in cfg.mask and SEED in cfg.model

@@ -15,45 +15,30 @@ from typing import Annotated, Optional
 
 import typer
 
-from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption,
-                                    handle_errors, progress_bar, stderr)
+from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
+from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
 from unlearn_cli.cost import WorkMeter
-from unlearn_cli.config import config_dict, resolve_config
+from unlearn_cli.config import config_dict, data_root_option, device_option, option, resolve_config
 from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.mask import mask_bytes, mask_counts, mask_metadata, read_mask
 from unlearn_cli.streams import write_output
-from unlearn_cli.localize import (CRITERIA, NO_CRITERION, STRATEGIES, LocalizationData, LocalizeSettings, get_strategy,
-                                  list_criteria, list_granularities, list_strategies, resolve_settings)
+from unlearn_cli.localize import (CRITERIA, NO_CRITERION, STRATEGIES, LocalizationData, LocalizeOptions, LocalizeSettings,
+                                  get_strategy, list_strategies, resolve_settings)
 
 
 @dataclass
-class LocalizeConfig:
-    model: Optional[str] = None  # checkpoint to localize in (required: --model or model: in the YAML)
-    forget: Optional[str] = None  # forget-set file (required: --forget or forget: in the YAML)
-    strategy: str = "del"
-    budget: Optional[float] = None  # fraction of all trainable scalars in (0, 1]; critmem: an optional cap
-    criterion: Optional[str] = None  # None: the strategy's preset
-    granularity: Optional[str] = None  # None: the strategy's preset
-    topk: float = 0.1  # share of a neuron's scores averaged into its score
-    like: Optional[str] = None  # mask file whose per-tensor counts `random` reproduces
-    max_iterations: int = 100  # critmem: channels zeroed per example at most
-    batch_size: int = 128  # forget-set batch size for the gradient
-    seed: int = 0
-    device: str = "auto"
-    data_root: Optional[str] = None
-    allow_mismatch: bool = False  # accept a forget set made for another dataset
-
-
-def parse_budget(text: str | None) -> float | None:
-    """`--budget` as given on the command line: a number, else a one-line error (not a usage error)."""
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"--budget {text!r}: not a number; give a fraction of the parameters in (0, 1], e.g. --budget 0.3") from None
+class LocalizeConfig(LocalizeOptions):
+    model: Optional[str] = option(None, "Checkpoint to localize in (.safetensors); required, here or as model: in "
+                                        "--config.", "--model", "-m")
+    forget: Optional[str] = option(None, "Forget set (JSON from `unlearn split`, text or .npy indices); required, "
+                                         "here or as forget: in --config.", "--forget", "-f")
+    like: Optional[str] = option(None, "random: reproduce this mask's per-tensor unit counts")  # a mask file
+    batch_size: int = option(128, "Forget-set batch size")  # for the gradient
+    allow_mismatch: bool = option(False, "Accept a forget set made for another dataset.", switch=True)
+    data_root: Optional[str] = data_root_option()
+    device: str = device_option()
 
 
 SeedsOption = seeds_option("-m and --like may hold {seed} too (one file per seed; without it, one file for all seeds); "
@@ -67,41 +52,22 @@ def _strategy_help() -> str:
 
 
 @handle_errors
+@with_options(LocalizeConfig)
 def localize(
+    given: dict,
     output: Annotated[str, typer.Option("--output", "-o", help="Mask to write (.safetensors; '-' for stdout).")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint to localize in (.safetensors); required, here or as model: in --config.")] = None,
-    forget: Annotated[Optional[str], typer.Option("--forget", "-f", help="Forget set (JSON from `unlearn split`, text or .npy indices); required, here or as forget: in --config.")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_strategies())} (default: del)")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="Fraction of all parameters in (0, 1], e.g. 0.3 (critmem: optional cap)")] = None,
-    criterion: Annotated[Optional[str], typer.Option(help=f"Override the strategy's criterion: {', '.join(list_criteria())}")] = None,
-    granularity: Annotated[Optional[str], typer.Option(help=f"Override the strategy's granularity: {', '.join(list_granularities())}")] = None,
-    topk: Annotated[Optional[float], typer.Option(help="Share of a neuron's top scores averaged into its score (default: 0.1)")] = None,
-    like: Annotated[Optional[str], typer.Option(help="random: reproduce this mask's per-tensor unit counts")] = None,
-    max_iterations: Annotated[Optional[int], typer.Option(help="critmem: channels zeroed per example at most (default: 100)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Forget-set batch size (default: 128)")] = None,
-    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Accept a forget set made for another dataset.")] = False,
-    data_root: DataRootOption = None,
-    seed: SeedOption = None,
     seeds: SeedsOption = None,
-    device: DeviceOption = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
     """Score parameters on the forget set and write the selected ones as a mask."""
-    cfg = resolve_config(LocalizeConfig, config, {
-        "model": model, "forget": forget, "strategy": strategy, "budget": parse_budget(budget), "criterion": criterion,
-        "granularity": granularity, "topk": topk, "like": like, "max_iterations": max_iterations,
-        "batch_size": batch_size, "seed": seed, "device": device, "data_root": data_root,
-        "allow_mismatch": allow_mismatch or None}, section="localize")
+    cfg = resolve_config(LocalizeConfig, config, given, section="localize")
     for flag, key, what in (("--model", "model", "CHECKPOINT"), ("--forget", "forget", "FORGET_SET")):
         if getattr(cfg, key) is None:
             raise UserError(f"{flag} is required: pass {flag} {what}, or set `{key}:` in {config or 'a --config YAML'}")
-    settings = LocalizeSettings(strategy=cfg.strategy, budget=cfg.budget, criterion=cfg.criterion,
-                                granularity=cfg.granularity, topk=cfg.topk, max_iterations=cfg.max_iterations,
-                                seed=cfg.seed, like={} if cfg.like is not None else None)
-    settings = resolve_settings(settings)  # bad options fail before any file is read
+    settings = resolve_settings(LocalizeSettings.of(cfg, like={} if cfg.like is not None else None))  # bad options fail before any file is read
     cfg.criterion, cfg.granularity = settings.criterion, settings.granularity  # the resolved preset goes in the metadata
-    runs = plan_seeds(seeds, seed, output, {"--model": cfg.model, "--forget": cfg.forget, "--like": cfg.like,
+    runs = plan_seeds(seeds, given["seed"], output, {"--model": cfg.model, "--forget": cfg.forget, "--like": cfg.like,
                                             "--config": config},
                       templated=("--model", "--like"), example="pool/mask-{seed}.safetensors")
     target = select_device(cfg.device)

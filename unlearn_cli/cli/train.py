@@ -18,12 +18,12 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from unlearn_cli.cli.common import (AmpOption, ChannelsLastOption, CompileOption, ConfigOption, DataRootOption,
-                                    DeviceOption, QuietOption, SeedOption, handle_errors, progress_bar, stderr)
+from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
+from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import (DEALT_OUT, SeedRun, check_pool_flag, dealt_out, plan_seeds, run_seeds, seeds_option,
-                                   stack_pool, stacked_option)
-from unlearn_cli.config import config_dict, parse_options, resolve_config
-from unlearn_cli.data import ImageData, create_dataset, list_datasets
+                                   stack_pool)
+from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, device_option, option, resolve_config, seed_option, stacked_option)
+from unlearn_cli.data import DatasetChoice, ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.cost import RecordedCost, Work, WorkMeter
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
@@ -37,26 +37,24 @@ from unlearn_cli.stacked import train_stacked
 
 
 @dataclass
-class TrainConfig:
-    dataset: str = "digits"
-    data_root: Optional[str] = None
-    dataset_options: dict = field(default_factory=dict)  # e.g. {train_subset: 10000}
-    arch: str = "mlp"
-    arch_options: dict = field(default_factory=dict)  # e.g. {width: 1024, depth: 2}
-    exclude: Optional[str] = None  # forget-set file: train on the retain set only (the oracle)
-    manipulate: Optional[str] = None  # forget-set file with a manipulation: train on the data it manipulates
-    epochs: int = 30
-    lr: Optional[float] = None  # SGD learning rate; default 0.1 (0.05 for vit), as in the paper
-    batch_size: int = 128  # global: under torchrun each of the N processes takes batch_size / N
+class TrainConfig(DatasetChoice):
+    arch: str = option("mlp", lambda: f"One of: {', '.join(list_models())}")
+    arch_options: dict = option(dict, "key=value model option, e.g. width=256", "--arch-option")
+    exclude: Optional[str] = option(None, "Forget set to leave out: trains the oracle.")
+    manipulate: Optional[str] = option(None, "Forget set with a manipulation (split --kind mislabel|poison): train on "
+                                             "the training set with its labels / patches applied.")
+    epochs: int = option(30, "Epochs")
+    lr: Optional[float] = option(None, "Learning rate", default_text="0.1; vit 0.05")  # as in the paper
+    batch_size: int = option(128, "Batch size")  # global: under torchrun each of the N processes takes batch_size / N
     momentum: float = 0.9
     weight_decay: float = 0.0
-    max_steps: Optional[int] = None  # stop after this many steps (smoke runs)
-    seed: int = 0
-    device: str = "auto"
-    amp: Optional[bool] = None  # bf16 autocast; None: on for cuda, off otherwise (the resolved value is stored)
-    channels_last: Optional[bool] = None  # channels-last layout; None: on for cuda, off otherwise
-    compile: bool = False  # torch.compile the model for training
-    stacked: Optional[bool] = None  # --seeds: train the pool's models at once; None: on for cuda when it fits
+    max_steps: Optional[int] = option(None, "Stop after this many steps.")  # smoke runs
+    seed: int = seed_option()
+    device: str = device_option()
+    amp: Optional[bool] = amp_option()  # None: on for cuda, off otherwise (the resolved value is stored)
+    channels_last: Optional[bool] = channels_last_option()
+    compile: bool = compile_option()
+    stacked: Optional[bool] = stacked_option("train the models at once")
 
 
 def default_lr(arch: str) -> float:
@@ -69,26 +67,11 @@ SeedsOption = seeds_option("The dataset (and --exclude) is read once for all see
 
 
 @handle_errors
+@with_options(TrainConfig)
 def train(
+    given: dict,
     output: Annotated[str, typer.Option("--output", "-o", help="Checkpoint to write (.safetensors).")],
-    dataset: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_datasets())} (default: digits)")] = None,
-    arch: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_models())} (default: mlp)")] = None,
-    exclude: Annotated[Optional[str], typer.Option(help="Forget set to leave out: trains the oracle.")] = None,
-    manipulate: Annotated[Optional[str], typer.Option(help="Forget set with a manipulation (split --kind mislabel|poison): train on the training set with its labels / patches applied.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: 30)")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: 0.1; vit 0.05)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: 128)")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
-    arch_option: Annotated[Optional[list[str]], typer.Option("--arch-option", help="key=value model option, e.g. width=256")] = None,
-    dataset_option: Annotated[Optional[list[str]], typer.Option("--dataset-option", help="key=value dataset option")] = None,
-    data_root: DataRootOption = None,
-    seed: SeedOption = None,
     seeds: SeedsOption = None,
-    device: DeviceOption = None,
-    amp: AmpOption = None,
-    channels_last: ChannelsLastOption = None,
-    compile: CompileOption = None,
-    stacked: Annotated[Optional[bool], stacked_option("train the models at once")] = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
@@ -96,18 +79,13 @@ def train(
 
     Under torchrun the training is data-parallel (--batch-size is the global batch) and rank 0 writes the output.
     """
-    cfg = resolve_config(TrainConfig, config, {
-        "dataset": dataset, "arch": arch, "exclude": exclude, "manipulate": manipulate, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-        "max_steps": max_steps, "seed": seed, "device": device, "data_root": data_root,
-        "amp": amp, "channels_last": channels_last, "compile": compile, "stacked": stacked,
-        "arch_options": parse_options(arch_option, "--arch-option"),
-        "dataset_options": parse_options(dataset_option, "--dataset-option")}, section="train")
+    cfg = resolve_config(TrainConfig, config, given, section="train")
     if cfg.lr is None:
         cfg.lr = default_lr(cfg.arch)
     check_pool_flag(cfg.stacked, seeds, "trains")
     main, pooled = is_main_process(), dealt_out(seeds)  # pooled: every process runs and writes its own seeds
     quiet = quiet or not (main or pooled)
-    runs = plan_seeds(seeds, seed, output, {"--exclude": cfg.exclude, "--manipulate": cfg.manipulate,
+    runs = plan_seeds(seeds, given["seed"], output, {"--exclude": cfg.exclude, "--manipulate": cfg.manipulate,
                                             "--config": config},
                       example=f"pool/{'oracle' if cfg.exclude is not None else 'original'}-{{seed}}.safetensors",
                       check_outputs=main or pooled)
@@ -117,7 +95,7 @@ def train(
     with (on_own if pooled else data_parallel)(select_device(cfg.device)) as (target, shard):
         fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
         cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
-        data = create_dataset(cfg.dataset, data_root=cfg.data_root, where="--dataset-option", **cfg.dataset_options)
+        data = cfg.build()
         data, manipulated = _manipulated(cfg, data)
         indices, excluded = _retain_set(cfg, data)
 

@@ -10,7 +10,7 @@ Usage:
     mask = localize(model, forget, LocalizeSettings(strategy="del", budget=0.3))   # {name: bool tensor}
 """
 
-from unlearn_cli.localize.base import LocalizationData, LocalizeSettings, Mask
+from unlearn_cli.localize.base import SEARCHABLE, LocalizationData, LocalizeOptions, LocalizeSettings, Mask
 from unlearn_cli.localize.criteria import CRITERIA, list_criteria, summed_gradient
 from unlearn_cli.localize.strategies import (NO_CRITERION, STRATEGIES, Strategy, get_strategy, list_strategies, localize,
                                              random_like, resolve_settings)
@@ -23,7 +23,8 @@ def create_strategy(name: str) -> Strategy:
 
 
 __all__ = [
-    "CRITERIA", "GRANULARITIES", "NO_CRITERION", "STRATEGIES", "LocalizationData", "LocalizeSettings", "Mask", "Strategy",
+    "CRITERIA", "GRANULARITIES", "NO_CRITERION", "SEARCHABLE", "STRATEGIES", "LocalizationData", "LocalizeOptions",
+    "LocalizeSettings", "Mask", "Strategy",
     "build_units", "create_strategy", "get_strategy", "list_criteria", "list_granularities", "list_strategies",
     "localize", "parameter_shapes", "random_like", "resolve_settings", "summed_gradient",
 ]

@@ -7,12 +7,14 @@ Usage:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
 
+from unlearn_cli.config import option, seed_option
 from unlearn_cli.cost import Work, forwarded, loop_examples, trained
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
@@ -74,28 +76,43 @@ def loop_work(cfg: "LoopConfig", set_size: int) -> Work:
     return trained(loop_examples(set_size, cfg.batch_size, cfg.epochs, cfg.max_steps))
 
 
+def per_method(name: str) -> Callable[[], str]:
+    """--help's default of method option `name`: the registered methods' one value, or rft's as the example."""
+
+    def text() -> str:
+        from unlearn_cli.methods import METHODS
+
+        defaults = {method: item.default for method in METHODS.names()
+                    for item in dataclasses.fields(METHODS.get(method).config_class) if item.name == name}
+        values = set(defaults.values())
+        shown = {method: f"{value:g}" if isinstance(value, float) else str(value) for method, value in defaults.items()}
+        return shown["rft"] if len(values) == 1 else f"per method, e.g. rft {shown['rft']}"
+
+    return text
+
+
 @dataclass
 class MethodConfig:
-    seed: int = 0  # seeds shuffling, relabelling, resets and sampling
-    batch_size: int = 128  # examples per batch
+    seed: int = seed_option()  # seeds shuffling, relabelling, resets and sampling
+    batch_size: int = option(128, "Batch size")  # examples per batch
 
 
 @dataclass
 class LoopConfig(MethodConfig):
-    epochs: int = 10  # passes over the method's main set (usually the retain set)
-    lr: float = 0.01  # SGD learning rate (peak of the cosine schedule)
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    epochs: int = option(10, "Epochs", default_text=per_method("epochs"))  # passes over the method's main set
+    lr: float = option(0.01, "Learning rate", default_text=per_method("lr"))  # SGD (peak of the cosine schedule)
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(0.0, "SGD weight decay")
     schedule: str = "cosine"  # cosine | constant
     final_lr_fraction: float = 0.0  # the cosine schedule ends at this fraction of lr
-    max_steps: Optional[int] = None  # stop after this many optimizer steps (smoke runs)
+    max_steps: Optional[int] = option(None, "Stop after this many optimizer steps.")  # smoke runs
 
 
 @dataclass
 class UpdateConfig(LoopConfig):
     """A loop that updates the trained model (not one that trains from scratch)."""
 
-    freeze_bn: bool = False  # keep BatchNorm running statistics as they are
+    freeze_bn: bool = option(False, "Keep BatchNorm running statistics unchanged")
 
 
 def loop_settings(cfg: LoopConfig) -> LoopSettings:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from unlearn_cli.config import option
 from unlearn_cli.engine import cross_entropy_loss, restrict_to_mask
 from unlearn_cli.methods import register_loop_method
 from unlearn_cli.methods._common import UpdateConfig, epoch_batches, fresh_initialization, loop_work, method_loop
@@ -32,7 +33,7 @@ class RFTConfig(UpdateConfig):
     epochs: int = 20  # the paper: 30 on CIFAR-10 / ResNet-18
     lr: float = 0.1  # the paper: 0.015 on CIFAR-10 / ResNet-18; too small for the few steps of the small datasets
     final_lr_fraction: float = 0.01  # cosine down to 0.01·lr
-    train_head: bool = True  # also finetune the whole classifier head (the paper's setting)
+    train_head: bool = option(True, "rft: also finetune the whole classifier head")  # the paper's setting
 
 
 @torch.no_grad()
