@@ -89,6 +89,8 @@ class Option:
     parse: Callable | None = None  # flag text -> value, for a one-line error instead of a usage error
     switch: bool = False  # a flag that only turns on (--allow-mismatch); otherwise booleans get --x/--no-x
     default_text: str | Callable[[], str] | None = None  # what --help says of the default; None: the field's
+    choices: tuple[str, ...] = ()  # the only values the flag takes (checked as the command line is parsed)
+    metavar: str | None = None  # the value's name in --help
 
     def text(self) -> str:
         return self.help() if callable(self.help) else self.help
@@ -98,10 +100,11 @@ OPTION = "option"  # the metadata key of a field's Option
 
 
 def option(default, help: str | Callable[[], str], *names: str, parse: Callable | None = None, switch: bool = False,
-           default_text: str | Callable[[], str] | None = None):
+           default_text: str | Callable[[], str] | None = None, choices: tuple[str, ...] = (),
+           metavar: str | None = None):
     """A configuration field that is also a command-line flag: its default (`dict` or `list`: an empty one of its
     own for each config), its --help text and its flag names (default: --field-name)."""
-    metadata = {OPTION: Option(help, names, parse, switch, default_text)}
+    metadata = {OPTION: Option(help, names, parse, switch, default_text, choices, metavar)}
     if default in (dict, list):
         return dataclasses.field(default_factory=default, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

@@ -18,8 +18,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from unlearn_cli.cli.common import ConfigOption, QuietOption, SeedOption, handle_errors, print_json, stderr
-from unlearn_cli.config import config_dict, resolve_config
+from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, print_json, stderr
+from unlearn_cli.cli.options import with_options
+from unlearn_cli.config import config_dict, option, resolve_config, seed_option
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.mask import mask_bytes, mask_metadata, read_mask, typed_mask_metadata
 from unlearn_cli.streams import check_writable, write_output
@@ -44,8 +45,9 @@ class MaskCompareConfig:
 
 @dataclass
 class MaskRandomConfig:
-    like: Optional[str] = None  # mask whose per-tensor unit counts the control reproduces (required)
-    seed: int = 0
+    like: Optional[str] = option(None, "Mask whose per-tensor unit counts the control reproduces (required; or like: "
+                                       "in --config).", "--like")
+    seed: int = seed_option()
 
 
 def _or(recorded: str | None, default: str) -> str:
@@ -124,15 +126,15 @@ def compare(
 
 @app.command("random")
 @handle_errors
+@with_options(MaskRandomConfig)
 def random(
+    given: dict,
     output: Annotated[str, typer.Option("--output", "-o", help="Mask to write (.safetensors; '-' for stdout).")],
-    like: Annotated[Optional[str], typer.Option("--like", help="Mask whose per-tensor unit counts the control reproduces (required; or like: in --config).")] = None,
-    seed: SeedOption = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
     """A random control: as many units per tensor as --like selects, drawn at random (seeded)."""
-    cfg = resolve_config(MaskRandomConfig, config, {"like": like, "seed": seed})
+    cfg = resolve_config(MaskRandomConfig, config, given)
     if cfg.like is None:
         raise UserError(f"--like is required: the mask whose per-tensor counts the control copies; pass --like MASK, "
                         f"or set `like:` in {config or 'a --config YAML'}")

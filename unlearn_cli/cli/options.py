@@ -15,6 +15,7 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import inspect
 import types
@@ -67,7 +68,12 @@ def _flag(item: dataclasses.Field, kind, spec: Option) -> _Flag:
 
     def convert(value):
         return value
-    if spec.parse is not None:
+    if spec.choices:
+        cli_type = Optional[enum.Enum(f"{item.name}_choice", {choice: choice for choice in spec.choices}, type=str)]
+
+        def convert(value):
+            return None if value is None else value.value
+    elif spec.parse is not None:
         cli_type, convert = Optional[str], spec.parse
     elif kind is bool:
         cli_type = Optional[bool]
@@ -88,7 +94,8 @@ def _flag(item: dataclasses.Field, kind, spec: Option) -> _Flag:
     else:
         cli_type = Optional[str]
     parameter = inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                  annotation=Annotated[cli_type, typer.Option(*names, help=help_text)])
+                                  annotation=Annotated[cli_type, typer.Option(*names, help=help_text,
+                                                                              metavar=spec.metavar)])
     return _Flag(parameter, convert)
 
 

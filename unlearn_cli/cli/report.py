@@ -34,8 +34,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pyplot, stderr
-from unlearn_cli.config import resolve_config
+from unlearn_cli.config import option, resolve_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.aggregate import (
     PAIRED_KEYS,
@@ -95,16 +96,21 @@ class ReportFormat(str, Enum):
 
 
 @dataclass
-class ReportConfig:
-    format: str = "table"  # table | markdown | csv (the files, -o and --plot are given on the command line)
-    baseline: Optional[str] = None  # pipeline `[STRATEGY +] METHOD [@ BUDGET] [@ CAP]` the others are paired against
-    pareto: bool = False  # add the cost-against-quality table (non-dominated pipelines, F*)
+class ReportConfig:  # the files, -o and --plot are given on the command line
+    format: str = option("table", "table, markdown or csv", "--format", choices=tuple(kind.value for kind in ReportFormat))
+    baseline: Optional[str] = option(
+        None, "Pair every other pipeline with this one per forget set and seed. Name it 'STRATEGY + METHOD @ BUDGET' "
+              "as the paired table labels it, e.g. 'del + rft @ 0.3' or del+rft@0.3; 'finetune' for a method "
+              "without a mask; 'retrain @ 0.1' for one run at a work cap (a budget and a cap: 'del + rft @ 0.3 @ 0.1'); "
+              "a strategy, budget or cap left out matches any.", metavar="PIPELINE")
+    pareto: bool = option(
+        False, "Add, per forget set, average gap, ToW and (with audit files) forget score against cost ×retrain, the "
+               "non-dominated pipelines marked, and F*, the smallest cap at which retrain @ F matches the oracle (table "
+               "or Markdown; a PNG with --plot).", switch=True)
 
 
-def resolve_report_config(config_path: str | None, output_format: ReportFormat | None,
-                          baseline: str | None = None, pareto: bool = False) -> ReportConfig:
-    cfg = resolve_config(ReportConfig, config_path, {"format": None if output_format is None else output_format.value,
-                                                     "baseline": baseline, "pareto": True if pareto else None})
+def resolve_report_config(config_path: str | None, given: dict) -> ReportConfig:
+    cfg = resolve_config(ReportConfig, config_path, given)
     choices = [choice.value for choice in ReportFormat]
     if cfg.format not in choices:  # a flag is checked by typer; only the YAML can get here
         raise UserError(f"{config_path}: option 'format': {cfg.format!r} is not one of {', '.join(choices)}")
@@ -633,23 +639,14 @@ def _write_report(tables: list[Table], markdown: list[str], csv_text: str | None
 
 
 @handle_errors
+@with_options(ReportConfig)
 def report(
+    given: dict,
     files: Annotated[list[str], typer.Argument(help="Results files written by `unlearn evaluate --json`.")],
-    output_format: Annotated[Optional[ReportFormat], typer.Option("--format", help="table, markdown or csv (default: table)")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to FILE instead of the terminal.")] = None,
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Draw metric-vs-budget curves (with --pareto: quality against cost) to FILE.png "
                        "(needs matplotlib).")] = None,
-    baseline: Annotated[Optional[str], typer.Option(
-        "--baseline", metavar="PIPELINE",
-        help="Pair every other pipeline with this one per forget set and seed. Name it 'STRATEGY + METHOD @ BUDGET' "
-             "as the paired table labels it, e.g. 'del + rft @ 0.3' or del+rft@0.3; 'finetune' for a method "
-             "without a mask; 'retrain @ 0.1' for one run at a work cap (a budget and a cap: 'del + rft @ 0.3 @ 0.1'); "
-             "a strategy, budget or cap left out matches any.")] = None,
-    pareto: Annotated[bool, typer.Option(
-        "--pareto", help="Add, per forget set, average gap, ToW and (with audit files) forget score against cost ×retrain, "
-                         "the non-dominated pipelines marked, and F*, the smallest cap at which retrain @ F matches "
-                         "the oracle (table or Markdown; a PNG with --plot).")] = False,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
@@ -659,7 +656,7 @@ def report(
     --baseline adds a paired comparison: differences (pipeline − baseline) of runs with the same forget set and seed.
     --pareto adds cost against quality: the pipelines no cheaper one beats by a paired 95% interval, and F*.
     """
-    cfg = resolve_report_config(config, output_format, baseline, pareto)
+    cfg = resolve_report_config(config, given)
     output_format = ReportFormat(cfg.format)
     if cfg.pareto and output_format is ReportFormat.csv:
         raise UserError("--pareto renders as a table or Markdown (--format table|markdown), and as a PNG with --plot; "
