@@ -10,6 +10,18 @@ with R the reference part of the test set (tune/reference.py) and V its validati
     damage           max(0, acc_R(original) − acc_R − allowance)
                                                        forgetting by damage: a model that got worse on
                                                        everything also has acc(F) ≈ acc(R)
+    retain_fit       max(0, acc_S(original) − acc_S − allowance) + 100 · KS(φ on S, original's φ on S)
+                                                       S a seeded sample of the retain set: a retrained model
+                                                       still fits what it was trained on
+    confidence       100 · KS(φ on V′, original's φ on V′)
+                                                       V′ the examples of V of the classes F does not deplete
+                                                       (methods/calibration.py): on unseen examples a
+                                                       retrained model is about as confident as the original
+
+φ = z_y − logsumexp_{j≠y} z_j is the logit-scaled confidence that the challenge's ε, the likelihood-ratio attack
+and KL read (evaluate/epsilon.py); a model under-confident everywhere is told from retrained ones on any example.
+Every part is in points of a percentage: accuracies in %, distribution distances as 100 · KS (the largest gap
+between two empirical distribution functions, in % of the examples), so their weights compare like with like.
 
     objective = Σ weight · part (every weight 1, the allowance 5 points, by default)
 
@@ -41,6 +53,7 @@ from dataclasses import dataclass
 
 import torch
 
+from unlearn_cli.evaluate.epsilon import logit_scaled_confidence
 from unlearn_cli.evaluate.metrics import AVERAGE_GAP_METRICS, accuracy_percent, oracle_gaps
 
 
@@ -57,6 +70,10 @@ class Outputs:
     clean_reference_logits: torch.Tensor | None = None  # a manipulated forget set: R as it is, for `damage`
     clean_reference_labels: torch.Tensor | None = None
     trigger_target: int | None = None  # a poison: R is R′ stamped and labelled with this class (`trigger`)
+    retain_logits: torch.Tensor | None = None  # S, a seeded retain sample (`retain_fit`); None: not scored
+    retain_labels: torch.Tensor | None = None
+    confidence_logits: torch.Tensor | None = None  # V′, V of the classes F does not deplete (`confidence`)
+    confidence_labels: torch.Tensor | None = None
 
     def clean_reference_accuracy(self) -> float:
         if self.clean_reference_logits is None:
@@ -71,9 +88,11 @@ class OracleFreeWeights:
     validation_drop: float = 1.0
     damage: float = 1.0
     trigger: float = 1.0  # a poison only
-    damage_allowance: float = 5.0  # points of reference accuracy a candidate may lose before `damage` counts
+    retain_fit: float = 1.0
+    confidence: float = 1.0
+    damage_allowance: float = 5.0  # points of accuracy a candidate may lose before `damage` / `retain_fit` count
 
-    PARTS = ("forget_gap", "distribution", "validation_drop", "damage", "trigger")
+    PARTS = ("forget_gap", "distribution", "validation_drop", "damage", "trigger", "retain_fit", "confidence")
 
     def replace(self, changes: dict) -> "OracleFreeWeights":
         return dataclasses.replace(self, **changes)
@@ -117,6 +136,16 @@ def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFree
         floor = accuracy_percent(candidate.clean_reference_logits[others], torch.full_like(
             candidate.clean_reference_labels[others], target))
         parts["trigger"] = max(0.0, reference - floor)  # R is R′ stamped, labelled with the target
+    if candidate.retain_logits is not None:
+        parts["retain_fit"] = max(0.0, accuracy_percent(original.retain_logits, original.retain_labels)
+                                  - accuracy_percent(candidate.retain_logits, candidate.retain_labels)
+                                  - weights.damage_allowance) + 100.0 * ks_distance(
+            logit_scaled_confidence(candidate.retain_logits, candidate.retain_labels),
+            logit_scaled_confidence(original.retain_logits, original.retain_labels))
+    if candidate.confidence_logits is not None:
+        parts["confidence"] = 100.0 * ks_distance(
+            logit_scaled_confidence(candidate.confidence_logits, candidate.confidence_labels),
+            logit_scaled_confidence(original.confidence_logits, original.confidence_labels))
     objective = sum(getattr(weights, name) * parts[name] for name in OracleFreeWeights.PARTS if name in parts)
     return {"objective": objective, **parts, "forget_accuracy": forget, "reference_accuracy": reference,
             "validation_accuracy": validation}
@@ -131,7 +160,8 @@ def oracle_score(metrics: dict[str, float], oracle_metrics: dict[str, float]) ->
 
 
 _OUTPUT_GROUPS = (("forget_logits", "forget_labels"), ("reference_logits", "reference_labels"),
-                  ("validation_logits", "validation_labels"), ("clean_reference_logits", "clean_reference_labels"))
+                  ("validation_logits", "validation_labels"), ("clean_reference_logits", "clean_reference_labels"),
+                  ("retain_logits", "retain_labels"), ("confidence_logits", "confidence_labels"))
 
 
 def objective_standard_error(candidate: Outputs, original: Outputs, weights: OracleFreeWeights = OracleFreeWeights(),
