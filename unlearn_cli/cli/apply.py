@@ -27,7 +27,7 @@ from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pro
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import (DEALT_OUT, SEED, PoolModels, SeedRun, check_pool_flag, dealt_out, plan_seeds,
                                    run_seeds, seeds_option, stack_pool)
-from unlearn_cli.cost import RecordedCost, Work, WorkMeter, reference_units
+from unlearn_cli.cost import RecordedCost, Work, WorkMeter
 from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, data_root_option,
                                 device_option, load_yaml_config, option, parse_options, resolve_config, stacked_option)
 from unlearn_cli.data import ImageData
@@ -42,6 +42,7 @@ from unlearn_cli.methods import (METHODS, MethodLoop, SetSizes, UnlearnData, fit
                                  method_config, method_options, recovery_sample)
 from unlearn_cli.methods._common import UpdateConfig
 from unlearn_cli.methods.rft import RFTConfig
+from unlearn_cli.runs.unlearn import retrain_work, unlearn, unlearn_data
 from unlearn_cli.stacked import run_stacked
 
 
@@ -161,19 +162,16 @@ def apply(
 def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shard, quiet: bool, parent,
            dataset: ImageData, forget_set, description: str) -> None:
     """Unlearn `parent` on this process's device and shard; rank 0 writes the checkpoint and reports."""
-    unlearning = get_method(cfg.method)
     mask_file = _read_mask(cfg, parent, forget_set, quiet)
     fast = _fast_path(cfg, target)
     dataset.to(target, fast.memory_format)
-    data = UnlearnData.split(dataset, forget_set.indices, device=target, training_config=parent.config, fast=fast,
-                             shard=shard, new_model=parent.new_model)
+    data = unlearn_data(dataset, forget_set.indices, parent, target, fast, shard)
     method_cfg = _within_cap(cfg, method_cfg, parent, data, mask_file, quiet)
     with WorkMeter() as meter:
         parent_retain = _retain_accuracy(parent.model.to(target), data) if shard.is_main else None
         started = time.perf_counter()
         with progress_bar(description, None, quiet) as on_step:
-            data.on_step = on_step
-            unlearned = unlearning.run(parent.model, data, _selection(mask_file), method_cfg)
+            unlearned = unlearn(cfg.method, parent.model, data, _selection(mask_file), method_cfg, on_step)
         wall_time = time.perf_counter() - started
         confirm_replicas(unlearned)  # every rank got here with the same weights, or nothing is written
         retain = _retain_accuracy(unlearned, data) if shard.is_main else None
@@ -197,8 +195,7 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
             parent = models.model(run)
             run_cfg = dataclasses.replace(cfg, model=run.paths["--model"], mask=run.paths["--mask"])
             mask_file = _read_mask(run_cfg, parent, models.forget_set, quiet)
-            data = UnlearnData.split(dataset, models.forget_set.indices, device=target, training_config=parent.config,
-                                     fast=fast, shard=shard, new_model=parent.new_model)
+            data = unlearn_data(dataset, models.forget_set.indices, parent, target, fast, shard)
             method_run_cfg = _within_cap(run_cfg, dataclasses.replace(method_cfg, seed=run.seed), parent, data,
                                          mask_file, quiet)
             parent_retain = _retain_accuracy(parent.model.to(target), data)  # before the loop's preparation
@@ -271,7 +268,7 @@ def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_fi
     its predicted work (its own, the mask's localization and the recovery check) would exceed the cap."""
     if cfg.max_cost is None:
         return method_cfg
-    reference = reference_units(parent.provenance.method, parent.config, parent.cost, len(data.retain))
+    reference = retrain_work(parent, len(data.retain))
     if reference is None:
         raise UserError(f"--max-cost: {parent.source} records no training epochs, so there is no retraining cost to "
                         f"cap against; retrain the original with `unlearn train`, or drop --max-cost")
@@ -307,7 +304,7 @@ def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_
     if data.shard.world > 1:
         extra["world_size"] = str(data.shard.world)
     cost = RecordedCost(work, mask_file.record.localize_units if mask_file is not None else None,
-                        reference_units(parent.provenance.method, parent.config, parent.cost, len(data.retain)))
+                        retrain_work(parent, len(data.retain)))
     meta = checkpoint_metadata(
         arch=parent.arch, arch_kwargs=parent.arch_kwargs, num_classes=parent.num_classes, dataset=parent.dataset,
         dataset_kwargs=parent.dataset_kwargs, input_shape=parent.input_shape,

@@ -18,14 +18,13 @@ import typer
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
-from unlearn_cli.cost import WorkMeter
 from unlearn_cli.config import config_dict, data_root_option, device_option, option, resolve_config
 from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.mask import mask_bytes, mask_counts, mask_metadata, read_mask
 from unlearn_cli.streams import write_output
-from unlearn_cli.localize import (CRITERIA, NO_CRITERION, STRATEGIES, LocalizationData, LocalizeOptions, LocalizeSettings,
-                                  get_strategy, list_strategies, resolve_settings)
+from unlearn_cli.localize import NO_CRITERION, STRATEGIES, LocalizeOptions, LocalizeSettings, list_strategies, resolve_settings
+from unlearn_cli.runs.localize import compute_mask, mask_steps
 
 
 @dataclass
@@ -91,22 +90,15 @@ def _localize(cfg: LocalizeConfig, settings: LocalizeSettings, checkpoint, data,
     if cfg.like is not None:
         like = read_mask(cfg.like, checkpoint.model)
         like_sha256, settings = like.sha256, dataclasses.replace(settings, like=like.mask)
-    settings = dataclasses.replace(settings, arch=checkpoint.arch)
     network = checkpoint.model.to(target)
-    forget_data = LocalizationData(
-        forget_batches=lambda: data.batches("train", forget_set.indices, cfg.batch_size, device=target),
-        train_batches=lambda: data.batches("train", None, cfg.batch_size, device=target))
-    uses_train_set = settings.criterion is not None and CRITERIA.get(settings.criterion).gradient == "train"
-    total = data.num_train if uses_train_set else len(forget_set.indices)
-    with progress_bar(description, total, quiet) as on_step, WorkMeter() as meter:
-        if on_step is not None:
-            settings.on_step = lambda info: on_step({"epoch": 0, "total_steps": total, **info})
-        mask = get_strategy(settings.strategy)(network, forget_data, settings)
+    with progress_bar(description, mask_steps(settings, data, forget_set.indices), quiet) as on_step:
+        mask, work = compute_mask(network, data, forget_set.indices, settings, arch=checkpoint.arch, device=target,
+                                  batch_size=cfg.batch_size, on_step=on_step)
     meta = mask_metadata(
         strategy=settings.strategy, criterion=settings.criterion or NO_CRITERION, granularity=settings.granularity,
         budget=settings.budget, mask=mask, model_sha256=checkpoint.sha256, forget_sha256=forget_set.sha256,
         seed=cfg.seed, config=config_dict(cfg), topk=cfg.topk, like_sha256=like_sha256,
-        work_forward=meter.work.forward, work_backward=meter.work.backward)
+        work_forward=work.forward, work_backward=work.backward)
     write_output(output, mask_bytes(mask, meta))
     if not quiet:
         selected, count = mask_counts(mask)

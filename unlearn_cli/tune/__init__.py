@@ -1,6 +1,6 @@
 """Choosing a pipeline's settings: candidates from a grid, scored without an oracle (or with one), the hopeless
-ones stopped early. The search calls the same localization strategies, unlearning methods and metrics as the
-commands do; `unlearn tune` (cli/tune.py) reads the files and writes the choice as a config YAML.
+ones stopped early. The search (runs/tune.py) computes masks and unlearns with the same steps as `localize` and
+`apply` (runs/localize.py, runs/unlearn.py); `unlearn tune` (cli/tune.py) writes the choice as a config YAML.
 
 Usage:
     parts = tuning_parts(data.test_labels, data.train_labels[forget], seed=0)    # R, V and the reported part

@@ -1,0 +1,471 @@
+"""The search behind `unlearn tune`: every candidate of a grid localized, unlearned and scored, without an oracle
+by default (tune/objectives.py) or by the average gap to one, as the DEL paper tunes; the candidates a cost cap
+allows, the hopeless ones stopped early (successive halving on epochs), a grid whose choice is at its edge
+extended; the choice as the config YAML that `localize --config` and `apply --config` read.
+
+A search is checked before any work (`plan_search`: every candidate's options), then run (`run_search`: read the
+files, score the original, screen the candidates under the cap, run them).
+
+Usage:
+    from unlearn_cli.runs.tune import TuneConfig, objective_weights, plan_search, run_search
+    cfg = TuneConfig(model="original.safetensors", forget="forget.json", strategy="del", budget=0.3)
+    plan = plan_search(cfg, objective_weights(cfg), parse_grid(["lr=0.01,0.1", "epochs=5,10"]))
+    result = run_search(plan, note=print)          # result.ranked: every candidate's last trial, best first
+    Path("best.yaml").write_bytes(result.yaml())    # localize:/apply: sections and the search's record
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Optional
+
+import torch
+import yaml
+from torch import nn
+
+from unlearn_cli.cost import WorkMeter
+from unlearn_cli.data import ImageData
+from unlearn_cli.engine import FastPath, predict, select_device
+from unlearn_cli.errors import UserError
+from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
+from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
+from unlearn_cli.io.forget import ForgetSet, read_forget_set
+from unlearn_cli.lineage import check_fits_data, check_oracle, data_as_trained, dataset_for
+from unlearn_cli.localize import LocalizeSettings, resolve_settings
+from unlearn_cli.methods import SetSizes, fitted, get_method, method_config, method_options, most_epochs_within
+from unlearn_cli.runs.localize import MaskFailed, compute_mask
+from unlearn_cli.runs.unlearn import retrain_work, unlearn, unlearn_data
+from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, TuningParts, cap_share,
+                              cheapest_within_standard_error, expand_grid, extend_edges, objective_standard_error,
+                              oracle_free_score, oracle_score, planned_runs, rank_candidates, successive_halving,
+                              tuning_parts)
+
+LOCALIZE_OPTIONS = ("budget", "topk", "criterion", "granularity", "max_iterations")  # grid keys that make the mask
+
+Progress = Callable[[str, int], ContextManager[Optional[Callable[[dict], None]]]]  # (description, total) -> on_step
+
+
+@dataclass
+class TuneConfig:
+    model: Optional[str] = None  # checkpoint to unlearn from
+    forget: Optional[str] = None  # forget set (with --oracle: a validation forget set)
+    oracle: Optional[str] = None  # checkpoint retrained without the forget set: score by the average gap to it
+    strategy: Optional[str] = None  # localization strategy; None: the method runs without a mask
+    method: str = "rft"
+    budget: Optional[float] = None  # the budget when it is not searched
+    params: dict = field(default_factory=dict)  # method options that are not searched, e.g. {momentum: 0.9}
+    allowance: float = 5.0  # points of reference accuracy a candidate may lose before it counts as damage
+    weights: dict = field(default_factory=dict)  # oracle-free part -> weight (default 1 each)
+    halving: bool = True  # stop hopeless candidates early (successive halving on epochs)
+    extend: int = 2  # times a grid whose choice is at its edge is extended one step that way
+    max_cost: float = 0.25  # F: a candidate whose predicted cost exceeds F × retraining is not run (1: no cap)
+    seed: int = 0  # draws the reference and validation parts and the MIA shadow sets; seeds every candidate
+    device: str = "auto"
+    data_root: Optional[str] = None
+
+
+def objective_weights(cfg: TuneConfig) -> OracleFreeWeights:
+    """The oracle-free objective's weights: `cfg.weights` over 1 each, and the damage allowance; checked."""
+    known = set(OracleFreeWeights.PARTS)
+    unknown = sorted(set(cfg.weights) - known)
+    if unknown:
+        raise UserError(f"--weight {unknown[0]}: choose among {', '.join(OracleFreeWeights.PARTS)}")
+    for key, value in cfg.weights.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise UserError(f"--weight {key}={value!r}: a weight is a number ≥ 0")
+    return OracleFreeWeights(damage_allowance=cfg.allowance).replace({k: float(v) for k, v in cfg.weights.items()})
+
+
+def _split_settings(settings: dict) -> tuple[dict, dict]:
+    """(localize options, method options) of a candidate's settings."""
+    return ({key: value for key, value in settings.items() if key in LOCALIZE_OPTIONS},
+            {key: value for key, value in settings.items() if key not in LOCALIZE_OPTIONS})
+
+
+def _mask_key(localize_values: dict) -> tuple:
+    """The key of a candidate's mask: candidates with the same localization options share one."""
+    return tuple(sorted(localize_values.items()))
+
+
+def _method_values(cfg: TuneConfig, method_values: dict) -> dict:
+    """A candidate's method options over the fixed ones, an epochs share of the cap (`cap/2`) read as one epoch."""
+    values = {"seed": cfg.seed, **cfg.params, **method_values}
+    if cap_share(values.get("epochs")) is not None:
+        values["epochs"] = 1
+    return values
+
+
+def _check_candidates(cfg: TuneConfig, candidates: list[Candidate]) -> dict[tuple, LocalizeSettings | None]:
+    """Every candidate's options, checked before any work; -> the localization settings per distinct mask."""
+    get_method(cfg.method)
+    masks = {}
+    for candidate in candidates:
+        localize_values, method_values = _split_settings(candidate.settings)
+        method_config(cfg.method, _method_values(cfg, method_values))
+        key = _mask_key(localize_values)
+        if cfg.strategy is None:
+            if localize_values:
+                raise UserError(f"--grid {next(iter(localize_values))}: a localization option needs --strategy")
+            masks[key] = None
+        elif key not in masks:
+            settings = LocalizeSettings(strategy=cfg.strategy, seed=cfg.seed,
+                                        **{"budget": cfg.budget, **localize_values})
+            masks[key] = resolve_settings(settings)
+    return masks
+
+
+@dataclass
+class SearchPlan:
+    """A search checked before any work: its config, objective weights, grid (extended in place as the search
+    goes), candidates, and the localization settings of each distinct mask (None: no mask)."""
+
+    cfg: TuneConfig
+    weights: OracleFreeWeights
+    search_space: dict
+    candidates: list[Candidate]
+    mask_settings: dict[tuple, LocalizeSettings | None]
+
+
+def plan_search(cfg: TuneConfig, weights: OracleFreeWeights, search_space: dict) -> SearchPlan:
+    """The grid's candidates, every option checked (a grid key that is neither the method's option nor a
+    localization one, a value out of range) before any file is read."""
+    options = method_options(cfg.method or "rft")
+    unknown = [key for key in search_space if key not in LOCALIZE_OPTIONS and key not in options]
+    if unknown:
+        raise UserError(f"--grid {unknown[0]}: method {cfg.method!r} has no such option, nor is it a localization "
+                        f"option ({', '.join(LOCALIZE_OPTIONS)})")
+    candidates = expand_grid(search_space)
+    return SearchPlan(cfg, weights, search_space, candidates, _check_candidates(cfg, candidates))
+
+
+@dataclass
+class _Inputs:
+    """What a search reads: the parent (on the device), its data as trained, the forget set, the oracle, the test
+    parts tuning scores on, and the set sizes its cost depends on."""
+
+    target: torch.device
+    parent: Checkpoint
+    data: ImageData
+    forget_set: ForgetSet
+    oracle: Checkpoint | None
+    parts: TuningParts
+    fast: FastPath
+    model: nn.Module  # the parent's model, on the device
+    sizes: SetSizes
+
+    @classmethod
+    def read(cls, cfg: TuneConfig) -> "_Inputs":
+        target = select_device(cfg.device)
+        parent = load_checkpoint(cfg.model)
+        clean = dataset_for(parent, cfg.data_root)
+        whole = read_forget_set(cfg.forget, num_train=clean.num_train, dataset=parent.dataset)
+        data, forget_set = data_as_trained(clean, whole, [parent], unlearning=True)
+        oracle_checkpoint = None
+        if cfg.oracle is not None:
+            oracle_checkpoint = load_checkpoint(cfg.oracle)
+            check_fits_data(oracle_checkpoint, parent, data, "the oracle")
+            check_oracle(oracle_checkpoint, whole, allow_mismatch=False)  # trained without every manipulated example
+        parts = tuning_parts(data.test_labels, clean.train_labels[forget_set.indices], cfg.seed)  # F's true classes
+        if oracle_checkpoint is None and len(parts.reference) == 0:
+            raise UserError(f"{forget_set.source}: the test set holds no example of the forget set's classes, so "
+                            f"there is no reference to score against; tune with --oracle instead")
+        fast = FastPath.for_device(target, None, None, False)
+        data.to(target, fast.memory_format)
+        original_model = parent.model.to(target)
+        sizes = SetSizes(len(forget_set.indices), data.num_train - len(forget_set.indices), data.num_train,
+                         parent.config)
+        return cls(target, parent, data, forget_set, oracle_checkpoint, parts, fast, original_model, sizes)
+
+
+def _outputs(model, data, forget_indices, parts, device, manipulated=None) -> Outputs:
+    """Logits on F, R and V only: the reported part of the test set is never looked at. With `manipulated` (a
+    manipulated F: (its manipulation, data whose test set is R manipulated the same way)), R is that, and R as
+    it is goes to `damage` (and, for a poison, to the trigger's floor)."""
+    forget = predict(model, data.batches("train", forget_indices, 512, device=device))
+    reference = predict(model, data.batches("test", parts.reference, 512, device=device))
+    validation = predict(model, data.batches("test", parts.validation, 512, device=device))
+    if manipulated is None:
+        return Outputs(*forget, *reference, *validation)
+    manipulation, manipulated_reference = manipulated
+    return Outputs(*forget, *predict(model, manipulated_reference.batches("test", batch_size=512, device=device)),
+                   *validation, *reference,
+                   trigger_target=manipulation.target if manipulation.kind == "poison" else None)
+
+
+def _scoring(plan: SearchPlan, inputs: _Inputs) -> tuple[str, Callable[[nn.Module], dict]]:
+    """(the objective's name, a candidate model -> its score), the original's outputs or the oracle's metrics
+    computed once here."""
+    cfg, data, forget_set, parts, target = plan.cfg, inputs.data, inputs.forget_set, inputs.parts, inputs.target
+    if inputs.oracle is None:
+        # unseen examples manipulated like F, when F is manipulated: what F looks like to a model that never saw it
+        manipulation = forget_set.manipulation
+        manipulated = None if manipulation is None else (manipulation,
+                                                         manipulation.view_unseen(data, parts.reference, cfg.seed))
+        original_outputs = _outputs(inputs.model, data, forget_set.indices, parts, target, manipulated)
+
+        def oracle_free(model) -> dict:
+            outputs = _outputs(model, data, forget_set.indices, parts, target, manipulated)
+            return {**oracle_free_score(outputs, original_outputs, plan.weights),
+                    "objective_se": objective_standard_error(outputs, original_outputs, plan.weights, seed=cfg.seed)}
+
+        return "oracle-free", oracle_free
+    scored = data.test_subset(parts.tuning)  # as without an oracle, the reported half stays unseen
+    members, nonmembers = shadow_sets(scored, forget_set.indices, cfg.seed)
+
+    def metrics_of(model) -> dict:
+        return model_metrics(model, scored, forget_set.indices, members, nonmembers, cfg.seed, device=target)
+
+    oracle_metrics = metrics_of(inputs.oracle.model.to(target))
+    return "oracle", lambda model: oracle_score(metrics_of(model), oracle_metrics)
+
+
+def _cost_cap(cfg: TuneConfig, reference: int | None, source: str, search_space: dict,
+              note: Callable[[str], None]) -> float | None:
+    """The cap a search runs under: --max-cost, or None when the parent records no recipe to measure cost against
+    (an error when the grid asks for a share of the cap)."""
+    epochs_values = search_space.get("epochs", [])
+    if reference is None:
+        if any(cap_share(value) is not None for value in epochs_values):
+            raise UserError(f"--grid epochs=cap: {source} records no training epochs, so there is no retraining cost "
+                            f"to take a share of; give epochs as numbers")
+        note(f"note: {source} records no training epochs; candidates run without a cost cap")
+        return None
+    if cfg.max_cost > 1:
+        note(f"note: --max-cost {cfg.max_cost:g} lets a candidate cost more than retraining, which is exact at 1")
+    return cfg.max_cost
+
+
+@dataclass
+class _CostCap:
+    """The cost cap a search runs under: which candidates fit it, and at what predicted cost ×retrain."""
+
+    cfg: TuneConfig
+    sizes: SetSizes
+    reference: int | None  # retraining's work; None: the parent records no recipe, so there is no cap
+    cap: float | None
+    mask_for: Callable  # localization key -> (the mask or the UserError computing it raised, its work)
+
+    def settle(self, candidate: Candidate) -> tuple[Candidate, float | None] | str:
+        """(the candidate with an epochs share of the cap made a number, its predicted cost ×retrain), or why it
+        is not run: over the cap."""
+        cfg, sizes, reference, cap = self.cfg, self.sizes, self.reference, self.cap
+        localize_values, method_values = _split_settings(candidate.settings)
+        _, localize_units = self.mask_for(_mask_key(localize_values))
+        method_cfg = method_config(cfg.method, _method_values(cfg, method_values))
+        share = cap_share(method_values.get("epochs"))
+        if share is not None:
+            most = most_epochs_within(cfg.method, method_cfg, sizes, localize_units, cap * reference)
+            if most < 1:
+                return f"{candidate.label()} (one epoch already costs more)"
+            candidate = Candidate(candidate.index, {**candidate.settings, "epochs": max(1, math.floor(most * share))})
+            method_cfg = dataclasses.replace(method_cfg, epochs=candidate.settings["epochs"])
+        if reference is None:
+            return candidate, None
+        _, predicted, within = fitted(cfg.method, method_cfg, sizes, localize_units, reference,
+                                      math.inf if cap is None else cap)
+        if not within:
+            return f"{candidate.label()} ({predicted / reference:.2f}×)"
+        return candidate, predicted / reference
+
+    def screen(self, candidates: list[Candidate]) -> tuple[list[Candidate], dict[int, float | None], list[str]]:
+        """(the candidates that fit, renumbered, with epochs shares made numbers and duplicates merged — cap/2 and
+        cap/4 may agree; candidate index -> predicted cost ×retrain; a line for each one over the cap)."""
+        settled, costs, over_cap = [], {}, []
+        for candidate in candidates:
+            outcome = self.settle(candidate)
+            if isinstance(outcome, str):
+                over_cap.append(outcome)
+            elif outcome[0].settings not in [kept.settings for kept in settled]:
+                costs[len(settled)] = outcome[1]
+                settled.append(Candidate(len(settled), outcome[0].settings))
+        return settled, costs, over_cap
+
+
+class _Candidates:
+    """A search's candidates run: one mask per distinct localization (computed when first asked for, on a copy of
+    the parent), each candidate fitted to the cap, unlearned from a copy of the parent and scored."""
+
+    def __init__(self, plan: SearchPlan, inputs: _Inputs, reference: int | None, cap: float | None,
+                 score: Callable[[nn.Module], dict]):
+        self.plan, self.inputs, self.score = plan, inputs, score
+        self.mask_settings = dict(plan.mask_settings)
+        self.masks: dict[tuple, tuple] = {}
+        self.cost_cap = _CostCap(plan.cfg, inputs.sizes, reference, cap, self.mask_for)
+        self.costs: dict[int, float | None] = {}  # candidate index -> predicted cost ×retrain
+
+    def mask_for(self, key: tuple) -> tuple:
+        """(the mask of these localization settings, or the UserError computing it raised; its work)."""
+        if key not in self.masks:
+            settings, inputs = self.mask_settings[key], self.inputs
+            if settings is None:
+                self.masks[key] = (None, None)
+            else:
+                try:
+                    mask, work = compute_mask(copy.deepcopy(inputs.model), inputs.data, inputs.forget_set.indices,
+                                              settings, arch=inputs.parent.arch, device=inputs.target)
+                except MaskFailed as failed:
+                    mask, work = failed, failed.work
+                self.masks[key] = (mask, work.units)
+        return self.masks[key]
+
+    def run(self, candidate: Candidate, fraction: float) -> Trial:
+        """The candidate run on `fraction` of its epochs and scored; a failure (its mask, its method, weights that
+        became NaN or Inf) is the trial's, not the search's."""
+        cfg, inputs, cap = self.plan.cfg, self.inputs, self.cost_cap
+        started = time.perf_counter()
+
+        def trial(**outcome) -> Trial:
+            return Trial(candidate, fraction, seconds=time.perf_counter() - started,
+                         cost=self.costs.get(candidate.index), **outcome)
+
+        localize_values, method_values = _split_settings(candidate.settings)
+        method_cfg = method_config(cfg.method, _method_values(cfg, method_values))
+        mask, _ = self.mask_for(_mask_key(localize_values))
+        if cap.cap is not None:  # retrain: its recipe compressed to the cap
+            method_cfg = fitted(cfg.method, method_cfg, inputs.sizes, None, cap.reference, cap.cap)[0]
+        if fraction < 1 and hasattr(method_cfg, "epochs") and method_cfg.epochs:
+            method_cfg = dataclasses.replace(method_cfg, epochs=max(1, math.ceil(method_cfg.epochs * fraction)))
+        if isinstance(mask, UserError):
+            return trial(failure=str(mask))
+        data = unlearn_data(inputs.data, inputs.forget_set.indices, inputs.parent, inputs.target, inputs.fast)
+        try:
+            unlearned = unlearn(cfg.method, copy.deepcopy(inputs.model), data, mask, method_cfg)
+            if not all(bool(torch.isfinite(p).all()) for p in unlearned.parameters()):
+                raise UserError("the weights became NaN or Inf")
+            result = self.score(unlearned)
+        except UserError as error:
+            return trial(failure=str(error))
+        return trial(score=result)
+
+    def admit(self, candidate: Candidate) -> bool:
+        """Whether an edge extension is run: within its options' range and the cost cap."""
+        try:
+            self.mask_settings.update(_check_candidates(self.plan.cfg, [candidate]))
+        except UserError:  # past the option's range: the edge is the limit
+            return False
+        outcome = self.cost_cap.settle(candidate)
+        if isinstance(outcome, str):  # past the cost cap
+            return False
+        self.costs[candidate.index] = outcome[1]
+        return True
+
+    def search(self, progress: Progress, note: Callable[[str], None]) -> tuple[list[Trial], dict]:
+        """(every trial, the values each option's grid was extended by): the candidates within the cap, halved
+        on epochs, then the grid extended while the choice is at its edge."""
+        cfg, search_space, cap = self.plan.cfg, self.plan.search_space, self.cost_cap.cap
+        candidates, self.costs, over_cap = self.cost_cap.screen(self.plan.candidates)
+        if not candidates:
+            raise UserError(f"--max-cost {cap:g}: no candidate fits the cap ({'; '.join(over_cap[:3])}); raise "
+                            f"--max-cost, or search fewer epochs")
+        if over_cap:
+            note(f"--max-cost {cap:g}: not run, over the cap: {'; '.join(over_cap)}")
+        # A quarter run of an 8-epoch candidate would compete with a quarter run of a 32-epoch one (8 epochs): when
+        # epochs are searched, halving on them favours the longer candidates, so every candidate runs in full.
+        halving_possible = cfg.halving and "epochs" in method_options(cfg.method) and "epochs" not in search_space
+        rungs = (0.25, 0.5, 1.0) if halving_possible else (1.0,)
+        with progress(f"tune {cfg.method}", planned_runs(len(candidates), rungs)) as on_step:
+            done = {"runs": 0, "total": planned_runs(len(candidates), rungs)}
+
+            def reported(candidate: Candidate, fraction: float) -> Trial:
+                trial = self.run(candidate, fraction)
+                done["runs"] += 1
+                if on_step is not None:
+                    on_step({"step": done["runs"], "total_steps": max(done["total"], done["runs"])})
+                return trial
+
+            trials = successive_halving(candidates, reported, rungs)
+            extended = extend_edges(search_space, trials, reported, self.admit, cfg.extend)
+        return trials, extended
+
+
+@dataclass
+class TuneResult:
+    """A search's outcome: every candidate's last trial, best first; the chosen one (None: every one failed);
+    the objective's name; what the YAML records of the inputs and of the search (its cap and its own work)."""
+
+    plan: SearchPlan
+    ranked: list[Trial]
+    chosen: Trial | None
+    mode: str  # "oracle-free" or "oracle"
+    provenance: dict
+    search: dict
+
+    def yaml(self) -> bytes:
+        """The chosen settings as a config YAML (`best_yaml`); a UserError when every candidate failed."""
+        if self.chosen is None:
+            raise UserError(f"every candidate failed ({self.ranked[0].failure}); try lower learning rates or larger "
+                            f"budgets")
+        return best_yaml(self.plan.cfg, self.chosen, self.ranked, self.plan.search_space, self.mode,
+                         self.provenance, self.search)
+
+    def summary(self) -> str:
+        """The choice in a line: its settings, its objective, and what the search cost."""
+        times = self.search["search_x_retrain"]
+        spent = "" if times is None else f"; the search cost {times:.2f}× retraining"
+        return f"{self.chosen.candidate.label()} ({self.mode} objective {self.chosen.objective:.2f}{spent})"
+
+
+def _quiet(text: str) -> None:
+    pass
+
+
+def _no_progress(description: str, total: int) -> ContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def run_search(plan: SearchPlan, progress: Progress = _no_progress,
+               note: Callable[[str], None] | None = None) -> TuneResult:
+    """Read the files, score the original (or the oracle), screen the candidates under the cost cap and run them.
+    `progress(description, total)` opens the progress of the candidates' runs and yields its on_step (or None);
+    `note(text)` receives the search's notes (the cap, the candidates over it)."""
+    cfg, note = plan.cfg, note or _quiet
+    inputs = _Inputs.read(cfg)
+    reference = retrain_work(inputs.parent, inputs.sizes.retain)
+    cap = _cost_cap(cfg, reference, inputs.parent.source, plan.search_space, note)
+    mode, score = _scoring(plan, inputs)
+    with WorkMeter() as search_meter:
+        trials, extended = _Candidates(plan, inputs, reference, cap, score).search(progress, note)
+    ranked = rank_candidates(trials)
+    chosen = cheapest_within_standard_error(ranked, lambda trial: math.inf if trial.cost is None else trial.cost)
+    provenance = {"model_sha256": inputs.parent.sha256, "forget_sha256": inputs.forget_set.sha256,
+                  "oracle_sha256": inputs.oracle.sha256 if inputs.oracle is not None else None,
+                  "reference_size": len(inputs.parts.reference), "validation_size": len(inputs.parts.validation),
+                  "extended": extended}
+    spent = search_meter.work
+    search = {"max_cost": cap, "retrain_work": reference, "search_forward": spent.forward,
+              "search_backward": spent.backward, "search_work": spent.units,
+              "search_x_retrain": None if reference is None else spent.units / reference}
+    return TuneResult(plan, ranked, chosen, mode, provenance, search)
+
+
+def _plain(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def best_yaml(cfg: TuneConfig, chosen: Trial, ranked: list[Trial], grid: dict, mode: str, provenance: dict,
+              search: dict) -> bytes:
+    """The chosen settings as `localize:` and `apply:` sections (apply's with the cost cap), and the search in a
+    `tune:` section: its objective, every candidate's predicted cost, and the search's own work."""
+    localize_values, method_values = _split_settings(chosen.candidate.settings)
+    document = {}
+    if cfg.strategy is not None:
+        document["localize"] = {"strategy": cfg.strategy,
+                                **({"budget": cfg.budget} if cfg.budget is not None else {}), **localize_values}
+    document["apply"] = {"method": cfg.method, **cfg.params, **method_values,
+                         **({"max_cost": cfg.max_cost} if search["max_cost"] is not None else {})}
+    document["tune"] = {
+        "objective": mode, "value": _plain(chosen.objective),
+        "parts": {key: _plain(value) for key, value in chosen.score.items() if key != "objective"},
+        "search_space": grid, "fixed": {"strategy": cfg.strategy, "budget": cfg.budget, **cfg.params},
+        "weights": dataclasses.asdict(objective_weights(cfg)) if mode == "oracle-free" else None,
+        "seed": cfg.seed, **provenance, **search,
+        "candidates": [{"settings": trial.candidate.settings, "ran": trial.fraction, "cost": _plain(trial.cost),
+                        "objective": _plain(trial.objective), "failure": trial.failure} for trial in ranked],
+    }
+    header = f"# unlearn tune: the best of {len(ranked)} candidates ({mode} objective {chosen.objective:.3f})\n"
+    return (header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None)).encode()
