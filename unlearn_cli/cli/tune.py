@@ -21,12 +21,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, QuietOption, SeedOption,
-                                    handle_errors, progress_bar, stderr)
-from unlearn_cli.config import parse_options, resolve_config
+from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
+from unlearn_cli.cli.options import with_options
+from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError, name_as
-from unlearn_cli.localize import list_strategies
-from unlearn_cli.methods import list_methods, method_options
+from unlearn_cli.methods import method_options
 from unlearn_cli.runs.tune import TuneConfig, objective_weights, plan_search, run_search
 from unlearn_cli.streams import check_writable, write_output
 from unlearn_cli.tune import Trial, parse_grid
@@ -51,34 +50,17 @@ def _render(ranked: list[Trial], grid_keys: list[str], chosen: Trial | None) -> 
     return table
 
 
-
 @handle_errors
+@with_options(TuneConfig)
 def tune(
+    given: dict,
     output: Annotated[str, typer.Option("--output", "-o", help="YAML to write: localize:/apply: sections for --config ('-' for stdout).")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint to unlearn from.")] = None,
-    forget: Annotated[Optional[str], typer.Option("--forget", "-f", help="Forget set (with --oracle: a validation forget set).")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help=f"Localization strategy: {', '.join(list_strategies())}; none: no mask.")] = None,
-    method: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_methods())} (default: rft)")] = None,
     grid: Annotated[Optional[list[str]], typer.Option("--grid", "-g", help="option=v1,v2,… to search: a method option (lr, epochs, …) or a localization option (budget, topk, …).")] = None,
-    budget: Annotated[Optional[float], typer.Option(help="The budget when it is not searched.")] = None,
-    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="key=value method option that is not searched.")] = None,
-    oracle: Annotated[Optional[str], typer.Option("--oracle", help="Score by the average gap to this oracle (research mode).")] = None,
-    allowance: Annotated[Optional[float], typer.Option(help="Points of reference accuracy a candidate may lose before it counts as damage (default: 5).")] = None,
-    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="part=weight of the oracle-free objective: forget_gap, distribution, validation_drop, damage, trigger (a poison only) (default 1 each).")] = None,
-    halving: Annotated[Optional[bool], typer.Option("--halving/--no-halving", help="Stop hopeless candidates early: successive halving on epochs (default: on).")] = None,
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="Run only candidates whose predicted cost is at most F × retraining on the retain set with the parent's recipe (default: 0.25; 1: no cap); --grid epochs=cap,cap/2 asks for the most epochs the cap allows, or a share.")] = None,
-    extend: Annotated[Optional[int], typer.Option("--extend", help="When the choice is a grid's smallest or largest value, try one step further that way, at most this many times (default: 2; 0: never).")] = None,
-    data_root: DataRootOption = None,
-    seed: SeedOption = None,
-    device: DeviceOption = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
     """Search a pipeline's settings and write the best as a YAML for `localize --config` and `apply --config`."""
-    cfg = resolve_config(TuneConfig, config, {
-        "model": model, "forget": forget, "oracle": oracle, "strategy": strategy, "method": method, "budget": budget,
-        "params": parse_options(param, "--param"), "allowance": allowance, "weights": parse_options(weight, "--weight"),
-        "halving": halving, "extend": extend, "max_cost": max_cost, "seed": seed, "device": device, "data_root": data_root}, section="tune")
+    cfg = resolve_config(TuneConfig, config, given, section="tune")
     for flag, key in (("--model", "model"), ("--forget", "forget")):
         if getattr(cfg, key) is None:
             raise UserError(f"{flag} is required: pass {flag}, or set `{key}:` in the tune section of a --config YAML")

@@ -21,13 +21,14 @@ import copy
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, ContextManager, Optional
 
 import torch
 import yaml
 from torch import nn
 
+from unlearn_cli.config import data_root_option, device_option, option, seed_option
 from unlearn_cli.cost import WorkMeter
 from unlearn_cli.data import ImageData
 from unlearn_cli.engine import FastPath, predict, select_device
@@ -36,8 +37,9 @@ from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import ForgetSet, read_forget_set
 from unlearn_cli.lineage import check_fits_data, check_oracle, data_as_trained, dataset_for
-from unlearn_cli.localize import LocalizeSettings, resolve_settings
-from unlearn_cli.methods import SetSizes, fitted, get_method, method_config, method_options, most_epochs_within
+from unlearn_cli.localize import SEARCHABLE, LocalizeSettings, list_strategies, resolve_settings
+from unlearn_cli.methods import (SetSizes, fitted, get_method, list_methods, method_config, method_options,
+                                 most_epochs_within)
 from unlearn_cli.runs.localize import MaskFailed, compute_mask
 from unlearn_cli.runs.unlearn import retrain_work, unlearn, unlearn_data
 from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, TuningParts, cap_share,
@@ -45,28 +47,34 @@ from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, Tuni
                               oracle_free_score, oracle_score, planned_runs, rank_candidates, successive_halving,
                               tuning_parts)
 
-LOCALIZE_OPTIONS = ("budget", "topk", "criterion", "granularity", "max_iterations")  # grid keys that make the mask
+LOCALIZE_OPTIONS = SEARCHABLE  # grid keys that make the mask: the localization options but strategy and seed
 
 Progress = Callable[[str, int], ContextManager[Optional[Callable[[dict], None]]]]  # (description, total) -> on_step
 
 
 @dataclass
 class TuneConfig:
-    model: Optional[str] = None  # checkpoint to unlearn from
-    forget: Optional[str] = None  # forget set (with --oracle: a validation forget set)
-    oracle: Optional[str] = None  # checkpoint retrained without the forget set: score by the average gap to it
-    strategy: Optional[str] = None  # localization strategy; None: the method runs without a mask
-    method: str = "rft"
-    budget: Optional[float] = None  # the budget when it is not searched
-    params: dict = field(default_factory=dict)  # method options that are not searched, e.g. {momentum: 0.9}
-    allowance: float = 5.0  # points of reference accuracy a candidate may lose before it counts as damage
-    weights: dict = field(default_factory=dict)  # oracle-free part -> weight (default 1 each)
-    halving: bool = True  # stop hopeless candidates early (successive halving on epochs)
-    extend: int = 2  # times a grid whose choice is at its edge is extended one step that way
-    max_cost: float = 0.25  # F: a candidate whose predicted cost exceeds F × retraining is not run (1: no cap)
-    seed: int = 0  # draws the reference and validation parts and the MIA shadow sets; seeds every candidate
-    device: str = "auto"
-    data_root: Optional[str] = None
+    model: Optional[str] = option(None, "Checkpoint to unlearn from.", "--model", "-m")
+    forget: Optional[str] = option(None, "Forget set (with --oracle: a validation forget set).", "--forget", "-f")
+    oracle: Optional[str] = option(None, "Score by the average gap to this oracle (research mode).")
+    strategy: Optional[str] = option(None, lambda: f"Localization strategy: {', '.join(list_strategies())}; none: "
+                                                   f"no mask.")
+    method: str = option("rft", lambda: f"One of: {', '.join(list_methods())}")
+    budget: Optional[float] = option(None, "The budget when it is not searched.")
+    params: dict = option(dict, "key=value method option that is not searched.", "--param", "-p")
+    allowance: float = option(5.0, "Points of reference (and retain) accuracy a candidate may lose before it counts "
+                                   "as damage")
+    weights: dict = option(dict, f"part=weight of the oracle-free objective: {', '.join(OracleFreeWeights.PARTS)} "
+                                 f"(trigger: a poison only)", "--weight", default_text="1 each")
+    halving: bool = option(True, "Stop hopeless candidates early: successive halving on epochs")
+    extend: int = option(2, "When the choice is a grid's smallest or largest value, try one step further that way, "
+                            "at most this many times (0: never)", "--extend")
+    max_cost: float = option(0.25, "Run only candidates whose predicted cost is at most F × retraining on the retain "
+                                   "set with the parent's recipe (1: no cap); --grid epochs=cap,cap/2 asks for the "
+                                   "most epochs the cap allows, or a share", "--max-cost")
+    seed: int = seed_option()  # draws the reference and validation parts and the MIA shadow sets; seeds every candidate
+    device: str = device_option()
+    data_root: Optional[str] = data_root_option()
 
 
 def objective_weights(cfg: TuneConfig) -> OracleFreeWeights:
