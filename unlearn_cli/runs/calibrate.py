@@ -1,0 +1,54 @@
+"""The calibration step that can end an unlearning run (`apply --calibrate`, `tune --grid calibrate=…`): the
+unlearned model's logits scaled so that its confidence on unseen examples matches its parent's, the scale folded
+into the classifier head (methods/calibration.py for the rule and why).
+
+The examples: the validation part of the test set that `unlearn tune --seed SEED` draws (tune/reference.py), of
+the classes the forget set does not deplete. They lie in the tuning half, so `evaluate --test-part reported
+--tune-seed SEED` never scores on them.
+
+Usage:
+    examples = calibration_examples(data, forget_set.indices, seed=0)       # test-set positions
+    scale = calibrate(unlearned, parent.model, data, examples, device)       # folded into `unlearned`
+    scale = fitted_scale(unlearned, oracle.model, data, examples, device)    # what an oracle would choose
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unlearn_cli.data import ImageData
+from unlearn_cli.engine import predict
+from unlearn_cli.evaluate.epsilon import logit_scaled_confidence
+from unlearn_cli.methods.calibration import fit_scale, fold_scale, undepleted_classes
+from unlearn_cli.tune.reference import tuning_parts
+
+WHAT = "the calibration examples (unseen test examples of the classes the forget set leaves)"
+
+
+def calibration_examples(data: ImageData, forget_indices: torch.Tensor, seed: int) -> torch.Tensor:
+    """int64 test-set positions: the validation part of tune's split for `seed`, of the undepleted classes (labels
+    as the model was trained on them)."""
+    validation = tuning_parts(data.test_labels, data.train_labels[forget_indices], seed).validation
+    keep = undepleted_classes(data.train_labels, forget_indices, data.num_classes)
+    return validation[keep[data.test_labels[validation]]]
+
+
+def _logits(model: nn.Module, data: ImageData, examples: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    logits, labels = predict(model, data.batches("test", examples, 512, device=device))
+    return logits.cpu(), labels.cpu()
+
+
+def fitted_scale(model: nn.Module, target: nn.Module, data: ImageData, examples: torch.Tensor, device) -> float:
+    """The scale on `model`'s logits whose φ quartiles on `examples` match `target`'s (the parent's, or an
+    oracle's to see what an oracle would choose)."""
+    logits, labels = _logits(model, data, examples, device)
+    target_logits, _ = _logits(target, data, examples, device)
+    return fit_scale(logits, labels, logit_scaled_confidence(target_logits, labels), WHAT)
+
+
+def calibrate(model: nn.Module, parent: nn.Module, data: ImageData, examples: torch.Tensor, device) -> float:
+    """Fit the scale against `parent` and fold it into `model`'s classifier head (in place); -> the scale."""
+    scale = fitted_scale(model, parent, data, examples, device)
+    fold_scale(model, scale)
+    return scale
