@@ -6,6 +6,7 @@ every input and draws the MIA's shadow sets (nothing is measured yet); `score_ch
 (unless its metrics come from an earlier results file) and each checkpoint, calling `on_step(name)` after each.
 
 Usage:
+    from unlearn_cli.evaluate.results import results_document
     from unlearn_cli.runs.evaluate import EvaluateConfig, check_config, prepare_evaluation, score_checkpoints
     cfg = EvaluateConfig(forget="forget.json", oracle="oracle.safetensors")
     check_config(cfg)
