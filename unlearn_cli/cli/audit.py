@@ -17,11 +17,10 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import glob
 import io
 import os
-from dataclasses import dataclass, field
 from typing import Annotated, Optional
 
 import numpy as np
@@ -29,299 +28,17 @@ import torch
 import typer
 from rich.table import Table
 
-import unlearn_cli
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption,
                                     SeedOption, handle_errors, print_json, pyplot, stderr)
 from unlearn_cli.config import resolve_config
-from unlearn_cli.data.splits import retain_indices
-from unlearn_cli.engine import predict, select_device
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.audit import (BOOTSTRAPPED, INTERVAL_LEVEL, RANGES, bootstrap, compare_pools, excess,
-                                        halves, headline, normalized_score, number_text, percentile_interval,
-                                        summarize, with_interval)
-from unlearn_cli.evaluate.epsilon import (BUCKET_WIDTH, DELTA, EPSILON_CAP, INTERVAL_SLACK, PEAKY_RATIO,
-                                          epsilon_resolution, final_score, logit_scaled_confidence)
-from unlearn_cli.evaluate.metrics import accuracy_percent
-from unlearn_cli.evaluate.pool_attacks import KL_MAX_BINS, KL_PSEUDOCOUNT, kl_bins, likelihood_ratio_attack, standardize
-from unlearn_cli.evaluate.provenance import run_identity
-from unlearn_cli.evaluate.results import AUDIT_FORMAT, finite_or_none
-from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
-from unlearn_cli.io.forget import read_forget_set
-from unlearn_cli.limits import check_size
+from unlearn_cli.evaluate.audit import BOOTSTRAPPED, INTERVAL_LEVEL, number_text, with_interval
+from unlearn_cli.evaluate.results import AUDIT_FORMAT
+from unlearn_cli.runs.audit import (MAX_BOOTSTRAP, AuditConfig, Pool, audit_document, audit_rows, check_config,
+                                    load_pools, measure_pools, prepare_audit)
 from unlearn_cli.streams import check_writable, write_output
-from unlearn_cli.lineage import check_audit_pools, data_as_trained, dataset_for
-from unlearn_cli.tune.reference import tuning_parts
 
-FEW_MODELS = 16  # below this many models per pool the ε buckets are coarse enough to warn
 WORST_SHOWN = 5  # examples whose φ distributions the plot draws
-MAX_BOOTSTRAP = 10_000  # bootstrap resamples at most
-
-
-@dataclass
-class AuditConfig:
-    forget: Optional[str] = None  # forget-set file the unlearned models were unlearned on (required)
-    unlearned: list[str] = field(default_factory=list)  # checkpoint paths or glob patterns
-    retrained: list[str] = field(default_factory=list)  # trained without exactly the forget set
-    original: list[str] = field(default_factory=list)  # optional: the models the unlearned ones started from
-    ceiling: list[str] = field(default_factory=list)  # optional: oracles independent of --retrained, as many as --unlearned
-    data_root: Optional[str] = None
-    batch_size: int = 512  # inference batch size
-    seed: int = 0  # draws the retain, test and matched samples and the bootstrap's resamples
-    control_size: Optional[int] = None  # examples per control sample; default: as many as the forget set
-    bootstrap: int = 200  # resamples of models and examples for the 95% intervals; 0: none
-    device: str = "auto"
-
-
-@dataclass
-class Pool:
-    """One pool's models (metadata only) and, once measured, φ and accuracies of each model."""
-
-    name: str
-    checkpoints: list[Checkpoint]
-    phi: dict[str, list[np.ndarray]] = field(default_factory=dict)  # part -> one [E] array per model
-    # ("reference": every test example, what standardizes each model's φ for the normalized attack)
-    accuracy: dict[str, list[float]] = field(default_factory=dict)  # forget / retain / test -> % per model
-
-    def values(self, part: str) -> np.ndarray:  # [N, E]
-        return np.stack(self.phi[part])
-
-    def standardized(self, part: str) -> np.ndarray:  # [N, E]: each model's φ on its own scale
-        return standardize(self.values(part), self.values("reference"))
-
-    def mean_accuracy(self, positions: list[int] | None = None) -> dict[str, float]:
-        """Mean accuracy (%) per part over the pool, or over the models at `positions`."""
-        return {key: float(np.mean(values if positions is None else [values[i] for i in positions]))
-                for key, values in self.accuracy.items()}
-
-
-def expand_pool(patterns: list[str], flag: str) -> list[str]:
-    """Checkpoint paths of a pool: each pattern a path or a glob, sorted, every pattern matching something."""
-    paths: list[str] = []
-    for pattern in patterns:
-        if pattern == "-":
-            raise UserError(f"{flag} -: a pool is read from files, not stdin; give paths or a glob such as "
-                            f"'pool/model-*.safetensors'")
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            raise UserError(f"{flag} {pattern!r} matches no file; check the pattern (quote it, so the shell leaves "
-                            f"it to unlearn)")
-        paths += matches
-    check_size(len(paths), "pool_models", flag, "number of models")
-    return paths
-
-
-def _load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
-    pools, paths = [], {}
-    named = [("unlearned", cfg.unlearned, "--unlearned"), ("retrained", cfg.retrained, "--retrained"),
-             ("original", cfg.original, "--original"), ("ceiling", cfg.ceiling, "--ceiling")]
-    owner: dict[str, tuple[str, str]] = {}  # resolved path -> (flag, path as named)
-    for name, patterns, flag in named:
-        if not patterns:
-            if name in ("unlearned", "retrained"):
-                raise UserError(f"{flag} is required: the {name} models' checkpoints, e.g. {flag} "
-                                f"'pool/{name}-*.safetensors'")
-            continue
-        paths[flag] = expand_pool(patterns, flag)
-        if len(paths[flag]) < 2:
-            raise UserError(f"{flag}: {len(paths[flag])} model; a pool needs at least 2 (16 or more for a fine "
-                            f"ε scale): train more with --seeds")
-        for path in paths[flag]:
-            real = os.path.realpath(path)
-            if real in owner:
-                other_flag, named = owner[real]
-                if other_flag == flag:
-                    raise UserError(f"{flag}: {path} is named twice (also as {named}); name each model once")
-                raise UserError(f"{path} is in both {other_flag} and {flag}; a model belongs to one pool")
-            owner[real] = (flag, path)
-        checkpoints = []
-        for path in paths[flag]:
-            checkpoint = load_checkpoint(path)
-            checkpoint.model = None  # checked now, measured later: one model's weights in memory at a time
-            checkpoints.append(checkpoint)
-        # by seed, then file hash: the bootstrap draws models by position, so any order of the same files gives
-        # the same intervals
-        checkpoints.sort(key=lambda c: (c.provenance.seed if c.provenance.seed is not None else -1, c.sha256))
-        pools.append(Pool(name, checkpoints))
-    return pools, paths
-
-
-def _control_samples(data, forget_indices: torch.Tensor, forget_classes: torch.Tensor, size: int,
-                     seed: int) -> dict[str, torch.Tensor]:
-    """The examples each part scores: the forget set, seeded samples of `size` retain and test examples, the
-    matched sample (test examples with the forget set's class mix: tune's oracle-free reference, per class as
-    many as the forget set has, at most a quarter of the class) and every test example (the reference that
-    standardizes each model's φ)."""
-    retain = retain_indices(data.num_train, forget_indices)
-    generator = torch.Generator().manual_seed(seed)
-    retain_sample = retain[torch.randperm(len(retain), generator=generator)[:size]].sort().values
-    test_sample = torch.randperm(len(data.test_labels), generator=generator)[:size].sort().values
-    matched = tuning_parts(data.test_labels, forget_classes, seed).reference
-    return {"forget": forget_indices, "retain": retain_sample, "test": test_sample, "matched": matched,
-            "reference": torch.arange(len(data.test_labels))}
-
-
-def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indices: torch.Tensor,
-            batch_size: int, target: torch.device, quiet: bool, matched_view=None) -> None:
-    """φ of every model on every part, and its forget / retain / test accuracy; one model in memory at a time.
-
-    `matched_view`: for a manipulated forget set, the matched sample manipulated by the same rule (its test
-    set: `Manipulation.view_unseen`), scored in place of the plain matched examples."""
-    retain = retain_indices(data.num_train, forget_indices)
-    total = sum(len(pool.checkpoints) for pool in pools)
-    lines = None if quiet else ProgressLines("audit", total)
-    if lines:
-        lines.start(f"{total} models to measure: logits on the training and test sets")
-    done = 0
-    for pool in pools:
-        for checkpoint in pool.checkpoints:
-            loaded = load_checkpoint(checkpoint.source)
-            if loaded.sha256 != checkpoint.sha256:
-                raise UserError(f"{checkpoint.source}: the file changed while the audit ran; run it again")
-            model = loaded.model.to(target)
-            train_logits, train_labels = predict(model, data.batches("train", batch_size=batch_size, device=target))
-            test_logits, test_labels = predict(model, data.batches("test", batch_size=batch_size, device=target))
-            if matched_view is not None:
-                pool.phi.setdefault("matched", []).append(logit_scaled_confidence(*predict(
-                    model, matched_view.batches("test", batch_size=batch_size, device=target))).numpy())
-            del model, loaded
-            for part, indices in parts.items():
-                if part == "matched" and matched_view is not None:
-                    continue
-                logits, labels = ((train_logits, train_labels) if part in ("forget", "retain")
-                                  else (test_logits, test_labels))
-                pool.phi.setdefault(part, []).append(
-                    logit_scaled_confidence(logits[indices], labels[indices]).numpy())
-            for key, logits, labels in (("forget", train_logits[forget_indices], train_labels[forget_indices]),
-                                        ("retain", train_logits[retain], train_labels[retain]),
-                                        ("test", test_logits, test_labels)):
-                pool.accuracy.setdefault(key, []).append(accuracy_percent(logits, labels))
-            done += 1
-            if lines:
-                lines.update(done, status=f"{pool.name} {os.path.basename(checkpoint.source)}")
-    if lines:
-        lines.finish()
-
-
-@dataclass
-class Side:
-    """One side of a comparison: φ per part ([N, E]), the same standardized per model, mean accuracies (%)."""
-
-    phi: dict[str, np.ndarray]
-    standardized: dict[str, np.ndarray]
-    accuracy: dict[str, float]
-
-
-def _side(pool: Pool, positions: list[int] | None = None) -> Side:
-    """A pool, or the models of it at `positions`, as one side of a comparison."""
-    chosen = slice(None) if positions is None else positions
-    parts = ("forget", "retain", "test", "matched")
-    return Side({part: pool.values(part)[chosen] for part in parts},
-                {part: pool.standardized(part)[chosen] for part in parts}, pool.mean_accuracy(positions))
-
-
-def _sides(pools: dict[str, Pool], first_name: str) -> tuple[Side, Side]:
-    """(the pool compared, the retrained pool); the halves split the retrained pool (alternate models once sorted
-    by seed, then file hash: a rerun of the same recipe, with other wall times and so other file hashes, splits
-    alike)."""
-    retrained = pools["retrained"]
-    if first_name != "half":
-        return _side(pools[first_name]), _side(retrained)
-    first_half, second_half = halves([(c.provenance.seed if c.provenance.seed is not None else -1, c.sha256)
-                                      for c in retrained.checkpoints])
-    return _side(retrained, first_half), _side(retrained, second_half)
-
-
-def audit_rows(pools: dict[str, Pool], resamples: int, seed: int) -> list[dict]:
-    """Every comparison the audit reports, each with its per-example arrays (under "per_example").
-
-    Every row carries bootstrap intervals of its numbers, from `resamples` draws of models and examples
-    (seeded by `seed`: rows of pools of the same sizes draw the same model positions); the forget-set rows
-    also carry the excess of each number over the matched sample. The ceiling is the independent oracle pool (--ceiling) against the retrained pool when given, else
-    the retrained pool's halves against each other.
-    """
-    comparisons = [("unlearned vs retrained", "unlearned", "forget")]
-    if "original" in pools:
-        comparisons.append(("original vs retrained", "original", "forget"))
-    if "ceiling" in pools:
-        comparisons.append(("ceiling vs retrained", "ceiling", "forget"))
-    elif len(pools["retrained"].checkpoints) >= 4:  # halves of fewer than 2 models cannot be compared
-        comparisons.append(("retrained ½ vs ½", "half", "forget"))
-    for part in ("retain", "test"):
-        comparisons.append((f"unlearned vs retrained ({part} sample)", "unlearned", part))
-        if "original" in pools:
-            comparisons.append((f"original vs retrained ({part} sample)", "original", part))
-    matched_size = pools["retrained"].values("matched").shape[1]
-    rows, scores = [], {}  # scores: pool -> (forget score, its replicates or None)
-    for name, first_name, part in comparisons:
-        first, second = _sides(pools, first_name)
-        num_models = min(len(first.phi[part]), len(second.phi[part]))
-        per_example = compare_pools(first.phi[part], second.phi[part])
-        row = {"name": name, "pool": first_name, "examples": part,
-               "models": [len(first.phi[part]), len(second.phi[part])], **summarize(per_example, num_models),
-               "accuracy": {"first": first.accuracy, "second": second.accuracy}}
-        row["final_score"] = final_score(
-            row["forget_score"], (first.accuracy["retain"], second.accuracy["retain"]),
-            (first.accuracy["test"], second.accuracy["test"])) if part == "forget" else None
-        normalized = likelihood_ratio_attack(first.standardized[part], second.standardized[part])
-        row["attack_normalized"] = {"accuracy": float(normalized["accuracy"].mean()),
-                                    "auc": float(normalized["auc"].mean())}
-        numbers = headline(row)
-        with_excess = part == "forget" and matched_size >= 1
-        measured = [part] + (["matched"] if with_excess else [])
-        draws = bootstrap({key: first.phi[key] for key in measured}, {key: second.phi[key] for key in measured},
-                          resamples, seed) if resamples > 0 else None
-        row["intervals"] = None if draws is None else {
-            key: percentile_interval(draws[part][key], numbers[key], bounds=RANGES[key]) for key in BOOTSTRAPPED}
-        row["excess"] = None
-        if with_excess:
-            matched = headline(summarize(compare_pools(first.phi["matched"], second.phi["matched"]), num_models))
-            row["excess"] = {"examples": matched_size, **excess(numbers, matched, draws)}
-        row["per_example"] = per_example
-        row["normalized_score"] = None
-        if part == "forget":
-            scores[first_name] = (row["forget_score"], None if draws is None else draws[part]["forget_score"])
-        rows.append(row)
-    ceiling = scores.get("ceiling", scores.get("half"))
-    if "original" in scores and ceiling is not None:  # the unlearned pool on the scale from the originals to the ceiling
-        rows[0]["normalized_score"] = normalized_score(scores["unlearned"], scores["original"], ceiling)
-    return rows
-
-
-def _pool_block(pool: Pool, forget_set) -> dict:
-    models = []
-    for checkpoint in pool.checkpoints:
-        identity = run_identity(checkpoint, forget_set)
-        models.append({"source": checkpoint.source, "sha256": checkpoint.sha256, **identity})
-    shared = {key: models[0][key] if all(m[key] == models[0][key] for m in models) else None
-              for key in ("method", "strategy", "budget")}
-    return {"size": len(models), **shared, "accuracy": pool.mean_accuracy(), "models": models}
-
-
-def audit_document(rows: list[dict], pools: dict[str, Pool], forget_set, reference: Checkpoint, cfg: AuditConfig,
-                   control_size: int, warnings: list[str]) -> dict:
-    def clean(value):  # JSON has no NaN or infinity: null
-        if isinstance(value, dict):
-            return {key: clean(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [clean(item) for item in value]
-        return finite_or_none(value)
-
-    return clean({
-        "format": AUDIT_FORMAT, "unlearn_version": unlearn_cli.__version__,
-        "forget": {"source": forget_set.source, "sha256": forget_set.sha256, "size": len(forget_set.indices),
-                   "kind": (forget_set.info or {}).get("kind", "indices"), **forget_set.manipulation_fields()},
-        "dataset": reference.describe_data(), "arch": reference.arch,
-        "settings": {"delta": DELTA, "epsilon_cap": EPSILON_CAP, "bucket_width": BUCKET_WIDTH,
-                     "peaky_ratio": PEAKY_RATIO, "interval_slack": INTERVAL_SLACK,
-                     "kl_bins": kl_bins(min(len(pool.checkpoints) for pool in pools.values())),
-                     "kl_max_bins": KL_MAX_BINS, "kl_pseudocount": KL_PSEUDOCOUNT, "control_size": control_size, "seed": cfg.seed,
-                     "bootstrap": cfg.bootstrap, "interval_level": INTERVAL_LEVEL,
-                     "matched_size": pools["retrained"].values("matched").shape[1],
-                     "ceiling": "independent pool" if "ceiling" in pools else "retrained halves"},
-        "pools": {name: _pool_block(pool, forget_set) for name, pool in pools.items()},
-        "rows": [{key: value for key, value in row.items() if key != "per_example"} for row in rows],
-        "warnings": warnings,
-    })
 
 
 def per_example_csv(row: dict, pools: dict[str, Pool], forget_set, labels: torch.Tensor, classes: torch.Tensor) -> bytes:
@@ -419,6 +136,34 @@ def render(rows: list[dict], retrained: dict[str, float], resamples: int) -> lis
     return tables
 
 
+@contextlib.contextmanager
+def _progress(total: int, quiet: bool):
+    """Yields `on_step(status)`, one step per model measured: a line when the measuring starts, then lines at the
+    pace of `ProgressLines`."""
+    if quiet:
+        yield lambda status: None
+        return
+    lines = ProgressLines("audit", total)
+    lines.start(f"{total} models to measure: logits on the training and test sets")
+    done = iter(range(1, total + 1))
+    yield lambda status: lines.update(next(done, total), status=status)
+    lines.finish()
+
+
+def _check_outputs(outputs: list[tuple[str, str]], inputs: dict) -> None:
+    """Each output (flag, path) writable, none over an input or another output; only --json on stdout; matplotlib
+    present for --plot (reported before the work)."""
+    for index, (flag, path) in enumerate(outputs):
+        if path == "-" and flag != "--json":
+            raise UserError(f"{flag} -: only --json may go to stdout; give {flag} a file path")
+        check_writable(path, flag, inputs, binary=flag == "--plot")
+        for other_flag, other in outputs[:index]:
+            if path != "-" and os.path.realpath(path) == os.path.realpath(other):
+                raise UserError(f"{flag} {path} is also {other_flag}; give each output its own path")
+    if any(flag == "--plot" for flag, _ in outputs):
+        pyplot()  # a missing matplotlib is reported before the work
+
+
 @handle_errors
 def audit(
     forget: Annotated[Optional[str], typer.Option("--forget", help="Forget-set file the unlearned models were unlearned on.")] = None,
@@ -444,66 +189,26 @@ def audit(
         "original": original or None, "ceiling": ceiling or None, "batch_size": batch_size, "seed": seed,
         "device": device, "data_root": data_root, "control_size": control_size, "bootstrap": bootstrap_resamples},
         section="audit")
-    if cfg.forget is None:
-        raise UserError("--forget is required: the forget-set file the unlearned models were unlearned on")
-    if cfg.control_size is not None and cfg.control_size < 1:
-        raise UserError(f"--control-size {cfg.control_size}: must be at least 1")
-    if not 0 <= cfg.bootstrap <= MAX_BOOTSTRAP:
-        raise UserError(f"--bootstrap {cfg.bootstrap}: give 0 (no intervals) to {MAX_BOOTSTRAP} resamples")
-    pools_list, paths = _load_pools(cfg)
-    outputs = [(flag, path) for flag, path in (("--json", json_output), ("--per-example", per_example),
-                                               ("--plot", plot)) if path is not None]
-    inputs = {"--forget": cfg.forget, "--config": config, **paths}
-    for index, (flag, path) in enumerate(outputs):
-        if path == "-" and flag != "--json":
-            raise UserError(f"{flag} -: only --json may go to stdout; give {flag} a file path")
-        check_writable(path, flag, inputs, binary=flag == "--plot")
-        for other_flag, other in outputs[:index]:
-            if path != "-" and os.path.realpath(path) == os.path.realpath(other):
-                raise UserError(f"{flag} {path} is also {other_flag}; give each output its own path")
-    if plot is not None:
-        pyplot()  # a missing matplotlib is reported before the work
-    pools = {pool.name: pool for pool in pools_list}
-    reference = pools["retrained"].checkpoints[0]
-    data = dataset_for(reference, cfg.data_root)
-    forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=reference.dataset, override_flag=None)
-    check_audit_pools({name: pool.checkpoints for name, pool in pools.items()}, forget_set, reference, data)
-    classes = data.train_labels[forget_set.indices]  # true classes; the models may have trained on others
-    data, forget_set = data_as_trained(data, forget_set, [c for pool in pools_list for c in pool.checkpoints],
-                                       unlearning=False)
-    warnings = []
-    if "ceiling" not in pools and len(pools["retrained"].checkpoints) >= 4:
-        half = len(pools["retrained"].checkpoints) // 2
-        warnings.append(f"the ceiling row is the retrained pool's halves, {half} models a side: its ε scale "
-                        f"(⌈ln({half} − 1)⌉ = {epsilon_resolution(half)}) is coarser than the audited pool's; give "
-                        f"--ceiling an independent oracle pool of {len(pools['unlearned'].checkpoints)} models for a "
-                        f"ceiling at full size")
-    fewest = min(len(pool.checkpoints) for pool in pools.values())
-    if fewest < FEW_MODELS:
-        warnings.append(f"{fewest} models in the smallest pool: ε is resolved only up to ⌈ln({fewest} − 1)⌉ = "
-                        f"{epsilon_resolution(fewest)} (buckets of {BUCKET_WIDTH:g}), so the forget score is coarse; "
-                        f"{FEW_MODELS} or more models per pool are advised")
-    size = min(cfg.control_size or len(forget_set.indices), data.num_train - len(forget_set.indices),
-               len(data.test_labels))
-    parts = _control_samples(data, forget_set.indices, classes, size, cfg.seed)
-    target = select_device(cfg.device)
-    # a manipulated F is compared with unseen examples manipulated alike: what F looks like to a model that never
-    # saw it (as tune's oracle-free reference)
-    matched_view = None if forget_set.manipulation is None else \
-        forget_set.manipulation.view_unseen(data, parts["matched"], cfg.seed).to(target)
-    data = data.to(target)
-    measure(pools_list, data, parts, forget_set.indices, cfg.batch_size, target, quiet, matched_view)
-    data = data.to(torch.device("cpu"))
-    rows = audit_rows(pools, cfg.bootstrap, cfg.seed)
+    check_config(cfg)
+    pools, paths = load_pools(cfg)
+    _check_outputs([(flag, path) for flag, path in (("--json", json_output), ("--per-example", per_example),
+                                                    ("--plot", plot)) if path is not None],
+                   {"--forget": cfg.forget, "--config": config, **paths})
+    plan = prepare_audit(cfg, pools)
+    with _progress(plan.models, quiet) as on_step:
+        measure_pools(plan, on_step)
+    rows = audit_rows(plan.pools, cfg.bootstrap, cfg.seed)
     if not quiet:
-        for table in render(rows, pools["retrained"].mean_accuracy(), cfg.bootstrap):
+        for table in render(rows, plan.pools["retrained"].mean_accuracy(), cfg.bootstrap):
             stderr.print(table)
-        for warning in warnings:
+        for warning in plan.warnings:
             stderr.print(f"[yellow]warning: {warning}[/yellow]")
+    forget_set = plan.forget_set
     if per_example is not None:
-        write_output(per_example, per_example_csv(rows[0], pools, forget_set, data.train_labels[forget_set.indices],
-                                                  classes), binary=False)
+        write_output(per_example, per_example_csv(rows[0], plan.pools, forget_set,
+                                                  plan.data.train_labels[forget_set.indices], plan.classes),
+                     binary=False)
     if plot is not None:
-        write_output(plot, plot_png(rows, pools, forget_set.indices))
+        write_output(plot, plot_png(rows, plan.pools, forget_set.indices))
     if json_output is not None:
-        print_json(audit_document(rows, pools, forget_set, reference, cfg, size, warnings), json_output)
+        print_json(audit_document(rows, plan), json_output)

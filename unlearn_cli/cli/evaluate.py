@@ -10,7 +10,6 @@ Usage:
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,56 +20,10 @@ from rich.table import Table
 from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption, SeedOption,
                                     handle_errors, is_terminal, print_json, stderr)
 from unlearn_cli.config import resolve_config
-from unlearn_cli.cost import reference_units
-from unlearn_cli.engine import select_device
-from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.metrics import (corrective_view, fraction_changed, metric_keys, metric_label, model_metrics,
-                                          oracle_gaps, shadow_sets)
-from unlearn_cli.evaluate.mia import SVC_SETTINGS
-from unlearn_cli.evaluate.provenance import reused_oracle_metrics, run_identity
-from unlearn_cli.evaluate.results import read_results, result_record, results_document
-from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
-from unlearn_cli.io.forget import read_forget_set
+from unlearn_cli.evaluate.metrics import metric_keys, metric_label
+from unlearn_cli.evaluate.results import results_document
+from unlearn_cli.runs.evaluate import EvaluateConfig, check_config, prepare_evaluation, score_checkpoints
 from unlearn_cli.streams import check_writable
-from unlearn_cli.lineage import check_fits_data, check_oracle, check_parent, data_as_trained, dataset_for
-from unlearn_cli.tune import halve_test_set
-
-
-@dataclass
-class EvaluateConfig:
-    forget: Optional[str] = None  # forget-set file the models were unlearned on (required)
-    oracle: Optional[str] = None  # checkpoint retrained without exactly this forget set
-    parent: Optional[str] = None  # checkpoint the models were unlearned from (parameters changed)
-    data_root: Optional[str] = None
-    batch_size: int = 512  # inference batch size
-    seed: int = 0  # draws the MIA's shadow members
-    device: str = "auto"
-    allow_mismatch: bool = False  # accept an oracle trained without another forget set (recorded)
-    oracle_results: Optional[str] = None  # an earlier results file holding this oracle's metrics (not re-measured)
-    test_part: str = "all"  # all | reported: only the test examples `unlearn tune --seed tune_seed` never looked at
-    tune_seed: int = 0  # the --seed of the `unlearn tune` whose reference and validation parts are left out
-
-
-def _model_fields(checkpoint: Checkpoint) -> dict:
-    return {"source": checkpoint.source, "sha256": checkpoint.sha256, "arch": checkpoint.arch,
-            "dataset": checkpoint.dataset, "num_classes": checkpoint.num_classes}
-
-
-def _cost_fields(checkpoint: Checkpoint, retain_size: int, forget_sha256: str) -> dict | None:
-    """The `cost` of a result: what the checkpoint records of its work, against retraining without the forget set
-    with the recipe it (an original or oracle) or its parent (an unlearned model) was trained with. An original
-    unlearned nothing: its cost is 0 (no unlearning), whatever its own training took."""
-    recorded = checkpoint.cost
-    if recorded.work is None:
-        return None
-    reference = reference_units(checkpoint.provenance.method, checkpoint.config, recorded, retain_size)
-    if checkpoint.provenance.method is None and checkpoint.provenance.excluded_sha256 != forget_sha256:
-        return {"work": 0, "unlearn_work": 0, "localize_work": None, "retrain_work": reference,
-                "x_retrain": 0.0 if reference else None, "cap": None}
-    return {"work": recorded.pipeline_units, "unlearn_work": recorded.work.units,
-            "localize_work": recorded.localize_units, "retrain_work": reference,
-            "x_retrain": recorded.pipeline_units / reference if reference else None,
-            "cap": checkpoint.config.get("max_cost") if checkpoint.provenance.method else None}
 
 
 @contextlib.contextmanager
@@ -154,93 +107,18 @@ def evaluate(
         "forget": forget, "oracle": oracle, "parent": parent, "batch_size": batch_size, "seed": seed,
         "device": device, "data_root": data_root, "allow_mismatch": allow_mismatch,
         "oracle_results": oracle_results, "test_part": test_part, "tune_seed": tune_seed}, section="evaluate")
-    if cfg.forget is None:
-        raise UserError("--forget is required: the forget-set file the models were unlearned on")
-    if cfg.oracle_results is not None and cfg.oracle is None:
-        raise UserError("--oracle-results gives the metrics of the --oracle checkpoint; pass --oracle too")
+    check_config(cfg)
     if json_output not in (None, "-"):
         check_writable(json_output, "--json", {"MODEL": models, "--forget": cfg.forget, "--oracle": cfg.oracle,
                                                 "--parent": cfg.parent, "--oracle-results": cfg.oracle_results,
                                                 "--config": config})
-    target = select_device(cfg.device)
-    checkpoints = [load_checkpoint(path) for path in models]
-    reference = checkpoints[0]
-    data = dataset_for(reference, cfg.data_root)
-    for checkpoint in checkpoints:
-        check_fits_data(checkpoint, reference, data, "the model")
-    forget_set = read_forget_set(cfg.forget, num_train=data.num_train, dataset=reference.dataset,
-                                 allow_other_dataset=cfg.allow_mismatch)
-    oracle_checkpoint = matches = None
-    if cfg.oracle is not None:
-        oracle_checkpoint = load_checkpoint(cfg.oracle)
-        check_fits_data(oracle_checkpoint, reference, data, "the oracle")
-        matches = check_oracle(oracle_checkpoint, forget_set, cfg.allow_mismatch)
-    parent_checkpoint = load_checkpoint(cfg.parent) if cfg.parent is not None else None
-    derived = [parent_checkpoint is not None and check_parent(c, parent_checkpoint) for c in checkpoints]
-    # the flag is recorded whenever it let something through: an oracle for another forget set, or a
-    # forget set made for another dataset
-    mismatch_allowed = bool(cfg.allow_mismatch and ((oracle_checkpoint is not None and not matches)
-                                                    or forget_set.dataset not in (None, reference.dataset)))
-    clean = data  # a manipulated forget set is measured on the training set as the models were trained on it
-    data, forget_set = data_as_trained(data, forget_set, [c for c in (*checkpoints, oracle_checkpoint,
-                                                                      parent_checkpoint) if c is not None],
-                                       unlearning=False)
-
-    test_part = None
-    if cfg.test_part == "reported":  # leave out the test examples tuning scored candidates on
-        _, part = halve_test_set(data.test_labels, cfg.tune_seed)
-        data = data.test_subset(part)
-        test_part = {"part": "reported", "tune_seed": cfg.tune_seed, "size": len(part)}
-    elif cfg.test_part != "all":
-        raise UserError(f"--test-part {cfg.test_part!r}: choose all or reported")
-    corrective = corrective_view(clean, data, forget_set, cfg.seed)
-
-    members, nonmembers = shadow_sets(data, forget_set.indices, cfg.seed)
-    mia_setting = {"members": len(members), "nonmembers": len(nonmembers), "forget": len(forget_set.indices),
-                   "seed": cfg.seed, "svc": dict(SVC_SETTINGS), **({"test_part": test_part} if test_part else {})}
-    reused = None
-    if cfg.oracle_results is not None:
-        reused = reused_oracle_metrics(read_results(cfg.oracle_results), cfg.oracle_results, oracle_checkpoint,
-                                       forget_set, mia_setting)
-
-    def measure(checkpoint: Checkpoint) -> dict:
-        metrics = model_metrics(checkpoint.model.to(target), data, forget_set.indices, members, nonmembers,
-                                cfg.seed, cfg.batch_size, target, corrective)
-        checkpoint.model.cpu()
-        return metrics
-
-    with _progress(len(checkpoints) + (oracle_checkpoint is not None and reused is None), quiet) as advance:
-        oracle_block = None
-        if oracle_checkpoint is not None:
-            oracle_block = {"source": oracle_checkpoint.source, "sha256": oracle_checkpoint.sha256,
-                            "seed": oracle_checkpoint.provenance.seed,
-                            "excluded_sha256": oracle_checkpoint.provenance.excluded_sha256,
-                            "matches_forget_set": matches,
-                            "metrics": measure(oracle_checkpoint) if reused is None else reused,
-                            "metrics_from": cfg.oracle_results, "wall_time_s": oracle_checkpoint.wall_time_s}
-            if reused is None:
-                advance(Path(oracle_checkpoint.source).name)
-        records = []
-        for checkpoint, is_derived in zip(checkpoints, derived):
-            metrics = measure(checkpoint)
-            records.append(result_record(
-                model=_model_fields(checkpoint), **run_identity(checkpoint, forget_set),
-                forget={"source": forget_set.source, "sha256": forget_set.sha256, "size": len(forget_set.indices),
-                        "kind": (forget_set.info or {}).get("kind", "indices"), **forget_set.manipulation_fields()},
-                metrics=metrics, oracle=oracle_block,
-                comparison=oracle_gaps(metrics, oracle_block["metrics"]) if oracle_block else None,
-                allow_mismatch=mismatch_allowed,
-                parent={"source": parent_checkpoint.source, "sha256": parent_checkpoint.sha256} if parent_checkpoint else None,
-                fraction_changed=fraction_changed(checkpoint.model.named_parameters(),
-                                                  parent_checkpoint.model.named_parameters()) if is_derived else None,
-                wall_time_s=checkpoint.wall_time_s, mask_sha256=checkpoint.provenance.mask_sha256,
-                mia={key: value for key, value in mia_setting.items() if key != "svc"},
-                cost=_cost_fields(checkpoint, data.num_train - len(forget_set.indices), forget_set.sha256)))
-            advance(Path(checkpoint.source).name)
+    plan = prepare_evaluation(models, cfg)
+    with _progress(plan.steps, quiet) as advance:
+        evaluation = score_checkpoints(plan, advance)
     if not quiet:
-        stderr.print(_render(records, oracle_block["metrics"] if oracle_block else None))
-        if mismatch_allowed:
+        stderr.print(_render(evaluation.records, evaluation.oracle_metrics))
+        if evaluation.mismatch_allowed:
             stderr.print("[yellow]warning: --allow-mismatch let a mismatch through (an oracle trained without another "
                          "forget set, or a forget set for another dataset); it is recorded in the results[/yellow]")
     if json_output is not None:
-        print_json(results_document(records), json_output)
+        print_json(results_document(evaluation.records), json_output)

@@ -41,6 +41,12 @@ class ForgetSet:
     manipulation: Manipulation | None = None  # what was done to these examples in training (unlearn-forget/2)
     known: torch.Tensor | None = None  # the part of `indices` the unlearner knows; None: all of it
 
+    def fields(self) -> dict:
+        """What a results or audit file records of the forget set: its source, hash, size, kind and, for a
+        manipulated one, `manipulation_fields`."""
+        return {"source": self.source, "sha256": self.sha256, "size": len(self.indices),
+                "kind": (self.info or {}).get("kind", "indices"), **self.manipulation_fields()}
+
     def manipulation_fields(self) -> dict:
         """What a results or audit file records of a manipulated forget set: the manipulation (its labels left
         out) and the part that was known; {} for a plain forget set."""
