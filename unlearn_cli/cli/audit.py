@@ -28,8 +28,8 @@ import torch
 import typer
 from rich.table import Table
 
-from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption,
-                                    SeedOption, handle_errors, print_json, pyplot, stderr)
+from unlearn_cli.cli.common import ConfigOption, ProgressLines, QuietOption, handle_errors, print_json, pyplot, stderr
+from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.audit import BOOTSTRAPPED, INTERVAL_LEVEL, number_text, with_interval
@@ -165,30 +165,17 @@ def _check_outputs(outputs: list[tuple[str, str]], inputs: dict) -> None:
 
 
 @handle_errors
+@with_options(AuditConfig)
 def audit(
-    forget: Annotated[Optional[str], typer.Option("--forget", help="Forget-set file the unlearned models were unlearned on.")] = None,
-    unlearned: Annotated[Optional[list[str]], typer.Option("--unlearned", help="Unlearned checkpoints: paths or quoted globs (repeatable).")] = None,
-    retrained: Annotated[Optional[list[str]], typer.Option("--retrained", help="Checkpoints trained without exactly the forget set (repeatable).")] = None,
-    original: Annotated[Optional[list[str]], typer.Option("--original", help="The original checkpoints the unlearned ones started from (repeatable; adds the no-unlearning rows).")] = None,
-    ceiling: Annotated[Optional[list[str]], typer.Option("--ceiling", help="Oracles independent of --retrained (other seeds), as many as --unlearned: the perfect-unlearning row at full size (default: the retrained pool's halves).")] = None,
+    given: dict,
     json_output: Annotated[Optional[str], typer.Option("--json", help=f"Write the audit ({AUDIT_FORMAT}) to FILE or '-'.")] = None,
     per_example: Annotated[Optional[str], typer.Option("--per-example", help="Write a CSV of every forget example (ε, points, attack, KL, median φ).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG: ε histograms and the five worst examples' φ.")] = None,
-    control_size: Annotated[Optional[int], typer.Option("--control-size", help="Retain and test examples in each control sample (default: the forget set's size).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inference batch size (default: 512)")] = None,
-    bootstrap_resamples: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of models and examples for the 95% intervals, 0 to {MAX_BOOTSTRAP:,} (default: 200; 0: no intervals).")] = None,
-    data_root: DataRootOption = None,
-    seed: SeedOption = None,
-    device: DeviceOption = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
     """Per-example forgetting audit of a pool of unlearned models against a pool of retrained ones."""
-    cfg = resolve_config(AuditConfig, config, {
-        "forget": forget, "unlearned": unlearned or None, "retrained": retrained or None,
-        "original": original or None, "ceiling": ceiling or None, "batch_size": batch_size, "seed": seed,
-        "device": device, "data_root": data_root, "control_size": control_size, "bootstrap": bootstrap_resamples},
-        section="audit")
+    cfg = resolve_config(AuditConfig, config, given, section="audit")
     check_config(cfg)
     pools, paths = load_pools(cfg)
     _check_outputs([(flag, path) for flag, path in (("--json", json_output), ("--per-example", per_example),

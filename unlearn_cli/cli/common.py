@@ -109,13 +109,7 @@ def handle_errors(command):
 
 
 ConfigOption = Annotated[Optional[str], typer.Option("--config", help="YAML file of options; flags override it.")]
-DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (default: auto)")]
-SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: 0).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables on stderr.")]
-DataRootOption = Annotated[Optional[str], typer.Option("--data-root", help="Folder holding the dataset files.")]
-AmpOption = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of forward passes (default: on for cuda, off otherwise).")]
-ChannelsLastOption = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory layout for convolutions (default: on for cuda, off otherwise).")]
-CompileOption = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model for training (default: off).")]
 
 
 def _clock_text(seconds: float) -> str:

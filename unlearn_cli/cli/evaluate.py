@@ -17,8 +17,9 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from unlearn_cli.cli.common import (ConfigOption, DataRootOption, DeviceOption, ProgressLines, QuietOption, SeedOption,
-                                    handle_errors, is_terminal, print_json, stderr)
+from unlearn_cli.cli.common import (ConfigOption, ProgressLines, QuietOption, handle_errors, is_terminal, print_json,
+                                    stderr)
+from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import resolve_config
 from unlearn_cli.evaluate.metrics import metric_keys, metric_label
 from unlearn_cli.evaluate.results import results_document
@@ -85,28 +86,16 @@ def _render(records: list[dict], oracle_metrics: dict | None) -> Table:
 
 
 @handle_errors
+@with_options(EvaluateConfig)
 def evaluate(
+    given: dict,
     models: Annotated[list[str], typer.Argument(help="Checkpoints to evaluate (.safetensors).")],
-    forget: Annotated[Optional[str], typer.Option("--forget", help="Forget-set file the models were unlearned on.")] = None,
-    oracle: Annotated[Optional[str], typer.Option("--oracle", help="Oracle: retrained without exactly this forget set.")] = None,
     json_output: Annotated[Optional[str], typer.Option("--json", help="Write results (unlearn-results/1) to FILE or '-'.")] = None,
-    parent: Annotated[Optional[str], typer.Option("--parent", help="Checkpoint the models were unlearned from.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inference batch size (default: 512)")] = None,
-    allow_mismatch: Annotated[Optional[bool], typer.Option("--allow-mismatch", help="Accept an oracle trained without another forget set, or a forget set made for another dataset (recorded in the results).")] = None,
-    test_part: Annotated[Optional[str], typer.Option("--test-part", help="all (default), or reported: only the test examples that `unlearn tune --seed TUNE_SEED` left out of its reference and validation parts.")] = None,
-    tune_seed: Annotated[Optional[int], typer.Option("--tune-seed", help="The --seed of that `unlearn tune` (default: 0).")] = None,
-    oracle_results: Annotated[Optional[str], typer.Option("--oracle-results", help="Take the oracle's metrics from an earlier results file of the same oracle, forget set and --seed instead of measuring them again.")] = None,
-    data_root: DataRootOption = None,
-    seed: SeedOption = None,
-    device: DeviceOption = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
     """Forget / retain / test accuracy and five MIA scores per model; with --oracle the gaps to it."""
-    cfg = resolve_config(EvaluateConfig, config, {
-        "forget": forget, "oracle": oracle, "parent": parent, "batch_size": batch_size, "seed": seed,
-        "device": device, "data_root": data_root, "allow_mismatch": allow_mismatch,
-        "oracle_results": oracle_results, "test_part": test_part, "tune_seed": tune_seed}, section="evaluate")
+    cfg = resolve_config(EvaluateConfig, config, given, section="evaluate")
     check_config(cfg)
     if json_output not in (None, "-"):
         check_writable(json_output, "--json", {"MODEL": models, "--forget": cfg.forget, "--oracle": cfg.oracle,

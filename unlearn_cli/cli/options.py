@@ -89,6 +89,9 @@ def _flag(item: dataclasses.Field, kind, spec: Option) -> _Flag:
             return parse_options(pairs, names[0])
     elif typing.get_origin(kind) is list:
         cli_type = Optional[kind]
+
+        def convert(values):
+            return values or None  # none given: the YAML's list stands
     elif kind in (int, float, str):
         cli_type = Optional[kind]
     else:

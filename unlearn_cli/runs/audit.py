@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import unlearn_cli
+from unlearn_cli.config import data_root_option, device_option, option, seed_option
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict, select_device
@@ -55,17 +56,23 @@ MAX_BOOTSTRAP = 10_000  # bootstrap resamples at most
 
 @dataclass
 class AuditConfig:
-    forget: Optional[str] = None  # forget-set file the unlearned models were unlearned on (required)
-    unlearned: list[str] = field(default_factory=list)  # checkpoint paths or glob patterns
-    retrained: list[str] = field(default_factory=list)  # trained without exactly the forget set
-    original: list[str] = field(default_factory=list)  # optional: the models the unlearned ones started from
-    ceiling: list[str] = field(default_factory=list)  # optional: oracles independent of --retrained, as many as --unlearned
-    data_root: Optional[str] = None
-    batch_size: int = 512  # inference batch size
-    seed: int = 0  # draws the retain, test and matched samples and the bootstrap's resamples
-    control_size: Optional[int] = None  # examples per control sample; default: as many as the forget set
-    bootstrap: int = 200  # resamples of models and examples for the 95% intervals; 0: none
-    device: str = "auto"
+    forget: Optional[str] = option(None, "Forget-set file the unlearned models were unlearned on.", "--forget")
+    unlearned: list[str] = option(list, "Unlearned checkpoints: paths or quoted globs (repeatable).", "--unlearned")
+    retrained: list[str] = option(list, "Checkpoints trained without exactly the forget set (repeatable).",
+                                  "--retrained")
+    original: list[str] = option(list, "The original checkpoints the unlearned ones started from (repeatable; adds "
+                                       "the no-unlearning rows).", "--original")
+    ceiling: list[str] = option(list, "Oracles independent of --retrained (other seeds), as many as --unlearned: the "
+                                      "perfect-unlearning row at full size", "--ceiling",
+                                default_text="the retrained pool's halves")
+    data_root: Optional[str] = data_root_option()
+    batch_size: int = option(512, "Inference batch size", "--batch-size")
+    seed: int = seed_option()  # draws the retain, test and matched samples and the bootstrap's resamples
+    control_size: Optional[int] = option(None, "Retain and test examples in each control sample", "--control-size",
+                                         default_text="the forget set's size")
+    bootstrap: int = option(200, f"Resamples of models and examples for the 95% intervals, 0 to {MAX_BOOTSTRAP:,} (0: "
+                                 f"no intervals)", "--bootstrap")
+    device: str = device_option()
 
 
 def check_config(cfg: AuditConfig) -> None:

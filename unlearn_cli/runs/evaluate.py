@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 import torch
 
+from unlearn_cli.config import data_root_option, device_option, option, seed_option
 from unlearn_cli.cost import reference_units
 from unlearn_cli.data import ImageData
 from unlearn_cli.engine import select_device
@@ -40,17 +41,22 @@ from unlearn_cli.tune import halve_test_set
 
 @dataclass
 class EvaluateConfig:
-    forget: Optional[str] = None  # forget-set file the models were unlearned on (required)
-    oracle: Optional[str] = None  # checkpoint retrained without exactly this forget set
-    parent: Optional[str] = None  # checkpoint the models were unlearned from (parameters changed)
-    data_root: Optional[str] = None
-    batch_size: int = 512  # inference batch size
-    seed: int = 0  # draws the MIA's shadow members
-    device: str = "auto"
-    allow_mismatch: bool = False  # accept an oracle trained without another forget set (recorded)
-    oracle_results: Optional[str] = None  # an earlier results file holding this oracle's metrics (not re-measured)
-    test_part: str = "all"  # all | reported: only the test examples `unlearn tune --seed tune_seed` never looked at
-    tune_seed: int = 0  # the --seed of the `unlearn tune` whose reference and validation parts are left out
+    forget: Optional[str] = option(None, "Forget-set file the models were unlearned on.", "--forget")  # required
+    oracle: Optional[str] = option(None, "Oracle: retrained without exactly this forget set.", "--oracle")
+    parent: Optional[str] = option(None, "Checkpoint the models were unlearned from.", "--parent")
+    data_root: Optional[str] = data_root_option()
+    batch_size: int = option(512, "Inference batch size", "--batch-size")
+    seed: int = seed_option()  # draws the MIA's shadow members
+    device: str = device_option()
+    allow_mismatch: bool = option(False, "Accept an oracle trained without another forget set, or a forget set made "
+                                         "for another dataset (recorded in the results).", "--allow-mismatch",
+                                  switch=True)
+    oracle_results: Optional[str] = option(None, "Take the oracle's metrics from an earlier results file of the same "
+                                                 "oracle, forget set and --seed instead of measuring them again.",
+                                           "--oracle-results")
+    test_part: str = option("all", "all, or reported: only the test examples that `unlearn tune --seed TUNE_SEED` "
+                                   "left out of its reference and validation parts", "--test-part")
+    tune_seed: int = option(0, "The --seed of that `unlearn tune`", "--tune-seed")
 
 
 def check_config(cfg: EvaluateConfig) -> None:
