@@ -176,7 +176,7 @@ def test_a_poison_adds_the_trigger_part_its_attack_success_above_the_clean_floor
                         one_hot(clean_predictions), clean_labels, trigger_target=0)
     score = oracle_free_score(candidate, candidate, OracleFreeWeights())
     assert score["trigger"] == pytest.approx(75.0 - 25.0)
-    assert score["objective"] == pytest.approx(sum(score[part] for part in OracleFreeWeights.PARTS))
+    assert score["objective"] == pytest.approx(sum(score[part] for part in OracleFreeWeights.PARTS if part in score))
     assert "trigger" not in oracle_free_score(dataclasses.replace(candidate, trigger_target=None), candidate)
 
 
