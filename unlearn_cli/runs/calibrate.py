@@ -8,8 +8,9 @@ the classes the forget set does not deplete. They lie in the tuning half, so `ev
 
 Usage:
     examples = calibration_examples(data, forget_set.indices, seed=0)       # test-set positions
-    scale = calibrate(unlearned, parent.model, data, examples, device)       # folded into `unlearned`
-    scale = fitted_scale(unlearned, oracle.model, data, examples, device)    # what an oracle would choose
+    target = confidence(parent.model, data, examples, device)                # φ, before the method changes the model
+    scale = calibrate(unlearned, target, data, examples, device)             # fitted and folded into `unlearned`
+    oracle_scale = fitted_scale(unlearned, confidence(oracle.model, …), data, examples, device)  # an oracle's choice
 """
 
 from __future__ import annotations
@@ -39,16 +40,19 @@ def _logits(model: nn.Module, data: ImageData, examples: torch.Tensor, device) -
     return logits.cpu(), labels.cpu()
 
 
-def fitted_scale(model: nn.Module, target: nn.Module, data: ImageData, examples: torch.Tensor, device) -> float:
-    """The scale on `model`'s logits whose φ quartiles on `examples` match `target`'s (the parent's, or an
-    oracle's to see what an oracle would choose)."""
-    logits, labels = _logits(model, data, examples, device)
-    target_logits, _ = _logits(target, data, examples, device)
-    return fit_scale(logits, labels, logit_scaled_confidence(target_logits, labels), WHAT)
+def confidence(model: nn.Module, data: ImageData, examples: torch.Tensor, device) -> torch.Tensor:
+    """φ of `model` on the test examples `examples`: the calibration target when `model` is the parent."""
+    return logit_scaled_confidence(*_logits(model, data, examples, device))
 
 
-def calibrate(model: nn.Module, parent: nn.Module, data: ImageData, examples: torch.Tensor, device) -> float:
-    """Fit the scale against `parent` and fold it into `model`'s classifier head (in place); -> the scale."""
-    scale = fitted_scale(model, parent, data, examples, device)
+def fitted_scale(model: nn.Module, target: torch.Tensor, data: ImageData, examples: torch.Tensor, device) -> float:
+    """The scale on `model`'s logits whose φ quartiles on `examples` match those of `target` (φ on the same
+    examples: the parent's, or an oracle's to see what an oracle would choose)."""
+    return fit_scale(*_logits(model, data, examples, device), target, WHAT)
+
+
+def calibrate(model: nn.Module, target: torch.Tensor, data: ImageData, examples: torch.Tensor, device) -> float:
+    """Fit the scale against `target` and fold it into `model`'s classifier head (in place); -> the scale."""
+    scale = fitted_scale(model, target, data, examples, device)
     fold_scale(model, scale)
     return scale
