@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from presets import MODEL_PRESETS, tiny_model
+from conftest import run_cli
+from presets import MODEL_PRESETS, mlp_flags, tiny_model
 from unlearn_cli.errors import UserError
+from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.evaluate.epsilon import logit_scaled_confidence
 from unlearn_cli.methods.calibration import fit_scale, fold_scale, undepleted_classes
 from unlearn_cli.models import classifier_head_names
@@ -84,6 +86,8 @@ def test_depleted_classes_worked_by_hand():
     assert undepleted_classes(labels, pair).tolist() == [True, False, False, True, True, True]
     # at twice the overall share exactly a class still counts (two classes of four, half of each: 0.5 = 2 × 0.25)
     assert undepleted_classes(labels[:40], pair).tolist() == [True, True, True, True]
+    # more than half of a class is depleted however large the forget set: all of classes 0-4, 50 of 60 overall
+    assert undepleted_classes(labels, torch.arange(50)).tolist() == [False] * 5 + [True]
     # a class absent from the training set is never a calibration class
     assert undepleted_classes(labels, pair, num_classes=7).tolist() == [True, False, False, True, True, True, False]
 
@@ -102,3 +106,36 @@ def test_what_cannot_be_fitted_is_a_one_line_error(logits, labels, message):
 def test_a_scale_that_is_not_finite_and_positive_is_refused():
     with pytest.raises(ValueError):
         fold_scale(_linear_model(), 0.0)
+
+
+# --- apply --calibrate ---------------------------------------------------------------------------------------------
+
+
+def test_apply_calibrate_is_the_plain_run_with_its_head_scaled_and_the_scale_recorded(tiny_run, tmp_path):
+    forget, original = tiny_run["forget"], tiny_run["original"]
+    common = ("apply", "-m", original, "-f", forget, "--method", "finetune", "--epochs", "2", "-q")
+    plain, calibrated = tmp_path / "plain.safetensors", tmp_path / "calibrated.safetensors"
+    assert run_cli(*common, "-o", plain).exit_code == 0
+    result = run_cli(*common, "--calibrate", "-o", calibrated)
+    assert result.exit_code == 0, result.stderr
+    plain_file, calibrated_file = load_checkpoint(str(plain)), load_checkpoint(str(calibrated))
+    scale = calibrated_file.provenance.calibration_scale
+    assert plain_file.provenance.calibration_scale is None and scale is not None and scale > 0
+    head = set(classifier_head_names(plain_file.model))
+    for (key, before), (_, after) in zip(plain_file.model.state_dict().items(),
+                                         calibrated_file.model.state_dict().items()):
+        assert torch.equal(after, before * scale if key in head else before), key
+    # the calibration's forwards are counted: the parent's and the result's on its examples
+    assert calibrated_file.cost.work.forward > plain_file.cost.work.forward
+    assert calibrated_file.cost.work.backward == plain_file.cost.work.backward
+
+
+def test_apply_calibrate_refuses_a_one_class_calibration_before_any_work(tmp_path):
+    forget, original, output = tmp_path / "f.json", tmp_path / "o.safetensors", tmp_path / "u.safetensors"
+    assert run_cli("split", "--dataset", "digits", "--kind", "class", "--classes", "0,1,2,3,4,5,6,7,8",
+                   "--fraction", "1", "-o", forget, "-q").exit_code == 0
+    assert run_cli("train", *mlp_flags(width=8, epochs=1), "-o", original).exit_code == 0
+    result = run_cli("apply", "-m", original, "-f", forget, "--calibrate", "-o", output, "-q")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: calibration: ") and "one class only" in result.stderr
+    assert result.stderr.count("\n") == 1 and not output.exists()

@@ -19,6 +19,7 @@ from unlearn_cli.methods.random_label import wrong_labels
 from unlearn_cli.methods.retrain import resolved as resolved_recipe
 from unlearn_cli.methods.rft import reset_masked
 from unlearn_cli.models import classifier_head_names, create_model
+from unlearn_cli.runs.calibrate import Calibration
 
 ARCHS = {"mlp": {"width": 32}, "cnn": {"width": 4, "depth": 2}}  # the cnn has BatchNorm
 FORGET_CLASS = 3
@@ -90,6 +91,23 @@ def test_parameters_outside_the_mask_are_bit_identical(models, name, arch):
         assert torch.equal(old[~selected], new[~selected]), f"{name} changed {parameter_name} outside the mask"
         changed_inside += int((old[selected] != new[selected]).sum())
     assert changed_inside > 0, f"{name} changed nothing inside the mask"
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_calibration_changes_only_the_head_and_only_by_its_scale(models, name):
+    # the one declared exception to the mask: `apply --calibrate` multiplies the classifier head by one scale
+    original, data = models["mlp"]
+    model = copy.deepcopy(original)
+    mask = random_mask(model)
+    planned = Calibration.before(original, data.dataset, data.forget, seed=0, device=torch.device("cpu"))
+    unlearned = get_method(name).run(model, data, mask, stress_config(name))
+    before = {key: value.detach().clone() for key, value in unlearned.named_parameters()}
+    scale = planned.apply(unlearned, data.dataset, torch.device("cpu"))
+    assert scale > 0 and scale != 1.0
+    head = set(classifier_head_names(unlearned))
+    for key, value in unlearned.named_parameters():
+        expected = before[key] * scale if key in head else before[key]
+        assert torch.equal(value.detach(), expected), f"{name}: {key}"
 
 
 @pytest.mark.parametrize("name", [name for name in LOOP_METHODS if "train_head" in method_options(name)])

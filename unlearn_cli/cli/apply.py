@@ -42,6 +42,7 @@ from unlearn_cli.methods import (METHODS, MethodLoop, SetSizes, UnlearnData, fit
                                  method_config, method_options, recovery_sample)
 from unlearn_cli.methods._common import UpdateConfig
 from unlearn_cli.methods.rft import RFTConfig
+from unlearn_cli.runs.calibrate import Calibration
 from unlearn_cli.runs.unlearn import retrain_work, unlearn, unlearn_data
 from unlearn_cli.stacked import run_stacked
 
@@ -63,6 +64,11 @@ class ApplyConfig:
     compile: bool = compile_option()
     stacked: Optional[bool] = stacked_option("unlearn the models at once (methods whose loss is the plain "
                                              "cross-entropy: finetune, rft, random-label)")
+    calibrate: bool = option(False, "End with a confidence scale on the logits, fitted without an oracle to the "
+                                    "parent's confidence on unseen test examples of the classes the forget set leaves, "
+                                    "and folded into the classifier head (no prediction changes)")
+    tune_seed: int = option(0, "The --seed of `unlearn tune` whose validation part --calibrate fits on (evaluate "
+                               "--test-part reported --tune-seed leaves it out)", "--tune-seed")
     max_cost: Optional[float] = option(None, "Cost at most F × retraining on the retain set with the parent's recipe "
                                              "(mask's localization included); with --method retrain, run that recipe "
                                              "compressed to F (retrain @ F).", "--max-cost")
@@ -166,18 +172,20 @@ def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shar
     fast = _fast_path(cfg, target)
     dataset.to(target, fast.memory_format)
     data = unlearn_data(dataset, forget_set.indices, parent, target, fast, shard)
-    method_cfg = _within_cap(cfg, method_cfg, parent, data, mask_file, quiet)
     with WorkMeter() as meter:
+        calibration = _calibration(cfg, parent, data)
+        method_cfg = _within_cap(cfg, method_cfg, parent, data, mask_file, calibration, quiet)
         parent_retain = _retain_accuracy(parent.model.to(target), data) if shard.is_main else None
         started = time.perf_counter()
         with progress_bar(description, None, quiet) as on_step:
             unlearned = unlearn(cfg.method, parent.model, data, _selection(mask_file), method_cfg, on_step)
         wall_time = time.perf_counter() - started
         confirm_replicas(unlearned)  # every rank got here with the same weights, or nothing is written
+        scale = None if calibration is None else calibration.apply(unlearned, data.dataset, data.device)
         retain = _retain_accuracy(unlearned, data) if shard.is_main else None
     # every rank ran the method on its shard of each batch: the run's work is the ranks' together
     _finish(cfg, method_cfg, output, parent, forget_set, mask_file, unlearned, data, wall_time,
-            (parent_retain, retain), meter.work.scaled(shard.world), quiet)
+            (parent_retain, retain), meter.work.scaled(shard.world), quiet, scale)
 
 
 def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: PoolModels, target: torch.device,
@@ -196,11 +204,13 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
             run_cfg = dataclasses.replace(cfg, model=run.paths["--model"], mask=run.paths["--mask"])
             mask_file = _read_mask(run_cfg, parent, models.forget_set, quiet)
             data = unlearn_data(dataset, models.forget_set.indices, parent, target, fast, shard)
+            calibration = _calibration(cfg, parent, data)  # before the loop's preparation changes the model
             method_run_cfg = _within_cap(run_cfg, dataclasses.replace(method_cfg, seed=run.seed), parent, data,
-                                         mask_file, quiet)
-            parent_retain = _retain_accuracy(parent.model.to(target), data)  # before the loop's preparation
+                                         mask_file, calibration, quiet)
+            parent_retain = _retain_accuracy(parent.model.to(target), data)
             loop = unlearning.loop(parent.model, data, _selection(mask_file), method_run_cfg)
-            pool.append(_PoolRun(run, run_cfg, method_run_cfg, parent, mask_file, data, parent_retain, loop))
+            pool.append(_PoolRun(run, run_cfg, method_run_cfg, parent, mask_file, data, parent_retain, loop,
+                                 calibration))
         first = pool[0].loop
         if any(member.loop.shared_part != first.shared_part for member in pool):
             raise ValueError(f"{cfg.method}: the pool's loops differ in more than their batches and masks")
@@ -214,16 +224,19 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
                         model_names=[f"--mask of seed {member.run.seed}" for member in pool], on_step=on_step,
                         fast=fast)
         wall_time = (time.perf_counter() - started) / len(pool)
+        scales = [None if member.calibration is None else member.calibration.apply(member.parent.model, dataset, target)
+                  for member in pool]
         retains = [_retain_accuracy(member.parent.model, member.data) for member in pool]
     work = meter.work.shared(len(pool))  # every model ran the same loop on as many examples
-    for member, retain in zip(pool, retains):
+    for member, retain, scale in zip(pool, retains, scales):
         _finish(member.cfg, member.method_cfg, member.run.output, member.parent, models.forget_set, member.mask_file,
-                member.parent.model, member.data, wall_time, (member.parent_retain, retain), work, quiet)
+                member.parent.model, member.data, wall_time, (member.parent_retain, retain), work, quiet, scale)
 
 
 @dataclass
 class _PoolRun:
-    """One seed of a stacked `apply`: its run, configs, parent, mask, data, the parent's retain accuracy, loop."""
+    """One seed of a stacked `apply`: its run, configs, parent, mask, data, the parent's retain accuracy, loop and
+    planned calibration."""
 
     run: SeedRun
     cfg: ApplyConfig
@@ -233,6 +246,7 @@ class _PoolRun:
     data: UnlearnData
     parent_retain: float
     loop: MethodLoop
+    calibration: Calibration | None
 
 
 def _selection(mask_file):
@@ -263,9 +277,19 @@ def _retain_accuracy(model, data: UnlearnData) -> float:
                                                 device=data.device))
 
 
-def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_file, quiet: bool):
+def _calibration(cfg: ApplyConfig, parent, data: UnlearnData) -> Calibration | None:
+    """With --calibrate, the calibration's examples and the parent's confidence on them, taken before the method
+    runs; None without."""
+    if not cfg.calibrate or not data.shard.is_main:  # as the recovery check: rank 0 alone, which writes the file
+        return None
+    return Calibration.before(parent.model.to(data.device), data.dataset, data.forget, cfg.tune_seed, data.device)
+
+
+def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_file, calibration: Calibration | None,
+                quiet: bool):
     """method_cfg fitted to --max-cost (retrain: its recipe compressed to the cap); any other method is refused when
-    its predicted work (its own, the mask's localization and the recovery check) would exceed the cap."""
+    its predicted work (its own, the mask's localization, the recovery check and a calibration) would exceed the
+    cap."""
     if cfg.max_cost is None:
         return method_cfg
     reference = retrain_work(parent, len(data.retain))
@@ -275,22 +299,23 @@ def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_fi
     if cfg.max_cost > 1 and not quiet:
         stderr.print(f"note: --max-cost {cfg.max_cost:g} lets the run cost more than retraining, which is exact at 1")
     try:
-        return fit_to_cap(cfg.method, method_cfg, SetSizes.of(data),
+        sizes = dataclasses.replace(SetSizes.of(data), calibration=0 if calibration is None else len(calibration.examples))
+        return fit_to_cap(cfg.method, method_cfg, sizes,
                           mask_file.record.localize_units if mask_file is not None else None, reference, cfg.max_cost)[0]
     except UserError as error:
         raise UserError(f"--max-cost {cfg.max_cost:g}: {error}") from None
 
 
 def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_file, unlearned, data: UnlearnData,
-            wall_time: float, retain_before_after: tuple, work: Work, quiet: bool) -> None:
-    """Rank 0 writes the unlearned checkpoint with its provenance and cost, warns when the retain accuracy did not
-    recover or the run cost more than half a retrain, and reports."""
+            wall_time: float, retain_before_after: tuple, work: Work, quiet: bool, scale: float | None) -> None:
+    """Rank 0 writes the unlearned checkpoint with its provenance (the calibration's `scale`, if any) and cost, warns
+    when the retain accuracy did not recover or the run cost more than half a retrain, and reports."""
     unlearning = get_method(cfg.method)
     unlearned = unlearned.cpu()
     provenance = Provenance(seed=method_cfg.seed, method=cfg.method, parent_sha256=parent.sha256,
                             forget_sha256=forget_set.sha256,
                             excluded_sha256=forget_set.sha256 if unlearning.excludes_forget_set else None,
-                            manipulated_sha256=parent.provenance.manipulated_sha256)
+                            manipulated_sha256=parent.provenance.manipulated_sha256, calibration_scale=scale)
     if mask_file is not None:
         recorded = mask_file.record
         provenance = dataclasses.replace(
@@ -326,6 +351,7 @@ def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_
         forget_accuracy = accuracy(model, data.dataset.batches("train", forget_set.indices, batch_size=512, device=device))
         test_accuracy = accuracy(model, data.dataset.batches("test", batch_size=512, device=device))
         scope = "no mask" if mask_file is None else "mask {}/{} parameters".format(*mask_counts(mask_file.mask))
+        scope += "" if scale is None else f", calibrated ×{scale:.3f}"
         spent = "cost unknown" if times_retrain is None else f"{times_retrain:.3f}× retraining"
         stderr.print(f"{cfg.method} ({scope}) -> {output}: forget accuracy {forget_accuracy:.1f}%, "
                      f"test accuracy {test_accuracy:.1f}% ({spent}, {wall_time:.1f} s)")

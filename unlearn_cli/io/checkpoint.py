@@ -74,8 +74,10 @@ class Provenance:
     # overrides: set only when a flag let a mismatch through
     mask_model_sha256: str | None = None  # --allow-other-model: the checkpoint the mask was computed on
     mask_forget_sha256: str | None = None  # --allow-mismatch: the forget set the mask was computed for
+    # `apply --calibrate`: the scale folded into the classifier head after the method (the one change outside a mask)
+    calibration_scale: float | None = None
 
-    _NUMBERS = ("mask_budget", "mask_selected_fraction")
+    _NUMBERS = ("mask_budget", "mask_selected_fraction", "calibration_scale")
 
     def to_meta(self) -> dict[str, str]:
         meta = {}

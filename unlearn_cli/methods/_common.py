@@ -50,6 +50,7 @@ class SetSizes:
     retain: int
     train: int  # forget + retain
     recipe: dict = field(default_factory=dict)  # the parent's `train` configuration
+    calibration: int = 0  # test examples a calibration forwards through the parent and the unlearned model
 
     @classmethod
     def of(cls, data: "UnlearnData") -> "SetSizes":
@@ -66,8 +67,9 @@ def recovery_sample(retain: torch.Tensor) -> torch.Tensor:
 
 def pipeline_work(method_work: Work, sizes: SetSizes, localize_units: int | None) -> int:
     """The work `apply` will record for a method whose own work is `method_work`: with the recovery check (the retain
-    sample forwarded before and after) and the mask's localization."""
-    check = forwarded(2 * len(recovery_sample(torch.arange(sizes.retain))))
+    sample forwarded before and after), a calibration (its examples forwarded through the parent and the result)
+    and the mask's localization."""
+    check = forwarded(2 * len(recovery_sample(torch.arange(sizes.retain))) + 2 * sizes.calibration)
     return (method_work + check).units + (localize_units or 0)
 
 

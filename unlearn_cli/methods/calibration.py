@@ -10,8 +10,8 @@ The target, without an oracle: the parent's φ on unseen examples (the validatio
 classes the forget set does not deplete. A retrained model was trained on nearly the same data of those
 classes as the parent, so on examples neither saw it should be about as confident as the parent; the retain
 set would overshoot, since the parent fits it more tightly than a retrained model does. A class is depleted
-when the forget set removes more than `DEPLETED` times the overall share of it (a class pair of a non-IID set,
-a forgotten class), so an IID forget set keeps every class.
+when the forget set removes more than `DEPLETED` times the overall share of it, or more than half of it (a class
+pair of a non-IID set, a forgotten class), so a small IID forget set keeps every class.
 
 `fold_scale` multiplies the weights and bias of the last linear layer, so the file itself gives the calibrated
 outputs wherever it is loaded; that layer (only by the scale) is the one declared exception to the mask.
@@ -33,7 +33,8 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.epsilon import logit_scaled_confidence
 from unlearn_cli.models import classifier_head_names
 
-DEPLETED = 2.0  # a class losing more than this many times the overall share of its examples is depleted
+DEPLETED = 2.0  # a class losing more than this many times the overall share of its examples is depleted,
+MOST = 0.5  # and so is one losing more than this share of them, however much the forget set takes overall
 QUANTILES = (0.25, 0.5, 0.75)  # the φ quantiles matched
 LOG_SCALE_RANGE = (math.log(1e-2), math.log(1e2))  # the scales searched
 GRID = 401  # scales tried on a log grid before the refinement
@@ -41,25 +42,30 @@ GRID = 401  # scales tried on a log grid before the refinement
 
 def undepleted_classes(train_labels: torch.Tensor, forget_indices: torch.Tensor,
                        num_classes: int | None = None) -> torch.Tensor:
-    """bool [C]: the classes the forget set removes at most `DEPLETED` times the overall share of."""
+    """bool [C]: the classes the forget set removes at most min(`DEPLETED` × the overall share, `MOST`) of."""
     num_classes = num_classes or int(train_labels.max()) + 1
     totals = torch.bincount(train_labels, minlength=num_classes).double()
     removed = torch.bincount(train_labels[forget_indices], minlength=num_classes).double()
     overall = len(forget_indices) / max(1, len(train_labels))
     share = torch.where(totals > 0, removed / totals.clamp(min=1), torch.zeros_like(totals))
-    return (share <= DEPLETED * overall) & (totals > 0)
+    return (share <= min(DEPLETED * overall, MOST)) & (totals > 0)
 
 
-def _check_sample(logits: torch.Tensor, labels: torch.Tensor, what: str) -> None:
+def check_sample(labels: torch.Tensor, what: str) -> None:
+    """A calibration sample must hold examples of at least two classes; checked before any work where it can be."""
     if len(labels) == 0:
         raise UserError(f"calibration: {what} holds no example to fit the scale on; calibrate on a test set that "
                         f"has examples of the classes the forget set leaves, or drop --calibrate")
     if len(torch.unique(labels)) < 2:
         raise UserError(f"calibration: {what} holds examples of one class only, too few to fit a confidence "
                         f"scale; use a forget set that leaves at least two classes, or drop --calibrate")
-    if not bool(torch.isfinite(logits).all()):
-        raise UserError(f"calibration: the model's logits on {what} are not finite; the unlearned model is "
-                        f"broken (lower the learning rate), so there is no scale to fit")
+
+
+def check_target(target_phi: torch.Tensor, what: str) -> None:
+    """The φ to match (the parent's) must be finite."""
+    if len(target_phi) == 0 or not bool(torch.isfinite(target_phi).all()):
+        raise UserError(f"calibration: the parent's confidences on {what} are empty or not finite; the parent "
+                        f"model is broken, so there is no scale to match")
 
 
 def _mismatch(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, log_scale: float) -> float:
@@ -76,10 +82,11 @@ def fit_scale(logits: torch.Tensor, labels: torch.Tensor, target_phi: torch.Tens
     Args:
         logits: [N, C] the model's logits; labels: [N] true classes; target_phi: [M] the φ to match.
     """
-    _check_sample(logits, labels, what)
-    if len(target_phi) == 0 or not bool(torch.isfinite(target_phi).all()):
-        raise UserError(f"calibration: the target confidences on {what} are empty or not finite; the parent "
-                        f"model is broken, so there is no scale to match")
+    check_sample(labels, what)
+    if not bool(torch.isfinite(logits).all()):
+        raise UserError(f"calibration: the model's logits on {what} are not finite; the unlearned model is "
+                        f"broken (lower the learning rate), so there is no scale to fit")
+    check_target(target_phi, what)
     logits = logits.detach().to(torch.float64)
     targets = torch.quantile(target_phi.detach().to(torch.float64), torch.tensor(QUANTILES, dtype=torch.float64))
     low, high = LOG_SCALE_RANGE

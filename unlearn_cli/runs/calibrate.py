@@ -10,10 +10,14 @@ Usage:
     examples = calibration_examples(data, forget_set.indices, seed=0)       # test-set positions
     target = confidence(parent.model, data, examples, device)                # φ, before the method changes the model
     scale = calibrate(unlearned, target, data, examples, device)             # fitted and folded into `unlearned`
+    planned = Calibration.before(parent.model, data, forget_set.indices, seed=0, device=device)   # the same, in two
+    scale = planned.apply(unlearned, data, device)                                              # steps
     oracle_scale = fitted_scale(unlearned, confidence(oracle.model, …), data, examples, device)  # an oracle's choice
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,7 +25,7 @@ from torch import nn
 from unlearn_cli.data import ImageData
 from unlearn_cli.engine import predict
 from unlearn_cli.evaluate.epsilon import logit_scaled_confidence
-from unlearn_cli.methods.calibration import fit_scale, fold_scale, undepleted_classes
+from unlearn_cli.methods.calibration import check_sample, check_target, fit_scale, fold_scale, undepleted_classes
 from unlearn_cli.tune.reference import tuning_parts
 
 WHAT = "the calibration examples (unseen test examples of the classes the forget set leaves)"
@@ -56,3 +60,25 @@ def calibrate(model: nn.Module, target: torch.Tensor, data: ImageData, examples:
     scale = fitted_scale(model, target, data, examples, device)
     fold_scale(model, scale)
     return scale
+
+
+@dataclass
+class Calibration:
+    """A calibration planned before the method runs (the method may change the parent's model in place): its
+    examples and the parent's φ on them."""
+
+    examples: torch.Tensor
+    target: torch.Tensor
+
+    @classmethod
+    def before(cls, parent: nn.Module, data: ImageData, forget_indices: torch.Tensor, seed: int,
+               device) -> "Calibration":
+        examples = calibration_examples(data, forget_indices, seed)
+        check_sample(data.test_labels[examples], WHAT)  # an impossible calibration is refused before the method runs
+        target = confidence(parent, data, examples, device)
+        check_target(target, WHAT)
+        return cls(examples, target)
+
+    def apply(self, model: nn.Module, data: ImageData, device) -> float:
+        """Fit the scale on `model` and fold it in (in place); -> the scale."""
+        return calibrate(model, self.target, data, self.examples, device)
