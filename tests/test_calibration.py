@@ -139,3 +139,35 @@ def test_apply_calibrate_refuses_a_one_class_calibration_before_any_work(tmp_pat
     assert result.exit_code == 1
     assert result.stderr.startswith("error: calibration: ") and "one class only" in result.stderr
     assert result.stderr.count("\n") == 1 and not output.exists()
+
+
+# --- unlearn calibrate ---------------------------------------------------------------------------------------------
+
+
+def test_calibrate_afterwards_writes_the_file_apply_calibrate_writes(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARN_REPRODUCIBLE", "1")  # no wall time in the files
+    forget, original = tiny_run["forget"], tiny_run["original"]
+    common = ("apply", "-m", original, "-f", forget, "--method", "finetune", "--epochs", "2", "-q")
+    plain, at_once, afterwards = (tmp_path / f"{name}.safetensors" for name in ("plain", "at-once", "afterwards"))
+    assert run_cli(*common, "-o", plain).exit_code == 0
+    assert run_cli(*common, "--calibrate", "-o", at_once).exit_code == 0
+    result = run_cli("calibrate", "-m", plain, "--parent", original, "-f", forget, "-o", afterwards, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert afterwards.read_bytes() == at_once.read_bytes()
+
+
+def test_calibrate_refuses_the_wrong_parent_forget_set_or_a_calibrated_file(tiny_run, tmp_path):
+    forget, original, oracle = tiny_run["forget"], tiny_run["original"], tiny_run["oracle"]
+    calibrated, output = tmp_path / "calibrated.safetensors", tmp_path / "out.safetensors"
+    assert run_cli("apply", "-m", original, "-f", forget, "--method", "finetune", "--epochs", "1", "--calibrate",
+                   "-o", calibrated, "-q").exit_code == 0
+    other_forget = tmp_path / "other.json"
+    assert run_cli("split", "--dataset", "digits", "--seed", "3", "-o", other_forget, "-q").exit_code == 0
+    for arguments, message in (
+            (("-m", calibrated, "--parent", oracle, "-f", forget), "not from"),
+            (("-m", calibrated, "--parent", original, "-f", other_forget), "another forget set"),
+            (("-m", calibrated, "--parent", original, "-f", forget), "is calibrated already"),
+            (("-m", calibrated, "-f", forget), "--parent is required")):
+        result = run_cli("calibrate", *arguments, "-o", output, "-q")
+        assert result.exit_code == 1 and message in result.stderr, (arguments, result.stderr)
+        assert result.stderr.count("\n") == 1 and not output.exists()

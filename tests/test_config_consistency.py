@@ -15,7 +15,7 @@ import pytest
 import typer
 
 from conftest import run_cli
-from unlearn_cli.cli import audit, evaluate, info, localize, mask, report, split, train, tune
+from unlearn_cli.cli import audit, calibrate, evaluate, info, localize, mask, report, split, train, tune
 from unlearn_cli.cli.app import app
 from unlearn_cli.cli.apply import ApplyConfig
 from unlearn_cli.errors import UserError
@@ -30,14 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # --seed where random numbers are drawn, --device where a model runs.
 WITHOUT_CONFIG = {"demo"}
 SEEDED = {"split", "train", "localize", "apply", "evaluate", "mask random", "tune", "audit"}
-ON_A_DEVICE = {"train", "localize", "apply", "evaluate", "tune", "audit"}
+ON_A_DEVICE = {"train", "localize", "apply", "calibrate", "evaluate", "tune", "audit"}
 
 # command -> its config dataclass (None: the options are resolved elsewhere, see test_yaml_keys_are_flag_names)
 CONFIGS = {
     "split": split.SplitConfig, "train": train.TrainConfig, "localize": localize.LocalizeConfig, "apply": ApplyConfig,
     "evaluate": evaluate.EvaluateConfig, "report": report.ReportConfig, "info": info.InfoConfig,
     "mask info": mask.MaskInfoConfig, "mask compare": mask.MaskCompareConfig, "mask random": mask.MaskRandomConfig,
-    "tune": tune.TuneConfig, "audit": audit.AuditConfig,
+    "tune": tune.TuneConfig, "audit": audit.AuditConfig, "calibrate": calibrate.CalibrateConfig,
 }
 # YAML keys whose flag has another name (docs/configuration.md, "Keys that differ from their flag")
 FLAG_OF_KEY = {"arch_options": "--arch-option", "dataset_options": "--dataset-option", "params": "--param",
@@ -113,7 +113,7 @@ UNKNOWN_KEY_CALLS = {
     "report": ["report", "results.json"], "info": ["info", "model.safetensors"],
     "mask info": ["mask", "info", "mask.safetensors"], "mask compare": ["mask", "compare", "a.safetensors", "b.safetensors"],
     "mask random": ["mask", "random", "-o", "{out}"], "tune": ["tune", "-o", "{out}"],
-    "audit": ["audit", "--json", "{out}"],
+    "audit": ["audit", "--json", "{out}"], "calibrate": ["calibrate", "-o", "{out}"],
 }
 
 

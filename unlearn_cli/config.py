@@ -229,7 +229,7 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
-SECTIONS = ("split", "train", "localize", "apply", "evaluate", "report", "tune", "audit")  # commands a file may hold options for
+SECTIONS = ("split", "train", "localize", "apply", "calibrate", "evaluate", "report", "tune", "audit")  # commands a file may hold options for
 
 
 @reader("config file")

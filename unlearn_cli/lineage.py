@@ -13,6 +13,7 @@ Usage:
     check_mask(mask_file, parent.sha256, forget_set.sha256, allow_other_model=False, allow_other_forget_set=False)
     matches = check_oracle(oracle, forget_set, allow_mismatch=False)    # True, or a UserError
     derived = check_parent(checkpoint, parent)
+    check_calibratable(unlearned, parent, forget_set)
     check_audit_pools({"unlearned": [...], "retrained": [...]}, forget_set, reference, data)
 """
 
@@ -151,6 +152,21 @@ def check_parent(checkpoint: Checkpoint, parent: Checkpoint) -> bool:
         return False
     raise UserError(f"{checkpoint.source}: was unlearned from another checkpoint (parent_sha256 {_short(recorded)}, "
                     f"{parent.source} is {_short(parent.sha256)}); pass its parent with --parent")
+
+
+def check_calibratable(checkpoint: Checkpoint, parent: Checkpoint, forget_set: ForgetSet) -> None:
+    """`unlearn calibrate`: the checkpoint was unlearned from `parent` on `forget_set`, and not calibrated yet."""
+    recorded = checkpoint.provenance.parent_sha256
+    if recorded != parent.sha256:
+        was = "records no parent" if recorded is None else f"was unlearned from another checkpoint ({_short(recorded)})"
+        raise UserError(f"{checkpoint.source}: {was}, not from {parent.source} ({_short(parent.sha256)}); pass the "
+                        f"checkpoint `unlearn apply` started from as --parent")
+    if checkpoint.provenance.forget_sha256 != forget_set.sha256:
+        raise UserError(f"{checkpoint.source}: was unlearned on another forget set than {forget_set.source}; pass "
+                        f"the forget set given to `unlearn apply` as --forget")
+    if checkpoint.provenance.calibration_scale is not None:
+        raise UserError(f"{checkpoint.source}: is calibrated already (scale {checkpoint.provenance.calibration_scale:g}); "
+                        f"calibrate the file `unlearn apply` wrote without --calibrate")
 
 
 # --- the pools of `audit` ----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import typer
 import unlearn_cli
 from unlearn_cli.cli import common, demo, info, split, train
 from unlearn_cli.cli import localize, mask
-from unlearn_cli.cli import apply
+from unlearn_cli.cli import apply, calibrate
 from unlearn_cli.cli import audit, evaluate, report, tune
 from unlearn_cli.distributed import rank_zero_only
 
@@ -43,6 +43,7 @@ app.command("split")(split.split)
 app.command("train")(train.train)
 app.command("localize")(rank_zero_only(localize.localize))
 app.command("apply")(apply.apply)
+app.command("calibrate")(calibrate.calibrate)
 app.add_typer(mask.app, name="mask")
 app.command("evaluate")(rank_zero_only(evaluate.evaluate))
 app.command("audit")(rank_zero_only(audit.audit))

@@ -12,19 +12,24 @@ Usage:
     scale = calibrate(unlearned, target, data, examples, device)             # fitted and folded into `unlearned`
     planned = Calibration.before(parent.model, data, forget_set.indices, seed=0, device=device)   # the same, in two
     scale = planned.apply(unlearned, data, device)                                              # steps
+    model, meta, scale = calibrated_checkpoint(unlearned_checkpoint, parent, data, forget_indices, seed=0, device=device)
     oracle_scale = fitted_scale(unlearned, confidence(oracle.model, …), data, examples, device)  # an oracle's choice
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from unlearn_cli.cost import WorkMeter
 from unlearn_cli.data import ImageData
 from unlearn_cli.engine import predict
 from unlearn_cli.evaluate.epsilon import logit_scaled_confidence
+from unlearn_cli.io.checkpoint import Checkpoint, checkpoint_metadata
 from unlearn_cli.methods.calibration import check_sample, check_target, fit_scale, fold_scale, undepleted_classes
 from unlearn_cli.tune.reference import tuning_parts
 
@@ -82,3 +87,27 @@ class Calibration:
     def apply(self, model: nn.Module, data: ImageData, device) -> float:
         """Fit the scale on `model` and fold it in (in place); -> the scale."""
         return calibrate(model, self.target, data, self.examples, device)
+
+
+def calibrated_checkpoint(unlearned: Checkpoint, parent: Checkpoint, data: ImageData, forget_indices: torch.Tensor,
+                          seed: int, device) -> tuple[nn.Module, dict[str, str], float]:
+    """`unlearn calibrate`: the model and metadata `apply --calibrate` would have written for `unlearned` (its run,
+    then the calibration), and the scale. The calibration's work is added to the run's, its time to the run's; the
+    configuration records `calibrate: true` and the seed. Lineage is the caller's to check (`lineage.check_calibratable`)."""
+    started = time.perf_counter()
+    with WorkMeter() as meter:
+        planned = Calibration.before(parent.model.to(device), data, forget_indices, seed, device)
+        model = unlearned.model.to(device)
+        scale = planned.apply(model, data, device)
+    seconds = time.perf_counter() - started
+    cost = unlearned.cost
+    if cost.work is not None:
+        cost = dataclasses.replace(cost, work=cost.work + meter.work)
+    extra = {key: unlearned.meta[key] for key in ("data_root", "world_size") if key in unlearned.meta}
+    meta = checkpoint_metadata(
+        arch=unlearned.arch, arch_kwargs=unlearned.arch_kwargs, num_classes=unlearned.num_classes,
+        dataset=unlearned.dataset, dataset_kwargs=unlearned.dataset_kwargs, input_shape=unlearned.input_shape,
+        config={**unlearned.config, "calibrate": True, "tune_seed": seed},
+        wall_time_s=(unlearned.wall_time_s or 0.0) + seconds,
+        provenance=dataclasses.replace(unlearned.provenance, calibration_scale=scale), cost=cost, **extra)
+    return model.cpu(), meta, scale
