@@ -199,7 +199,17 @@ def digits(tmp_path_factory):
     return folder
 
 
-def test_tune_chooses_the_learning_rate_that_recovers_and_writes_a_config(digits, tmp_path):
+def test_tune_chooses_the_learning_rate_that_recovers_and_writes_a_config(digits, tmp_path, monkeypatch):
+    import unlearn_cli.runs.tune as search
+
+    masked = []  # the forget sets masks are computed for: each validation forget set has its own
+
+    def compute_mask(model, data, forget_indices, *arguments, **options):
+        masked.append(tuple(forget_indices.tolist()))
+        return original_compute_mask(model, data, forget_indices, *arguments, **options)
+
+    original_compute_mask = search.compute_mask
+    monkeypatch.setattr(search, "compute_mask", compute_mask)
     best = tmp_path / "best.yaml"
     result = run_cli("tune", "--model", digits / "original.safetensors", "--forget", digits / "forget.json",
                      "--strategy", "del", "--budget", "0.5", "--method", "rft", "--grid", "lr=0.000001,0.1",
@@ -225,6 +235,7 @@ def test_tune_chooses_the_learning_rate_that_recovers_and_writes_a_config(digits
     same = document["tune"]["stability"]["same_choice"]
     assert f"the mean over 3 validation forget sets; {sum(same)} of 3 alone chose it too" in result.stderr
     assert {"retain_fit", "confidence"} <= set(document["tune"]["parts"])
+    assert len(masked) == len(set(masked)) == 3  # one localization setting (budget 0.5), one mask per set
     # the file is a config for localize and apply
     mask, model = tmp_path / "mask.safetensors", tmp_path / "del.safetensors"
     assert run_cli("localize", "--model", digits / "original.safetensors", "--forget", digits / "forget.json",

@@ -36,9 +36,9 @@ import yaml
 from torch import nn
 
 from unlearn_cli.config import data_root_option, device_option, option, seed_option
-from unlearn_cli.data.splits import KINDS as SPLIT_KINDS
 from unlearn_cli.cost import WorkMeter
 from unlearn_cli.data import ImageData
+from unlearn_cli.data.splits import KINDS as SPLIT_KINDS
 from unlearn_cli.engine import FastPath, predict, select_device
 from unlearn_cli.errors import UserError, example, flag
 from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
