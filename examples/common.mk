@@ -227,11 +227,12 @@ endef
 RUN_RULE_OF = $(call RUN_RULE,$(1),$(2),$(call word_at,$(3),1),$(call word_at,$(3),3),$(call word_at,$(3),4),$(call word_at,$(3),5),$(call word_at,$(3),2))
 
 # --- settings (phase 1) ----------------------------------------------------------------------------
-# a pipeline's search at a cap ($(2); empty: none): its grids and how far they extend
+# a pipeline's search at a cap ($(2); empty: none): its grids and how far they extend (one validation forget set
+# with MANIPULATE: only a model trained on a manipulation unlearns it, so no more can be drawn for its original)
 tune_args = $(strip $(if $($(1).strategy),--strategy $($(1).strategy)) --method $(call method_of,$(1)) \
   --grid lr=$(call commas,$($(1).lrs)) $(if $(call epochs_of,$(1)),--grid epochs=$(call commas,$(call epochs_of,$(1)))) \
   $(if $($(1).budgets),--grid budget=$(call commas,$($(1).budgets))) --max-cost $(or $(2),$(UNCAPPED_COST)) --extend $(EXTEND) \
-  --seed $(TUNE_SEED) $(TUNE_FLAGS))
+  --seed $(TUNE_SEED) $(if $(MANIPULATE),--validation-sets 1) $(TUNE_FLAGS))
 
 # The search is written to <tuned>.args when it changed (at parse time), and the choice depends on that file: a
 # new grid value, or any other change of the search, tunes again.

@@ -199,21 +199,43 @@ def digits(tmp_path_factory):
     return folder
 
 
-def test_tune_chooses_the_learning_rate_that_recovers_and_writes_a_config(digits, tmp_path):
+def test_tune_chooses_the_learning_rate_that_recovers_and_writes_a_config(digits, tmp_path, monkeypatch):
+    import unlearn_cli.runs.tune as search
+
+    masked = []  # the forget sets masks are computed for: each validation forget set has its own
+
+    def compute_mask(model, data, forget_indices, *arguments, **options):
+        masked.append(tuple(forget_indices.tolist()))
+        return original_compute_mask(model, data, forget_indices, *arguments, **options)
+
+    original_compute_mask = search.compute_mask
+    monkeypatch.setattr(search, "compute_mask", compute_mask)
     best = tmp_path / "best.yaml"
     result = run_cli("tune", "--model", digits / "original.safetensors", "--forget", digits / "forget.json",
                      "--strategy", "del", "--budget", "0.5", "--method", "rft", "--grid", "lr=0.000001,0.1",
                      "--param", "epochs=6", "-o", best)
     assert result.exit_code == 0, result.output
     # lr 1e-6 leaves half the network at its fresh initialization: the reference accuracy collapses (damage)
-    # and validation accuracy is lost; lr 0.1 recovers it. The oracle-free objective must see that.
+    # and validation accuracy is lost; lr 0.1 (or the larger step the edge extension tries) recovers it. The
+    # oracle-free objective, the mean over three validation forget sets, must see that.
     document = yaml.safe_load(best.read_text())
     assert document["localize"] == {"strategy": "del", "budget": 0.5}
-    assert document["apply"] == {"method": "rft", "epochs": 6, "lr": 0.1, "max_cost": 0.25}  # within the default cap
+    lr = document["apply"]["lr"]
+    assert document["apply"] == {"method": "rft", "epochs": 6, "lr": lr, "max_cost": 0.25}  # within the default cap
     candidates = {c["settings"]["lr"]: c for c in document["tune"]["candidates"]}
-    assert candidates[0.1]["objective"] < candidates[0.000001]["objective"]
-    assert document["tune"]["objective"] == "oracle-free" and document["tune"]["value"] == candidates[0.1]["objective"]
+    assert lr >= 0.1 and candidates[lr]["objective"] < candidates[0.000001]["objective"]
+    assert document["tune"]["objective"] == "oracle-free" and document["tune"]["value"] == candidates[lr]["objective"]
     assert "chosen" in result.stderr and "…" not in result.stderr
+    # three forget sets, the given one first, each candidate's objective their mean
+    sets = document["tune"]["validation_sets"]
+    assert [one["seed"] for one in sets] == [0, 1, 2] and sets[0]["forget_sha256"] == document["tune"]["forget_sha256"]
+    assert len({one["forget_sha256"] for one in sets}) == 3 and {one["size"] for one in sets} == {144}
+    for candidate in candidates.values():
+        assert candidate["objective"] == pytest.approx(sum(candidate["objectives"]) / 3)
+    same = document["tune"]["stability"]["same_choice"]
+    assert f"the mean over 3 validation forget sets; {sum(same)} of 3 alone chose it too" in result.stderr
+    assert {"retain_fit", "confidence"} <= set(document["tune"]["parts"])
+    assert len(masked) == len(set(masked)) == 3  # one localization setting (budget 0.5), one mask per set
     # the file is a config for localize and apply
     mask, model = tmp_path / "mask.safetensors", tmp_path / "del.safetensors"
     assert run_cli("localize", "--model", digits / "original.safetensors", "--forget", digits / "forget.json",

@@ -70,6 +70,7 @@ BOUNDS: dict[str, Bound] = {
     "budget": FRACTION, "fraction": FRACTION, "max_cost": Bound(0, above=True), "topk": FRACTION, "max_iterations": COUNT,
     "beta": Bound(0, 1), "gamma": Bound(0), "max_epochs": Bound(0, 100_000), "temperature": Bound(0, above=True),
     "kl_weight": Bound(0), "ce_weight": Bound(0), "alpha": Bound(0), "damping": Bound(0, above=True),
+    "validation_sets": Bound(1, 1000),  # tune's validation forget sets
     "num_samples": COUNT, "selection_weight": Bound(0, above=True), "dampening_constant": Bound(0),
     # models
     "width": COUNT, "depth": Bound(0, 1000), "dim": COUNT, "heads": COUNT, "mlp_dim": COUNT, "patch": COUNT, "dim_head": COUNT,

@@ -3,14 +3,19 @@ a config YAML that `localize --config` and `apply --config` read.
 
 Without --oracle each candidate is scored against held-out test examples with the forget set's class mix
 (tune/objectives.py: the forget set should look as unseen as they do, without losing validation accuracy or
-damaging the model). With --oracle it is scored by the average gap to the oracle, as the DEL paper tunes; then
---forget should be a validation forget set, not one whose results are reported.
+damaging the model, and the model should fit its retain set and be as confident on unseen examples as the
+original), on --validation-sets K forget sets (--forget and K−1 more drawn by its split; 3 by default) whose mean
+objective chooses. With --oracle it is scored by the average gap to the oracle, as the DEL paper tunes, on the one
+forget set the oracle was trained without; then --forget should be a validation forget set, not one whose results
+are reported. `--grid calibrate=false,true` (or --calibrate) ends a candidate's runs with the calibration step.
 
 Usage:
     unlearn tune --model original.safetensors --forget forget.json --strategy del --method rft \
         --grid lr=0.01,0.03,0.1 --grid epochs=5,10 --grid budget=0.1,0.3 -o best.yaml
     unlearn localize --model original.safetensors --forget forget.json --config best.yaml -o mask.safetensors
     unlearn apply --model original.safetensors --forget forget.json --mask mask.safetensors --config best.yaml -o del.safetensors
+    unlearn tune --model original.safetensors --forget forget.json --method finetune --grid lr=0.01,0.1 \
+        --grid calibrate=false,true --validation-sets 5 -o best.yaml
 """
 
 from __future__ import annotations
@@ -55,11 +60,16 @@ def _render(ranked: list[Trial], grid_keys: list[str], chosen: Trial | None) -> 
 def tune(
     given: dict,
     output: Annotated[str, typer.Option("--output", "-o", help="YAML to write: localize:/apply: sections for --config ('-' for stdout).")],
-    grid: Annotated[Optional[list[str]], typer.Option("--grid", "-g", help="option=v1,v2,… to search: a method option (lr, epochs, …) or a localization option (budget, topk, …).")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", "-g", help="option=v1,v2,… to search: a method option (lr, epochs, …), a localization option (budget, topk, …) or calibrate (false,true).")] = None,
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
-    """Search a pipeline's settings and write the best as a YAML for `localize --config` and `apply --config`."""
+    """Search a pipeline's settings and write the best as a YAML for `localize --config` and `apply --config`.
+
+    Without --oracle every candidate runs on --validation-sets forget sets (--forget and more drawn by the split it
+    records) and the mean of its oracle-free objectives chooses; the last line says how many sets alone would have
+    chosen the same. With --oracle, on --forget only. --grid calibrate=false,true searches the calibration step.
+    """
     cfg = resolve_config(TuneConfig, config, given, section="tune")
     for flag, key in (("--model", "model"), ("--forget", "forget")):
         if getattr(cfg, key) is None:

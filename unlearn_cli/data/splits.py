@@ -2,10 +2,13 @@
 
 Usage:
     forget = draw_forget_indices(data.train_labels, kind="noniid", fraction=0.1, classes=[2, 5], seed=0)
+    distinct_forget_sets(data.train_labels, "class", 1.0, [2])    # 1: every seed draws the same set
     retain = retain_indices(data.num_train, forget)
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -14,20 +17,14 @@ from unlearn_cli.errors import UserError
 KINDS = ("iid", "noniid", "class")
 
 
-def draw_forget_indices(labels: torch.Tensor, kind: str, fraction: float, classes: list[int] | None, seed: int) -> torch.Tensor:
-    """Sorted forget-set indices.
-
-    iid: `fraction` of the training set drawn uniformly. noniid: `fraction` of the training set drawn
-    only from `classes` (the paper's CIFAR-10 forget set uses classes 2 and 5). class: every example
-    of `classes` (`fraction` of each of them when below 1).
-    """
+def forget_pool(labels: torch.Tensor, kind: str, fraction: float, classes: list[int] | None) -> tuple[torch.Tensor, int]:
+    """(the training examples a forget set of this kind is drawn from, how many it takes), checked."""
     num_train = len(labels)
     num_classes = int(labels.max()) + 1
     if kind not in KINDS:
         raise UserError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
     if not 0 < fraction <= 1:
         raise UserError(f"--fraction {fraction}: must be in (0, 1]")
-    generator = torch.Generator().manual_seed(seed)
     if kind == "iid":
         pool = torch.arange(num_train)
         count = round(fraction * num_train)
@@ -42,8 +39,27 @@ def draw_forget_indices(labels: torch.Tensor, kind: str, fraction: float, classe
                             f"lower --fraction or add classes")
     if count == 0:
         raise UserError(f"--fraction {fraction} of {num_train} examples is an empty forget set; raise --fraction")
+    return pool, count
+
+
+def draw_forget_indices(labels: torch.Tensor, kind: str, fraction: float, classes: list[int] | None, seed: int) -> torch.Tensor:
+    """Sorted forget-set indices.
+
+    iid: `fraction` of the training set drawn uniformly. noniid: `fraction` of the training set drawn
+    only from `classes` (the paper's CIFAR-10 forget set uses classes 2 and 5). class: every example
+    of `classes` (`fraction` of each of them when below 1).
+    """
+    pool, count = forget_pool(labels, kind, fraction, classes)
+    generator = torch.Generator().manual_seed(seed)
     chosen = pool[torch.randperm(len(pool), generator=generator)[:count]]
     return chosen.sort().values
+
+
+def distinct_forget_sets(labels: torch.Tensor, kind: str, fraction: float, classes: list[int] | None) -> int:
+    """How many different forget sets `draw_forget_indices` can draw with these settings, over every seed: the
+    subsets of its pool of its size (1 for `class` with fraction 1)."""
+    pool, count = forget_pool(labels, kind, fraction, classes)
+    return math.comb(len(pool), count)
 
 
 def check_classes(classes: list[int], num_classes: int) -> None:

@@ -11,11 +11,17 @@ examples of the same classes. The test set is split, seeded, into three disjoint
                   half of that half's examples of c (the rest stay for V)
     validation V  the rest of the tuning half: accuracy that tuning must not lose
 
+Beside them, from the training set: a seeded sample S of the retain set (`retain_fit`), and the validation forget
+sets a search scores on (`draw_validation_sets`): the given forget set and more drawn by the split it records,
+with the seeds after its own, so that a choice is made on more than one draw of the forget set.
+
 Usage:
     parts = tuning_parts(test_labels, forget_labels, seed=0)
     parts.reference, parts.validation, parts.reported   # sorted int64 test-set positions
     parts.tuning                                          # R and V: all that tuning may look at
     tuning_half, reported = halve_test_set(test_labels, seed=0)   # the reported part without a forget set
+    sample = retain_sample(num_train, forget_indices, seed=0)     # at most RETAIN_SAMPLE retain examples, sorted
+    sets = draw_validation_sets(train_labels, forget_indices, "noniid", 0.1, [2, 5], seed=0, count=3)  # [(seed, indices)]
 """
 
 from __future__ import annotations
@@ -23,6 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from unlearn_cli.data.splits import distinct_forget_sets, draw_forget_indices, retain_indices
+from unlearn_cli.errors import UserError, example, flag
+
+RETAIN_SAMPLE = 1024  # retain examples `retain_fit` is measured on
+MAX_REDRAWS = 10_000  # seeds tried for the validation forget sets before giving up
 
 
 @dataclass(frozen=True)
@@ -65,3 +77,36 @@ def tuning_parts(test_labels: torch.Tensor, forget_labels: torch.Tensor, seed: i
         validation.append(members[take:])
     return TuningParts(reference=torch.cat(reference).sort().values, validation=torch.cat(validation).sort().values,
                        reported=reported)
+
+
+def retain_sample(num_train: int, forget_indices: torch.Tensor, seed: int, size: int = RETAIN_SAMPLE) -> torch.Tensor:
+    """At most `size` training positions outside the forget set, drawn by `seed`; sorted."""
+    retain = retain_indices(num_train, forget_indices)
+    generator = torch.Generator().manual_seed(seed)
+    return retain[torch.randperm(len(retain), generator=generator)[:size]].sort().values
+
+
+def draw_validation_sets(train_labels: torch.Tensor, given: torch.Tensor, kind: str, fraction: float,
+                         classes: list[int] | None, seed: int, count: int,
+                         what: str = "the split") -> list[tuple[int, torch.Tensor]]:
+    """`count` distinct forget sets as (seed, sorted indices): `given` (drawn with `seed`) first, then those
+    `draw_forget_indices` gives with the first seeds after `seed` that draw a set not taken yet. A split that
+    cannot give `count` distinct sets (`kind: class` with fraction 1 gives one, whatever the seed) is a UserError
+    before anything is drawn; `what` names the split in it."""
+    available = distinct_forget_sets(train_labels, kind, fraction, classes)
+    if count > available:
+        raise UserError(f"{flag('validation_sets')} {count}: {what} ({kind}, fraction {fraction:g}"
+                        f"{f', classes {classes}' if classes else ''}) gives only {available} distinct forget "
+                        f"set{'s' if available != 1 else ''}, whatever the seed; pass "
+                        f"{example('validation_sets', available)}")
+    taken = [(seed, given)]
+    for candidate in range(seed + 1, seed + 1 + MAX_REDRAWS):
+        if len(taken) == count:
+            break
+        indices = draw_forget_indices(train_labels, kind, fraction, classes, candidate)
+        if not any(torch.equal(indices, drawn) for _, drawn in taken):
+            taken.append((candidate, indices))
+    if len(taken) < count:
+        raise UserError(f"{flag('validation_sets')} {count}: {MAX_REDRAWS:,} seeds after {seed} drew only "
+                        f"{len(taken)} distinct forget sets; pass {example('validation_sets', len(taken))}")
+    return taken

@@ -46,6 +46,7 @@ class Trial:
     failure: str | None = None
     seconds: float = 0.0
     cost: float | None = None  # the full run's predicted cost ×retrain (None: unknown)
+    set_scores: list[dict] = field(default_factory=list)  # K > 1 validation forget sets: each one's (score: the mean)
 
     @property
     def objective(self) -> float:
