@@ -52,3 +52,21 @@ def test_the_bootstrap_resamples_the_new_parts_too():
     plain = dataclasses.replace(CANDIDATE, retain_logits=None, retain_labels=None, confidence_logits=None,
                                 confidence_labels=None)
     assert objective_standard_error(plain, plain, draws=20) == 0
+
+
+def test_forget_gap_against_the_depletion_target_by_hand():
+    # F: three examples of class 0 (two right) and one of class 1 (right): acc(F) = 75%, class mix w = (3/4, 1/4).
+    # R: class 0 right on 1 of 2 (50%), class 1 on 2 of 2 (100%); acc(R) = 75%, so without drops the gap is 0.
+    forget = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    forget_labels = torch.tensor([0, 0, 0, 1])
+    reference = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    reference_labels = torch.tensor([0, 0, 1, 1])
+    plain = Outputs(forget, forget_labels, reference, reference_labels, SAME, SAME_LABELS)
+    assert oracle_free_score(plain, plain)["forget_gap"] == 0.0
+    # a retrained model is expected to lose 20 points on class 0 and none on class 1:
+    # target = 3/4 · (50 − 20) + 1/4 · (100 − 0) = 47.5, so |75 − 47.5| = 27.5
+    depleted = dataclasses.replace(plain, forget_drops=torch.tensor([20.0, 0.0], dtype=torch.float64))
+    score = oracle_free_score(depleted, plain)
+    assert score["forget_target"] == pytest.approx(47.5)
+    assert score["forget_gap"] == pytest.approx(27.5)
+    assert "forget_target" not in oracle_free_score(plain, plain)

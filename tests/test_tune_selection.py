@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_cli
+from conftest import TINY_MLP, run_cli
 from unlearn_cli.data.splits import draw_forget_indices
 from unlearn_cli.errors import UserError
 from unlearn_cli.tune import (Candidate, Trial, cheapest_within_standard_error, draw_validation_sets, mean_score,
@@ -167,3 +167,42 @@ def test_a_search_over_calibrate_records_the_scales_and_a_calibrating_choice_tel
     for candidate in document["tune"]["candidates"]:
         assert candidate["calibration_scale"] > 0 and candidate["oracle_scale"] > 0 and "objectives" not in candidate
     assert {"calibration_scale", "oracle_scale"} <= set(document["tune"]["parts"])
+
+
+def test_a_depleting_forget_set_is_scored_against_the_depletion_estimate_and_its_work_counted(tiny_run, tmp_path):
+    best = tmp_path / "best.yaml"
+    result = _tune(tiny_run, best, "-f", tiny_run["forget"], "--validation-sets", "2")  # classes 2 and 5: depleted
+    assert result.exit_code == 0, result.output
+    tune = yaml.safe_load(best.read_text())["tune"]
+    assert all(one["forget_drop"] > 0 for one in tune["validation_sets"])
+    assert 0 < tune["depletion_work"] < tune["search_work"] and tune["depletion_x_retrain"] > 0
+    parts = tune["parts"]
+    assert parts["forget_gap"] == pytest.approx(abs(parts["forget_accuracy"] - parts["forget_target"]))
+    result = _tune(tiny_run, best, "-f", tiny_run["forget"], "--validation-sets", "2", "--depletion", "off")
+    assert result.exit_code == 0, result.output
+    tune = yaml.safe_load(best.read_text())["tune"]
+    assert "depletion_work" not in tune and "forget_target" not in tune["parts"]
+    assert all("forget_drop" not in one for one in tune["validation_sets"])
+    # an IID forget set depletes no class: auto leaves the estimate out, on runs it
+    iid = tmp_path / "iid.json"
+    assert run_cli("split", "--dataset", "digits", "--kind", "iid", "--fraction", "0.05", "-q", "-o", iid).exit_code == 0
+    for depletion, estimated in (("auto", False), ("on", True)):
+        result = _tune(tiny_run, best, "-f", iid, "--validation-sets", "1", "--depletion", depletion)
+        assert result.exit_code == 0, result.output
+        assert ("depletion_work" in yaml.safe_load(best.read_text())["tune"]) == estimated
+
+
+def test_a_depletion_estimate_that_cannot_apply_is_one_line(tiny_run, tmp_path):
+    test_what_cannot_be_searched_on_k_sets_is_one_line(
+        tiny_run, tmp_path, None, ("--oracle", "{oracle}", "--depletion", "on"),
+        "--depletion on: with --oracle a candidate is scored by its gap to the oracle, which needs no estimate of it; "
+        "drop --depletion or --oracle")
+    forget, model, output = tmp_path / "mislabel.json", tmp_path / "manipulated.safetensors", tmp_path / "best.yaml"
+    assert run_cli("split", "--dataset", "digits", "--kind", "mislabel", "--fraction", "0.05", "-q",
+                   "-o", forget).exit_code == 0
+    assert run_cli("train", *TINY_MLP, "--manipulate", forget, "-o", model).exit_code == 0
+    result = run_cli("tune", "-m", model, "-f", forget, "--method", "finetune", "--param", "epochs=1", "-q",
+                     "--validation-sets", "1", "--depletion", "on", "-o", output)
+    assert result.exit_code == 1 and not output.exists(), result.output
+    assert result.stderr == (f"error: --depletion on: {forget} carries a mislabel manipulation, whose reference is "
+                             f"unseen data manipulated the same way, not a depleted class; pass --depletion off\n")

@@ -49,14 +49,16 @@ from unlearn_cli.lineage import check_fits_data, check_oracle, data_as_trained, 
 from unlearn_cli.localize import SEARCHABLE, LocalizeSettings, list_strategies, resolve_settings
 from unlearn_cli.methods import (SetSizes, fitted, get_method, list_methods, method_config, method_options,
                                  most_epochs_within)
+from unlearn_cli.methods.calibration import undepleted_classes
 from unlearn_cli.runs.calibrate import calibrate, calibration_examples, confidence, fitted_scale
 from unlearn_cli.runs.localize import MaskFailed, compute_mask
 from unlearn_cli.runs.unlearn import retrain_work, unlearn, unlearn_data
 from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, TuningParts, cap_share,
                               cheapest_within_standard_error, draw_validation_sets, expand_grid, extend_edges,
-                              mean_score, objective_standard_error, oracle_free_score, oracle_score, planned_runs,
-                              rank_candidates, retain_sample, selection_stability, set_objectives,
+                              halve_test_set, mean_score, objective_standard_error, oracle_free_score, oracle_score,
+                              planned_runs, rank_candidates, retain_sample, selection_stability, set_objectives,
                               successive_halving, tuning_parts)
+from unlearn_cli.tune.depletion import class_drops, learning_curve
 
 LOCALIZE_OPTIONS = SEARCHABLE  # grid keys that make the mask: the localization options but strategy and seed
 RUN_OPTIONS = ("calibrate",)  # grid keys of the run itself: neither a localization nor a method option
@@ -89,6 +91,11 @@ class TuneConfig:
     calibrate: bool = option(False, "End every candidate's run with the calibration step: a scale on the logits, "
                                     "fitted so that its confidence on unseen examples matches the original's, folded "
                                     "into the classifier head (--grid calibrate=false,true searches it)")
+    depletion: str = option("auto", "Score acc(F) against what a model retrained without F is expected to lose on "
+                                    "the classes F depletes (tune/depletion.py: the prior shift and a learning curve "
+                                    "from one fit on a quarter of the training set, about 0.3× retraining once per "
+                                    "search); auto: when a validation forget set depletes a class", "--depletion",
+                            choices=("auto", "on", "off"))
     validation_sets: Optional[int] = option(None, "Score every candidate on K forget sets, --forget and K−1 more drawn "
                                                   "by the split it records (the seeds after its own), and choose by "
                                                   "the mean; with --oracle one (one oracle for one forget set)",
@@ -213,11 +220,15 @@ class _ValidationSet:
     retain: torch.Tensor
     examples: torch.Tensor
     confidence_scored: bool  # V′ holds two classes or more: the `confidence` part is scored on it
+    depletes: bool  # F removes a class's share beyond the calibration's rule (methods/calibration.py)
+    drops: torch.Tensor | None = None  # Δ̂_c [C] when the depletion estimate is on (`_estimate_depletion`)
+    forget_drop: float | None = None  # Σ_c w_c Δ̂_c, points
 
     def record(self) -> dict:
         """What the YAML says of the set."""
+        dropped = {} if self.forget_drop is None else {"forget_drop": self.forget_drop}
         return {"seed": self.seed, "forget_sha256": self.forget_set.sha256, "size": len(self.forget_set.indices),
-                "reference_size": len(self.parts.reference), "validation_size": len(self.parts.validation)}
+                "reference_size": len(self.parts.reference), "validation_size": len(self.parts.validation), **dropped}
 
 
 def _redrawn(forget_set: ForgetSet, train_labels: torch.Tensor, count: int) -> list[tuple[int | None, torch.Tensor]]:
@@ -286,14 +297,43 @@ class _Inputs:
                 raise UserError(f"{one.source}: the test set holds no example of the forget set's classes, so there "
                                 f"is no reference to score against; tune with --oracle instead")
             examples = calibration_examples(data, one.indices, cfg.seed)
+            depletes = not bool(undepleted_classes(clean.train_labels, one.indices, parent.num_classes)[
+                torch.unique(clean.train_labels[one.indices])].all())
             sets.append(_ValidationSet(one, seed, parts, retain_sample(data.num_train, one.indices, cfg.seed),
-                                       examples, len(torch.unique(data.test_labels[examples])) >= 2))
+                                       examples, len(torch.unique(data.test_labels[examples])) >= 2, depletes))
         fast = FastPath.for_device(target, None, None, False)
         data.to(target, fast.memory_format)
         original_model = parent.model.to(target)
         sizes = SetSizes(len(forget_set.indices), data.num_train - len(forget_set.indices), data.num_train,
                          parent.config)
         return cls(target, parent, data, sets, oracle_checkpoint, fast, original_model, sizes)
+
+
+def _estimate_depletion(cfg: TuneConfig, inputs: _Inputs) -> bool:
+    """With --depletion on (auto: when a set depletes a class; never with an oracle or a manipulated F, whose
+    reference is manipulated unseen data), fill each set's Δ̂_c from one learning curve of the parent on the tuning
+    half of the test set (tune/depletion.py), which serves every set; -> whether it ran. Its work is the caller's
+    to count."""
+    if cfg.oracle is not None and cfg.depletion == "on":
+        raise UserError(f"{flag('depletion')} on: with --oracle a candidate is scored by its gap to the oracle, which "
+                        f"needs no estimate of it; drop {flag('depletion')} or --oracle")
+    if cfg.oracle is not None or cfg.depletion == "off" or (
+            cfg.depletion == "auto" and not any(one.depletes for one in inputs.sets)):
+        return False
+    if inputs.forget_set.manipulation is not None:
+        if cfg.depletion == "on":
+            raise UserError(f"{flag('depletion')} on: {inputs.forget_set.source} carries a "
+                            f"{inputs.forget_set.manipulation.kind} manipulation, whose reference is unseen data "
+                            f"manipulated the same way, not a depleted class; pass {example('depletion', 'off')}")
+        return False
+    data, target = inputs.data, inputs.target
+    tuning_half = halve_test_set(data.test_labels, cfg.seed)[0]
+    curve = learning_curve(inputs.parent, data, tuning_half, seed=cfg.seed, device=target, fast=inputs.fast)
+    for one in inputs.sets:
+        estimate = class_drops(inputs.parent, data, one.forget_set.indices, tuning_half, curve=curve)
+        one.drops = estimate.drops
+        one.forget_drop = estimate.forget_drop(data.train_labels[one.forget_set.indices])
+    return True
 
 
 def _outputs(model, data, one: _ValidationSet, device, manipulated=None) -> Outputs:
@@ -309,7 +349,7 @@ def _outputs(model, data, one: _ValidationSet, device, manipulated=None) -> Outp
     confident = (predict(model, data.batches("test", one.examples, 512, device=device)) if one.confidence_scored
                  else (None, None))
     extra = {"retain_logits": retain[0], "retain_labels": retain[1], "confidence_logits": confident[0],
-             "confidence_labels": confident[1]}
+             "confidence_labels": confident[1], "forget_drops": one.drops}
     if manipulated is None:
         return Outputs(*forget, *reference, *validation, **extra)
     manipulation, manipulated_reference = manipulated
@@ -592,6 +632,8 @@ def run_search(plan: SearchPlan, progress: Progress = _no_progress,
     inputs = _Inputs.read(cfg, plan.sets)
     reference = retrain_work(inputs.parent, inputs.sizes.retain)
     cap = _cost_cap(cfg, reference, inputs.parent.source, plan.search_space, note)
+    with WorkMeter() as depletion_meter:
+        depleting = _estimate_depletion(cfg, inputs)
     scoring = _scoring(plan, inputs)
     with WorkMeter() as search_meter:  # every set's masks, runs, calibrations and scores
         trials, extended = _Candidates(plan, inputs, reference, cap, scoring).search(progress, note)
@@ -608,10 +650,13 @@ def run_search(plan: SearchPlan, progress: Progress = _no_progress,
                   "extended": extended}
     if len(inputs.sets) > 1:
         provenance["validation_sets"] = [one.record() for one in inputs.sets]
-    spent = search_meter.work
+    spent = search_meter.work + depletion_meter.work
     search = {"max_cost": cap, "retrain_work": reference, "search_forward": spent.forward,
               "search_backward": spent.backward, "search_work": spent.units,
               "search_x_retrain": None if reference is None else spent.units / reference}
+    if depleting:  # its share of the search's work
+        search["depletion_work"] = depletion_meter.work.units
+        search["depletion_x_retrain"] = None if reference is None else depletion_meter.work.units / reference
     stability = None if chosen is None else selection_stability(ranked, chosen, cost)
     if stability is not None:
         search["stability"] = stability

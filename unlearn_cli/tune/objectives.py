@@ -3,7 +3,10 @@
 Oracle-free (the default; a user who unlearns to avoid retraining has no oracle). On the candidate model,
 with R the reference part of the test set (tune/reference.py) and V its validation part, in points (%):
 
-    forget_gap       |acc(F) − acc(R)|                 the forget set should look as unseen as R
+    forget_gap       |acc(F) − acc(R)|                 the forget set should look as unseen as R; when F
+                                                       depletes classes, |acc(F) − Σ_c w_c (acc_c(R) − Δ̂_c)|
+                                                       with w F's class mix and Δ̂_c what a retrained model
+                                                       loses on class c (tune/depletion.py)
     distribution     100 · KS(p_y on F, p_y on R)      two-sample Kolmogorov–Smirnov statistic of the
                                                        true-class probabilities: sup_x |F_F(x) − F_R(x)|
     validation_drop  max(0, acc_V(original) − acc_V)   test accuracy must not be lost
@@ -55,6 +58,7 @@ import torch
 
 from unlearn_cli.evaluate.epsilon import logit_scaled_confidence
 from unlearn_cli.evaluate.metrics import AVERAGE_GAP_METRICS, accuracy_percent, oracle_gaps
+from unlearn_cli.tune.depletion import expected_reference_accuracy
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,15 @@ class Outputs:
     retain_labels: torch.Tensor | None = None
     confidence_logits: torch.Tensor | None = None  # V′, V of the classes F does not deplete (`confidence`)
     confidence_labels: torch.Tensor | None = None
+    forget_drops: torch.Tensor | None = None  # Δ̂_c [C] of a depleting F (tune/depletion.py); None: acc(R) is the target
+
+    def forget_target(self) -> float:
+        """What acc(F) of a model retrained without F should be, %: acc(R), or with `forget_drops` R per class
+        weighted by F's class mix, less the expected loss on each class."""
+        if self.forget_drops is None:
+            return accuracy_percent(self.reference_logits, self.reference_labels)
+        return expected_reference_accuracy(self.reference_logits, self.reference_labels, self.forget_labels,
+                                           self.forget_drops)
 
     def clean_reference_accuracy(self) -> float:
         if self.clean_reference_logits is None:
@@ -122,8 +135,9 @@ def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFree
     clean_reference = candidate.clean_reference_accuracy()
     original_reference = original.clean_reference_accuracy()
     original_validation = accuracy_percent(original.validation_logits, original.validation_labels)
+    target = candidate.forget_target()
     parts = {
-        "forget_gap": abs(forget - reference),
+        "forget_gap": abs(forget - target),
         "distribution": 100.0 * ks_distance(true_class_probability(candidate.forget_logits, candidate.forget_labels),
                                             true_class_probability(candidate.reference_logits,
                                                                    candidate.reference_labels)),
@@ -147,8 +161,9 @@ def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFree
             logit_scaled_confidence(candidate.confidence_logits, candidate.confidence_labels),
             logit_scaled_confidence(original.confidence_logits, original.confidence_labels))
     objective = sum(getattr(weights, name) * parts[name] for name in OracleFreeWeights.PARTS if name in parts)
+    targeted = {} if candidate.forget_drops is None else {"forget_target": target}
     return {"objective": objective, **parts, "forget_accuracy": forget, "reference_accuracy": reference,
-            "validation_accuracy": validation}
+            **targeted, "validation_accuracy": validation}
 
 
 def oracle_score(metrics: dict[str, float], oracle_metrics: dict[str, float]) -> dict:
