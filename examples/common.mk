@@ -72,6 +72,7 @@ MANIPULATE ?=
 EXAMPLES_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 CHOSEN := $(PYTHON) $(EXAMPLES_DIR)/chosen_settings.py
 COMPARE := $(PYTHON) $(EXAMPLES_DIR)/compare_tuning.py
+REGRET := $(PYTHON) $(EXAMPLES_DIR)/regret.py
 
 COMMON_FLAGS = $(DATA_FLAGS) --device $(DEVICE) $(QUIET)
 ifneq ($(filter-out free oracle,$(MODES)),)
@@ -134,7 +135,7 @@ RAW_RESULTS = $(patsubst $(WORK)/%,$(RESULTS)/runs/%,$(FINAL_RESULTS)) \
 mode_reports = $(addprefix $(call mode_results,$(1))/,report.md report.txt report.csv pareto.md)
 REPORTS = $(foreach m,$(MODES),$(call mode_reports,$(m))) $(RAW_RESULTS)
 
-.PHONY: all both tune report compare smoke clean
+.PHONY: all both tune report compare regret smoke clean
 .DELETE_ON_ERROR:
 # (no .SECONDARY: it would let make skip a missing run whose inputs are older than the files that depend on it;
 # every file here has an explicit rule and is kept anyway)
@@ -326,6 +327,39 @@ $(RESULTS)/tuning.md: $(foreach m,free oracle,$(call mode_final,$(m)))
 	$(COMPARE) --work $(WORK) --seeds "$(SEEDS)" $(if $(COMPARE_CAP),--cap $(COMPARE_CAP)) \
 	  $(foreach f,$(FORGET_SETS),$(foreach p,$(TUNED),\
 	    $(f):$(p)=$(call runs_of,free,$(f),$(p),$(or $(COMPARE_CAP),_))/$(call runs_of,oracle,$(f),$(p),$(or $(COMPARE_CAP),_)))) > $@.tmp
+	mv $@.tmp $@
+
+# --- regret: each search's grid rerun on the reported forget set and scored against its oracle ------------------
+# At COMPARE_CAP, per forget set and tuned pipeline: the union of both modes' grids (extensions included), every
+# point run to the end from the tuning seed's original on the reported forget set and scored by the average gap to
+# that seed's oracle; $(RESULTS)/regret.md gives each mode's choice, its gap and its regret (../regret.py).
+regret_file = $(WORK)/regret/$(1)/$(2)$(if $(3),-c$(3)).yaml
+REGRET_CAP = $(call unset,$(or $(COMPARE_CAP),_))
+REGRET_FILES = $(foreach f,$(FORGET_SETS),$(foreach p,$(TUNED),$(call regret_file,$(f),$(p),$(REGRET_CAP))))
+
+define REGRET_RULE # $(1) forget set, $(2) pipeline, $(3) cap or empty
+$(call regret_file,$(1),$(2),$(3)): $(call tuned_file,free,$(1),$(2),$(3)) $(call tuned_file,oracle,$(1),$(2),$(3)) \
+  $(WORK)/original-s$(TUNE_SEED).safetensors $(WORK)/forget-$(1).json $(call run_dir,$(1),$(TUNE_SEED))/oracle.safetensors
+	@mkdir -p $$(@D)
+	$$(UNLEARN) tune -m $(WORK)/original-s$(TUNE_SEED).safetensors -f $(WORK)/forget-$(1).json \
+	  --oracle $(call run_dir,$(1),$(TUNE_SEED))/oracle.safetensors \
+	  `$$(REGRET) args $(call tuned_file,free,$(1),$(2),$(3)) $(call tuned_file,oracle,$(1),$(2),$(3))` \
+	  --extend 0 --no-halving $$(COMMON_FLAGS) -o $$@
+endef
+$(foreach f,$(FORGET_SETS),$(foreach p,$(TUNED),$(eval $(call REGRET_RULE,$(f),$(p),$(REGRET_CAP)))))
+
+regret: $(RESULTS)/regret.md
+	@cat $<
+
+$(RESULTS)/regret.md: $(REGRET_FILES)
+	@mkdir -p $(@D)/regret
+	cp -r $(WORK)/regret/. $(@D)/regret/
+	{ echo "# Selection regret at cap $(or $(COMPARE_CAP),none)"; echo; \
+	  echo "Each search's grid (both modes' grids joined, extensions included) rerun on the reported forget set from the"; \
+	  echo "seed-$(TUNE_SEED) original, every point to the end, scored by the average gap to the seed-$(TUNE_SEED) oracle (regret/)."; \
+	  echo "regret = the chosen point's gap − the best point's (points). The search cost is the oracle-free search's own."; \
+	  echo; $(REGRET) table --work $(WORK) $(if $(COMPARE_CAP),--cap $(COMPARE_CAP)) \
+	    $(foreach f,$(FORGET_SETS),$(foreach p,$(TUNED),$(f):$(p))); } > $@.tmp
 	mv $@.tmp $@
 
 # --- smoke: the same pipeline on synthetic data of the recipe's shape, one optimizer step per stage ---

@@ -686,6 +686,8 @@ def best_yaml(cfg: TuneConfig, chosen: Trial, ranked: list[Trial], grid: dict, m
     def candidate(trial: Trial) -> dict:
         record = {"settings": trial.candidate.settings, "ran": trial.fraction, "cost": _plain(trial.cost),
                   "objective": _plain(trial.objective), "failure": trial.failure}
+        if trial is chosen:
+            record["chosen"] = True
         if trial.set_scores:
             record["objectives"] = [_plain(value) for value in set_objectives(trial)]
         return {**record, **{key: _plain(trial.score[key]) for key in SCALES if key in trial.score}}
