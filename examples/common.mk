@@ -53,6 +53,10 @@ SEEDS ?= 0 1 2
 FORGET_SETS ?= iid noniid
 TUNE ?= free
 MODES ?= $(TUNE)
+# the regret table compares both modes' choices, so `make regret` tunes in both
+ifneq ($(filter regret,$(MAKECMDGOALS)),)
+MODES := free oracle
+endif
 TUNE_SEED ?= $(firstword $(SEEDS))
 VALIDATION_SEED ?= 1
 EPOCHS ?= cap cap/2

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 CHOSEN_SETTINGS = EXAMPLES / "chosen_settings.py"
 COMPARE_TUNING = EXAMPLES / "compare_tuning.py"
+REGRET = EXAMPLES / "regret.py"
 
 # recipe -> {forget set: runs of pipelines that do not train} that its smoke run must leave besides DEL's, which is
 # named by the settings `unlearn tune` chose (run files: <forget set>/s0/<name>.json)
@@ -339,6 +340,42 @@ def test_compare_tuning_refuses_a_malformed_pair(tmp_path):
     assert done.returncode == 1 and "write it as SET:PIPELINE=FREE_RUN/ORACLE_RUN" in done.stderr
 
 
+def search_file(path: Path, space: dict, candidates: list[tuple[dict, float, bool]], fixed: dict | None = None) -> Path:
+    """A YAML as `unlearn tune` writes it, with only what regret.py reads: (settings, objective, chosen) per
+    candidate, every one run to the end."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"apply": {"method": "rft", "max_cost": 0.1},
+                "tune": {"search_space": space, "fixed": {"strategy": "del", "budget": None, **(fixed or {})},
+                         "seed": 0, "max_cost": 0.1, "search_x_retrain": 0.75,
+                         "candidates": [{"settings": settings, "ran": 1, "objective": objective, "failure": None,
+                                         **({"chosen": True} if chosen else {})}
+                                        for settings, objective, chosen in candidates]}}
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_regret_reruns_the_union_of_both_grids_and_tables_each_modes_regret(tmp_path):
+    work = tmp_path / "work"
+    free = search_file(work / "tuned-free" / "iid" / "del-c0.1.yaml", {"lr": [0.03, 0.05, 0.08, 0.128]},
+                       [({"lr": 0.128}, 1.0, True), ({"lr": 0.08}, 2.0, False)], {"max_steps": 1})
+    oracle = search_file(work / "tuned-oracle" / "iid" / "del-c0.1.yaml", {"lr": [0.03, 0.05, 0.08, 0.01875]},
+                         [({"lr": 0.03}, 5.0, True)])
+    done = script(REGRET, "args", free, oracle)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ("--method rft --strategy del --param max_steps=1 --grid lr=0.03,0.05,0.08,0.128,0.01875 "
+                           "--max-cost 0.1 --seed 0\n")
+    # on the reported set lr 0.08 is best (3.0); the free choice (0.128) scores 3.5, the oracle's (0.03) 6.0
+    search_file(work / "regret" / "iid" / "del-c0.1.yaml", {"lr": [0.03, 0.05, 0.08, 0.128, 0.01875]},
+                [({"lr": 0.08}, 3.0, True), ({"lr": 0.128}, 3.5, False), ({"lr": 0.03}, 6.0, False),
+                 ({"lr": 0.05}, 4.0, False), ({"lr": 0.01875}, 9.0, False)])
+    done = script(REGRET, "table", "--work", work, "--cap", "0.1", "iid:del")
+    assert done.returncode == 0, done.stderr
+    assert ("| iid | del | lr 0.08 | 3.00 | lr 0.128 | 3.50 | 0.50 | 0.75 | lr 0.03 | 6.00 | 3.00 | 5 |"
+            in done.stdout)
+    assert "Mean regret, tuned without an oracle: 0.50 points over 1 searches (1 within 1 point)." in done.stdout
+    assert "Mean regret, tuned with an oracle: 3.00 points over 1 searches (0 within 1 point)." in done.stdout
+
+
 @needs_make
 @pytest.mark.parametrize("target, expected", [
     # each budget of a strategy is a pipeline of its own, tuned at the curves' cap
@@ -356,3 +393,20 @@ def test_the_capped_targets_plan_their_searches(tmp_path, target, expected):
         assert text in dry_run.stdout, text
     # a dry run cannot go on to the second phase: it refuses before the searches have written their choices
     assert dry_run.returncode != 0 and "not found: run `make tune" in dry_run.stderr, dry_run.stderr[-3000:]
+
+
+@needs_make
+def test_regret_reruns_each_search_on_the_reported_set_against_its_oracle(tmp_path):
+    dry_run = subprocess.run(["make", "-n", "-C", str(EXAMPLES / "fashion-mnist"), "regret", f"WORK={tmp_path}",
+                              f"RESULTS={tmp_path}/results", "CAPS=0.1", "PIPELINES=del retrain",
+                              f"UNLEARN={unlearn_command()}", f"PYTHON={sys.executable}"],
+                             capture_output=True, text=True, env=clean_environment(), timeout=120)
+    assert dry_run.returncode == 0, dry_run.stderr[-3000:]
+    for forget_set in ("iid", "noniid"):
+        # both modes' searches first, then the grid of their joined choices on the reported set, to the end
+        assert f"-o {tmp_path}/tuned-oracle/{forget_set}/del-c0.1.yaml" in dry_run.stdout
+        assert (f"-f {tmp_path}/forget-{forget_set}.json --oracle {tmp_path}/{forget_set}/s0/oracle.safetensors "
+                f"`{sys.executable} ../regret.py args {tmp_path}/tuned-free/{forget_set}/retrain-c0.1.yaml "
+                f"{tmp_path}/tuned-oracle/{forget_set}/retrain-c0.1.yaml` --extend 0 --no-halving") in dry_run.stdout
+    assert f"regret.py table --work {tmp_path} --cap 0.1" in dry_run.stdout
+    assert "iid:del iid:retrain noniid:del noniid:retrain" in dry_run.stdout

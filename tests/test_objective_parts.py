@@ -70,3 +70,6 @@ def test_forget_gap_against_the_depletion_target_by_hand():
     assert score["forget_target"] == pytest.approx(47.5)
     assert score["forget_gap"] == pytest.approx(27.5)
     assert "forget_target" not in oracle_free_score(plain, plain)
+    # the target reads the original's R: a candidate right on every example of R is held to the same 47.5
+    sure = dataclasses.replace(depleted, reference_logits=torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
+    assert oracle_free_score(sure, plain)["forget_target"] == pytest.approx(47.5)

@@ -58,6 +58,8 @@ acc(R), R the reference part of the test set with F's class mix; the retrained m
     forget_gap = |acc(F) − (acc(R) − Σ_c w_c Δ̂_c)|
                = |acc(F) − expected_reference_accuracy(R logits, R labels, forget labels, estimate.drops)|
 
+with acc(R) and the R logits the parent's: a candidate that is itself like a retrained model has already lost Δ on R.
+
 `expected_reference_accuracy` weights each class of R by F's class mix, as R itself does when no class of R is
 capped. An IID forget set gives no prior shift (s_c = |F| / N for every class) and a small size drop.
 
@@ -158,7 +160,7 @@ def class_mix(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def expected_reference_accuracy(reference_logits: torch.Tensor, reference_labels: torch.Tensor,
                                 forget_labels: torch.Tensor, drops: torch.Tensor) -> float:
-    """Σ_c w_c (acc_c(R) − Δ̂_c), %: what a retrained model's acc(F) should be, read off a candidate's accuracy on
+    """Σ_c w_c (acc_c(R) − Δ̂_c), %: what a retrained model's acc(F) should be, read off a model's accuracy on
     the reference R per class, each class weighted by F's class mix w (a class of F that R lacks is left out and
     the weights of the others renormalized). The target that forget_gap compares acc(F) against."""
     num_classes = len(drops)

@@ -5,8 +5,9 @@ with R the reference part of the test set (tune/reference.py) and V its validati
 
     forget_gap       |acc(F) − acc(R)|                 the forget set should look as unseen as R; when F
                                                        depletes classes, |acc(F) − Σ_c w_c (acc_c(R) − Δ̂_c)|
-                                                       with w F's class mix and Δ̂_c what a retrained model
-                                                       loses on class c (tune/depletion.py)
+                                                       with acc_c(R) the original's, w F's class mix and Δ̂_c
+                                                       what a retrained model loses on class c
+                                                       (tune/depletion.py)
     distribution     100 · KS(p_y on F, p_y on R)      two-sample Kolmogorov–Smirnov statistic of the
                                                        true-class probabilities: sup_x |F_F(x) − F_R(x)|
     validation_drop  max(0, acc_V(original) − acc_V)   test accuracy must not be lost
@@ -80,14 +81,6 @@ class Outputs:
     confidence_labels: torch.Tensor | None = None
     forget_drops: torch.Tensor | None = None  # Δ̂_c [C] of a depleting F (tune/depletion.py); None: acc(R) is the target
 
-    def forget_target(self) -> float:
-        """What acc(F) of a model retrained without F should be, %: acc(R), or with `forget_drops` R per class
-        weighted by F's class mix, less the expected loss on each class."""
-        if self.forget_drops is None:
-            return accuracy_percent(self.reference_logits, self.reference_labels)
-        return expected_reference_accuracy(self.reference_logits, self.reference_labels, self.forget_labels,
-                                           self.forget_drops)
-
     def clean_reference_accuracy(self) -> float:
         if self.clean_reference_logits is None:
             return accuracy_percent(self.reference_logits, self.reference_labels)
@@ -127,6 +120,15 @@ def ks_distance(first: torch.Tensor, second: torch.Tensor) -> float:
     return float((cdf_first - cdf_second).abs().max())
 
 
+def depleted_target(candidate: Outputs, original: Outputs) -> float:
+    """What a model retrained without a depleting F scores on F, %: the original's accuracy on R per class, weighted by
+    F's class mix, less the expected loss Δ̂_c on each class (tune/depletion.py). The original's R, not the
+    candidate's: a candidate that is itself like a retrained model has already lost Δ on R, and would be asked to
+    lose it twice."""
+    return expected_reference_accuracy(original.reference_logits, original.reference_labels, candidate.forget_labels,
+                                       candidate.forget_drops)
+
+
 def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFreeWeights = OracleFreeWeights()) -> dict:
     """The oracle-free objective and its parts (points); NaN-free inputs give a finite objective."""
     forget = accuracy_percent(candidate.forget_logits, candidate.forget_labels)
@@ -135,7 +137,7 @@ def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFree
     clean_reference = candidate.clean_reference_accuracy()
     original_reference = original.clean_reference_accuracy()
     original_validation = accuracy_percent(original.validation_logits, original.validation_labels)
-    target = candidate.forget_target()
+    target = reference if candidate.forget_drops is None else depleted_target(candidate, original)
     parts = {
         "forget_gap": abs(forget - target),
         "distribution": 100.0 * ks_distance(true_class_probability(candidate.forget_logits, candidate.forget_labels),
