@@ -24,15 +24,20 @@ CANDIDATE = _outputs([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]], [[1.0, 0.
 ORIGINAL = _outputs([[3.0, 0.0], [0.0, 2.0], [0.0, 1.0], [0.0, 4.0]], [[2.0, 0.0], [0.0, 2.0]])
 
 
+BOTH = OracleFreeWeights(retain_fit=1.0, confidence=1.0)
+
+
 def test_retain_fit_and_confidence_by_hand():
-    score = oracle_free_score(CANDIDATE, ORIGINAL)
+    score = oracle_free_score(CANDIDATE, ORIGINAL, BOTH)
     # retain: accuracy 75% against 100% (25 points, 5 allowed: 20) plus KS of φ {2, 1, −1, 3} against
     # {3, 2, 1, 4}, whose CDFs differ by at most 0.25 (25 points)
     assert score["retain_fit"] == pytest.approx(45.0)
     # V′: φ {1, 2} against {2, 2}: the CDFs differ by 0.5 at 1
     assert score["confidence"] == pytest.approx(50.0)
-    # F, R and V agree everywhere, so the objective is the two new parts
+    # F, R and V agree everywhere, so the objective is the two new parts; by default they are shown, not weighted
     assert score["objective"] == pytest.approx(95.0)
+    shown = oracle_free_score(CANDIDATE, ORIGINAL)
+    assert shown["objective"] == 0.0 and shown["retain_fit"] == pytest.approx(45.0)
     weighted = oracle_free_score(CANDIDATE, ORIGINAL, OracleFreeWeights(retain_fit=2.0, confidence=0.0))
     assert weighted["objective"] == pytest.approx(90.0)
 
@@ -48,7 +53,7 @@ def test_the_original_scores_zero_on_both_and_outputs_without_them_skip_them():
 
 def test_the_bootstrap_resamples_the_new_parts_too():
     # with the new parts the objective varies over resamples; without them every resample scores 0
-    assert objective_standard_error(CANDIDATE, ORIGINAL, draws=50) > 0
+    assert objective_standard_error(CANDIDATE, ORIGINAL, BOTH, draws=50) > 0
     plain = dataclasses.replace(CANDIDATE, retain_logits=None, retain_labels=None, confidence_logits=None,
                                 confidence_labels=None)
     assert objective_standard_error(plain, plain, draws=20) == 0

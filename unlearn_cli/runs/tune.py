@@ -81,7 +81,7 @@ class TuneConfig:
     allowance: float = option(5.0, "Points of reference (and retain) accuracy a candidate may lose before it counts "
                                    "as damage")
     weights: dict = option(dict, f"part=weight of the oracle-free objective: {', '.join(OracleFreeWeights.PARTS)} "
-                                 f"(trigger: a poison only)", "--weight", default_text="1 each")
+                                 f"(trigger: a poison only)", "--weight", default_text="1 each; retain_fit and confidence 0")
     halving: bool = option(True, "Stop hopeless candidates early: successive halving on epochs")
     extend: int = option(2, "When the choice is a grid's smallest or largest value, try one step further that way, "
                             "at most this many times (0: never)", "--extend")
@@ -106,7 +106,7 @@ class TuneConfig:
 
 
 def objective_weights(cfg: TuneConfig) -> OracleFreeWeights:
-    """The oracle-free objective's weights: `cfg.weights` over 1 each, and the damage allowance; checked."""
+    """The oracle-free objective's weights: `cfg.weights` over the defaults, and the damage allowance; checked."""
     known = set(OracleFreeWeights.PARTS)
     unknown = sorted(set(cfg.weights) - known)
     if unknown:

@@ -27,7 +27,15 @@ and KL read (evaluate/epsilon.py); a model under-confident everywhere is told fr
 Every part is in points of a percentage: accuracies in %, distribution distances as 100 · KS (the largest gap
 between two empirical distribution functions, in % of the examples), so their weights compare like with like.
 
-    objective = Σ weight · part (every weight 1, the allowance 5 points, by default)
+    objective = Σ weight · part (every weight 1 but retain_fit's and confidence's, 0; the allowance 5 points)
+
+retain_fit and confidence are computed and shown, not weighted, by default. Both compare the candidate with the
+original, and a model retrained without F is not the original: on the Fashion-MNIST suite's validation forget sets
+the validation oracles scored 18.8 and 13.0 (IID) on them, as much as the untouched original's whole advantage on
+the other parts, so at weight 1 they ranked the oracle level with the original and chose the gentlest setting of
+every grid (selection regret 7.7 points of average gap; 4.9 at weight 0.25; 1.2 at 0, with three validation sets
+and the depletion target: examples/fashion-mnist/results/v4/objectives.md). Confidence is restored instead by the
+calibration step (`--grid calibrate=false,true`); `--weight retain_fit=…` puts them back.
 
 For a forget set that carries a manipulation (mislabeled or poisoned examples, seen with the labels and patches
 the model was trained on), the oracle's F is unseen data *manipulated the same way*: R is manipulated by the same
@@ -94,8 +102,8 @@ class OracleFreeWeights:
     validation_drop: float = 1.0
     damage: float = 1.0
     trigger: float = 1.0  # a poison only
-    retain_fit: float = 1.0
-    confidence: float = 1.0
+    retain_fit: float = 0.0  # shown, not weighted, by default: see the module
+    confidence: float = 0.0
     damage_allowance: float = 5.0  # points of accuracy a candidate may lose before `damage` / `retain_fit` count
 
     PARTS = ("forget_gap", "distribution", "validation_drop", "damage", "trigger", "retain_fit", "confidence")
