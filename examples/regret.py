@@ -11,6 +11,8 @@ Usage:
     python regret.py args work/tuned-free/iid/del-c0.1.yaml [work/tuned-oracle/iid/del-c0.1.yaml]
         # -> the search's own `unlearn tune` arguments (strategy, method, grids, fixed options, cap, seed), each
         #    grid the union of the searches' own
+    python regret.py covers work/regret/iid/del-c0.1.yaml work/tuned-free/iid/del-c0.1.yaml
+        # -> exit 0 when the search's choice is a point the rerun grid ran to the end, 1 otherwise
     python regret.py table --work work --cap 0.1 iid:del iid:finetune noniid:del …
         # -> markdown: per forget set and pipeline, each mode's choice, its gap and regret, from
         #    WORK/tuned-<mode>/<set>/<p>-c<cap>.yaml and WORK/regret/<set>/<p>-c<cap>.yaml
@@ -116,12 +118,19 @@ def main(argv: list[str]) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     arguments = commands.add_parser("args")
     arguments.add_argument("tuned", nargs="+")
+    covers = commands.add_parser("covers")
+    covers.add_argument("rerun")
+    covers.add_argument("tuned")
     tabled = commands.add_parser("table")
     tabled.add_argument("--work", type=Path, required=True)
     tabled.add_argument("--cap", default="")
     tabled.add_argument("pairs", nargs="+", help="FORGET_SET:PIPELINE")
     options = parser.parse_args(argv)
     try:
+        if options.command == "covers":
+            settings = chosen_settings(yaml.safe_load(Path(options.tuned).read_text()))
+            sys.exit(0 if any(point == settings for point, _ in gaps(yaml.safe_load(Path(options.rerun).read_text())))
+                     else 1)
         if options.command == "args":
             print(" ".join(search_args(*(yaml.safe_load(Path(path).read_text()) for path in options.tuned))))
         else:

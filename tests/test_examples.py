@@ -365,9 +365,12 @@ def test_regret_reruns_the_union_of_both_grids_and_tables_each_modes_regret(tmp_
     assert done.stdout == ("--method rft --strategy del --param max_steps=1 --grid lr=0.03,0.05,0.08,0.128,0.01875 "
                            "--max-cost 0.1 --seed 0\n")
     # on the reported set lr 0.08 is best (3.0); the free choice (0.128) scores 3.5, the oracle's (0.03) 6.0
-    search_file(work / "regret" / "iid" / "del-c0.1.yaml", {"lr": [0.03, 0.05, 0.08, 0.128, 0.01875]},
+    rerun = search_file(work / "regret" / "iid" / "del-c0.1.yaml", {"lr": [0.03, 0.05, 0.08, 0.128, 0.01875]},
                 [({"lr": 0.08}, 3.0, True), ({"lr": 0.128}, 3.5, False), ({"lr": 0.03}, 6.0, False),
                  ({"lr": 0.05}, 4.0, False), ({"lr": 0.01875}, 9.0, False)])
+    assert script(REGRET, "covers", rerun, free).returncode == 0  # lr 0.128 ran to the end in the rerun
+    elsewhere = search_file(tmp_path / "other.yaml", {"lr": [0.2]}, [({"lr": 0.2}, 1.0, True)])
+    assert script(REGRET, "covers", rerun, elsewhere).returncode == 1
     done = script(REGRET, "table", "--work", work, "--cap", "0.1", "iid:del")
     assert done.returncode == 0, done.stderr
     assert ("| iid | del | lr 0.08 | 3.00 | lr 0.128 | 3.50 | 0.50 | 0.75 | lr 0.03 | 6.00 | 3.00 | 5 |"
