@@ -83,14 +83,18 @@ def digits():
 
 @pytest.fixture(scope="module")
 def unlearn_data(digits):
-    factory = lambda: create_model("mlp", 10, (1, 8, 8), width=16)  # noqa: E731
+    """{arch: data}: the mlp for every method, the cnn for those that need convolutions."""
     forget = torch.arange(0, DIGITS_TRAIN, 13)  # 111 examples: no batch size below divides the sets
-    return UnlearnData.split(digits, forget, new_model=factory, training_config={"epochs": 3, "batch_size": 50})
+    factories = {"mlp": lambda: create_model("mlp", 10, (1, 8, 8), width=16),
+                 "cnn": lambda: create_model("cnn", 10, (1, 8, 8), width=4, depth=2)}
+    return {arch: UnlearnData.split(digits, forget, new_model=factory, training_config={"epochs": 3, "batch_size": 50})
+            for arch, factory in factories.items()}
 
 
 @pytest.mark.parametrize("name", list_methods())
 @pytest.mark.parametrize("capped", [False, True])
 def test_every_method_predicts_exactly_the_work_it_does(unlearn_data, name, capped):
+    unlearn_data = unlearn_data["cnn" if get_method(name).conv_only else "mlp"]
     options = {"epochs": 2, "batch_size": 50, "max_steps": 7 if capped else None, "num_samples": 9, "max_epochs": 1}
     cfg = method_config(name, {key: value for key, value in options.items()
                                if key in {f.name for f in dataclasses.fields(get_method(name).config_class)}})

@@ -99,12 +99,14 @@ def test_dropout_is_not_stacked():
 
 
 def test_the_methods_that_stack_are_those_whose_loop_is_the_plain_cross_entropy():
-    data = UnlearnData.split(create_dataset("digits", train_subset=256), torch.arange(20),
-                             new_model=lambda: create_model("mlp", 10, (1, 8, 8), width=16))
+    data = {arch: UnlearnData.split(create_dataset("digits", train_subset=256), torch.arange(20),
+                                    new_model=lambda arch=arch: create_model(arch, 10, (1, 8, 8), width=16))
+            for arch in ("mlp", "cnn")}
     looping = [name for name in list_methods() if get_method(name).loop is not None]
-    assert set(STACKING) == {"finetune", "rft", "random-label"} and set(STACKING) <= set(looping)
+    assert set(STACKING) == {"finetune", "rft", "random-label", "ct"} and set(STACKING) <= set(looping)
     for name in looping:
-        loop = get_method(name).loop(data.new_model(), data, None, method_config(name, {}))
+        one = data["cnn" if get_method(name).conv_only else "mlp"]
+        loop = get_method(name).loop(one.new_model(), one, None, method_config(name, {}))
         assert (loop.loss_fn is cross_entropy_loss) == get_method(name).stacks, name
     assert not any(get_method(name).stacks for name in list_methods() if name not in looping)
 
@@ -124,8 +126,9 @@ def random_masks(model, seeds):
     return masks
 
 
-@pytest.mark.parametrize("method", STACKING)
-@pytest.mark.parametrize("arch, options", [("mlp", {"width": 32}), ("cnn", {"width": 8})])
+@pytest.mark.parametrize("method, arch, options", [
+    (method, arch, options) for method in STACKING for arch, options in (("mlp", {"width": 32}), ("cnn", {"width": 8}))
+    if arch == "cnn" or not get_method(method).conv_only])  # a conv-only method: the cnn alone
 def test_stacked_unlearning_is_each_models_own_in_float64(method, arch, options):
     data = create_dataset("digits", train_subset=384)
     data.train_inputs, data.test_inputs = data.train_inputs.double(), data.test_inputs.double()
@@ -185,7 +188,7 @@ def masked_pool(tmp_path_factory):
     return folder, forget, original, mask
 
 
-@pytest.mark.parametrize("method", STACKING)
+@pytest.mark.parametrize("method", [name for name in STACKING if not get_method(name).conv_only])  # a pool of MLPs
 def test_apply_stacked_matches_one_model_at_a_time(masked_pool, method):
     folder, forget, original, mask = masked_pool
     written = {}

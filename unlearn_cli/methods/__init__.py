@@ -36,6 +36,7 @@ class Method:
     # run it stacked (the one place this is said; a registry test checks it against every loop's loss)
     work: Callable | None = None  # (cfg, SetSizes) -> cost.Work: what a run with cfg forwards and back-propagates
     fit: Callable | None = None  # (cfg, cap) -> cfg run within `cap` × retraining (retrain: its recipe compressed)
+    conv_only: bool = False  # True: refuses a model without 2-D convolutions (ct), in one line
 
 
 def register_method(name: str, config_class: type, summary: str, **flags) -> Callable:
@@ -127,4 +128,4 @@ def method_config(name: str, values: dict, config_path: str | None = None, from_
 from unlearn_cli.methods._common import (MethodConfig, MethodLoop, SetSizes, UnlearnData,  # noqa: E402,F401
                                          pipeline_work, recovery_sample)
 from unlearn_cli.methods import (finetune, neggrad, neggrad_plus, random_label, l1_sparse, rft, scrub,  # noqa: E402,F401
-                                 ssd, iu, retrain)
+                                 ssd, iu, retrain, ct)

@@ -96,7 +96,7 @@ def per_method(name: str) -> Callable[[], str]:
 @dataclass
 class MethodConfig:
     seed: int = seed_option()  # seeds shuffling, relabelling, resets and sampling
-    batch_size: int = option(128, "Batch size")  # examples per batch
+    batch_size: int = option(128, "Batch size", default_text=per_method("batch_size"))  # examples per batch
 
 
 @dataclass
@@ -104,7 +104,7 @@ class LoopConfig(MethodConfig):
     epochs: int = option(10, "Epochs", default_text=per_method("epochs"))  # passes over the method's main set
     lr: float = option(0.01, "Learning rate", default_text=per_method("lr"))  # SGD (peak of the cosine schedule)
     momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(0.0, "SGD weight decay")
+    weight_decay: float = option(0.0, "SGD weight decay", default_text=per_method("weight_decay"))
     schedule: str = "cosine"  # cosine | constant
     final_lr_fraction: float = 0.0  # the cosine schedule ends at this fraction of lr
     max_steps: Optional[int] = option(None, "Stop after this many optimizer steps.")  # smoke runs
