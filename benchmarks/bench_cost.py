@@ -46,7 +46,10 @@ def flop_ratios(arch: str, data) -> dict[str, float]:
                                      training_config={"epochs": 2, "batch_size": 64})
     per_example = forward_flops_per_example(original, data.train_inputs[:64])
     ratios = {}
+    convolutional = any(isinstance(module, torch.nn.Conv2d) for module in original.modules())
     for name in list_methods():
+        if get_method(name).conv_only and not convolutional:  # refused on a model without convolutions (ct)
+            continue
         cfg = method_config(name, {key: value for key, value in {"epochs": 1, "num_samples": 32}.items()
                                    if key in get_method(name).config_class.__dataclass_fields__})
         predicted = get_method(name).work(copy.deepcopy(cfg), SetSizes.of(unlearn_data))
