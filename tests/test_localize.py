@@ -242,7 +242,8 @@ def tiny_models():
 def test_every_strategy_on_every_model(strategy, arch, tiny_models):
     model = tiny_models[arch]
     generator = torch.Generator().manual_seed(0)
-    forget = LocalizationData.from_tensors(torch.randn(2, *SHAPE, generator=generator), torch.tensor([1, 2]), batch_size=1)
+    forget = LocalizationData.from_tensors(torch.randn(2, *SHAPE, generator=generator), torch.tensor([1, 2]), batch_size=1,
+                                           retain=(torch.randn(2, *SHAPE, generator=generator), torch.tensor([0, 3])))
     model.train()
     before = copy.deepcopy(model.state_dict())
     cfg = strategy_settings(strategy)

@@ -72,6 +72,7 @@ BOUNDS: dict[str, Bound] = {
     "kl_weight": Bound(0), "ce_weight": Bound(0), "alpha": Bound(0), "damping": Bound(0, above=True),
     "validation_sets": Bound(1, 1000),  # tune's validation forget sets
     "num_samples": COUNT, "selection_weight": Bound(0, above=True), "dampening_constant": Bound(0),
+    "init_rate": FRACTION, "kept_rate": Bound(0, 1),  # msg
     # models
     "width": COUNT, "depth": Bound(0, 1000), "dim": COUNT, "heads": COUNT, "mlp_dim": COUNT, "patch": COUNT, "dim_head": COUNT,
     # datasets

@@ -89,7 +89,7 @@ class LoopSettings:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # "cosine" (per step, down to final_lr_fraction × lr) or "constant"
+    schedule: str = "cosine"  # one of SCHEDULES: cosine (per step, down to final_lr_fraction × lr), constant, warmup-linear
     final_lr_fraction: float = 0.0
     max_steps: int | None = None  # stop early after this many optimizer steps (smoke runs)
 
@@ -202,10 +202,21 @@ def training_mode(model: nn.Module, freeze_bn: bool) -> None:
         set_batchnorm_eval(model)
 
 
+SCHEDULES = ("cosine", "constant", "warmup-linear")
+
+
 def learning_rate(settings: LoopSettings, step: int, total_steps: int) -> float:
-    """The learning rate at `step` of `total_steps`: constant, or cosine from lr down to final_lr_fraction · lr."""
+    """The learning rate at `step` (0-based) of `total_steps`: constant; cosine from lr down to
+    final_lr_fraction · lr; or warmup-linear, up to lr over the first half of the steps and down over the second
+    (Deep Unlearn's LinearAnnealingLR for MSG, github.com/xcadet/deepunlearn `munl/unlearning/kgltop2.py`, there
+    stepped once an epoch): with k = step + 1 and A = ⌊(T + 1) / 2⌋, lr · k / A up to A, then
+    lr · (T + 1 − k) / (T + 1 − A)."""
     if settings.schedule == "constant":
         return settings.lr
+    if settings.schedule == "warmup-linear":
+        k, total = step + 1, max(1, total_steps)
+        peak = (total + 1) // 2
+        return settings.lr * (k / peak if k <= peak else (total + 1 - k) / (total + 1 - peak))
     floor = settings.final_lr_fraction * settings.lr
     return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
 
@@ -226,11 +237,18 @@ class Trainee:
     device_type: str = "cpu"
     loss_name: str = "the loss"
 
+    gradient_scale: dict[str, torch.Tensor] = {}  # name -> a factor per entry on its gradient (MSG's slower weights)
+
     def backward(self, loss: torch.Tensor) -> None:
-        """The gradients of `loss` in the trainable tensors' `.grad` (the previous step's dropped)."""
+        """The gradients of `loss` in the trainable tensors' `.grad` (the previous step's dropped), each scaled by
+        its `gradient_scale`: an entry scaled by c trains at c × the learning rate (weight decay unscaled)."""
         for tensor in self.plan.trainable_tensors():
             tensor.grad = None
         loss.backward()
+        for name, scale in self.gradient_scale.items():
+            gradient = self.plan.parameters[name].grad
+            if gradient is not None:
+                gradient.mul_(scale.to(gradient.device, gradient.dtype))
 
     def finish(self) -> None:
         """After the loop, finished or interrupted: the model(s) as the caller should find them."""
@@ -240,8 +258,10 @@ class OneModel(Trainee):
     """One model, trained in place: inside a process group through DistributedDataParallel, optionally
     channels-last and compiled (`FastPath`)."""
 
-    def __init__(self, model: nn.Module, mask: Mask | None, always_trainable: Iterable[str], fast: FastPath):
+    def __init__(self, model: nn.Module, mask: Mask | None, always_trainable: Iterable[str], fast: FastPath,
+                 gradient_scale: dict[str, torch.Tensor] | None = None):
         self.module, self.channels_last = model, fast.channels_last
+        self.gradient_scale = gradient_scale or {}
         parameters = dict(model.named_parameters())  # names of the unwrapped model: no `module.` prefix
         refuse_empty_masks(parameters, [mask], always_trainable)
         if fast.channels_last:
@@ -312,6 +332,8 @@ def train(trainee: Trainee, loss_fn: LossFn, batches_for_epoch: Callable[[int], 
     The optimizer is built after the first backward pass, once the trainee has laid its tensors out as their
     gradients come (a stack's, see `stacked.ModelStack.backward`); it holds no state before its first step.
     """
+    if settings.schedule not in SCHEDULES:
+        raise UserError(f"schedule {settings.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     tally = Tally(planned_steps(settings, steps_per_epoch), trainee, on_step)
     optimizer = None
     try:
@@ -350,6 +372,7 @@ def run_loop(
     steps_per_epoch: int | None = None,
     on_step: Callable[[dict], None] | None = None,
     fast: FastPath | None = None,
+    gradient_scale: dict[str, torch.Tensor] | None = None,
 ) -> dict:
     """Train `model` in place with SGD on `loss_fn` over the batches; return summary numbers.
 
@@ -364,9 +387,10 @@ def run_loop(
         steps_per_epoch: length of one epoch, for the schedule (counted from epoch 0 when not given).
         on_step: called after every step with {"epoch", "step", "loss", "accuracy", "images"} for progress bars.
         fast: bf16 autocast / channels-last / torch.compile; None is the plain float32 path.
+        gradient_scale: parameter name -> a factor per entry on its gradient, every step (MSG's 0.1 × rate).
     """
     fast = fast or FastPath()
-    trainee = OneModel(model, mask, always_trainable, fast)
+    trainee = OneModel(model, mask, always_trainable, fast, gradient_scale)
     if steps_per_epoch is None:
         steps_per_epoch = sum(1 for _ in batches_for_epoch(0))
     return train(trainee, loss_fn, batches_for_epoch, settings, steps_per_epoch, freeze_bn, on_step, fast.amp)

@@ -73,3 +73,10 @@ def retain_indices(num_train: int, forget: torch.Tensor) -> torch.Tensor:
     keep = torch.ones(num_train, dtype=torch.bool)
     keep[forget] = False
     return torch.nonzero(keep).flatten()
+
+
+def retain_sample(retain: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """`count` retain indices (all of them when fewer) drawn at random with `seed`, sorted: the retain side of a
+    gradient contrast such as MSG's, as large as the forget set."""
+    generator = torch.Generator().manual_seed(seed)
+    return retain[torch.randperm(len(retain), generator=generator)[:count]].sort().values

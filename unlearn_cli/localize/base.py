@@ -21,20 +21,24 @@ Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # a fresh p
 
 @dataclass
 class LocalizationData:
-    """The forget set as re-iterable batches, and optionally the whole training set (for `weighted-grad-train`)."""
+    """The forget set as re-iterable batches, and optionally the whole training set (for `weighted-grad-train`) and
+    a random sample of the retain set as large as the forget set (for `msg`)."""
 
     forget_batches: Batches
     train_batches: Batches | None = None
+    retain_batches: Batches | None = None
 
     @classmethod
     def from_tensors(cls, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 128,
-                     train: tuple[torch.Tensor, torch.Tensor] | None = None) -> "LocalizationData":
+                     train: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     retain: tuple[torch.Tensor, torch.Tensor] | None = None) -> "LocalizationData":
         """Batches over in-memory tensors: inputs [N, C, H, W], labels [N]."""
 
         def batches_of(x: torch.Tensor, y: torch.Tensor) -> Batches:
             return lambda: ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size))
 
-        return cls(batches_of(inputs, labels), None if train is None else batches_of(*train))
+        return cls(batches_of(inputs, labels), None if train is None else batches_of(*train),
+                   None if retain is None else batches_of(*retain))
 
 
 def parse_budget(text: str | None) -> float | None:

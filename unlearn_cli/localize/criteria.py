@@ -49,8 +49,9 @@ def evaluation_with_gradients(model: nn.Module):
 
 
 def summed_gradient(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                    on_step: Callable[[dict], None] | None = None) -> dict[str, torch.Tensor]:
-    """g = Σ_batches ∇θ mean-CE(batch), signed, one tensor per parameter; the model in eval mode.
+                    on_step: Callable[[dict], None] | None = None, per_example: bool = False) -> dict[str, torch.Tensor]:
+    """g = Σ_batches ∇θ mean-CE(batch), signed, one tensor per parameter; the model in eval mode. With
+    `per_example`, the mean over examples ∇θ (1/n) Σ_i CE_i instead, which does not depend on the batch size.
 
     Autograd itself sums the batch gradients into `.grad` (as a training pass does); whatever `.grad`
     held before is put back afterwards.
@@ -63,13 +64,15 @@ def summed_gradient(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
         try:
             for inputs, labels in batches:
                 logits = model(inputs)
-                loss = F.cross_entropy(logits, labels)
+                loss = F.cross_entropy(logits, labels, reduction="sum" if per_example else "mean")
                 loss.backward()
                 count += len(labels)
                 if on_step is not None:
-                    on_step({"step": count, "loss": float(loss.detach()), "images": count,
+                    mean_loss = float(loss.detach()) / (len(labels) if per_example else 1)
+                    on_step({"step": count, "loss": mean_loss, "images": count,
                              "accuracy": float((logits.argmax(1) == labels).float().mean())})
-            total = {name: torch.zeros_like(parameter) if parameter.grad is None else parameter.grad.detach()
+            scale = 1 / max(1, count) if per_example else 1
+            total = {name: torch.zeros_like(parameter) if parameter.grad is None else parameter.grad.detach() * scale
                      for name, parameter in parameters.items()}
         finally:
             for name, parameter in parameters.items():

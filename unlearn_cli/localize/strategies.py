@@ -17,6 +17,9 @@ scored and which of them survive.
                   they fit in the budget (EU-k / CF-k of Goel et al. 2022 and its control).
 - `random`        control: with `like`, another mask's per-tensor unit counts drawn at random (the DEL paper's
                   Table 5 construction); without, random units up to the budget. Seeded.
+- `msg`           MSG's re-initialization set (NeurIPS 2023 challenge, localize/msg.py): in each re-initialized layer
+                  (conv weights; linear weights on an MLP) the same share of the weights with the smallest
+                  |∇CE(retain sample) − ∇CE(forget set)|, the share set so the mask holds at most the budget.
 - `del-reference` the rule of the authors' released implementation (Torkzadehmahani et al.,
                   github.com/reihaneh-torkzadehmahani/DEL-Unlearning), for faithful reproductions:
                   a tensor with ndim >= 2 gives each output row the mean of the top-k of |θ ⊙ g| in that row,
@@ -49,6 +52,7 @@ from unlearn_cli.errors import UserError, example, flag
 from unlearn_cli.localize.base import LocalizationData, LocalizeSettings, Mask
 from unlearn_cli.localize.budget import budget_limit, check_budget, ranking, select_prefix
 from unlearn_cli.localize.criteria import CRITERIA, evaluation_with_gradients
+from unlearn_cli.localize.msg import budget_counts, contrast_gradient, reinitialized_weights, smallest_share
 from unlearn_cli.localize.units import Shapes, build_units, parameter_shapes, top_k_mean
 from unlearn_cli.registry import Registry
 
@@ -296,6 +300,28 @@ def random_like(reference: Mask, shapes: Shapes, seed: int) -> Mask:
         for name, shape in zip(group.names, group.shapes):
             mask[name] = draw(math.prod(shape), int(reference[name].sum())).reshape(shape)
     return {name: mask[name] for name in shapes}
+
+
+@_register("msg", criterion=None, granularity="parameter", granularities=("parameter",), budget="required",
+           summary="MSG (NeurIPS 2023 challenge): per layer, the weights with the smallest |g_retain − g_forget|")
+def msg(model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) -> Mask:
+    if forget.retain_batches is None:
+        raise UserError("strategy msg contrasts the forget set with a retain sample, which was not given")
+    layers = reinitialized_weights(model)
+    total = sum(parameter.numel() for parameter in model.parameters())
+    eligible = sum(module.weight.numel() for module in layers.values())
+    limit = budget_limit(settings.budget, total)
+    if limit > eligible:
+        share = math.floor(eligible / total * 1000) / 1000  # 3 decimals, rounded down: a budget that fits
+        raise UserError(f"{flag('budget')} {settings.budget:g}: strategy msg selects among the weights of the layers it "
+                        f"re-initializes, {eligible:,} of {total:,} scalars ({eligible / total:.1%}); lower "
+                        f"{flag('budget')} to {share:g} or less")
+    gradient = contrast_gradient(model, forget.forget_batches(), forget.retain_batches(), settings.on_step)
+    mask = smallest_share(gradient, budget_counts(layers, limit))
+    if not any(bool(selected.any()) for selected in mask.values()):
+        raise UserError(f"{flag('budget')} {settings.budget:g} keeps nothing: it is less than one weight of every layer "
+                        f"msg re-initializes; raise {flag('budget')}")
+    return mask
 
 
 @_register("del-reference", criterion="weighted-grad", granularity="parameter", granularities=("parameter",),

@@ -29,7 +29,7 @@ class Method:
     run: Callable  # (model, data: UnlearnData, mask | None, cfg) -> model
     config_class: type
     summary: str  # one line for --help
-    uses_mask: bool = True  # False: the method ignores --mask (retrain)
+    uses_mask: bool = True  # False: the method ignores --mask (retrain; msg, which selects what it resets itself)
     excludes_forget_set: bool = False  # True: the output is trained without the forget set (an oracle)
     loop: Callable | None = None  # finetune-like: (model, data, mask, cfg) -> MethodLoop, the model prepared
     stacks: bool = False  # its loop's loss is the plain cross-entropy, which a stack computes: a pool's models can
@@ -54,8 +54,8 @@ def register_loop_method(name: str, config_class: type, summary: str, **flags) -
     model and returns its loop; the method's `run` runs that loop on the model."""
 
     def decorator(fn: Callable) -> Callable:
-        def run(model, data, mask, cfg):
-            return fn(model, data, mask, cfg).run(model, data, mask)
+        def run(model, data, mask, cfg):  # a method that ignores masks (msg) trains whatever one says
+            return fn(model, data, mask, cfg).run(model, data, mask if flags.get("uses_mask", True) else None)
 
         METHODS.register(name)(Method(name, run, config_class, summary, loop=fn, **flags))
         return fn
@@ -128,4 +128,4 @@ def method_config(name: str, values: dict, config_path: str | None = None, from_
 from unlearn_cli.methods._common import (MethodConfig, MethodLoop, SetSizes, UnlearnData,  # noqa: E402,F401
                                          pipeline_work, recovery_sample)
 from unlearn_cli.methods import (finetune, neggrad, neggrad_plus, random_label, l1_sparse, rft, scrub,  # noqa: E402,F401
-                                 ssd, iu, retrain, ct)
+                                 ssd, iu, retrain, ct, msg)

@@ -105,7 +105,7 @@ class LoopConfig(MethodConfig):
     lr: float = option(0.01, "Learning rate", default_text=per_method("lr"))  # SGD (peak of the cosine schedule)
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(0.0, "SGD weight decay", default_text=per_method("weight_decay"))
-    schedule: str = "cosine"  # cosine | constant
+    schedule: str = "cosine"  # cosine | constant | warmup-linear (engine.SCHEDULES)
     final_lr_fraction: float = 0.0  # the cosine schedule ends at this fraction of lr
     max_steps: Optional[int] = option(None, "Stop after this many optimizer steps.")  # smoke runs
 
@@ -158,6 +158,7 @@ class MethodLoop:
     settings: LoopSettings
     always_trainable: tuple[str, ...] = ()
     freeze_bn: bool = False
+    gradient_scale: dict[str, torch.Tensor] | None = None  # per-entry gradient factors (msg); such a loop runs alone
 
     @property
     def shared_part(self) -> tuple:
@@ -168,15 +169,17 @@ class MethodLoop:
         """The one training loop; the mask is enforced inside `run_loop`."""
         run_loop(model, self.loss_fn, self.batches_for_epoch, self.settings, mask=mask,
                  always_trainable=self.always_trainable, freeze_bn=self.freeze_bn,
-                 steps_per_epoch=self.steps_per_epoch, on_step=data.on_step, fast=data.fast)
+                 steps_per_epoch=self.steps_per_epoch, on_step=data.on_step, fast=data.fast,
+                 gradient_scale=self.gradient_scale)
         return model
 
 
 def method_loop(cfg: UpdateConfig, loss_fn: LossFn, batches_for_epoch: Callable[[int], Iterable],
-                steps_per_epoch: int, always_trainable: Iterable[str] = ()) -> MethodLoop:
+                steps_per_epoch: int, always_trainable: Iterable[str] = (),
+                gradient_scale: dict[str, torch.Tensor] | None = None) -> MethodLoop:
     """The loop of a method with config `cfg`: its loss and batch schedule under cfg's optimizer settings."""
     return MethodLoop(loss_fn, batches_for_epoch, steps_per_epoch, loop_settings(cfg), tuple(always_trainable),
-                      cfg.freeze_bn)
+                      cfg.freeze_bn, gradient_scale)
 
 
 def fresh_initialization(data: UnlearnData, seed: int) -> nn.Module:
