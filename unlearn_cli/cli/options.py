@@ -36,6 +36,9 @@ def _number_text(value) -> str:
 def _default_text(item: dataclasses.Field, spec: Option) -> str | None:
     if spec.default_text is not None:
         return spec.default_text() if callable(spec.default_text) else spec.default_text
+    if item.default is dataclasses.MISSING and item.default_factory is not dataclasses.MISSING:
+        values = item.default_factory()  # a list option's values; an empty list or mapping has no default to show
+        return ", ".join(_number_text(value) for value in values) if isinstance(values, list) and values else None
     if item.default is dataclasses.MISSING or item.default is None or (spec.switch and item.default is False):
         return None
     return _number_text(item.default)
