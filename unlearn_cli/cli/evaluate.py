@@ -5,6 +5,8 @@ Usage:
     unlearn evaluate original.safetensors a.safetensors b.safetensors --forget forget.json --parent original.safetensors
     unlearn evaluate unlearned.safetensors --forget forget.json --oracle oracle.safetensors \
         --oracle-results original.json --json results.json    # the oracle's metrics from an earlier run
+    unlearn evaluate unlearned.safetensors --forget forget.json --oracle oracle.safetensors --relearn \
+        --relearn-part 0.2 --relearn-lr 0.01 --relearn-lr 0.1    # how fast each regains the forget set
 """
 
 from __future__ import annotations
@@ -49,7 +51,21 @@ def _progress(total: int, quiet: bool):
         yield lambda name: progress.update(task, advance=1, name=name)
 
 
-def _render(records: list[dict], oracle_metrics: dict | None) -> Table:
+def _relearn_rows(records: list[dict], oracle_relearn: dict[float, list[float]]) -> list[list[str]]:
+    """Per learning rate: the accuracy on the rest of the forget set after the last relearning step (the oracle's
+    beside) and the relearn gap (docs/relearn.md)."""
+    rows = []
+    for position, rate in enumerate(oracle_relearn):
+        curves = [record["relearn"]["curves"][position] for record in records]
+        steps = len(oracle_relearn[rate]) - 1
+        rows.append([f"F∖A acc, {steps} steps at lr {rate:g}", f"{oracle_relearn[rate][-1]:.2f}",
+                     *[f"{curve['accuracy'][-1]:.2f}" for curve in curves]])
+        rows.append([f"relearn gap, lr {rate:g}", "", *[f"{curve['gap']:+.2f}" for curve in curves]])
+    return rows
+
+
+def _render(records: list[dict], oracle_metrics: dict | None,
+            oracle_relearn: dict[float, list[float]] | None = None) -> Table:
     table = Table(title="unlearn evaluate (metrics in %; Δ = |model − oracle|)")
     table.add_column("metric")
     if oracle_metrics is not None:
@@ -82,6 +98,10 @@ def _render(records: list[dict], oracle_metrics: dict | None) -> Table:
     if any(r["cost"] is not None for r in records):  # machine-independent, beside the wall time (docs/cost.md)
         table.add_row("cost ×retrain", *([""] if oracle_metrics is not None else []),
                       *[cell((r["cost"] or {}).get("x_retrain"), digits=3) for r in records])
+    if oracle_relearn is not None:  # --relearn needs an oracle, so its column is there
+        table.add_section()
+        for row in _relearn_rows(records, oracle_relearn):
+            table.add_row(*row)
     return table
 
 
@@ -94,7 +114,8 @@ def evaluate(
     config: ConfigOption = None,
     quiet: QuietOption = False,
 ):
-    """Forget / retain / test accuracy and five MIA scores per model; with --oracle the gaps to it."""
+    """Forget / retain / test accuracy and five MIA scores per model; with --oracle the gaps to it; with --relearn
+    how fast each model regains the forget set against the oracle."""
     cfg = resolve_config(EvaluateConfig, config, given, section="evaluate")
     check_config(cfg)
     if json_output not in (None, "-"):
@@ -105,7 +126,7 @@ def evaluate(
     with _progress(plan.steps, quiet) as advance:
         evaluation = score_checkpoints(plan, advance)
     if not quiet:
-        stderr.print(_render(evaluation.records, evaluation.oracle_metrics))
+        stderr.print(_render(evaluation.records, evaluation.oracle_metrics, evaluation.oracle_relearn))
         if evaluation.mismatch_allowed:
             stderr.print("[yellow]warning: --allow-mismatch let a mismatch through (an oracle trained without another "
                          "forget set, or a forget set for another dataset); it is recorded in the results[/yellow]")

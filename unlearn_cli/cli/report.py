@@ -4,7 +4,9 @@ Runs are grouped by (forget set, strategy, method, budget, work cap); each oracl
 A checkpoint evaluated more than once on the same forget set counts once: the most complete record is kept,
 and records whose numbers disagree are refused (`merge_evaluations`). The ToW column is the Tug-of-War
 score of Zhao et al. 2024 (see aggregate.py); cost ×retrain is the runs' work as a multiple of retraining's,
-wall ×oracle their wall time as a fraction of the oracle's.
+wall ×oracle their wall time as a fraction of the oracle's. Runs evaluated with `--relearn` add a relearn-gap column
+per learning rate (docs/relearn.md), and audits made with `--relearn` one per learning rate on their forget rows;
+without them the columns are absent.
 
 With --baseline PIPELINE (`[STRATEGY +] METHOD [@ BUDGET] [@ CAP]`, as the pipelines are labelled) a second table
 compares every other pipeline with it run by run: mean ± 95% margin of the differences (pipeline − baseline)
@@ -40,6 +42,7 @@ from unlearn_cli.config import option, resolve_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.aggregate import (
     PAIRED_KEYS,
+    RELEARN_GAP,
     UNDECIDED,
     Group,
     GroupKey,
@@ -52,6 +55,7 @@ from unlearn_cli.evaluate.aggregate import (
     oracle_summaries,
     paired_comparisons,
     pipelines,
+    relearn_gap_key,
 )
 from unlearn_cli.evaluate.audit import with_interval
 from unlearn_cli.evaluate.metrics import metric_keys, metric_label
@@ -133,11 +137,20 @@ def _corrective_columns(rows) -> list[tuple[str, str, float]]:
             if any(summaries.get(column[0]) is not None and summaries[column[0]].n for _, _, summaries in rows)]
 
 
+def _relearn_columns(rows) -> list[tuple[str, str, float]]:
+    """A relearn gap column per learning rate that some row's runs were relearned at (runs of `evaluate --relearn`),
+    in increasing order of the rate."""
+    rates = sorted({float(key.removeprefix(RELEARN_GAP)) for _, _, summaries in rows
+                    for key, summary in summaries.items() if key.startswith(RELEARN_GAP) and summary.n})
+    return [(relearn_gap_key(rate), f"relearn gap lr {rate:g}", 1.0) for rate in rates]
+
+
 def _columns(rows=(), only: tuple[str, ...] | None = None) -> list[tuple[str, str, float]]:
-    """(key, header, scale) of every aggregated number (or of those in `only`), the corrective ones when `rows`
-    have them."""
+    """(key, header, scale) of every aggregated number (or of those in `only`), the corrective and relearning ones
+    when `rows` have them."""
     columns = [(key, metric_label(key), 1.0) for key in metric_keys()] + [
-        (key, header, scale) for key, (header, scale) in EXTRA_COLUMNS.items()] + _corrective_columns(rows)
+        (key, header, scale) for key, (header, scale) in EXTRA_COLUMNS.items()] + _corrective_columns(rows) + \
+        _relearn_columns(rows)
     return [column for column in columns if only is None or column[0] in only]
 
 
@@ -172,7 +185,7 @@ def render_table(rows) -> Table:
     identity_headers = (["forget set"] if len(forget_sets) > 1 else []) + ["run", "budget"] + (["cap"] if caps else []) + ["n"]
     for header in identity_headers:
         table.add_column(header)
-    columns = list(TABLE_COLUMNS) + _corrective_columns(rows)
+    columns = list(TABLE_COLUMNS) + _corrective_columns(rows) + _relearn_columns(rows)
     for _, header, _ in columns:
         table.add_column(header, justify="right")
     for key, count, summaries in rows:
@@ -474,33 +487,59 @@ def _audit_numbers(row: dict) -> list[tuple]:
     return numbers
 
 
-def _audit_cells(line: dict, digits: int = 3) -> list[str]:
+def _relearn_rates(lines: list[dict]) -> list[float]:
+    """The learning rates the audits' rows were relearned at (`audit --relearn`), in increasing order; none for
+    audits without relearning."""
+    return sorted({entry["lr"] for line in lines for entry in line["row"].get("relearn") or []})
+
+
+def _relearn_numbers(row: dict, rates: list[float]) -> list[tuple]:
+    """(relearn gap, [low, high] or None) of a row at each rate; (None, None) where the row has none (a control row,
+    an audit without relearning)."""
+    entries = {entry["lr"]: entry for entry in row.get("relearn") or []}
+    return [(entries.get(rate, {}).get("gap"), entries.get(rate, {}).get("interval")) for rate in rates]
+
+
+def _audit_cells(line: dict, rates: list[float], digits: int = 3) -> list[str]:
     row = line["row"]
     cells = [line["forget"], line["pool"], row["examples"], "{} + {}".format(*row["models"])]
     cells += [with_interval(value, interval, digits) for value, interval in _audit_numbers(row)]
     accuracy = row["accuracy"]["first"]
     cells.append("/".join("—" if accuracy.get(key) is None else f"{accuracy[key]:.1f}"
                           for key in ("forget", "retain", "test")))
-    return cells
+    return cells + [with_interval(value, interval, 2) for value, interval in _relearn_numbers(row, rates)]
 
 
 AUDIT_HEADERS = ["forget set", "pool", "examples", "models"] + [column[0] for column in AUDIT_COLUMNS] + [
     "acc forget/retain/test"]
+RELEARN_NOTE = ("relearn gap: mean over the relearning steps of the pool's accuracy on the forget set's rest − the "
+                "retrained pool's, in points (0: relearns like a model that never saw F), [95% t-interval over the "
+                "pairs of models]")
+
+
+def _audit_headers(rates: list[float]) -> list[str]:
+    return AUDIT_HEADERS + [f"relearn gap lr {rate:g}" for rate in rates]
+
+
+def _audit_note(rates: list[float]) -> str:
+    return AUDIT_NOTE + (f"; {RELEARN_NOTE}" if rates else "")
 
 
 def render_audit_table(lines: list[dict]) -> Table:
-    table = Table(title=f"unlearn audit: each pool against the retrained pool\n{AUDIT_NOTE}")
-    for header in AUDIT_HEADERS:
+    rates = _relearn_rates(lines)
+    table = Table(title=f"unlearn audit: each pool against the retrained pool\n{_audit_note(rates)}")
+    for header in _audit_headers(rates):
         table.add_column(header, justify="left" if header in ("forget set", "pool", "examples") else "right")
     for line in lines:
-        table.add_row(*_audit_cells(line))
+        table.add_row(*_audit_cells(line, rates))
     return table
 
 
 def render_audit_markdown(lines: list[dict]) -> str:
-    rows = ["| " + " | ".join(AUDIT_HEADERS) + " |", "|" + "|".join("---" for _ in AUDIT_HEADERS) + "|"]
-    rows += ["| " + " | ".join(_audit_cells(line)) + " |" for line in lines]
-    return "\n".join(rows) + f"\n\n{AUDIT_NOTE}.\n"
+    rates = _relearn_rates(lines)
+    headers = _audit_headers(rates)
+    rows = _markdown_table(headers, [_audit_cells(line, rates) for line in lines])
+    return "\n".join(rows) + f"\n\n{_audit_note(rates)}.\n"
 
 
 def render_audit_csv(lines: list[dict]) -> str:
@@ -509,7 +548,9 @@ def render_audit_csv(lines: list[dict]) -> str:
     header = ["forget_set", "pool", "examples", "models_pool", "models_retrained"]
     for _, name, _, interval in AUDIT_COLUMNS:
         header += [name] + ([f"{name}_low", f"{name}_high"] if interval else [])
-    writer.writerow(header + ["forget_accuracy", "retain_accuracy", "test_accuracy"])
+    rates = _relearn_rates(lines)  # appended: earlier columns keep their places
+    writer.writerow(header + ["forget_accuracy", "retain_accuracy", "test_accuracy"]
+                    + [f"{relearn_gap_key(rate)}{part}" for rate in rates for part in ("", "_low", "_high")])
     text = lambda value: "" if value is None else repr(value)  # noqa: E731
     for line in lines:
         row = line["row"]
@@ -517,8 +558,10 @@ def render_audit_csv(lines: list[dict]) -> str:
         for (value, interval), column in zip(_audit_numbers(row), AUDIT_COLUMNS):
             values += [text(value)] + ([text(bound) for bound in (interval or (None, None))] if column[3] else [])
         accuracy = row["accuracy"]["first"]
+        relearn = [text(number) for value, interval in _relearn_numbers(row, rates)
+                   for number in (value, *(interval or (None, None)))]
         writer.writerow([line["forget"], line["pool"], row["examples"], *row["models"], *values]
-                        + [text(accuracy.get(key)) for key in ("forget", "retain", "test")])
+                        + [text(accuracy.get(key)) for key in ("forget", "retain", "test")] + relearn)
     return buffer.getvalue()
 
 

@@ -12,6 +12,10 @@ Two costs are aggregated: `cost_x_retrain`, the run's work (localization + unlea
 result's `cost.x_retrain`; unknown, never 0, for results written before cost accounting), and `wall_x_oracle`,
 its wall time as a fraction of its oracle's training time (machine-dependent).
 
+A run evaluated with `--relearn` adds its relearn gap against its own oracle at each learning rate,
+`relearn_gap_lr<lr>` (docs/relearn.md): aggregated over the runs of a group, each run paired with the oracle it
+was evaluated with, it is the mean gap over seeds with its 95% t-margin.
+
 A pipeline is (strategy, method, budget, cap): the same method run under a work cap (`apply --max-cost F`,
 the result's `cost.cap`) is another pipeline at each cap, e.g. `retrain @ 0.1`, retraining from scratch
 compressed to a tenth of the recipe.
@@ -113,14 +117,25 @@ def tug_of_war(metrics: dict, oracle_metrics: dict | None) -> float | None:
     return score
 
 
+RELEARN_GAP = "relearn_gap_lr"  # a run's relearn gap at learning rate 0.01 is aggregated as relearn_gap_lr0.01
+
+
+def relearn_gap_key(rate: float) -> str:
+    """The name a run's relearn gap at learning rate `rate` is aggregated under: `relearn_gap_lr0.01`."""
+    return f"{RELEARN_GAP}{rate:g}"
+
+
 def run_values(run: dict) -> dict[str, float | None]:
-    """The numbers of one result object that are aggregated: every metric, the summary scores and ToW."""
+    """The numbers of one result object that are aggregated: every metric, the summary scores, ToW and (evaluated
+    with --relearn) the relearn gap per learning rate."""
     values = {key: run["metrics"].get(key) for key in metric_keys(corrective=True)}
     values.update({key: run.get(key) for key in SUMMARY_KEYS})
     oracle = run.get("oracle")
     values["tow"] = tug_of_war(run["metrics"], oracle.get("metrics") if oracle else None)
     values["wall_x_oracle"] = cost_fraction(run.get("wall_time_s"), oracle.get("wall_time_s") if oracle else None)
     values["cost_x_retrain"] = run_cost(run, "x_retrain")
+    for curve in (run.get("relearn") or {}).get("curves", []):
+        values[relearn_gap_key(curve["lr"])] = curve["gap"]
     return values
 
 
@@ -166,6 +181,7 @@ OPTIONAL_PARTS = (
      ("oracle.sha256", "oracle.metrics", "gaps", "average_gap", "strong_average_gap")),
     ("fraction_changed", ("parent", "fraction_changed"), ("parent.sha256", "fraction_changed")),
     ("cost", ("cost",), ("cost",)),  # absent from results written before cost accounting
+    ("relearn", ("relearn",), ("relearn",)),  # measured with `evaluate --relearn` only
 )
 # Fields every evaluation of the same checkpoint on the same forget set measures or reads from the checkpoint.
 SHARED_FIELDS = ("metrics", "method", "strategy", "budget", "seed", "wall_time_s", "mask_sha256")
@@ -257,7 +273,8 @@ def group_runs(runs: list[dict]) -> list[Group]:
     groups = []
     for key, members in grouped.items():
         columns = [run_values(run) for run in members]
-        stats_ = {name: summarize([column[name] for column in columns]) for name in columns[0]}
+        names = dict.fromkeys(name for column in columns for name in column)  # relearn gaps: only some runs have them
+        stats_ = {name: summarize([column.get(name) for column in columns]) for name in names}
         groups.append(Group(key=key, runs=members, stats=stats_))
     return sorted(groups, key=lambda group: group.key.sort_key)
 

@@ -48,6 +48,9 @@ Each RESULT is self-contained, so results of many files can be pooled:
                          "svc": {"C": 3.0, "gamma": "auto", "kernel": "rbf"},
                          "test_part": only with `--test-part reported`: {"part": "reported", "tune_seed": int,
                          "size": int}, the part of the test set that test accuracy and non-members come from}
+    relearn             only with `--relearn` (docs/relearn.md): {"part", "part_size", "rest_size", "seed", "steps",
+                         "batch_size", "momentum", "curves": [{"lr", "accuracy": [% on F ∖ A at step 0 … S],
+                         "oracle_accuracy": [the oracle's], "gap": mean over steps 1 … S of accuracy − oracle's}]}
 
 Non-finite numbers are written as null. A new field may be added within version 1; removing or
 changing the meaning of a field makes version 2.
@@ -87,6 +90,7 @@ FIELDS: dict[str, tuple] = {
 OPTIONAL_FIELDS: dict[str, tuple] = {
     "cost": (dict, _NULL), **{f"cost.{name}": (*_NUMBER, _NULL) for name in
                               ("work", "unlearn_work", "localize_work", "retrain_work", "x_retrain", "cap")},
+    "relearn": (dict,), "relearn.curves": (list,),
 }
 _TYPE_NAMES = {dict: "an object", str: "a string", int: "an integer", float: "a number", bool: "true/false",
                _NULL: "null", list: "a list"}
@@ -106,8 +110,9 @@ def _clean_metrics(metrics: dict | None) -> dict | None:
 def result_record(*, model: dict, method: str, strategy: str | None, budget: float | None, seed: int | None,
                   forget: dict, metrics: dict, oracle: dict | None, comparison: dict | None, allow_mismatch: bool,
                   parent: dict | None, fraction_changed: float | None, wall_time_s: float | None,
-                  mask_sha256: str | None, mia: dict, cost: dict | None = None) -> dict:
-    """One RESULT object; `comparison` is `oracle_gaps(...)` (or None without an oracle)."""
+                  mask_sha256: str | None, mia: dict, cost: dict | None = None, relearn: dict | None = None) -> dict:
+    """One RESULT object; `comparison` is `oracle_gaps(...)` (or None without an oracle); `relearn` the relearning
+    test's object (`relearn.relearn_record`), absent from the record when None."""
     if oracle is not None:
         oracle = {**oracle, "metrics": _clean_metrics(oracle["metrics"]),
                   "wall_time_s": finite_or_none(oracle.get("wall_time_s"))}
@@ -122,6 +127,7 @@ def result_record(*, model: dict, method: str, strategy: str | None, budget: flo
         "mask_sha256": mask_sha256, "mia": {**mia, "svc": dict(SVC_SETTINGS)},
         "cost": None if cost is None else {key: finite_or_none(value) if isinstance(value, float) else value
                                            for key, value in cost.items()},
+        **({} if relearn is None else {"relearn": relearn}),
     }
 
 
@@ -173,6 +179,16 @@ def _check_metrics(metrics, where: str) -> None:
             raise UserError(f"{where}.{key} must be a number, got {metrics[key]!r}")
 
 
+def _check_relearn(record: dict, where: str) -> None:
+    """A result's `relearn` object, when there: each curve with its learning rate, its gap and its accuracies."""
+    for position, curve in enumerate(record["relearn"]["curves"] if "relearn" in record else []):
+        at = f"{where}.relearn.curves[{position}]"
+        if not isinstance(curve, dict):
+            raise UserError(f"{at} must be an object; the file is damaged, re-run `unlearn evaluate --relearn`")
+        _check_fields(curve, {"lr": _NUMBER, "gap": (*_NUMBER, _NULL), "accuracy": (list,),
+                              "oracle_accuracy": (list,)}, at, "re-run `unlearn evaluate --relearn`")
+
+
 def validate_results(document, source: str) -> list[dict]:
     """The RESULT objects of a parsed results file; anything off is a one-line UserError naming the field."""
     if not isinstance(document, dict):
@@ -193,6 +209,7 @@ def validate_results(document, source: str) -> list[dict]:
             raise UserError(f"{where} must be an object")
         _check_fields(record, FIELDS, where, "re-run `unlearn evaluate`")
         _check_fields(record, _present(record, OPTIONAL_FIELDS), where, "re-run `unlearn evaluate`")
+        _check_relearn(record, where)
         _check_metrics(record["metrics"], f"{where}.metrics")
         if record["oracle"] is not None:
             if not isinstance(record["oracle"].get("sha256"), str) or not isinstance(record["oracle"].get("metrics"), dict):
@@ -247,7 +264,24 @@ def validate_audit(document: dict, source: str) -> dict:
             for key in ("forget", "retain", "test"):
                 if not _is(row["accuracy"][side].get(key), (*_NUMBER, _NULL)):
                     raise UserError(f"{source}.rows[{position}].accuracy.{side}.{key} must be a number")
+        _check_audit_relearn(row.get("relearn"), f"{source}.rows[{position}].relearn", remedy)
     return document
+
+
+def _check_audit_relearn(entries, where: str, remedy: str) -> None:
+    """A row's `relearn` (optional, `audit --relearn`): null, or a list of {lr, gap, interval, …} per learning rate."""
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        raise UserError(f"{where} must be a list or null; {remedy}")
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}[{position}] must be an object; {remedy}")
+        _check_fields(entry, {"lr": _NUMBER, "gap": (*_NUMBER, _NULL), "interval": (list, _NULL)},
+                      f"{where}[{position}]", remedy)
+        if entry["interval"] is not None and (len(entry["interval"]) != 2 or not all(
+                _is(bound, (*_NUMBER, _NULL)) for bound in entry["interval"])):
+            raise UserError(f"{where}[{position}].interval must be [low, high]; {remedy}")
 
 
 @reader("results or audit file")

@@ -1,5 +1,6 @@
 """Evaluating checkpoints: read them and check their lineage, then score each one (accuracies, MIA scores, the gaps
-to an oracle, parameters changed, cost) as the records of a results file (unlearn-results/1).
+to an oracle, parameters changed, cost; with `relearn`, the relearning curves and gap, docs/relearn.md) as the
+records of a results file (unlearn-results/1).
 
 Two steps, so that a caller can size its progress display between them: `prepare_evaluation` reads and checks
 every input and draws the MIA's shadow sets (nothing is measured yet); `score_checkpoints` measures the oracle
@@ -32,6 +33,8 @@ from unlearn_cli.evaluate.metrics import (Corrective, corrective_view, fraction_
                                           shadow_sets)
 from unlearn_cli.evaluate.mia import SVC_SETTINGS
 from unlearn_cli.evaluate.provenance import reused_oracle_metrics, run_identity
+from unlearn_cli.evaluate.relearn import (RelearnOptions, RelearnSplit, check_relearn_options, relearn_curves,
+                                          relearn_record, split_forget_set)
 from unlearn_cli.evaluate.results import read_results, result_record
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import ForgetSet, read_forget_set
@@ -40,7 +43,7 @@ from unlearn_cli.tune import halve_test_set
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(RelearnOptions):
     forget: Optional[str] = option(None, "Forget-set file the models were unlearned on.", "--forget")  # required
     oracle: Optional[str] = option(None, "Oracle: retrained without exactly this forget set.", "--oracle")
     parent: Optional[str] = option(None, "Checkpoint the models were unlearned from.", "--parent")
@@ -65,6 +68,10 @@ def check_config(cfg: EvaluateConfig) -> None:
         raise UserError("--forget is required: the forget-set file the models were unlearned on")
     if cfg.oracle_results is not None and cfg.oracle is None:
         raise UserError("--oracle-results gives the metrics of the --oracle checkpoint; pass --oracle too")
+    check_relearn_options(cfg)
+    if cfg.relearn and cfg.oracle is None:
+        raise UserError("--relearn compares each model's relearning with the oracle's; pass --oracle, a checkpoint "
+                        "trained without exactly this forget set")
 
 
 @dataclass
@@ -133,6 +140,7 @@ class Plan:
     nonmembers: torch.Tensor
     mia_setting: dict
     reused: dict | None  # the oracle's metrics from --oracle-results
+    relearn_split: RelearnSplit | None  # with --relearn: the forget set's part finetuned on and the rest scored
 
     @property
     def steps(self) -> int:
@@ -154,7 +162,8 @@ def prepare_evaluation(models: list[str], cfg: EvaluateConfig) -> Plan:
     if cfg.oracle_results is not None:
         reused = reused_oracle_metrics(read_results(cfg.oracle_results), cfg.oracle_results, inputs.oracle,
                                        forget_set, mia_setting)
-    return Plan(cfg, target, inputs, data, corrective, members, nonmembers, mia_setting, reused)
+    relearn_split = split_forget_set(forget_set.indices, cfg) if cfg.relearn else None
+    return Plan(cfg, target, inputs, data, corrective, members, nonmembers, mia_setting, reused, relearn_split)
 
 
 @dataclass
@@ -162,6 +171,7 @@ class Evaluation:
     records: list[dict]  # one RESULT object per checkpoint, in the order given
     oracle_metrics: dict | None
     mismatch_allowed: bool
+    oracle_relearn: dict[float, list[float]] | None = None  # with --relearn: the oracle's curve per learning rate
 
 
 def _measure(plan: Plan, checkpoint: Checkpoint) -> dict:
@@ -170,6 +180,12 @@ def _measure(plan: Plan, checkpoint: Checkpoint) -> dict:
                             plan.corrective)
     checkpoint.model.cpu()
     return metrics
+
+
+def _relearn(plan: Plan, checkpoint: Checkpoint) -> dict[float, list[float]]:
+    """The relearning curves of a copy of the checkpoint's model (the model itself is left as it is)."""
+    return relearn_curves(checkpoint.model, plan.data, plan.relearn_split, plan.cfg, plan.target,
+                          plan.cfg.batch_size)
 
 
 def _oracle_block(plan: Plan, on_step: Callable[[str], None]) -> dict | None:
@@ -208,11 +224,14 @@ def _cost_fields(checkpoint: Checkpoint, retain_size: int, forget_sha256: str) -
             "cap": checkpoint.config.get("max_cost") if checkpoint.provenance.method else None}
 
 
-def _record(plan: Plan, checkpoint: Checkpoint, is_derived: bool, oracle_block: dict | None) -> dict:
-    """One checkpoint measured, as a RESULT object."""
+def _record(plan: Plan, checkpoint: Checkpoint, is_derived: bool, oracle_block: dict | None,
+            oracle_relearn: dict[float, list[float]] | None) -> dict:
+    """One checkpoint measured, as a RESULT object (with `oracle_relearn`, its relearning against the oracle's)."""
     inputs, forget_set = plan.inputs, plan.inputs.forget_set
     parent = inputs.parent
     metrics = _measure(plan, checkpoint)
+    relearn = None if oracle_relearn is None else relearn_record(_relearn(plan, checkpoint), oracle_relearn,
+                                                                 plan.relearn_split, plan.cfg)
     return result_record(
         model=_model_fields(checkpoint), **run_identity(checkpoint, forget_set), forget=forget_set.fields(),
         metrics=metrics, oracle=oracle_block,
@@ -223,14 +242,18 @@ def _record(plan: Plan, checkpoint: Checkpoint, is_derived: bool, oracle_block: 
                                           parent.model.named_parameters()) if is_derived else None,
         wall_time_s=checkpoint.wall_time_s, mask_sha256=checkpoint.provenance.mask_sha256,
         mia={key: value for key, value in plan.mia_setting.items() if key != "svc"},
-        cost=_cost_fields(checkpoint, plan.data.num_train - len(forget_set.indices), forget_set.sha256))
+        cost=_cost_fields(checkpoint, plan.data.num_train - len(forget_set.indices), forget_set.sha256),
+        relearn=relearn)
 
 
 def score_checkpoints(plan: Plan, on_step: Callable[[str], None] = lambda name: None) -> Evaluation:
-    """Measure the oracle, then each checkpoint in order; `on_step(file name)` after each model measured."""
+    """Measure the oracle (with --relearn, relearn it too), then each checkpoint in order; `on_step(file name)`
+    after each model measured."""
     oracle_block = _oracle_block(plan, on_step)
+    oracle_relearn = _relearn(plan, plan.inputs.oracle) if plan.relearn_split is not None else None
     records = []
     for checkpoint, is_derived in zip(plan.inputs.checkpoints, plan.inputs.derived):
-        records.append(_record(plan, checkpoint, is_derived, oracle_block))
+        records.append(_record(plan, checkpoint, is_derived, oracle_block, oracle_relearn))
         on_step(Path(checkpoint.source).name)
-    return Evaluation(records, oracle_block["metrics"] if oracle_block else None, plan.inputs.mismatch_allowed)
+    return Evaluation(records, oracle_block["metrics"] if oracle_block else None, plan.inputs.mismatch_allowed,
+                      oracle_relearn)
