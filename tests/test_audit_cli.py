@@ -236,6 +236,57 @@ def test_an_independent_ceiling_replaces_the_halves(pools, tmp_path):
     assert all(row["normalized_score"] is None for row in document["rows"][1:])
 
 
+RELEARN = ("--relearn", "--relearn-part", "0.5", "--relearn-batch-size", "8", "--relearn-steps", "3", "--relearn-lr",
+           "0.05", "--relearn-lr", "0.5")
+
+
+def test_relearn_pairs_each_pool_with_the_retrained_pool_model_by_model(pools, tmp_path):
+    out = tmp_path / "audit.json"
+    before = {path.name: path.read_bytes() for path in pools.iterdir()}
+    result = _audit(pools, *RELEARN, "--ceiling", str(pools / "ceiling-*.safetensors"), "--bootstrap", "0",
+                    "--json", out)
+    assert result.exit_code == 0, result.output
+    assert {path.name: path.read_bytes() for path in pools.iterdir()} == before  # models are relearned as copies
+    assert "relearning: accuracy on the forget set's rest" in result.output
+    document = json.loads(out.read_text())
+    relearn = document["relearn"]
+    assert {key: relearn[key] for key in ("part_size", "rest_size", "steps", "batch_size")} == {
+        "part_size": 36, "rest_size": 36, "steps": 3, "batch_size": 8}
+    assert set(relearn["curves"]) == {"unlearned", "retrained", "original", "ceiling"}
+    retrained = {entry["lr"]: entry["models"] for entry in relearn["curves"]["retrained"]}
+    for row in document["rows"]:
+        if row["examples"] != "forget":
+            assert row["relearn"] is None
+            continue
+        pool = {entry["lr"]: entry["models"] for entry in relearn["curves"][row["pool"]]}
+        assert [entry["lr"] for entry in row["relearn"]] == [0.05, 0.5]
+        for entry in row["relearn"]:
+            rate = entry["lr"]
+            assert all(len(curve) == 4 for curve in pool[rate])
+            # model i against retrained model i, mean over steps 1…3, then the mean over the 4 pairs
+            gaps = [sum(mine[step] - theirs[step] for step in (1, 2, 3)) / 3
+                    for mine, theirs in zip(pool[rate], retrained[rate])]
+            assert entry["pairs"] == 4 and entry["gap"] == pytest.approx(sum(gaps) / 4, abs=1e-9), row["name"]
+            low, high = entry["interval"]
+            assert low <= entry["gap"] <= high
+    report = run_cli("report", out, "--format", "csv")
+    assert report.exit_code == 0, report.output
+    first = next(csv.DictReader(io.StringIO(report.stdout)))
+    assert float(first["relearn_gap_lr0.5"]) == pytest.approx(document["rows"][0]["relearn"][1]["gap"])
+    assert "relearn gap lr 0.05" in run_cli("report", out, "--format", "markdown").stdout
+
+
+def test_relearn_refusals_write_nothing(pools, tmp_path):
+    out = tmp_path / "audit.json"
+    for extra, message in (
+            (("--relearn", "--relearn-part", "1"), "--relearn-part 1 takes all 72 examples of the forget set"),
+            (("--relearn",), "--relearn-part 0.1 of the forget set's 72 examples is 7, fewer than one batch"),
+            (("--relearn", "--relearn-lr", "-1"), "--relearn-lr: -1.0 is out of range; it must be > 0")):
+        result = _audit(pools, *extra, "--json", out)
+        assert result.exit_code == 1 and result.output.count("\n") == 1 and message in result.output, result.output
+        assert not out.exists()
+
+
 def test_refusals_of_the_ceiling_and_the_bootstrap(pools, tmp_path):
     out = tmp_path / "audit.json"
     shutil.copy(pools / "oracle-0.safetensors", tmp_path / "copy-0.safetensors")  # another file, the same seed

@@ -13,6 +13,8 @@ Usage:
     unlearn audit --forget forget.json --unlearned 'pool/del-*.safetensors' --retrained 'pool/oracle-*.safetensors' \
         --original 'pool/original-*.safetensors' --ceiling 'pool2/oracle-*.safetensors' \
         --json audit.json --per-example audit.csv --plot audit.png
+    unlearn audit --forget forget.json --unlearned 'pool/del-*.safetensors' --retrained 'pool/oracle-*.safetensors' \
+        --relearn --relearn-part 0.2     # and how fast each pool regains the forget set (docs/relearn.md)
 """
 
 from __future__ import annotations
@@ -133,7 +135,28 @@ def render(rows: list[dict], retrained: dict[str, float], resamples: int) -> lis
             excess.add_row(row["name"], *[with_interval(row["excess"][key]["excess"], row["excess"][key]["interval"])
                                           for key in BOOTSTRAPPED])
         tables.append(excess)
+    relearn_rows = [row for row in rows if row.get("relearn")]
+    if relearn_rows:
+        tables.append(render_relearn(relearn_rows))
     return tables
+
+
+def render_relearn(rows: list[dict]) -> Table:
+    """Per forget-set comparison and learning rate: each side's mean accuracy on F ∖ A before and after relearning,
+    and the relearn gap with its 95% t-interval over the pairs of models."""
+    table = Table(title="relearning: accuracy on the forget set's rest F∖A while finetuning on its part A",
+                  caption="relearn gap: mean over the steps of the pool's accuracy on F∖A − the retrained pool's "
+                          "(points; 0: relearns like a model that never saw F, > 0: regains F faster), model i paired "
+                          "with retrained model i; [95% Student-t interval over the pairs]")
+    for header in ("comparison", "lr", "pool F∖A acc, step 0 → last", "retrained F∖A acc", "relearn gap", "pairs"):
+        table.add_column(header, justify="left" if header == "comparison" else "right")
+    for row in rows:
+        for entry in row["relearn"]:
+            first, second = entry["curves"]["first"], entry["curves"]["second"]
+            table.add_row(row["name"], f"{entry['lr']:g}", f"{first[0]:.1f} → {first[-1]:.1f}",
+                          f"{second[0]:.1f} → {second[-1]:.1f}", with_interval(entry["gap"], entry["interval"], 2),
+                          str(entry["pairs"]))
+    return table
 
 
 @contextlib.contextmanager

@@ -1,6 +1,8 @@
 """Auditing pools: read a pool of unlearned checkpoints and one of retrained ones (with, optionally, the originals
 and an independent ceiling), check that they belong to the forget set, measure φ of every model example by example,
-and compare the pools row by row (docs/audit.md) into the audit document (unlearn-audit/1).
+and compare the pools row by row (docs/audit.md) into the audit document (unlearn-audit/1). With `relearn`, each
+model is also relearned on a part of the forget set and the forget-set rows carry the relearn gap of the pool
+against the retrained one (docs/relearn.md).
 
 Steps, so that a caller can check its outputs against the pools' files and size its progress display between
 them: `load_pools` (checkpoints read and checked, weights dropped), `prepare_audit` (data, forget set, lineage,
@@ -43,6 +45,8 @@ from unlearn_cli.evaluate.epsilon import (BUCKET_WIDTH, DELTA, EPSILON_CAP, INTE
 from unlearn_cli.evaluate.metrics import accuracy_percent
 from unlearn_cli.evaluate.pool_attacks import KL_MAX_BINS, KL_PSEUDOCOUNT, kl_bins, likelihood_ratio_attack, standardize
 from unlearn_cli.evaluate.provenance import run_identity
+from unlearn_cli.evaluate.relearn import (RelearnOptions, RelearnSplit, check_relearn_options, paired_gaps,
+                                          relearn_curves, split_forget_set)
 from unlearn_cli.evaluate.results import AUDIT_FORMAT, finite_or_none
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import ForgetSet, read_forget_set
@@ -55,7 +59,7 @@ MAX_BOOTSTRAP = 10_000  # bootstrap resamples at most
 
 
 @dataclass
-class AuditConfig:
+class AuditConfig(RelearnOptions):
     forget: Optional[str] = option(None, "Forget-set file the unlearned models were unlearned on.", "--forget")
     unlearned: list[str] = option(list, "Unlearned checkpoints: paths or quoted globs (repeatable).", "--unlearned")
     retrained: list[str] = option(list, "Checkpoints trained without exactly the forget set (repeatable).",
@@ -83,6 +87,7 @@ def check_config(cfg: AuditConfig) -> None:
         raise UserError(f"--control-size {cfg.control_size}: must be at least 1")
     if not 0 <= cfg.bootstrap <= MAX_BOOTSTRAP:
         raise UserError(f"--bootstrap {cfg.bootstrap}: give 0 (no intervals) to {MAX_BOOTSTRAP} resamples")
+    check_relearn_options(cfg)
 
 
 @dataclass
@@ -94,12 +99,18 @@ class Pool:
     phi: dict[str, list[np.ndarray]] = field(default_factory=dict)  # part -> one [E] array per model
     # ("reference": every test example, what standardizes each model's φ for the normalized attack)
     accuracy: dict[str, list[float]] = field(default_factory=dict)  # forget / retain / test -> % per model
+    relearn: dict[float, list[list[float]]] = field(default_factory=dict)  # lr -> per model, % on F ∖ A at each step
 
     def values(self, part: str) -> np.ndarray:  # [N, E]
         return np.stack(self.phi[part])
 
     def standardized(self, part: str) -> np.ndarray:  # [N, E]: each model's φ on its own scale
         return standardize(self.values(part), self.values("reference"))
+
+    def relearn_curves(self, positions: list[int] | None = None) -> dict[float, np.ndarray]:
+        """lr -> the relearning curves [N, S + 1] of the pool, or of its models at `positions` (empty: not relearned)."""
+        return {rate: np.asarray(curves if positions is None else [curves[i] for i in positions], dtype=float)
+                for rate, curves in self.relearn.items()}
 
     def mean_accuracy(self, positions: list[int] | None = None) -> dict[str, float]:
         """Mean accuracy (%) per part over the pool, or over the models at `positions`."""
@@ -207,6 +218,7 @@ class AuditPlan:
     target: torch.device
     matched_view: ImageData | None  # for a manipulated forget set: the matched sample manipulated alike
     warnings: list[str]
+    relearn_split: RelearnSplit | None = None  # with --relearn: the forget set's part finetuned on and the rest
 
     @property
     def models(self) -> int:
@@ -234,16 +246,20 @@ def prepare_audit(cfg: AuditConfig, pools_read: list[Pool]) -> AuditPlan:
     # saw it (as tune's oracle-free reference)
     matched_view = None if forget_set.manipulation is None else \
         forget_set.manipulation.view_unseen(data, parts["matched"], cfg.seed).to(target)
-    return AuditPlan(cfg, pools, reference, data, forget_set, classes, size, parts, target, matched_view, warnings)
+    relearn_split = split_forget_set(forget_set.indices, cfg) if cfg.relearn else None
+    return AuditPlan(cfg, pools, reference, data, forget_set, classes, size, parts, target, matched_view, warnings,
+                     relearn_split)
 
 
 def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indices: torch.Tensor,
-            batch_size: int, target: torch.device, on_step: Callable[[str], None], matched_view=None) -> None:
+            batch_size: int, target: torch.device, on_step: Callable[[str], None], matched_view=None,
+            relearning: tuple[RelearnSplit, RelearnOptions] | None = None) -> None:
     """φ of every model on every part, and its forget / retain / test accuracy; one model in memory at a time;
     `on_step("pool file")` after each model.
 
     `matched_view`: for a manipulated forget set, the matched sample manipulated by the same rule (its test
-    set: `Manipulation.view_unseen`), scored in place of the plain matched examples."""
+    set: `Manipulation.view_unseen`), scored in place of the plain matched examples. `relearning`: the split and
+    options of the relearning test, run on a copy of every model (`Pool.relearn`)."""
     retain = retain_indices(data.num_train, forget_indices)
     for pool in pools:
         for checkpoint in pool.checkpoints:
@@ -256,6 +272,9 @@ def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indi
             if matched_view is not None:
                 pool.phi.setdefault("matched", []).append(logit_scaled_confidence(*predict(
                     model, matched_view.batches("test", batch_size=batch_size, device=target))).numpy())
+            if relearning is not None:
+                for rate, curve in relearn_curves(model, data, *relearning, target, batch_size).items():
+                    pool.relearn.setdefault(rate, []).append(curve)
             del model, loaded
             for part, indices in parts.items():
                 if part == "matched" and matched_view is not None:
@@ -274,18 +293,21 @@ def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indi
 def measure_pools(plan: AuditPlan, on_step: Callable[[str], None] = lambda status: None) -> None:
     """`measure` every pool of the plan, the data on the plan's device meanwhile."""
     data = plan.data.to(plan.target)
+    relearning = None if plan.relearn_split is None else (plan.relearn_split, plan.cfg)
     measure(list(plan.pools.values()), data, plan.parts, plan.forget_set.indices, plan.cfg.batch_size, plan.target,
-            on_step, plan.matched_view)
+            on_step, plan.matched_view, relearning)
     data.to(torch.device("cpu"))
 
 
 @dataclass
 class Side:
-    """One side of a comparison: φ per part ([N, E]), the same standardized per model, mean accuracies (%)."""
+    """One side of a comparison: φ per part ([N, E]), the same standardized per model, mean accuracies (%), and
+    the relearning curves per learning rate ([N, S + 1]; empty without --relearn)."""
 
     phi: dict[str, np.ndarray]
     standardized: dict[str, np.ndarray]
     accuracy: dict[str, float]
+    relearn: dict[float, np.ndarray]
 
 
 def _side(pool: Pool, positions: list[int] | None = None) -> Side:
@@ -293,7 +315,8 @@ def _side(pool: Pool, positions: list[int] | None = None) -> Side:
     chosen = slice(None) if positions is None else positions
     parts = ("forget", "retain", "test", "matched")
     return Side({part: pool.values(part)[chosen] for part in parts},
-                {part: pool.standardized(part)[chosen] for part in parts}, pool.mean_accuracy(positions))
+                {part: pool.standardized(part)[chosen] for part in parts}, pool.mean_accuracy(positions),
+                pool.relearn_curves(positions))
 
 
 def _sides(pools: dict[str, Pool], first_name: str) -> tuple[Side, Side]:
@@ -349,6 +372,9 @@ def _row(name: str, first_name: str, part: str, first: Side, second: Side, match
     if with_excess:
         matched = headline(summarize(compare_pools(first.phi["matched"], second.phi["matched"]), num_models))
         row["excess"] = {"examples": matched_size, **excess(numbers, matched, draws)}
+    if first.relearn:  # the forget rows: the pool's relearning against the retrained pool's, model i with model i
+        row["relearn"] = [{"lr": rate, **paired_gaps(first.relearn[rate], second.relearn[rate])}
+                          for rate in first.relearn] if part == "forget" else None
     row["per_example"] = per_example
     row["normalized_score"] = None
     return row, draws
@@ -410,4 +436,9 @@ def audit_document(rows: list[dict], plan: AuditPlan) -> dict:
         "pools": {name: _pool_block(pool, plan.forget_set) for name, pool in pools.items()},
         "rows": [{key: value for key, value in row.items() if key != "per_example"} for row in rows],
         "warnings": plan.warnings,
+        **({} if plan.relearn_split is None else {"relearn": {
+            **plan.relearn_split.fields(cfg), "pairing": "model i of a pool with model i of the retrained pool, "
+                                                         "each sorted by seed",
+            "curves": {name: [{"lr": rate, "models": curves.tolist(), "mean": curves.mean(axis=0).tolist()}
+                              for rate, curves in pool.relearn_curves().items()] for name, pool in pools.items()}}}),
     })
