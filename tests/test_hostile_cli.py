@@ -105,6 +105,8 @@ def folder(tiny_run, tmp_path_factory):
     (work / "fashion-forget.json").write_bytes(forget_set_json(torch.tensor([1, 2, 3]), dataset="fashion-mnist",
                                                                num_train=1437, kind="indices", fraction=0.0,
                                                                classes=None, seed=0))
+    (work / "one-forget.json").write_bytes(forget_set_json(torch.tensor([5]), dataset="digits", num_train=1437,
+                                                           kind="indices", fraction=0.0, classes=None, seed=0))
     (work / "bomb.yaml").write_text(billion_laughs())
     (work / "big.yaml").write_text("epochs: 1\n" + "# padding\n" * 500_000)
     (work / "apply-zero-epochs.yaml").write_text("method: finetune\nepochs: 0\n")
@@ -123,6 +125,8 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
     localize = ["localize", "-m", o, "-f", f, "--strategy", "del", "--budget", "0.3"]
     forget_from = lambda path: ["localize", "-m", o, "-f", path, "--strategy", "del", "--budget", "0.3"]  # noqa: E731
     apply = ["apply", "-m", o, "-f", f, "--method", "finetune"]
+    evaluate, never = ["evaluate", o, "--forget", f, "--json", work / "never.json"], work / "never.json"
+    relearn = [*evaluate, "--oracle", work / "oracle.safetensors", "--relearn"]
     train = ["train", *TINY_MLP]
     cases = [
         # an output that is an input
@@ -190,6 +194,27 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
          "more than its budget 0.01 allows", {}),
         ("mask-for-other-forget-set", [*apply, "--mask", work / "other-forget-mask.safetensors", "-o", new],
          "mask was computed for another forget set", {}),
+        # the relearning test (the forget set holds 72 examples)
+        ("relearn-without-oracle", [*evaluate, "--relearn"], "--relearn compares each model's relearning with the "
+                                                             "oracle's; pass --oracle", {}),
+        ("relearn-option-alone", [*evaluate, "--oracle", work / "oracle.safetensors", "--relearn-steps", "3"],
+         "--relearn-steps is set but --relearn is not; add --relearn", {}),
+        ("relearn-part-1", [*relearn, "--relearn-part", "1"], "--relearn-part 1 takes all 72 examples of the forget "
+                                                               "set and leaves none to score", {}),
+        ("relearn-part-below-a-batch", relearn, "--relearn-part 0.1 of the forget set's 72 examples is 7, fewer than "
+                                                "one batch of --relearn-batch-size 32; raise --relearn-part to 0.444 or "
+                                                "lower --relearn-batch-size to 7", {}),
+        ("relearn-one-example", ["evaluate", o, "--forget", work / "one-forget.json", "--oracle",
+                                 work / "oracle.safetensors", "--allow-mismatch", "--relearn", "--json", never],
+         "the forget set holds 1 example; relearning needs at least 2", {}),
+        ("relearn-lr-0", [*relearn, "--relearn-lr", "0.1", "--relearn-lr", "0"], "--relearn-lr: 0.0 is out of "
+                                                                                 "range; it must be > 0", {}),
+        ("relearn-lr-nan", [*relearn, "--relearn-lr", "nan"], "--relearn-lr: nan is out of range", {}),
+        ("relearn-lr-inf", [*relearn, "--relearn-lr", "inf"], "--relearn-lr: inf is out of range", {}),
+        ("relearn-lr-twice", [*relearn, "--relearn-lr", "0.1", "--relearn-lr", "0.1"],
+         "--relearn-lr 0.1 is given twice", {}),
+        ("relearn-steps-0", [*relearn, "--relearn-steps", "0"], "--relearn-steps: 0 is out of range", {}),
+        ("relearn-batch-0", [*relearn, "--relearn-batch-size", "0"], "--relearn-batch-size: 0 is out of range", {}),
     ]
     return [(name, [str(a) for a in arguments], expected, extra) for name, arguments, expected, extra in cases]
 
