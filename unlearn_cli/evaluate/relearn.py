@@ -7,7 +7,8 @@ Net", relearn time; Lynch et al. 2024, "Eight Methods to Evaluate Robust Unlearn
 a seeded part A of F, at each learning rate, for S steps of SGD (momentum 0.9, constant rate, a batch of A per
 step, normalization statistics frozen), through the one training loop (`engine.run_loop`); after every step its
 accuracy on the rest R = F ∖ A is measured (step 0: before any step). A itself is never scored: accuracy on A
-measures fitting, not recovered memory. The input models are never changed.
+measures fitting, not recovered memory (finetune on some forgotten examples, score the others: Deeb & Roger 2024,
+"Do Unlearning Methods Remove Information from Language Model Weights?"). The input models are never changed.
 
 The relearn gap of a model against the oracle, per learning rate, in accuracy points (docs/relearn.md):
 
@@ -201,4 +202,5 @@ def paired_gaps(first: np.ndarray, second: np.ndarray) -> dict:
     summary = summarize([relearn_gap(list(first[i]), list(second[i])) for i in range(pairs)])
     interval = None if summary.n < 2 else [summary.mean - summary.margin, summary.mean + summary.margin]
     return {"gap": summary.mean, "margin": summary.margin if summary.n >= 2 else None, "pairs": summary.n,
-            "interval": interval, "curves": {"first": first.mean(axis=0).tolist(), "second": second.mean(axis=0).tolist()}}
+            "interval": interval,
+            "curves": {"first": first.mean(axis=0).tolist(), "second": second.mean(axis=0).tolist()}}

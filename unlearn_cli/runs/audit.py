@@ -108,7 +108,8 @@ class Pool:
         return standardize(self.values(part), self.values("reference"))
 
     def relearn_curves(self, positions: list[int] | None = None) -> dict[float, np.ndarray]:
-        """lr -> the relearning curves [N, S + 1] of the pool, or of its models at `positions` (empty: not relearned)."""
+        """lr -> the relearning curves [N, S + 1] of the pool, or of its models at `positions` (empty: not
+        relearned)."""
         return {rate: np.asarray(curves if positions is None else [curves[i] for i in positions], dtype=float)
                 for rate, curves in self.relearn.items()}
 
