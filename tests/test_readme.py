@@ -43,6 +43,12 @@ def audit_block() -> str:
     return block
 
 
+def relearn_block() -> str:
+    """The block under "### Forgotten, or hidden? The relearning test", run in the pipeline's folder."""
+    (block,) = [block for block in section_blocks() if "--relearn" in block]
+    return block
+
+
 def corrective_block() -> str:
     """The block under "### Corrective unlearning: mislabeled and poisoned data", run in an empty folder."""
     (block,) = [block for block in section_blocks() if "--manipulate" in block]
@@ -124,6 +130,20 @@ def test_the_pipeline_block_runs_as_pasted(tmp_path, corrective_run):  # the cor
     assert rows["unlearned vs retrained"]["models"] == [16, 16]
     assert rows["original vs retrained"]["attack_accuracy"] > 0.85
     assert rows["retrained ½ vs ½"]["attack_accuracy"] < 0.65
+
+    # the relearning block: DEL and the original relearned beside the oracle, both curves and the gap per rate
+    relearned = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", relearn_block()], cwd=tmp_path, env=environment,
+                               capture_output=True, text=True, timeout=900)
+    assert relearned.returncode == 0, f"exit {relearned.returncode}\n{relearned.stderr[-6000:]}"
+    records = json.loads((tmp_path / "relearn.json").read_text())["results"]
+    assert [record["method"] for record in records] == ["rft", "original"]
+    for record in records:
+        curves = record["relearn"]["curves"]
+        assert [curve["lr"] for curve in curves] == [0.01, 0.1]
+        for curve in curves:
+            assert len(curve["accuracy"]) == len(curve["oracle_accuracy"]) == 11
+            assert curve["gap"] == pytest.approx(sum(a - b for a, b in zip(curve["accuracy"][1:],
+                                                                            curve["oracle_accuracy"][1:])) / 10)
 
 
 @pytest.mark.slow
