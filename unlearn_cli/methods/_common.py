@@ -117,6 +117,17 @@ class UpdateConfig(LoopConfig):
     freeze_bn: bool = option(False, "Keep BatchNorm running statistics unchanged")
 
 
+@dataclass
+class ChallengeEntryConfig(UpdateConfig):
+    """The optimizer settings the NeurIPS 2023 challenge's entries share as Deep Unlearn ports them
+    (github.com/xcadet/deepunlearn `munl/unlearning/kgltop*.py`, for ResNet-18 at 32×32): SGD with momentum 0.9,
+    weight decay 5e-4, batch 64, lr 0.001 (ct, msg)."""
+
+    lr: float = 0.001
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+
+
 def loop_settings(cfg: LoopConfig) -> LoopSettings:
     return LoopSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                         schedule=cfg.schedule, final_lr_fraction=cfg.final_lr_fraction, max_steps=cfg.max_steps)

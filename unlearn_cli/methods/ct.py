@@ -23,15 +23,12 @@ from torch import nn
 from unlearn_cli.engine import cross_entropy_loss, restrict_to_mask
 from unlearn_cli.errors import UserError
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, loop_work, method_loop
+from unlearn_cli.methods._common import ChallengeEntryConfig, epoch_batches, loop_work, method_loop
 
 
 @dataclass
-class CTConfig(UpdateConfig):
+class CTConfig(ChallengeEntryConfig):
     epochs: int = 3
-    lr: float = 0.001
-    weight_decay: float = 5e-4
-    batch_size: int = 64
 
 
 def square_convolutions(model: nn.Module) -> list[nn.Conv2d]:

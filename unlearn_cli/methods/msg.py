@@ -30,15 +30,12 @@ from unlearn_cli.data.splits import retain_sample
 from unlearn_cli.engine import cross_entropy_loss
 from unlearn_cli.localize.msg import contrast_gradient, entry_counts, reinitialized_weights, smallest_share
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, loop_work, method_loop
+from unlearn_cli.methods._common import ChallengeEntryConfig, epoch_batches, loop_work, method_loop
 
 
 @dataclass
-class MSGConfig(UpdateConfig):
+class MSGConfig(ChallengeEntryConfig):
     epochs: int = 5
-    lr: float = 0.001
-    weight_decay: float = 5e-4
-    batch_size: int = 64
     schedule: str = "warmup-linear"
     init_rate: float = 0.3  # share of each re-initialized layer's weights reset
     kept_rate: float = 0.1  # the learning-rate factor of the weights of those layers that are not reset
