@@ -14,6 +14,8 @@ Usage:
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +25,6 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.memorization import memorization_proxy
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.memorization import read_memorization_file
-from unlearn_cli.streams import read_input
 
 PROXY, REFERENCE = "proxy", "reference"
 MEANINGS = {PROXY: "1 − the mean confidence on the label over training (recorded by `unlearn train`)",
@@ -57,18 +58,30 @@ class MemorizationScores:
 def read_memorization_source(path: str, option: str) -> MemorizationScores:
     """The scores of a checkpoint that records its training-time confidence, or of a reference-estimate file (told
     apart by their content); `option` names the flag in messages."""
-    data = read_input(path, "checkpoint or reference-estimate file", limit_name="tensor_file_bytes")
-    if data.lstrip()[:1] == b"{":
-        reference = read_memorization_file(path, data=data)
+    if _is_json(path):  # read within the JSON limit, not a checkpoint's
+        reference = read_memorization_file(path)
         return MemorizationScores(reference.memorization, REFERENCE, reference.source, reference.sha256,
                                   reference.dataset, reference.dataset_kwargs,
                                   {model["sha256"] for model in reference.models})
-    checkpoint = load_checkpoint(path, data=data)
+    checkpoint = load_checkpoint(path)
     if checkpoint.training_confidence is None:
         raise UserError(f"{checkpoint.source}: records no training-time confidence, so {option} has no memorization "
                         f"proxy to rank by; train it with `unlearn train` (--record-memorization is the default)")
     return MemorizationScores(memorization_proxy(checkpoint.training_confidence), PROXY, checkpoint.source,
                               checkpoint.sha256, checkpoint.dataset, checkpoint.dataset_kwargs, {checkpoint.sha256})
+
+
+def _is_json(path: str) -> bool:
+    """Whether a regular file starts like JSON (a reference-estimate file) rather than like safetensors (a
+    checkpoint: an 8-byte length, then its JSON header). Anything else (stdin, a pipe, a device, a missing path) is
+    left to the checkpoint reader, whose message names it."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as file:
+            return file.read(64).lstrip()[:1] == b"{"
+    except OSError:
+        return False
 
 
 def check_scores_fit(scores: MemorizationScores, dataset: str, dataset_kwargs: dict, num_train: int) -> None:
