@@ -113,6 +113,9 @@ def folder(tiny_run, tmp_path_factory):
     (work / "huge-int-forget.txt").write_text("1 2 " + "9" * 5000)
     (work / "huge-header.npy").write_bytes(npy_claiming(10**12))
     (work / "nested-results.json").write_text("[" * 100_000 + "]" * 100_000)
+    (work / "huge-reference.json").write_text(json.dumps({
+        "format": "unlearn-memorization/1", "dataset": "digits", "dataset_kwargs": {}, "num_train": 10**12,
+        "models": [{"sha256": "0" * 64}], "members": [1], "memorization": [0.5], "memorization_correct": [0.5]}))
     return work
 
 
@@ -124,6 +127,7 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
     forget_from = lambda path: ["localize", "-m", o, "-f", path, "--strategy", "del", "--budget", "0.3"]  # noqa: E731
     apply = ["apply", "-m", o, "-f", f, "--method", "finetune"]
     train = ["train", *TINY_MLP]
+    memorized = ["split", "--dataset", "digits", "--kind", "memorization", "--level", "high"]
     cases = [
         # an output that is an input
         ("localize-over-model", [*localize, "-o", o], f"--output {o} is the same file as --model {o}", {}),
@@ -190,6 +194,12 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
          "more than its budget 0.01 allows", {}),
         ("mask-for-other-forget-set", [*apply, "--mask", work / "other-forget-mask.safetensors", "-o", new],
          "mask was computed for another forget set", {}),
+        # memorization sources (docs/memorization.md)
+        ("split-over-model", [*memorized, "--model", o, "-o", o], f"--output {o} is the same file as --model {o}", {}),
+        ("memorization-dev-zero", [*memorized, "--model", "/dev/zero", "-o", work / "never.json"],
+         "is a device or socket", {}),
+        ("reference-claims-1e12", [*memorized, "--model", work / "huge-reference.json", "-o", work / "never.json"],
+         "'memorization' must be a list of 1000000000000 values", {}),
     ]
     return [(name, [str(a) for a in arguments], expected, extra) for name, arguments, expected, extra in cases]
 
