@@ -26,8 +26,9 @@ def rewrite(source, target, tensors=None, **meta_changes):
 
 def test_round_trip_is_exact(tiny_run, tmp_path):
     checkpoint = load_checkpoint(str(tiny_run["original"]))
+    assert checkpoint.training_confidence is not None  # `train` records it by default: it goes back in with the model
     copy = tmp_path / "copy.safetensors"
-    write_output(copy, checkpoint_bytes(checkpoint.model, checkpoint.meta))
+    write_output(copy, checkpoint_bytes(checkpoint.model, checkpoint.meta, checkpoint.training_confidence))
     assert copy.read_bytes() == tiny_run["original"].read_bytes()
 
 

@@ -58,6 +58,10 @@ def test_torchrun_train_matches_one_process(tmp_path):
     checkpoint = load_checkpoint(tmp_path / "ddp.safetensors")
     assert checkpoint.meta["world_size"] == "2"
     assert checkpoint.config["batch_size"] == 100  # the global batch is what is recorded
+    # the training-time confidence: each rank recorded its shard, the ranks' records were summed
+    alone = load_checkpoint(tmp_path / "single.safetensors").training_confidence
+    assert not checkpoint.training_confidence.isnan().any()
+    assert float((checkpoint.training_confidence - alone).abs().max()) < TOLERANCE
     assert largest_difference(tmp_path / "ddp.safetensors", tmp_path / "single.safetensors") < TOLERANCE
 
 

@@ -115,6 +115,9 @@ def folder(tiny_run, tmp_path_factory):
     (work / "huge-int-forget.txt").write_text("1 2 " + "9" * 5000)
     (work / "huge-header.npy").write_bytes(npy_claiming(10**12))
     (work / "nested-results.json").write_text("[" * 100_000 + "]" * 100_000)
+    (work / "huge-reference.json").write_text(json.dumps({
+        "format": "unlearn-memorization/1", "dataset": "digits", "dataset_kwargs": {}, "num_train": 10**12,
+        "models": [{"sha256": "0" * 64}], "members": [1], "memorization": [0.5], "memorization_correct": [0.5]}))
     return work
 
 
@@ -128,6 +131,7 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
     evaluate, never = ["evaluate", o, "--forget", f, "--json", work / "never.json"], work / "never.json"
     relearn = [*evaluate, "--oracle", work / "oracle.safetensors", "--relearn"]
     train = ["train", *TINY_MLP]
+    memorized = ["split", "--dataset", "digits", "--kind", "memorization", "--level", "high"]
     cases = [
         # an output that is an input
         ("localize-over-model", [*localize, "-o", o], f"--output {o} is the same file as --model {o}", {}),
@@ -215,6 +219,12 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
          "--relearn-lr 0.1 is given twice", {}),
         ("relearn-steps-0", [*relearn, "--relearn-steps", "0"], "--relearn-steps: 0 is out of range", {}),
         ("relearn-batch-0", [*relearn, "--relearn-batch-size", "0"], "--relearn-batch-size: 0 is out of range", {}),
+        # memorization sources (docs/memorization.md)
+        ("split-over-model", [*memorized, "--model", o, "-o", o], f"--output {o} is the same file as --model {o}", {}),
+        ("memorization-dev-zero", [*memorized, "--model", "/dev/zero", "-o", work / "never.json"],
+         "is a device or socket", {}),
+        ("reference-claims-1e12", [*memorized, "--model", work / "huge-reference.json", "-o", work / "never.json"],
+         "'memorization' must be a list of 1000000000000 values", {}),
     ]
     return [(name, [str(a) for a in arguments], expected, extra) for name, arguments, expected, extra in cases]
 

@@ -182,6 +182,13 @@ def wrap_for_training(model: nn.Module) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` summed over every rank of the process group, in place (a collective); itself outside one."""
+    if active():
+        dist.all_reduce(tensor)
+    return tensor
+
+
 @torch.no_grad()
 def confirm_replicas(model: nn.Module) -> None:
     """Check that every rank holds the same parameters; take buffers (BatchNorm statistics) from rank 0.

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearn_cli.distributed import Shard, current_shard, wrap_for_training
+from unlearn_cli.distributed import Shard, current_shard, sum_over_ranks, wrap_for_training
 from unlearn_cli.errors import UserError, flag
 
 Mask = dict[str, torch.Tensor]
@@ -396,6 +396,52 @@ def run_loop(
     return train(trainee, loss_fn, batches_for_epoch, settings, steps_per_epoch, freeze_bn, on_step, fast.amp)
 
 
+class ConfidenceRecord:
+    """Per training example, the softmax probability of its label at every step that trained on it, in the
+    forward pass of that step (before the update, in training mode): summed, and counted, for each of M models.
+
+    Its mean over training is the training-time confidence of Jiang et al. 2021 ("Characterizing structural
+    regularities of labeled data in overparameterized models"); one minus it is the memorization proxy of Zhao et
+    al. 2024 ("What makes unlearning hard and what to do about it"), docs/memorization.md. It costs one softmax of
+    logits the loss computes anyway.
+    """
+
+    def __init__(self, models: int, num_train: int, device: torch.device | str = "cpu"):
+        self.sums = torch.zeros(models, num_train, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(models, num_train, dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, examples: torch.Tensor) -> None:
+        """One step's logits [B, C] (one model) or [M, B, C] (a stack), labels and example positions [B] or [M, B]."""
+        if logits.dim() == 2:
+            logits, labels, examples = logits[None], labels[None], examples[None]
+        confidence = torch.softmax(logits.detach().float(), dim=-1).gather(-1, labels[..., None]).squeeze(-1)
+        self.sums.scatter_add_(1, examples, confidence.double())
+        self.counts.scatter_add_(1, examples, torch.ones(examples.shape, dtype=torch.float64, device=examples.device))
+
+    def means(self) -> torch.Tensor:
+        """[M, N] float32 on the CPU: each example's mean confidence over the steps that trained on it, NaN where
+        none did (left out, or past --max-steps). Inside a process group, over every rank's shard (a collective)."""
+        sums, counts = sum_over_ranks(self.sums.clone()), sum_over_ranks(self.counts.clone())
+        return torch.where(counts > 0, sums / counts.clamp(min=1), torch.nan).float().cpu()
+
+
+def recording(loss_fn: LossFn, record: ConfidenceRecord) -> LossFn:
+    """`loss_fn` on batches of (inputs, labels, examples): each forward pass's logits also go into `record`."""
+
+    def loss(forward, batch, info: StepInfo):
+        inputs, labels, examples = batch
+
+        def forward_recorded(batch_inputs):
+            logits = forward(batch_inputs)
+            record.add(logits, labels, examples)
+            return logits
+
+        return loss_fn(forward_recorded, (inputs, labels), info)
+
+    return loss
+
+
 def cross_entropy_loss(model: nn.Module, batch, info: StepInfo) -> tuple[torch.Tensor, int, int]:
     """Plain supervised cross-entropy on (inputs, labels): the training recipe's loss."""
     inputs, labels = batch
@@ -447,17 +493,19 @@ def train_classifier(
     on_step: Callable[[dict], None] | None = None,
     fast: FastPath | None = None,
     shard: Shard | None = None,
+    record: ConfidenceRecord | None = None,
 ) -> dict:
     """Supervised training of `model` on the training examples `indices` (None = all): the paper's recipe.
 
     `batch_size` is the global batch; inside a process group each rank trains on its shard of every
-    epoch (`shard` defaults to this process's, the whole data outside a group).
+    epoch (`shard` defaults to this process's, the whole data outside a group). `record` (one model's) gets the
+    confidence of every example at every step that trains on it.
     """
     shard = shard or current_shard()
     count = data.num_train if indices is None else len(indices)
     return run_loop(
-        model, cross_entropy_loss,
+        model, cross_entropy_loss if record is None else recording(cross_entropy_loss, record),
         lambda epoch: data.batches("train", indices, batch_size, shuffle=True, seed=seed, epoch=epoch, device=device,
-                                   shard=shard),
+                                   shard=shard, with_examples=record is not None),
         settings, steps_per_epoch=shard.batches_per_epoch(count, batch_size), on_step=on_step, fast=fast,
     )

@@ -33,7 +33,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from unlearn_cli.cost import WorkMeter
-from unlearn_cli.engine import FastPath, LoopSettings, Mask, MaskPlan, Trainee, mask_plan, refuse_empty_masks, train
+from unlearn_cli.engine import (ConfidenceRecord, FastPath, LoopSettings, Mask, MaskPlan, Trainee, mask_plan, recording,
+                                refuse_empty_masks, train)
 
 
 def stack_refusal(model: nn.Module) -> str | None:
@@ -61,17 +62,21 @@ def train_stacked(
     device: torch.device,
     on_step: Callable[[dict], None] | None = None,
     fast: FastPath | None = None,
+    record: ConfidenceRecord | None = None,
 ) -> dict:
-    """Train `models` (one architecture, already on `device`) in place, model i on its own seed's batches."""
+    """Train `models` (one architecture, already on `device`) in place, model i on its own seed's batches;
+    `record` (of as many models) gets each model's confidence on every example at every step that trains on it."""
     if len(models) != len(seeds):
         raise ValueError("one seed per model")
     examples = data.num_train if indices is None else len(indices)
 
     def streams(epoch: int) -> list:
-        return [data.batches("train", indices, batch_size, shuffle=True, seed=seed, epoch=epoch, device=device)
+        return [data.batches("train", indices, batch_size, shuffle=True, seed=seed, epoch=epoch, device=device,
+                             with_examples=record is not None)
                 for seed in seeds]
 
-    return run_stacked(models, streams, settings, math.ceil(examples / batch_size), device, on_step=on_step, fast=fast)
+    return run_stacked(models, streams, settings, math.ceil(examples / batch_size), device, on_step=on_step, fast=fast,
+                       record=record)
 
 
 def run_stacked(
@@ -86,24 +91,27 @@ def run_stacked(
     model_names: list[str] | None = None,
     on_step: Callable[[dict], None] | None = None,
     fast: FastPath | None = None,
+    record: ConfidenceRecord | None = None,
 ) -> dict:
     """Train `models` in place with SGD on the cross-entropy, model i on the i-th stream of (inputs, labels) batches
     of `streams_for_epoch(epoch)` (all of one batch size), in the loop `engine.run_loop` trains each alone with.
 
     `masks[i]` restricts model i's changes as `run_loop`'s mask does: its entries outside the mask are written back
     after every step, bit for bit; `always_trainable` names parameters trained whatever the masks say.
-    `model_names[i]` names model i in error messages.
+    `model_names[i]` names model i in error messages. With `record`, the streams' batches are (inputs, labels,
+    examples) and model i's confidences go to the record's model i.
     """
     fast = fast or FastPath()
     stack = ModelStack(models, device, masks, always_trainable, model_names)
-    return train(stack, stacked_cross_entropy, lambda epoch: stacked_batches(streams_for_epoch(epoch)), settings,
+    loss = stacked_cross_entropy if record is None else recording(stacked_cross_entropy, record)
+    return train(stack, loss, lambda epoch: stacked_batches(streams_for_epoch(epoch)), settings,
                  steps_per_epoch, freeze_bn, on_step, fast.amp)
 
 
-def stacked_batches(streams: list[Iterable]) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """The streams' batches side by side: (inputs [N, B, …], labels [N, B]), model i's batch at i."""
+def stacked_batches(streams: list[Iterable]) -> Iterable[tuple[torch.Tensor, ...]]:
+    """The streams' batches side by side: (inputs [N, B, …], labels [N, B], …), model i's batch at i."""
     for batches in zip(*streams):
-        yield torch.stack([inputs for inputs, _ in batches]), torch.stack([labels for _, labels in batches])
+        yield tuple(torch.stack(parts) for parts in zip(*batches))
 
 
 def stacked_cross_entropy(forward: Callable, batch, info) -> tuple[torch.Tensor, int, int]:

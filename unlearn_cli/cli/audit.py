@@ -36,20 +36,27 @@ from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.audit import BOOTSTRAPPED, INTERVAL_LEVEL, number_text, with_interval
 from unlearn_cli.evaluate.results import AUDIT_FORMAT
-from unlearn_cli.runs.audit import (MAX_BOOTSTRAP, AuditConfig, Pool, audit_document, audit_rows, check_config,
-                                    load_pools, measure_pools, prepare_audit)
+from unlearn_cli.data.splits import LEVELS
+from unlearn_cli.runs.audit import (MAX_BOOTSTRAP, AuditConfig, ForgetTerciles, Pool, audit_document, audit_rows,
+                                    check_config, forget_set_influence, load_pools, measure_pools, prepare_audit)
 from unlearn_cli.streams import check_writable, write_output
 
 WORST_SHOWN = 5  # examples whose φ distributions the plot draws
 
 
-def per_example_csv(row: dict, pools: dict[str, Pool], forget_set, labels: torch.Tensor, classes: torch.Tensor) -> bytes:
+def per_example_csv(row: dict, pools: dict[str, Pool], forget_set, labels: torch.Tensor, classes: torch.Tensor,
+                    terciles: ForgetTerciles | None = None) -> bytes:
     """One line per forget example of the unlearned-vs-retrained comparison: `labels` [F] what the models were
-    trained with (a mislabelled forget set's new labels, a poisoned one's target), `classes` [F] the true ones."""
+    trained with (a mislabelled forget set's new labels, a poisoned one's target), `classes` [F] the true ones; with
+    `terciles` (--memorization), each example's memorization score and tercile, and (with --original) the forget
+    set's influence on it (`forget_set_influence`)."""
     indices = forget_set.indices
     columns = ["index", "label", "class", "epsilon", "points", "attack_accuracy", "attack_auc", "kl_gaussian",
                "kl_binned"] + [f"median_phi_{name}" for name in pools]
     medians = {name: np.median(pool.values("forget"), axis=0) for name, pool in pools.items()}
+    influence = forget_set_influence(pools) if terciles is not None else None
+    if terciles is not None:
+        columns += ["memorization", "tercile"] + (["influence"] if influence is not None else [])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -58,7 +65,12 @@ def per_example_csv(row: dict, pools: dict[str, Pool], forget_set, labels: torch
         values = [per_example[key][position] for key in ("epsilon", "points", "attack_accuracy", "attack_auc",
                                                          "kl_gaussian", "kl_binned")]
         values += [medians[name][position] for name in pools]
-        writer.writerow([index, int(labels[position]), int(classes[position])] + [f"{value:.6g}" for value in values])
+        cells = [index, int(labels[position]), int(classes[position])] + [f"{value:.6g}" for value in values]
+        if terciles is not None:
+            level = int(terciles.levels[position])
+            cells += [f"{float(terciles.values[position]):.6g}", LEVELS[level] if level >= 0 else ""]
+            cells += [] if influence is None else [f"{influence[position]:.6g}"]
+        writer.writerow(cells)
     return buffer.getvalue().encode()
 
 
@@ -203,7 +215,7 @@ def audit(
     pools, paths = load_pools(cfg)
     _check_outputs([(flag, path) for flag, path in (("--json", json_output), ("--per-example", per_example),
                                                     ("--plot", plot)) if path is not None],
-                   {"--forget": cfg.forget, "--config": config, **paths})
+                   {"--forget": cfg.forget, "--config": config, "--memorization": cfg.memorization, **paths})
     plan = prepare_audit(cfg, pools)
     with _progress(plan.models, quiet) as on_step:
         measure_pools(plan, on_step)
@@ -216,8 +228,8 @@ def audit(
     forget_set = plan.forget_set
     if per_example is not None:
         write_output(per_example, per_example_csv(rows[0], plan.pools, forget_set,
-                                                  plan.data.train_labels[forget_set.indices], plan.classes),
-                     binary=False)
+                                                  plan.data.train_labels[forget_set.indices], plan.classes,
+                                                  plan.terciles), binary=False)
     if plot is not None:
         write_output(plot, plot_png(rows, plan.pools, forget_set.indices))
     if json_output is not None:

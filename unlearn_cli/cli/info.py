@@ -1,4 +1,5 @@
-"""`unlearn info`: show what a checkpoint is (architecture, data, provenance) after validating it fully.
+"""`unlearn info`: show what a checkpoint is (architecture, data, provenance, the training-time confidence it
+records) after validating it fully.
 
 Usage:
     unlearn info model.safetensors
@@ -43,6 +44,10 @@ def info(
     checkpoint = load_checkpoint(model)
     parameters = sum(p.numel() for p in checkpoint.model.parameters())
     document = {**checkpoint.typed_metadata(), "sha256": checkpoint.sha256, "parameters": parameters}
+    if checkpoint.training_confidence is not None:  # the memorization proxy's record (docs/memorization.md)
+        recorded = checkpoint.training_confidence[~checkpoint.training_confidence.isnan()]
+        document["training_confidence"] = {"examples": len(checkpoint.training_confidence), "trained_on": len(recorded),
+                                           "mean": float(recorded.mean()) if len(recorded) else None}
     if json_output is not None:
         print_json(document, json_output)
         return

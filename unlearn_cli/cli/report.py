@@ -460,9 +460,10 @@ def audit_lines(documents: list[dict]) -> list[dict]:
                 "original": "original", "ceiling": "independent oracles"}.get(row["pool"], "retrained, one half")
             lines.append({"forget": f"{forget['kind']}:{forget['sha256'][:8]}", "pool": label, "row": row,
                           "comparison": row["name"].replace("unlearned", "pool").replace("original", "pool")})
-    order = {"forget": 0, "retain": 1, "test": 2}
+    order = {part: position for position, part in enumerate(("forget", "forget:low", "forget:mid", "forget:high",
+                                                               "retain", "test"))}  # the terciles: audit --memorization
     kind = {"unlearned": 0, "original": 1, "ceiling": 2, "half": 2}
-    return sorted(lines, key=lambda line: (line["forget"], order.get(line["row"]["examples"], 3),
+    return sorted(lines, key=lambda line: (line["forget"], order.get(line["row"]["examples"], len(order)),
                                            kind.get(line["row"]["pool"], 3), line["pool"]))
 
 

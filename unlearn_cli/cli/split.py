@@ -1,8 +1,10 @@
-"""`unlearn split`: write a forget-set file (IID, non-IID over some classes, or whole classes), or one that
-carries a manipulation of the training data (mislabeled or poisoned examples) for corrective unlearning.
+"""`unlearn split`: write a forget-set file (IID, non-IID over some classes, whole classes, or one tercile of the
+examples ranked by memorization), or one that carries a manipulation of the training data (mislabeled or poisoned
+examples) for corrective unlearning.
 
 Usage:
     unlearn split --dataset cifar10 --kind noniid --fraction 0.1 --classes 2,5 --seed 0 -o forget.json
+    unlearn split --dataset digits --kind memorization --level high --model original.safetensors --fraction 0.1 -o f.json
     unlearn split --dataset digits --kind mislabel --fraction 0.1 --to random --known 0.5 -o mislabel.json
     unlearn split --dataset digits --kind poison --fraction 0.01 --target 0 --patch 3 --corner br -o poison.json
 """
@@ -19,15 +21,16 @@ from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import option, resolve_config, seed_option
 from unlearn_cli.data import DatasetChoice
 from unlearn_cli.data.manipulation import KINDS as MANIPULATIONS, draw_known, draw_manipulation
-from unlearn_cli.data.splits import KINDS as SPLIT_KINDS, draw_forget_indices
+from unlearn_cli.data.splits import KINDS as SPLIT_KINDS, LEVELS, MEMORIZATION, draw_forget_indices, draw_from_tercile
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.forget import forget_set_json
+from unlearn_cli.runs.memorization import check_scores_fit, read_memorization_source
 from unlearn_cli.streams import check_writable, write_output
 
 
 @dataclass
 class SplitConfig(DatasetChoice):
-    kind: str = option("iid", "iid, noniid, class, mislabel or poison")
+    kind: str = option("iid", "iid, noniid, class, memorization, mislabel or poison")
     fraction: float = option(0.1, "Share of the training set to forget")  # of the chosen classes for `class`
     classes: Optional[list[int]] = option(None, "Classes for noniid/class, e.g. 2,5 (mislabel, poison: draw only "
                                                 "from these)", parse=lambda text: parse_classes(text))
@@ -39,6 +42,9 @@ class SplitConfig(DatasetChoice):
     patch_value: str = option("max", "poison: fill the patch with the images' max or min value per channel")
     corner: str = option("br", "poison: br, bl, tr or tl")
     known: float = option(1.0, "mislabel, poison: share of the manipulated examples the unlearner knows")
+    level: Optional[str] = option(None, "memorization: the tercile to draw from: low, mid or high")
+    model: Optional[str] = option(None, "memorization: a checkpoint of `unlearn train` whose recorded proxy ranks the "
+                                        "examples (or a reference-estimate file)", "--model", "-m")
 
     def changed(self, names: tuple[str, ...]) -> list[str]:
         """The flags among `names` whose values differ from their defaults."""
@@ -48,6 +54,19 @@ class SplitConfig(DatasetChoice):
 
 MISLABEL_OPTIONS = ("to",)
 POISON_OPTIONS = ("target", "patch", "patch_value", "corner")
+MEMORIZATION_OPTIONS = ("level", "model")
+
+
+def _check_memorization_options(cfg: SplitConfig) -> None:
+    """--kind memorization needs --level and --model, and draws from every class."""
+    if cfg.level not in LEVELS:
+        given = "no --level" if cfg.level is None else f"--level {cfg.level!r}"
+        raise UserError(f"{given}: --kind memorization draws from one tercile; choose --level {'|'.join(LEVELS)}")
+    if cfg.model is None:
+        raise UserError("--kind memorization needs --model: a checkpoint of `unlearn train` (its recorded proxy ranks "
+                        "the examples) or a reference-estimate file")
+    if cfg.classes:
+        raise UserError("--classes: --kind memorization draws from the examples of every class in its tercile")
 
 
 def parse_classes(text: str | None) -> list[int] | None:
@@ -74,9 +93,13 @@ def split(
     part (--known) as the model was trained on it.
     """
     cfg = resolve_config(SplitConfig, config, given, section="split")
-    if cfg.kind not in SPLIT_KINDS + MANIPULATIONS:
-        raise UserError(f"--kind {cfg.kind!r}: choose one of {', '.join(SPLIT_KINDS + MANIPULATIONS)}")
+    kinds = SPLIT_KINDS + (MEMORIZATION,) + MANIPULATIONS
+    if cfg.kind not in kinds:
+        raise UserError(f"--kind {cfg.kind!r}: choose one of {', '.join(kinds)}")
     manipulated = cfg.kind in MANIPULATIONS
+    if cfg.kind != MEMORIZATION and cfg.changed(MEMORIZATION_OPTIONS):
+        raise UserError(f"{cfg.changed(MEMORIZATION_OPTIONS)[0]} describes a memorization split; it needs --kind "
+                        f"memorization")
     if not manipulated:
         named = cfg.changed(MISLABEL_OPTIONS + POISON_OPTIONS + ("known",))
         if named:
@@ -87,11 +110,18 @@ def split(
             raise UserError(f"{named[0]} describes a {'poison' if cfg.kind == 'mislabel' else 'mislabel'} "
                             f"manipulation; --kind {cfg.kind} takes "
                             f"{'--to random|next|CLASS' if cfg.kind == 'mislabel' else '--target, --patch, --patch-value, --corner'}")
-    check_writable(output, "--output", {"--config": config}, binary=False)
+    if cfg.kind == MEMORIZATION:
+        _check_memorization_options(cfg)
+    check_writable(output, "--output", {"--config": config, "--model": cfg.model}, binary=False)
     data = cfg.build()
     common = {"dataset": cfg.dataset, "num_train": data.num_train, "kind": cfg.kind, "fraction": cfg.fraction,
               "classes": cfg.classes, "seed": cfg.seed}
-    if manipulated:
+    if cfg.kind == MEMORIZATION:
+        scores = read_memorization_source(cfg.model, "--model")
+        check_scores_fit(scores, cfg.dataset, data.kwargs, data.num_train)
+        indices = draw_from_tercile(scores.values, cfg.level, cfg.fraction, cfg.seed)
+        document = forget_set_json(indices, **common, memorization={"level": cfg.level, **scores.record()})
+    elif manipulated:
         manipulation = draw_manipulation(data.train_labels, cfg.kind, cfg.fraction, cfg.classes, cfg.seed,
                                          to=cfg.to, target=cfg.target, patch=cfg.patch, corner=cfg.corner,
                                          value=cfg.patch_value, image_size=data.input_shape[1:])
@@ -104,5 +134,6 @@ def split(
         document = forget_set_json(indices, **common)
     write_output(output, document, binary=False)
     if not quiet:
-        what = f"{manipulation.describe()}, {len(known_part)} known" if manipulated else cfg.kind
+        what = f"{manipulation.describe()}, {len(known_part)} known" if manipulated else (
+            f"the {cfg.level} memorization tercile" if cfg.kind == MEMORIZATION else cfg.kind)
         stderr.print(f"forget set: {len(indices)} of {data.num_train} {cfg.dataset} training examples ({what}) -> {output}")

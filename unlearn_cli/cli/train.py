@@ -27,7 +27,8 @@ from unlearn_cli.data import DatasetChoice, ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.cost import RecordedCost, Work, WorkMeter
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
-from unlearn_cli.engine import FastPath, LoopSettings, accuracy, seed_everything, select_device, train_classifier
+from unlearn_cli.engine import (ConfidenceRecord, FastPath, LoopSettings, accuracy, seed_everything, select_device,
+                                train_classifier)
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.forget import read_forget_set
@@ -55,6 +56,9 @@ class TrainConfig(DatasetChoice):
     channels_last: Optional[bool] = channels_last_option()
     compile: bool = compile_option()
     stacked: Optional[bool] = stacked_option("train the models at once")
+    record_memorization: bool = option(True, "Record each training example's mean confidence over training in the "
+                                             "checkpoint: the memorization proxy of `split --kind memorization` and "
+                                             "`audit --memorization` (4 bytes per example)")
 
 
 def default_lr(arch: str) -> float:
@@ -159,15 +163,22 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
     settings = _loop_settings(cfg)
     started = time.perf_counter()
     steps = cfg.epochs * shard.batches_per_epoch(data.num_train if indices is None else len(indices), cfg.batch_size)
+    record = _record(cfg, 1, data, target)
     with progress_bar(description, steps, quiet) as on_step, WorkMeter() as meter:
         train_classifier(model, data, indices, settings, cfg.batch_size, cfg.seed, target, on_step, fast=fast,
-                         shard=shard)
+                         shard=shard, record=record)
     wall_time = time.perf_counter() - started
     confirm_replicas(model)  # every rank got here with the same weights, or nothing is written
+    confidence = None if record is None else record.means()[0]  # every rank's shard (a collective)
     model = model.cpu()
     if shard.is_main:  # every rank trained on its shard of each batch: the run's work is the ranks' together
-        _write(cfg, output, model, data, wall_time, provenance, extra, meter.work.scaled(shard.world))
+        _write(cfg, output, model, data, wall_time, provenance, extra, meter.work.scaled(shard.world), confidence)
     return model, data, wall_time
+
+
+def _record(cfg: TrainConfig, models: int, data: ImageData, target: torch.device) -> ConfidenceRecord | None:
+    """The training-time confidence record of `models` models, or None without --record-memorization."""
+    return ConfidenceRecord(models, data.num_train, target) if cfg.record_memorization else None
 
 
 def _fresh_model(cfg: TrainConfig, data: ImageData, target: torch.device):
@@ -182,12 +193,12 @@ def _loop_settings(cfg: TrainConfig) -> LoopSettings:
 
 
 def _write(cfg: TrainConfig, output: str, model, data: ImageData, wall_time: float, provenance: Provenance,
-           extra: dict, work: Work) -> None:
+           extra: dict, work: Work, training_confidence: torch.Tensor | None) -> None:
     meta = checkpoint_metadata(
         arch=cfg.arch, arch_kwargs=cfg.arch_options, num_classes=data.num_classes, dataset=cfg.dataset,
         dataset_kwargs=data.kwargs, input_shape=data.input_shape, config=config_dict(cfg), wall_time_s=wall_time,
         provenance=provenance, cost=RecordedCost(work), **({"data_root": cfg.data_root} if cfg.data_root else {}), **extra)
-    write_output(output, checkpoint_bytes(model, meta))
+    write_output(output, checkpoint_bytes(model, meta, training_confidence))
 
 
 def _train_stacked(cfg: TrainConfig, runs: list[SeedRun], target: torch.device, quiet: bool, fast: FastPath,
@@ -199,13 +210,15 @@ def _train_stacked(cfg: TrainConfig, runs: list[SeedRun], target: torch.device, 
     data.to(target, fast.memory_format)
     started = time.perf_counter()
     steps = cfg.epochs * -(-(data.num_train if indices is None else len(indices)) // cfg.batch_size)
+    record = _record(cfg, len(models), data, target)
     with progress_bar(f"train {cfg.arch} ×{len(models)} (stacked)", steps, quiet) as on_step, WorkMeter() as meter:
         train_stacked(models, data, indices, _loop_settings(cfg), cfg.batch_size, [c.seed for c in configs], target,
-                      on_step, fast=fast)
+                      on_step, fast=fast, record=record)
     wall_time = (time.perf_counter() - started) / len(models)
     work = meter.work.shared(len(models))  # every model trained on as many examples
-    for run, run_cfg, model in zip(runs, configs, models):
+    confidences = [None] * len(models) if record is None else list(record.means())
+    for run, run_cfg, model, confidence in zip(runs, configs, models, confidences):
         model = model.cpu()
         _write(run_cfg, run.output, model, data, wall_time, dataclasses.replace(provenance, seed=run_cfg.seed), {},
-               work)
+               work, confidence)
         report(run, model, data, wall_time)

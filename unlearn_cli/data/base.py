@@ -96,8 +96,10 @@ class ImageData:
         epoch: int = 0,
         device: torch.device | str = "cpu",
         shard: Shard | None = None,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of (inputs, labels) from `split` ("train" or "test"), restricted to `indices`.
+        with_examples: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches of (inputs, labels) from `split` ("train" or "test"), restricted to `indices`; with
+        `with_examples`, (inputs, labels, examples): the batch's positions in the split, int64 on `device`.
 
         Shuffling is seeded by (seed, epoch) so every run and every rank sees the same order. With a
         `shard`, `batch_size` is the global batch: this rank takes its part of the shuffled order
@@ -113,16 +115,18 @@ class ImageData:
         if split in self.streams:
             loader = DataLoader(self.streams[split], batch_size=batch_size, sampler=order.tolist(),
                                 num_workers=self.num_workers, pin_memory=str(device).startswith("cuda"))
-            for inputs, targets in loader:
-                yield (inputs.to(device, non_blocking=True, memory_format=self.memory_format),
-                       targets.to(device, non_blocking=True))
+            for (inputs, targets), examples in zip(loader, order.split(batch_size)):
+                batch = (inputs.to(device, non_blocking=True, memory_format=self.memory_format),
+                         targets.to(device, non_blocking=True))
+                yield (*batch, examples.to(device)) if with_examples else batch
             return
         inputs = self.train_inputs if split == "train" else self.test_inputs
         for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            if inputs.device.type != "cpu":
-                batch = batch.to(inputs.device)
-            yield inputs[batch].to(device, non_blocking=True), labels.to(inputs.device)[batch].to(device, non_blocking=True)
+            examples = order[start : start + batch_size]
+            on_inputs = examples.to(inputs.device) if inputs.device.type != "cpu" else examples
+            batch = (inputs[on_inputs].to(device, non_blocking=True),
+                     labels.to(inputs.device)[on_inputs].to(device, non_blocking=True))
+            yield (*batch, examples.to(device)) if with_examples else batch
 
 
 def list_datasets() -> list[str]:

@@ -7,10 +7,17 @@ fields of `Provenance` (seed, method, parent / mask / excluded hashes, …). A r
 strings: `load_checkpoint` checks every field once, sizes the architecture before building it, and
 returns them typed.
 
+Beside the model's tensors, a checkpoint of `unlearn train` holds `training_confidence`, float32 [N_train]: each
+training example's mean confidence over the steps that trained on it (NaN for an example it never trained on), the
+memorization proxy's raw material (docs/memorization.md). It is no part of the model: loading leaves it out of the
+state_dict, and a checkpoint without it (older files, `train --no-record-memorization`, `apply`) loads as before.
+
 Usage:
     data = checkpoint_bytes(model, checkpoint_metadata(arch="mlp", ..., provenance=Provenance(seed=0)))
+    data = checkpoint_bytes(model, meta, training_confidence=record.means()[0])
     checkpoint = load_checkpoint("model.safetensors")   # rebuilds the architecture, loads strictly
     checkpoint.model, checkpoint.arch, checkpoint.provenance.parent_sha256, checkpoint.new_model()
+    checkpoint.training_confidence                       # float32 [N_train], or None
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from unlearn_cli.models import MODELS, create_model, measure_model
 FORMAT = "unlearn-checkpoint/1"
 REPRODUCIBLE_ENV = "UNLEARN_REPRODUCIBLE"  # set to 1: no wall time in the file, so equal runs give equal bytes
 REQUIRED = ("format", "arch", "arch_kwargs", "num_classes", "dataset", "input_shape")
+TRAINING_CONFIDENCE = "training_confidence"  # the tensor of the per-example training-time confidence
 PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -124,6 +132,7 @@ class Checkpoint:
     wall_time_s: float | None = None
     data_root: str | None = None
     cost: RecordedCost = field(default_factory=RecordedCost)  # work of its run; None fields: not recorded
+    training_confidence: torch.Tensor | None = None  # float32 [N_train], NaN where not trained on; None: not recorded
 
     def new_model(self) -> nn.Module:
         """The same architecture, freshly initialized (retrain; rft's reset)."""
@@ -174,12 +183,17 @@ def recorded_wall_time(seconds: float) -> str:
     return "unrecorded" if os.environ.get(REPRODUCIBLE_ENV) == "1" else f"{seconds:.3f}"
 
 
-def checkpoint_bytes(model: nn.Module, meta: dict[str, str]) -> bytes:
+def checkpoint_bytes(model: nn.Module, meta: dict[str, str], training_confidence: torch.Tensor | None = None) -> bytes:
+    """The checkpoint file: the model's state_dict, `meta`, and the training-time confidence [N_train] when given."""
     state = clean_state_dict(model)
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise UserError(f"refusing to write a checkpoint with non-finite values in {name}; "
                             f"the run diverged: lower the learning rate")
+    if training_confidence is not None:
+        if TRAINING_CONFIDENCE in state:
+            raise ValueError(f"the model has a tensor named {TRAINING_CONFIDENCE}, the name of the training record")
+        state[TRAINING_CONFIDENCE] = training_confidence.detach().float().reshape(-1)
     return dump_safetensors(state, meta)
 
 
@@ -255,12 +269,22 @@ def load_checkpoint(path: str, data: bytes | None = None, allow_nonfinite: bool 
     fields = _typed_fields(meta, source)
     size = measure_model(fields["arch"], fields["num_classes"], fields["input_shape"], fields["arch_kwargs"],
                          where=f"{source}: ")
+    recorded = layout.pop(TRAINING_CONFIDENCE, None) if TRAINING_CONFIDENCE not in size.layout else None
+    if recorded is not None and (recorded[0] != "F32" or len(recorded[1]) != 1):
+        raise UserError(f"{source}: tensor {TRAINING_CONFIDENCE} must be float32 of one dimension (one value per "
+                        f"training example), got {recorded[0]} of shape {recorded[1]}")
     _check_layout(size.layout, layout, fields["arch"], source)
-    tensors, _ = parse_safetensors(data, source)
+    tensors, _ = parse_safetensors(data, source)  # the record's bytes are in the file: checked by its size above
+    training_confidence = tensors.pop(TRAINING_CONFIDENCE) if recorded is not None else None
+    if training_confidence is not None and not bool((torch.isnan(training_confidence) | (
+            (training_confidence >= 0) & (training_confidence <= 1))).all()):
+        raise UserError(f"{source}: tensor {TRAINING_CONFIDENCE} holds values outside [0, 1]; they are "
+                        f"probabilities (NaN: not trained on), the file is damaged")
     if not allow_nonfinite:
         for name, tensor in tensors.items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise UserError(f"{source}: tensor {name} holds NaN or Inf values; the model is broken, retrain it")
     model = size.build()  # measured above: not measured again
     model.load_state_dict(tensors, strict=True)
-    return Checkpoint(model=model, meta=meta, sha256=sha256_bytes(data), source=source, **fields)
+    return Checkpoint(model=model, meta=meta, sha256=sha256_bytes(data), source=source,
+                      training_confidence=training_confidence, **fields)

@@ -67,13 +67,16 @@ class ForgetSet:
 
 def forget_set_json(indices: torch.Tensor, *, dataset: str, num_train: int, kind: str, fraction: float,
                     classes: list[int] | None, seed: int, manipulation: Manipulation | None = None,
-                    known: torch.Tensor | None = None, known_share: float = 1.0) -> bytes:
-    """The file `unlearn split` writes: unlearn-forget/1, or /2 when the set carries a manipulation."""
+                    known: torch.Tensor | None = None, known_share: float = 1.0, memorization: dict | None = None) -> bytes:
+    """The file `unlearn split` writes: unlearn-forget/1, or /2 when the set carries a manipulation; `memorization`
+    (kind memorization): the tercile it was drawn from and the scores that made the terciles."""
     document = {
         "format": FORMAT if manipulation is None else FORMAT_MANIPULATED, "dataset": dataset, "num_train": num_train,
         "kind": kind, "fraction": fraction, "classes": classes, "seed": seed, "indices": [int(i) for i in indices],
         "sha256": sha256_indices(indices),
     }
+    if memorization is not None:
+        document["memorization"] = memorization
     if manipulation is not None:
         known = indices if known is None else known
         document["manipulation"] = {**manipulation.to_json(), "sha256": manipulation.sha256}

@@ -20,6 +20,10 @@ Usage:
     measure_pools(plan, on_step=print)
     rows = audit_rows(plan.pools, cfg.bootstrap, cfg.seed)
     document = audit_document(rows, plan)
+
+With --memorization (docs/memorization.md), the forget examples are split by the memorization tercile of the training
+set they fall in (`splits.terciles` of the scores), and every forget-set comparison gets a row per tercile: its part
+is `forget:low`, `forget:mid` or `forget:high`, computed from the same per-model φ with the same bootstrap.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 import unlearn_cli
 from unlearn_cli.config import data_root_option, device_option, option, seed_option
 from unlearn_cli.data import ImageData
-from unlearn_cli.data.splits import retain_indices
+from unlearn_cli.data.splits import LEVELS, retain_indices
 from unlearn_cli.engine import predict, select_device
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.audit import (BOOTSTRAPPED, INTERVAL_LEVEL, RANGES, bootstrap, compare_pools, excess,
@@ -52,9 +56,12 @@ from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import ForgetSet, read_forget_set
 from unlearn_cli.limits import check_size
 from unlearn_cli.lineage import check_audit_pools, data_as_trained, dataset_for
+from unlearn_cli.runs.memorization import (MemorizationScores, check_cross_fit, check_scores_fit,
+                                           read_memorization_source)
 from unlearn_cli.tune.reference import tuning_parts
 
 FEW_MODELS = 16  # below this many models per pool the ε buckets are coarse enough to warn
+TERCILE_PARTS = tuple(f"forget:{level}" for level in LEVELS)  # the forget examples of each memorization tercile
 MAX_BOOTSTRAP = 10_000  # bootstrap resamples at most
 
 
@@ -77,6 +84,10 @@ class AuditConfig(RelearnOptions):
     bootstrap: int = option(200, f"Resamples of models and examples for the 95% intervals, 0 to {MAX_BOOTSTRAP:,} (0: "
                                  f"no intervals)", "--bootstrap")
     device: str = device_option()
+    memorization: Optional[str] = option(None, "A checkpoint of `unlearn train` that records the memorization proxy "
+                                               "(none of the pools' models or their parents), or a reference-estimate "
+                                               "file: adds the rows of each memorization tercile of the forget set",
+                                         "--memorization")
 
 
 def check_config(cfg: AuditConfig) -> None:
@@ -205,6 +216,33 @@ def _warnings(pools: dict[str, Pool]) -> list[str]:
 
 
 @dataclass
+class ForgetTerciles:
+    """The forget examples split by memorization tercile (of the whole training set's scores)."""
+
+    scores: MemorizationScores
+    values: torch.Tensor  # float64 [F]: each forget example's score (NaN: not scored)
+    levels: torch.Tensor  # int64 [F]: its tercile, 0 low … 2 high, -1 unscored
+
+    def parts(self, forget_indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`forget:<level>` -> the forget examples of that tercile, for each tercile that holds any."""
+        return {part: forget_indices[self.levels == level] for level, part in enumerate(TERCILE_PARTS)
+                if bool((self.levels == level).any())}
+
+
+def _forget_terciles(path: str, pools: dict[str, Pool], reference: Checkpoint, num_train: int,
+                     forget_indices: torch.Tensor) -> ForgetTerciles:
+    """The memorization scores of --memorization, checked against the data and the pools, at the forget examples."""
+    scores = read_memorization_source(path, "--memorization")
+    check_scores_fit(scores, reference.dataset, reference.dataset_kwargs, num_train)
+    check_cross_fit(scores, {f"--{name}": pool.checkpoints for name, pool in pools.items()})
+    levels = scores.levels()[forget_indices]
+    if not bool((levels >= 0).any()):
+        raise UserError(f"{scores.source}: scores none of the forget examples (its model never trained on them); "
+                        f"give --memorization a model trained on them, or a reference estimate")
+    return ForgetTerciles(scores, scores.values[forget_indices], levels)
+
+
+@dataclass
 class AuditPlan:
     """The pools checked against the forget set, and what measuring them needs."""
 
@@ -220,6 +258,7 @@ class AuditPlan:
     matched_view: ImageData | None  # for a manipulated forget set: the matched sample manipulated alike
     warnings: list[str]
     relearn_split: RelearnSplit | None = None  # with --relearn: the forget set's part finetuned on and the rest
+    terciles: ForgetTerciles | None = None  # with --memorization
 
     @property
     def models(self) -> int:
@@ -242,6 +281,14 @@ def prepare_audit(cfg: AuditConfig, pools_read: list[Pool]) -> AuditPlan:
     size = min(cfg.control_size or len(forget_set.indices), data.num_train - len(forget_set.indices),
                len(data.test_labels))
     parts = _control_samples(data, forget_set.indices, classes, size, cfg.seed)
+    terciles = None
+    if cfg.memorization is not None:
+        terciles = _forget_terciles(cfg.memorization, pools, reference, data.num_train, forget_set.indices)
+        parts.update(terciles.parts(forget_set.indices))
+        unscored = int((terciles.levels < 0).sum())
+        if unscored:
+            warnings.append(f"{unscored} forget examples have no memorization score in {terciles.scores.source} (its "
+                            f"model never trained on them): they are in no tercile's row")
     target = select_device(cfg.device)
     # a manipulated F is compared with unseen examples manipulated alike: what F looks like to a model that never
     # saw it (as tune's oracle-free reference)
@@ -249,7 +296,7 @@ def prepare_audit(cfg: AuditConfig, pools_read: list[Pool]) -> AuditPlan:
         forget_set.manipulation.view_unseen(data, parts["matched"], cfg.seed).to(target)
     relearn_split = split_forget_set(forget_set.indices, cfg) if cfg.relearn else None
     return AuditPlan(cfg, pools, reference, data, forget_set, classes, size, parts, target, matched_view, warnings,
-                     relearn_split)
+                     relearn_split, terciles)
 
 
 def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indices: torch.Tensor,
@@ -280,13 +327,15 @@ def measure(pools: list[Pool], data, parts: dict[str, torch.Tensor], forget_indi
             for part, indices in parts.items():
                 if part == "matched" and matched_view is not None:
                     continue
-                logits, labels = ((train_logits, train_labels) if part in ("forget", "retain")
+                logits, labels = ((train_logits, train_labels) if part in ("forget", "retain") + TERCILE_PARTS
                                   else (test_logits, test_labels))
                 pool.phi.setdefault(part, []).append(
                     logit_scaled_confidence(logits[indices], labels[indices]).numpy())
-            for key, logits, labels in (("forget", train_logits[forget_indices], train_labels[forget_indices]),
+            terciles = [(part, train_logits[parts[part]], train_labels[parts[part]]) for part in TERCILE_PARTS
+                        if part in parts]
+            for key, logits, labels in [("forget", train_logits[forget_indices], train_labels[forget_indices]),
                                         ("retain", train_logits[retain], train_labels[retain]),
-                                        ("test", test_logits, test_labels)):
+                                        ("test", test_logits, test_labels)] + terciles:
                 pool.accuracy.setdefault(key, []).append(accuracy_percent(logits, labels))
             on_step(f"{pool.name} {os.path.basename(checkpoint.source)}")
 
@@ -314,7 +363,7 @@ class Side:
 def _side(pool: Pool, positions: list[int] | None = None) -> Side:
     """A pool, or the models of it at `positions`, as one side of a comparison."""
     chosen = slice(None) if positions is None else positions
-    parts = ("forget", "retain", "test", "matched")
+    parts = [part for part in pool.phi if part != "reference"]  # forget, retain, test, matched, the terciles
     return Side({part: pool.values(part)[chosen] for part in parts},
                 {part: pool.standardized(part)[chosen] for part in parts}, pool.mean_accuracy(positions),
                 pool.relearn_curves(positions))
@@ -341,11 +390,24 @@ def _comparisons(pools: dict[str, Pool]) -> list[tuple[str, str, str]]:
         comparisons.append(("ceiling vs retrained", "ceiling", "forget"))
     elif len(pools["retrained"].checkpoints) >= 4:  # halves of fewer than 2 models cannot be compared
         comparisons.append(("retrained ½ vs ½", "half", "forget"))
+    forget_rows = list(comparisons)
+    for part in TERCILE_PARTS:  # with --memorization: each forget row again on each tercile's examples
+        if part in pools["retrained"].phi:
+            level = part.split(":")[1]
+            comparisons += [(f"{name} (forget, {level} memorization)", first, part) for name, first, _ in forget_rows]
     for part in ("retain", "test"):
         comparisons.append((f"unlearned vs retrained ({part} sample)", "unlearned", part))
         if "original" in pools:
             comparisons.append((f"original vs retrained ({part} sample)", "original", part))
     return comparisons
+
+
+def _shown_accuracy(accuracy: dict[str, float], part: str) -> dict[str, float]:
+    """The forget / retain / test accuracies of a row: on a tercile's row, its forget accuracy is the tercile's."""
+    shown = {key: accuracy[key] for key in ("forget", "retain", "test")}
+    if part in TERCILE_PARTS:
+        shown["forget"] = accuracy[part]
+    return shown
 
 
 def _row(name: str, first_name: str, part: str, first: Side, second: Side, matched_size: int, resamples: int,
@@ -355,7 +417,8 @@ def _row(name: str, first_name: str, part: str, first: Side, second: Side, match
     per_example = compare_pools(first.phi[part], second.phi[part])
     row = {"name": name, "pool": first_name, "examples": part,
            "models": [len(first.phi[part]), len(second.phi[part])], **summarize(per_example, num_models),
-           "accuracy": {"first": first.accuracy, "second": second.accuracy}}
+           "accuracy": {"first": _shown_accuracy(first.accuracy, part),
+                        "second": _shown_accuracy(second.accuracy, part)}}
     row["final_score"] = final_score(
         row["forget_score"], (first.accuracy["retain"], second.accuracy["retain"]),
         (first.accuracy["test"], second.accuracy["test"])) if part == "forget" else None
@@ -387,19 +450,22 @@ def audit_rows(pools: dict[str, Pool], resamples: int, seed: int) -> list[dict]:
     Every row carries bootstrap intervals of its numbers, from `resamples` draws of models and examples
     (seeded by `seed`: rows of pools of the same sizes draw the same model positions); the forget-set rows
     also carry the excess of each number over the matched sample. The ceiling is the independent oracle pool
-    (--ceiling) against the retrained pool when given, else the retrained pool's halves against each other.
+    (--ceiling) against the retrained pool when given, else the retrained pool's halves against each other. The
+    unlearned pool's rows on the forget set (and on each memorization tercile of it) carry the normalized score.
     """
     matched_size = pools["retrained"].values("matched").shape[1]
-    rows, scores = [], {}  # scores: pool -> (forget score, its replicates or None)
+    rows, scores = [], {}  # scores: (pool, forget part) -> (forget score, its replicates or None)
     for name, first_name, part in _comparisons(pools):
         first, second = _sides(pools, first_name)
         row, draws = _row(name, first_name, part, first, second, matched_size, resamples, seed)
-        if part == "forget":
-            scores[first_name] = (row["forget_score"], None if draws is None else draws[part]["forget_score"])
+        if part in ("forget",) + TERCILE_PARTS:
+            scores[first_name, part] = (row["forget_score"], None if draws is None else draws[part]["forget_score"])
         rows.append(row)
-    ceiling = scores.get("ceiling", scores.get("half"))
-    if "original" in scores and ceiling is not None:  # the unlearned pool on the scale from the originals to the ceiling
-        rows[0]["normalized_score"] = normalized_score(scores["unlearned"], scores["original"], ceiling)
+    for row in rows:  # the unlearned pool on the scale from the originals to the ceiling
+        part = row["examples"]
+        ceiling = scores.get(("ceiling", part), scores.get(("half", part)))
+        if row["pool"] == "unlearned" and ("original", part) in scores and ceiling is not None:
+            row["normalized_score"] = normalized_score(scores["unlearned", part], scores["original", part], ceiling)
     return rows
 
 
@@ -442,4 +508,27 @@ def audit_document(rows: list[dict], plan: AuditPlan) -> dict:
                                                          "each sorted by seed",
             "curves": {name: [{"lr": rate, "models": curves.tolist(), "mean": curves.mean(axis=0).tolist()}
                               for rate, curves in pool.relearn_curves().items()] for name, pool in pools.items()}}}),
+        **({} if plan.terciles is None else {"memorization": _terciles_block(plan)}),
     })
+
+
+def forget_set_influence(pools: dict[str, Pool]) -> np.ndarray | None:
+    """Per forget example, the originals' mean φ minus the retrained pool's: how much training on the forget set
+    raised the confidence on it (a pool-based influence of the forget set, not a memorization estimate: those
+    models did not train on random subsets). [F]; None without --original."""
+    if "original" not in pools:
+        return None
+    return pools["original"].values("forget").mean(0) - pools["retrained"].values("forget").mean(0)
+
+
+def _terciles_block(plan: AuditPlan) -> dict:
+    """What the audit records of --memorization: the scores' origin and, per tercile, its forget examples, their
+    mean score and their mean forget-set influence (with --original)."""
+    terciles, influence = plan.terciles, forget_set_influence(plan.pools)
+    levels = {}
+    for level, name in enumerate(LEVELS):
+        inside = (terciles.levels == level).numpy()
+        levels[name] = {"examples": int(inside.sum()),
+                        "mean_score": float(terciles.values.numpy()[inside].mean()) if inside.any() else None,
+                        "influence": float(influence[inside].mean()) if influence is not None and inside.any() else None}
+    return {**terciles.scores.record(), "unscored": int((terciles.levels < 0).sum()), "terciles": levels}
