@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from conftest import run_cli
@@ -191,6 +192,30 @@ def test_split_draws_only_from_the_requested_tercile(proxies, tmp_path):
         assert document["kind"] == "memorization" and document["memorization"]["level"] == name
         assert document["memorization"]["sha256"] == load_checkpoint(str(model)).sha256
         assert document["memorization"]["estimate"] == "proxy"
+
+
+def test_tune_draws_its_validation_sets_from_the_same_tercile_and_refuses_a_moved_source(proxies, tmp_path):
+    model = tmp_path / "source.safetensors"
+    model.write_bytes((proxies / "proxy.safetensors").read_bytes())
+    levels = terciles(memorization_proxy(load_checkpoint(str(model)).training_confidence))
+    forget = tmp_path / "high.json"
+    assert run_cli("split", "--dataset", "digits", "--kind", "memorization", "--level", "high", "--model", model,
+                   "--fraction", "0.05", "-q", "-o", forget).exit_code == 0
+    tune = ("tune", "-m", proxies / "proxy.safetensors", "-f", forget, "--method", "finetune", "--grid", "lr=0.01", "--grid", "epochs=1",
+            "--max-cost", "1", "-q")
+    result = run_cli(*tune, "-o", tmp_path / "best.yaml")
+    assert result.exit_code == 0, result.output
+    sets = yaml.safe_load((tmp_path / "best.yaml").read_text())["tune"]["validation_sets"]
+    assert [entry["seed"] for entry in sets] == [0, 1, 2] and len({entry["forget_sha256"] for entry in sets}) == 3
+    for entry in sets[1:]:  # each redrawn set is the split's own draw with that seed: the high tercile only
+        drawn = draw_from_tercile(memorization_proxy(load_checkpoint(str(model)).training_confidence), "high", 0.05,
+                                  entry["seed"])
+        assert set(levels[drawn].tolist()) == {2}
+    model.rename(tmp_path / "moved.safetensors")
+    result = run_cli(*tune, "-o", tmp_path / "never.yaml")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert f"was drawn by the memorization of {model}, which is not there" in result.stderr
+    assert "pass --validation-sets 1" in result.stderr and not (tmp_path / "never.yaml").exists()
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from conftest import TINY_MLP, run_cli
-from unlearn_cli.data.splits import draw_forget_indices
+from unlearn_cli.data.splits import draw_forget_indices, draw_from_tercile
 from unlearn_cli.errors import UserError
 from unlearn_cli.tune import (Candidate, Trial, cheapest_within_standard_error, draw_validation_sets, mean_score,
                               rank_candidates, retain_sample, selection_stability, set_objectives,
@@ -100,6 +100,19 @@ def test_a_seed_that_draws_a_set_already_taken_is_skipped_and_a_split_too_small_
     whole = draw_forget_indices(labels, "class", 1.0, [2], seed=0)
     with pytest.raises(UserError, match="gives only 1 distinct forget set, whatever the seed; pass --validation-sets 1"):
         draw_validation_sets(labels, whole, "class", 1.0, [2], seed=0, count=2)
+
+
+def test_a_memorization_split_is_redrawn_from_the_same_tercile_of_its_scores():
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.8, 0.2, 0.4, 0.7, 0.3, 0.6])  # high tercile: examples 0, 3 and 6
+    labels = torch.zeros(9, dtype=torch.long)
+    given = draw_from_tercile(scores, "high", 2 / 9, seed=0)  # 2 of the 3: 3 distinct sets
+    sets = draw_validation_sets(labels, given, "memorization", 2 / 9, None, seed=0, count=3,
+                                memorization=(scores, "high"))
+    assert sorted(tuple(indices.tolist()) for _, indices in sets) == [(0, 3), (0, 6), (3, 6)]
+    assert all(torch.equal(indices, draw_from_tercile(scores, "high", 2 / 9, seed)) for seed, indices in sets)
+    with pytest.raises(UserError, match=r"--validation-sets 4: the split \(memorization, level high, fraction 0.222222\) "
+                                        r"gives only 3 distinct forget sets, whatever the seed; pass --validation-sets 3"):
+        draw_validation_sets(labels, given, "memorization", 2 / 9, None, seed=0, count=4, memorization=(scores, "high"))
 
 
 def test_the_retain_sample_is_seeded_sorted_and_outside_the_forget_set():

@@ -98,6 +98,12 @@ def draw_from_tercile(scores: torch.Tensor, level: str, fraction: float, seed: i
     return _draw(pool, count, seed)
 
 
+def distinct_tercile_sets(scores: torch.Tensor, level: str, fraction: float) -> int:
+    """How many different forget sets `draw_from_tercile` can draw with these settings, over every seed."""
+    pool = int((terciles(scores) == LEVELS.index(level)).sum())
+    return math.comb(pool, min(pool, round(fraction * len(scores))))
+
+
 def distinct_forget_sets(labels: torch.Tensor, kind: str, fraction: float, classes: list[int] | None) -> int:
     """How many different forget sets `draw_forget_indices` can draw with these settings, over every seed: the
     subsets of its pool of its size (1 for `class` with fraction 1)."""

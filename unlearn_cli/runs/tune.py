@@ -27,6 +27,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Optional
@@ -39,6 +40,7 @@ from unlearn_cli.config import data_root_option, device_option, option, seed_opt
 from unlearn_cli.cost import WorkMeter
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import KINDS as SPLIT_KINDS
+from unlearn_cli.data.splits import LEVELS, MEMORIZATION
 from unlearn_cli.engine import FastPath, predict, select_device
 from unlearn_cli.errors import UserError, example, flag
 from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
@@ -52,6 +54,7 @@ from unlearn_cli.methods import (SetSizes, fitted, get_method, list_methods, met
 from unlearn_cli.methods.calibration import undepleted_classes
 from unlearn_cli.runs.calibrate import calibrate, calibration_examples, confidence, fitted_scale
 from unlearn_cli.runs.localize import MaskFailed, compute_mask
+from unlearn_cli.runs.memorization import read_memorization_source
 from unlearn_cli.runs.unlearn import retrain_work, unlearn, unlearn_data
 from unlearn_cli.tune import (Candidate, OracleFreeWeights, Outputs, Trial, TuningParts, cap_share,
                               cheapest_within_standard_error, draw_validation_sets, expand_grid, extend_edges,
@@ -245,6 +248,10 @@ def _redrawn(forget_set: ForgetSet, train_labels: torch.Tensor, count: int) -> l
         raise UserError(f"{asked}: {forget_set.source} carries a {forget_set.manipulation.kind} manipulation, which "
                         f"only a model trained on it unlearns, so no other forget set can be drawn for it; {fix}")
     kind, fraction, classes, seed = (info.get(key) for key in ("kind", "fraction", "classes", "seed"))
+    if kind == MEMORIZATION and isinstance(fraction, float) and isinstance(seed, int):
+        return draw_validation_sets(train_labels, forget_set.indices, kind, fraction, None, seed, count,
+                                    what=f"the split of {forget_set.source}",
+                                    memorization=_memorization_split(forget_set, len(train_labels), asked, fix))
     if (kind not in SPLIT_KINDS or not isinstance(fraction, (int, float)) or isinstance(fraction, bool)
             or not isinstance(seed, int) or isinstance(seed, bool)
             or not (classes is None or (isinstance(classes, list)
@@ -253,6 +260,24 @@ def _redrawn(forget_set: ForgetSet, train_labels: torch.Tensor, count: int) -> l
                         f"forget sets by; make it with `unlearn split`, or {fix}")
     return draw_validation_sets(train_labels, forget_set.indices, kind, fraction, classes, seed, count,
                                 what=f"the split of {forget_set.source}")
+
+
+def _memorization_split(forget_set: ForgetSet, num_train: int, asked: str, fix: str) -> tuple[torch.Tensor, str]:
+    """(the scores, the level) a memorization forget set was drawn by: its recorded source, read again and checked to
+    be the file it was drawn from."""
+    record = (forget_set.info or {}).get("memorization") or {}
+    level, source, sha256 = (record.get(key) for key in ("level", "source", "sha256"))
+    if level not in LEVELS or not isinstance(source, str) or not isinstance(sha256, str):
+        raise UserError(f"{asked}: {forget_set.source} records no memorization source to draw more forget sets by; "
+                        f"make it with `unlearn split --kind memorization`, or {fix}")
+    if not os.path.isfile(source):
+        raise UserError(f"{asked}: {forget_set.source} was drawn by the memorization of {source}, which is not there "
+                        f"to draw more forget sets by; run from where that path is found, or {fix}")
+    scores = read_memorization_source(source, "the forget set's memorization source")
+    if scores.sha256 != sha256 or len(scores.values) != num_train:
+        raise UserError(f"{asked}: {source} is not the file {forget_set.source} was drawn by (its content changed); "
+                        f"restore it, or {fix}")
+    return scores.values, level
 
 
 @dataclass

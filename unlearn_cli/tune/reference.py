@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from unlearn_cli.data.splits import distinct_forget_sets, draw_forget_indices, retain_indices
+from unlearn_cli.data.splits import (distinct_forget_sets, distinct_tercile_sets, draw_forget_indices, draw_from_tercile,
+                                     retain_indices)
 from unlearn_cli.errors import UserError, example, flag
 
 RETAIN_SAMPLE = 1024  # retain examples `retain_fit` is measured on
@@ -87,23 +88,31 @@ def retain_sample(num_train: int, forget_indices: torch.Tensor, seed: int, size:
 
 
 def draw_validation_sets(train_labels: torch.Tensor, given: torch.Tensor, kind: str, fraction: float,
-                         classes: list[int] | None, seed: int, count: int,
-                         what: str = "the split") -> list[tuple[int, torch.Tensor]]:
+                         classes: list[int] | None, seed: int, count: int, what: str = "the split",
+                         memorization: tuple[torch.Tensor, str] | None = None) -> list[tuple[int, torch.Tensor]]:
     """`count` distinct forget sets as (seed, sorted indices): `given` (drawn with `seed`) first, then those
-    `draw_forget_indices` gives with the first seeds after `seed` that draw a set not taken yet. A split that
-    cannot give `count` distinct sets (`kind: class` with fraction 1 gives one, whatever the seed) is a UserError
-    before anything is drawn; `what` names the split in it."""
-    available = distinct_forget_sets(train_labels, kind, fraction, classes)
+    `draw_forget_indices` gives with the first seeds after `seed` that draw a set not taken yet (a memorization
+    split, `memorization` = (its scores, its level): `draw_from_tercile`). A split that cannot give `count` distinct
+    sets (`kind: class` with fraction 1 gives one, whatever the seed) is a UserError before anything is drawn;
+    `what` names the split in it."""
+    if memorization is not None:
+        scores, level = memorization
+        available = distinct_tercile_sets(scores, level, fraction)
+        draw = lambda candidate: draw_from_tercile(scores, level, fraction, candidate)  # noqa: E731
+        described = f"{kind}, level {level}, fraction {fraction:g}"
+    else:
+        available = distinct_forget_sets(train_labels, kind, fraction, classes)
+        draw = lambda candidate: draw_forget_indices(train_labels, kind, fraction, classes, candidate)  # noqa: E731
+        described = f"{kind}, fraction {fraction:g}{f', classes {classes}' if classes else ''}"
     if count > available:
-        raise UserError(f"{flag('validation_sets')} {count}: {what} ({kind}, fraction {fraction:g}"
-                        f"{f', classes {classes}' if classes else ''}) gives only {available} distinct forget "
-                        f"set{'s' if available != 1 else ''}, whatever the seed; pass "
+        raise UserError(f"{flag('validation_sets')} {count}: {what} ({described}) gives only {available} distinct "
+                        f"forget set{'s' if available != 1 else ''}, whatever the seed; pass "
                         f"{example('validation_sets', available)}")
     taken = [(seed, given)]
     for candidate in range(seed + 1, seed + 1 + MAX_REDRAWS):
         if len(taken) == count:
             break
-        indices = draw_forget_indices(train_labels, kind, fraction, classes, candidate)
+        indices = draw(candidate)
         if not any(torch.equal(indices, drawn) for _, drawn in taken):
             taken.append((candidate, indices))
     if len(taken) < count:
