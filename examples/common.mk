@@ -168,13 +168,14 @@ endif
 endif
 
 # --- forget sets, originals, oracles ---------------------------------------------------------------
+# SPLIT_FLAGS: more `split` flags, set per forget set by a recipe (a memorization split's --model)
 $(WORK)/forget-%-validation.json: $(CONFIGS)/split-%.yaml
 	@mkdir -p $(@D)
-	$(UNLEARN) split --config $< --seed $(VALIDATION_SEED) $(DATA_FLAGS) $(QUIET) -o $@
+	$(UNLEARN) split --config $< --seed $(VALIDATION_SEED) $(SPLIT_FLAGS) $(DATA_FLAGS) $(QUIET) -o $@
 
 $(WORK)/forget-%.json: $(CONFIGS)/split-%.yaml
 	@mkdir -p $(@D)
-	$(UNLEARN) split --config $< $(DATA_FLAGS) $(QUIET) -o $@
+	$(UNLEARN) split --config $< $(SPLIT_FLAGS) $(DATA_FLAGS) $(QUIET) -o $@
 
 $(WORK)/original-s%.safetensors: $(CONFIGS)/train.yaml $(if $(MANIPULATE),$(WORK)/forget-$(MANIPULATE).json)
 	@mkdir -p $(@D)
@@ -194,8 +195,10 @@ $(WORK)/$(1)/s$(2)/oracle.safetensors: $(CONFIGS)/train.yaml $(WORK)/forget-$(1)
 	$$(UNLEARN) train --config $$< --exclude $(WORK)/forget-$(1).json --seed $(2) $$(TRAIN_FLAGS) $$(COMMON_FLAGS) -o $$@
 endef
 
-# what the reported evaluations are measured on: the test examples tuning never looked at
-EVALUATE_FLAGS = --test-part reported --tune-seed $(TUNE_SEED) $(COMMON_FLAGS)
+# what the reported evaluations are measured on: the test examples tuning never looked at; RELEARN_FLAGS (e.g.
+# "--relearn --relearn-part 0.25") adds the relearning test to every evaluation, the report a relearn-gap column
+RELEARN_FLAGS ?=
+EVALUATE_FLAGS = --test-part reported --tune-seed $(TUNE_SEED) $(RELEARN_FLAGS) $(COMMON_FLAGS)
 
 define ORIGINAL_RULE # $(1) forget set, $(2) seed: the original scored against the oracle (its row in the report)
 $(call run_dir,$(1),$(2))/original.json: $(WORK)/original-s$(2).safetensors $(call run_dir,$(1),$(2))/oracle.safetensors
