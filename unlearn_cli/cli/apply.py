@@ -228,9 +228,14 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
                   for member in pool]
         retains = [_retain_accuracy(member.parent.model, member.data) for member in pool]
     work = meter.work.shared(len(pool))  # every model ran the same loop on as many examples
-    for member, retain, scale in zip(pool, retains, scales):
+    finished = {member.run.seed: (member, retain, scale) for member, retain, scale in zip(pool, retains, scales)}
+
+    def write_one(run: SeedRun) -> None:  # one file per seed; an interruption says which are written
+        member, retain, scale = finished[run.seed]
         _finish(member.cfg, member.method_cfg, member.run.output, member.parent, models.forget_set, member.mask_file,
                 member.parent.model, member.data, wall_time, (member.parent_retain, retain), work, quiet, scale)
+
+    run_seeds(runs, write_one)
 
 
 @dataclass

@@ -204,8 +204,13 @@ def _train_stacked(cfg: TrainConfig, runs: list[SeedRun], target: torch.device, 
                       on_step, fast=fast)
     wall_time = (time.perf_counter() - started) / len(models)
     work = meter.work.shared(len(models))  # every model trained on as many examples
-    for run, run_cfg, model in zip(runs, configs, models):
+    trained = {run.seed: (run_cfg, model) for run, run_cfg, model in zip(runs, configs, models)}
+
+    def write_one(run: SeedRun) -> None:  # one file per seed; an interruption says which are written
+        run_cfg, model = trained[run.seed]
         model = model.cpu()
         _write(run_cfg, run.output, model, data, wall_time, dataclasses.replace(provenance, seed=run_cfg.seed), {},
                work)
         report(run, model, data, wall_time)
+
+    run_seeds(runs, write_one)
