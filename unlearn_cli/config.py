@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ BOUNDS: dict[str, Bound] = {
     "train_subset": COUNT, "num_train": COUNT, "num_test": COUNT, "num_classes": Bound(2, 1_000_000),
     "channels": Bound(1, 64), "size": Bound(1, 4096), "image_size": Bound(1, 4096), "noise": NON_NEGATIVE,
     "num_workers": Bound(0, 256),
+    "threads": Bound(1, 1024),  # torch's CPU threads
 }
 
 
@@ -124,6 +126,41 @@ def seed_option(default: int = 0):
 
 def device_option():
     return option("auto", "auto, cpu, cuda or mps")
+
+
+THREADS_VARIABLE = "UNLEARN_THREADS"
+
+
+def parse_threads(text: str | None, named: str = "--threads ", example: str = "--threads 1") -> int | None:
+    """A thread count given as text (a flag, the environment); a UserError naming `named` when it is no integer."""
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise UserError(f"{named}{text[:30]!r}: not a whole number; give the number of CPU threads, e.g. "
+                        f"{example}") from None
+
+
+def parallel_make(makeflags: str) -> bool:
+    """Whether MAKEFLAGS comes from a make that runs jobs side by side: `-j`, `-jN` with N ≥ 2, or a jobserver."""
+    jobs = re.findall(r"(?:^|\s)-j(\d*)(?=\s|$)", makeflags)
+    return "--jobserver-" in makeflags or any(count != "1" for count in jobs)
+
+
+def default_threads(environment=os.environ) -> int | None:
+    """The thread count when --threads is not given: $UNLEARN_THREADS; else 1 under a parallel make, whose jobs
+    would each take every core; else None (torch's own default, which OMP_NUM_THREADS sets)."""
+    text = environment.get(THREADS_VARIABLE, "").strip()
+    if text:
+        count = parse_threads(text, f"{THREADS_VARIABLE}=", f"{THREADS_VARIABLE}=1")
+        return check_range("threads", count, THREADS_VARIABLE)
+    return 1 if parallel_make(environment.get("MAKEFLAGS", "")) else None
+
+
+def threads_option():
+    return option(None, "CPU threads torch computes with", parse=parse_threads,
+                  metavar="N", default_text=f"${THREADS_VARIABLE}; else 1 under make -j; else torch's default")
 
 
 def data_root_option():

@@ -32,6 +32,7 @@ from unlearn_cli.cli.common import ConfigOption, ProgressLines, QuietOption, han
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.signals import reporting
 from unlearn_cli.config import resolve_config
+from unlearn_cli.engine import use_threads
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.audit import BOOTSTRAPPED, INTERVAL_LEVEL, number_text, with_interval
 from unlearn_cli.evaluate.results import AUDIT_FORMAT
@@ -177,6 +178,7 @@ def audit(
 ):
     """Per-example forgetting audit of a pool of unlearned models against a pool of retrained ones."""
     cfg = resolve_config(AuditConfig, config, given, section="audit")
+    cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     check_config(cfg)
     pools, paths = load_pools(cfg)
     _check_outputs([(flag, path) for flag, path in (("--json", json_output), ("--per-example", per_example),

@@ -22,12 +22,14 @@ from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pro
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import (DEALT_OUT, SeedRun, check_pool_flag, dealt_out, plan_seeds, run_seeds, seeds_option,
                                    stack_pool)
-from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, device_option, option, resolve_config, seed_option, stacked_option)
+from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, device_option, option,
+                                resolve_config, seed_option, stacked_option, threads_option)
 from unlearn_cli.data import DatasetChoice, ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.cost import RecordedCost, Work, WorkMeter
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
-from unlearn_cli.engine import FastPath, LoopSettings, accuracy, seed_everything, select_device, train_classifier
+from unlearn_cli.engine import (FastPath, LoopSettings, accuracy, seed_everything, select_device, train_classifier,
+                                use_threads)
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.forget import read_forget_set
@@ -51,6 +53,7 @@ class TrainConfig(DatasetChoice):
     max_steps: Optional[int] = option(None, "Stop after this many steps.")  # smoke runs
     seed: int = seed_option()
     device: str = device_option()
+    threads: Optional[int] = threads_option()
     amp: Optional[bool] = amp_option()  # None: on for cuda, off otherwise (the resolved value is stored)
     channels_last: Optional[bool] = channels_last_option()
     compile: bool = compile_option()
@@ -80,6 +83,7 @@ def train(
     Under torchrun the training is data-parallel (--batch-size is the global batch) and rank 0 writes the output.
     """
     cfg = resolve_config(TrainConfig, config, given, section="train")
+    cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     if cfg.lr is None:
         cfg.lr = default_lr(cfg.arch)
     check_pool_flag(cfg.stacked, seeds, "trains")

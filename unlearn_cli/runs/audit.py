@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import unlearn_cli
-from unlearn_cli.config import data_root_option, device_option, option, seed_option
+from unlearn_cli.config import data_root_option, device_option, option, seed_option, threads_option
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict, select_device
@@ -73,6 +73,7 @@ class AuditConfig:
     bootstrap: int = option(200, f"Resamples of models and examples for the 95% intervals, 0 to {MAX_BOOTSTRAP:,} (0: "
                                  f"no intervals)", "--bootstrap")
     device: str = device_option()
+    threads: Optional[int] = threads_option()
 
 
 def check_config(cfg: AuditConfig) -> None:
