@@ -28,9 +28,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _base(kind):
-    """int for `Optional[int]` and `int | None`."""
+    """int for `Optional[int]`, `int | None` and `list[int]` (an option that takes several values)."""
     options = [option for option in typing.get_args(kind) if option is not type(None)]
-    return options[0] if options else kind
+    return _base(options[0]) if options else kind
+
+
+def _listed(kind) -> bool:
+    options = [option for option in typing.get_args(kind) if option is not type(None)]
+    return typing.get_origin(kind) is list or any(typing.get_origin(option) is list for option in options)
+
+
+def _resolved(cls, name: str, value, listed: bool):
+    """`value` for option `name` of `cls` through the resolver (as a one-value list for a list option)."""
+    resolved = getattr(resolve_config(cls, None, {name: [value] if listed else value}), name)
+    return resolved[0] if listed else resolved
 
 
 def declarations() -> dict[str, list[tuple[str, type, typing.Callable]]]:
@@ -43,9 +54,10 @@ def declarations() -> dict[str, list[tuple[str, type, typing.Callable]]]:
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
             if field.name in BOUNDS:
+                kind, listed = hints[field.name], _listed(hints[field.name])
                 found.setdefault(field.name, []).append(
-                    (where, _base(hints[field.name]),
-                     lambda value, cls=cls, name=field.name: getattr(resolve_config(cls, None, {name: value}), name)))
+                    (where, _base(kind),
+                     lambda value, cls=cls, name=field.name, listed=listed: _resolved(cls, name, value, listed)))
     for kind, registry, names in (("model", MODELS, list_models()), ("dataset", DATASETS, list_datasets())):
         for name in names:
             factory = registry.get(name)
