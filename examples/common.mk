@@ -68,6 +68,9 @@ COMPARE_CAP ?= $(lastword $(CAPS))
 EXTEND ?= 1
 BASELINE ?= del + rft
 DEVICE ?= auto
+# one torch thread per job when make runs jobs side by side (-j2): every job taking all the cores oversubscribes them
+# (`unlearn` applies the same rule itself from MAKEFLAGS; `make -j2 UNLEARN_THREADS=2` chooses another count)
+export UNLEARN_THREADS ?= $(if $(filter-out -j1,$(filter -j%,$(MAKEFLAGS))),1)
 QUIET ?= --quiet
 DATA_ROOT ?=
 DATA_FLAGS = $(if $(DATA_ROOT),--data-root $(DATA_ROOT))

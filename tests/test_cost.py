@@ -191,8 +191,8 @@ def test_apply_records_its_work_with_the_masks_and_warns_above_half_a_retrain(sm
 
 
 @pytest.mark.parametrize("value, code, message", [
-    ("0", 1, "error: --max-cost: 0.0 is out of range; it must be > 0\n"),
-    ("-0.5", 1, "error: --max-cost: -0.5 is out of range; it must be > 0\n"),
+    ("0", 1, "error: --max-cost: 0.0 is out of range; it must be > 0 and ≤ 1e+38\n"),
+    ("-0.5", 1, "error: --max-cost: -0.5 is out of range; it must be > 0 and ≤ 1e+38\n"),
     ("half", 2, "Invalid value for '--max-cost': Input should be a valid number"),  # a usage error, as for every number
 ])
 def test_apply_refuses_a_cap_that_is_not_a_positive_number(small_run, tmp_path, value, code, message):
@@ -312,4 +312,4 @@ def test_tune_refuses_a_cap_that_is_not_positive_before_any_work(small_run, tmp_
     result = run_cli("tune", "-m", small_run / "m.safetensors", "-f", small_run / "f.json", "--method", "finetune",
                      "--grid", "lr=0.1", "--max-cost", "0", "-o", output)
     assert result.exit_code == 1 and not output.exists()
-    assert result.output == "error: --max-cost: 0.0 is out of range; it must be > 0\n"
+    assert result.output == "error: --max-cost: 0.0 is out of range; it must be > 0 and ≤ 1e+38\n"

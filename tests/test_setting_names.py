@@ -35,9 +35,9 @@ def test_tune_names_grid_and_param_settings_as_given(tiny_run, tmp_path):
     assert _error(run_cli(*tune, "--strategy", "critmem", "--grid", "max_iterations=0,2")) == (
         "error: --grid max_iterations 0: must be at least 1")
     assert _error(run_cli(*tune, "--method", "finetune", "--grid", "lr=-1,0.1")) == (
-        "error: --grid lr: -1.0 is out of range; it must be > 0")
+        "error: --grid lr: -1.0 is out of range; it must be > 0 and ≤ 1e+38")
     assert _error(run_cli(*tune, "--method", "finetune", "--param", "lr=-1", "--grid", "epochs=1,2")) == (
-        "error: --param lr: -1.0 is out of range; it must be > 0")
+        "error: --param lr: -1.0 is out of range; it must be > 0 and ≤ 1e+38")
     assert not (tmp_path / "t.yaml").exists()
 
 
@@ -45,8 +45,8 @@ def test_apply_names_a_param_as_given_and_a_flag_as_its_flag(tiny_run, tmp_path)
     apply = ("apply", "-m", tiny_run["original"], "-f", tiny_run["forget"], "--method", "finetune", "-q",
              "-o", tmp_path / "out.safetensors")
     # a --param lr used to be dropped silently (the unset --lr flag overrode it)
-    assert _error(run_cli(*apply, "--param", "lr=-1")) == "error: --param lr: -1.0 is out of range; it must be > 0"
-    assert _error(run_cli(*apply, "--lr", "-1")) == "error: --lr: -1.0 is out of range; it must be > 0"
+    assert _error(run_cli(*apply, "--param", "lr=-1")) == "error: --param lr: -1.0 is out of range; it must be > 0 and ≤ 1e+38"
+    assert _error(run_cli(*apply, "--lr", "-1")) == "error: --lr: -1.0 is out of range; it must be > 0 and ≤ 1e+38"
     assert _error(run_cli(*apply, "--param", "beta=2")) == (
         "error: method 'finetune' has no option 'beta'; its options are: seed, batch_size, epochs, lr, momentum, "
         "weight_decay, schedule, final_lr_fraction, max_steps, freeze_bn")

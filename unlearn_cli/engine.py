@@ -18,6 +18,7 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearn_cli.config import default_threads
 from unlearn_cli.distributed import Shard, current_shard, sum_over_ranks, wrap_for_training
 from unlearn_cli.errors import UserError, flag
 
@@ -50,6 +52,17 @@ def select_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise UserError(f"--device {name!r}: choose auto, cpu, cuda or mps")
     return torch.device(name)
+
+
+def use_threads(requested: int | None) -> int:
+    """Run torch's CPU work on `requested` threads, or on `config.default_threads()` when None ($UNLEARN_THREADS,
+    then 1 under a parallel make); returns the count in use (torch's own default when neither says)."""
+    count = requested if requested is not None else default_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+        with contextlib.suppress(RuntimeError):  # settable once per process, before its first inter-op work
+            torch.set_num_interop_threads(count)
+    return torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:

@@ -29,10 +29,11 @@ from unlearn_cli.cli.seeds import (DEALT_OUT, SEED, PoolModels, SeedRun, check_p
                                    run_seeds, seeds_option, stack_pool)
 from unlearn_cli.cost import RecordedCost, Work, WorkMeter
 from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, data_root_option,
-                                device_option, load_yaml_config, option, parse_options, resolve_config, stacked_option)
+                                device_option, load_yaml_config, option, parse_options, resolve_config, stacked_option,
+                                threads_option)
 from unlearn_cli.data import ImageData
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
-from unlearn_cli.engine import FastPath, accuracy, select_device
+from unlearn_cli.engine import FastPath, accuracy, select_device, use_threads
 from unlearn_cli.errors import UserError, name_as
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.mask import mask_counts, read_mask
@@ -58,6 +59,7 @@ class ApplyConfig:
     allow_mismatch: bool = option(False, "Accept a forget set made for another dataset, or a mask computed for "
                                          "another forget set (recorded in the output).", switch=True)
     device: str = device_option()
+    threads: Optional[int] = threads_option()
     data_root: Optional[str] = data_root_option()
     amp: Optional[bool] = amp_option()  # None: on for cuda, off otherwise (the resolved value is stored)
     channels_last: Optional[bool] = channels_last_option()
@@ -125,6 +127,7 @@ def apply(
     method_flags = {**params, **{key: value for key, value in flags.items() if value is not None}}
     cfg, method_cfg = resolve(config, {key: value for key, value in given.items() if key in APPLY_OPTIONS},
                               method_flags)
+    cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     name_as("param", [key for key in method_options(cfg.method) if key not in flags])  # no flag of their own
     if cfg.model is None or cfg.forget is None:
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
@@ -228,9 +231,14 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
                   for member in pool]
         retains = [_retain_accuracy(member.parent.model, member.data) for member in pool]
     work = meter.work.shared(len(pool))  # every model ran the same loop on as many examples
-    for member, retain, scale in zip(pool, retains, scales):
+    finished = {member.run.seed: (member, retain, scale) for member, retain, scale in zip(pool, retains, scales)}
+
+    def write_one(run: SeedRun) -> None:  # one file per seed; an interruption says which are written
+        member, retain, scale = finished[run.seed]
         _finish(member.cfg, member.method_cfg, member.run.output, member.parent, models.forget_set, member.mask_file,
                 member.parent.model, member.data, wall_time, (member.parent_retain, retain), work, quiet, scale)
+
+    run_seeds(runs, write_one)
 
 
 @dataclass

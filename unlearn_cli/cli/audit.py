@@ -32,7 +32,9 @@ from rich.table import Table
 
 from unlearn_cli.cli.common import ConfigOption, ProgressLines, QuietOption, handle_errors, print_json, pyplot, stderr
 from unlearn_cli.cli.options import with_options
+from unlearn_cli.cli.signals import reporting
 from unlearn_cli.config import resolve_config
+from unlearn_cli.engine import use_threads
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.audit import BOOTSTRAPPED, INTERVAL_LEVEL, number_text, with_interval
 from unlearn_cli.evaluate.results import AUDIT_FORMAT
@@ -211,6 +213,7 @@ def audit(
 ):
     """Per-example forgetting audit of a pool of unlearned models against a pool of retrained ones."""
     cfg = resolve_config(AuditConfig, config, given, section="audit")
+    cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     check_config(cfg)
     pools, paths = load_pools(cfg)
     _check_outputs([(flag, path) for flag, path in (("--json", json_output), ("--per-example", per_example),
@@ -226,11 +229,16 @@ def audit(
         for warning in plan.warnings:
             stderr.print(f"[yellow]warning: {warning}[/yellow]")
     forget_set = plan.forget_set
-    if per_example is not None:
-        write_output(per_example, per_example_csv(rows[0], plan.pools, forget_set,
-                                                  plan.data.train_labels[forget_set.indices], plan.classes,
-                                                  plan.terciles), binary=False)
-    if plot is not None:
-        write_output(plot, plot_png(rows, plan.pools, forget_set.indices))
-    if json_output is not None:
-        print_json(audit_document(rows, plan), json_output)
+    written: list[str] = []  # the outputs complete so far, for an interruption's message
+    with reporting(lambda: f"{', '.join(written)} {'is' if len(written) == 1 else 'are'} written and complete, the "
+                           f"other outputs are not" if written else None):
+        if per_example is not None:
+            write_output(per_example, per_example_csv(rows[0], plan.pools, forget_set,
+                                                      plan.data.train_labels[forget_set.indices], plan.classes,
+                                                      plan.terciles), binary=False)
+            written.append(per_example)
+        if plot is not None:
+            write_output(plot, plot_png(rows, plan.pools, forget_set.indices))
+            written.append(plot)
+        if json_output is not None:
+            print_json(audit_document(rows, plan), json_output)

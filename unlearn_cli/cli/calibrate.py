@@ -17,8 +17,8 @@ import typer
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, stderr
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
-from unlearn_cli.config import data_root_option, device_option, option, resolve_config
-from unlearn_cli.engine import select_device
+from unlearn_cli.config import data_root_option, device_option, option, resolve_config, threads_option
+from unlearn_cli.engine import select_device, use_threads
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import checkpoint_bytes, load_checkpoint
 from unlearn_cli.lineage import check_calibratable, check_fits_data
@@ -36,6 +36,7 @@ class CalibrateConfig:
                                "--test-part reported --tune-seed leaves it out)", "--tune-seed")
     data_root: Optional[str] = data_root_option()
     device: str = device_option()
+    threads: Optional[int] = threads_option()
 
 
 SeedsOption = seeds_option("-m and --parent may hold {seed} too (one file per seed); the dataset and --forget are "
@@ -53,6 +54,7 @@ def calibrate(
 ):
     """Fit retraining's confidence scale to an unlearned checkpoint and fold it into its classifier head."""
     cfg = resolve_config(CalibrateConfig, config, given, section="calibrate")
+    cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     for flag, key in (("--model", "model"), ("--parent", "parent"), ("--forget", "forget")):
         if getattr(cfg, key) is None:
             raise UserError(f"{flag} is required: pass {flag}, or set `{key}:` in {config or 'a --config YAML'}")

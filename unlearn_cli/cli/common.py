@@ -82,13 +82,22 @@ class State:
     debug = False
 
 
+_INSIDE_COMMAND = contextvars.ContextVar("inside_command", default=False)  # set while a command runs
+
+
 def handle_errors(command):
-    """Turn UserError into one line on stderr and exit 1; SIGINT/SIGTERM into a clean exit (130/143)."""
+    """Turn UserError into one line on stderr and exit 1; SIGINT/SIGTERM into a clean exit (130/143).
+
+    A command run by another one (`demo`'s steps) passes an interruption on, so the outer command stops too.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:  # in a context of its own: how the command names settings (`errors.name_as`) ends with it
-            return contextvars.copy_context().run(command, *args, **kwargs)
+        nested = _INSIDE_COMMAND.get()
+        context = contextvars.copy_context()  # how the command names settings (`errors.name_as`) ends with it
+        context.run(_INSIDE_COMMAND.set, True)
+        try:
+            return context.run(command, *args, **kwargs)
         except UserError as error:
             if State.debug:
                 raise
@@ -102,6 +111,8 @@ def handle_errors(command):
                              f"rerun with --debug for the traceback\n")
             raise typer.Exit(1) from None
         except Interrupted as interruption:
+            if nested:
+                raise
             sys.stderr.write(interruption.message() + "\n")
             raise typer.Exit(128 + interruption.signal_number) from None
 

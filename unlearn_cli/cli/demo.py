@@ -13,13 +13,25 @@ from __future__ import annotations
 
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from unlearn_cli.cli.common import handle_errors, stderr
+from unlearn_cli.cli.options import with_options
+from unlearn_cli.cli.signals import reporting
+from unlearn_cli.config import resolve_config, threads_option
+from unlearn_cli.engine import use_threads
 from unlearn_cli.errors import UserError
+
+COMPUTING = ("train", "localize", "apply", "evaluate")  # the steps that take --threads
+
+
+@dataclass
+class DemoConfig:
+    threads: Optional[int] = threads_option()  # passed on to every step that computes
 
 
 def demo_steps(folder: Path) -> list[list[str]]:
@@ -49,25 +61,35 @@ def demo_steps(folder: Path) -> list[list[str]]:
 
 
 @handle_errors
+@with_options(DemoConfig)
 def demo(
+    given: dict,
     folder: Annotated[Path, typer.Option("--folder", help="Where the demo's files are written.")] = Path("demo-run"),
 ):
-    """Run the whole pipeline on the bundled digits data and print the comparison with the oracle."""
+    """Run the whole pipeline on the bundled digits data and print the comparison with the oracle.
+
+    Interrupted (Ctrl-C, SIGTERM), it stops at once: the files of the steps done stay, no later step runs.
+    """
     from unlearn_cli.cli.app import app
 
+    cfg = resolve_config(DemoConfig, None, given)
+    use_threads(cfg.threads)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"{folder}: cannot create the demo folder ({error.strerror}); choose another --folder") from None
     started = time.perf_counter()
-    steps = demo_steps(folder)
-    for arguments in steps:
-        stderr.print(f"[bold]$ unlearn {shlex.join(arguments)}[/bold]")
-        try:
-            app(arguments, standalone_mode=False)
-        except SystemExit as exit_:
-            if exit_.code:
-                raise UserError(f"demo step `unlearn {arguments[0]}` failed (exit {exit_.code})") from None
+    steps, done = demo_steps(folder), []  # done: the steps that finished
+    with reporting(lambda: f"{len(done)} of the demo's {len(steps)} steps are complete ({', '.join(done)}; their "
+                           f"files are in {folder}/), the later ones did not run" if done else None):
+        for arguments in steps:
+            if cfg.threads is not None and arguments[0] in COMPUTING:
+                arguments = [*arguments, "--threads", str(cfg.threads)]
+            stderr.print(f"[bold]$ unlearn {shlex.join(arguments)}[/bold]")
+            code = app(arguments, standalone_mode=False)  # a step's exit status (None: it finished)
+            if code:
+                raise UserError(f"demo step `unlearn {arguments[0]}` failed (exit {code})")
+            done.append(arguments[0])
     stderr.print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; every file is in {folder}/. "
                  f"DEL = the `del` mask + `rft`; SalUn = the `salun` mask + `random-label`. Lower gaps are better.")
     stderr.print("To rerun a step by hand, copy its `$ unlearn …` line above; to aggregate runs: "

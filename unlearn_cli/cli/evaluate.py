@@ -23,6 +23,7 @@ from unlearn_cli.cli.common import (ConfigOption, ProgressLines, QuietOption, ha
                                     stderr)
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import resolve_config
+from unlearn_cli.engine import use_threads
 from unlearn_cli.evaluate.metrics import metric_keys, metric_label
 from unlearn_cli.evaluate.results import results_document
 from unlearn_cli.runs.evaluate import EvaluateConfig, check_config, prepare_evaluation, score_checkpoints
@@ -117,6 +118,7 @@ def evaluate(
     """Forget / retain / test accuracy and five MIA scores per model; with --oracle the gaps to it; with --relearn
     how fast each model regains the forget set against the oracle."""
     cfg = resolve_config(EvaluateConfig, config, given, section="evaluate")
+    cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     check_config(cfg)
     if json_output not in (None, "-"):
         check_writable(json_output, "--json", {"MODEL": models, "--forget": cfg.forget, "--oracle": cfg.oracle,

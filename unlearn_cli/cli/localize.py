@@ -18,8 +18,8 @@ import typer
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
-from unlearn_cli.config import config_dict, data_root_option, device_option, option, resolve_config
-from unlearn_cli.engine import select_device
+from unlearn_cli.config import config_dict, data_root_option, device_option, option, resolve_config, threads_option
+from unlearn_cli.engine import select_device, use_threads
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.mask import mask_bytes, mask_counts, mask_metadata, read_mask
 from unlearn_cli.streams import write_output
@@ -38,6 +38,7 @@ class LocalizeConfig(LocalizeOptions):
     allow_mismatch: bool = option(False, "Accept a forget set made for another dataset.", switch=True)
     data_root: Optional[str] = data_root_option()
     device: str = device_option()
+    threads: Optional[int] = threads_option()
 
 
 SeedsOption = seeds_option("-m and --like may hold {seed} too (one file per seed; without it, one file for all seeds); "
@@ -61,6 +62,7 @@ def localize(
 ):
     """Score parameters on the forget set and write the selected ones as a mask."""
     cfg = resolve_config(LocalizeConfig, config, given, section="localize")
+    cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     for flag, key, what in (("--model", "model", "CHECKPOINT"), ("--forget", "forget", "FORGET_SET")):
         if getattr(cfg, key) is None:
             raise UserError(f"{flag} is required: pass {flag} {what}, or set `{key}:` in {config or 'a --config YAML'}")

@@ -1,8 +1,20 @@
-"""SIGINT and SIGTERM become an `Interrupted` exception, so cleanup runs and no partial file is left."""
+"""SIGINT and SIGTERM become an `Interrupted` exception, so cleanup runs and no partial file is left.
+
+A command that writes several files one after another (`--seeds`, `audit`'s outputs, `demo`'s steps) says which
+are complete when it is interrupted; the exception ends the command (exit 130 or 143) wherever it is raised.
+
+Usage:
+    done = []
+    with reporting(lambda: f"{', '.join(done)} are written and complete" if done else None):
+        for path in outputs:
+            write(path); done.append(path)
+"""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from typing import Callable
 
 
 class Interrupted(BaseException):
@@ -17,6 +29,17 @@ class Interrupted(BaseException):
         """The one line reported: `interrupted by SIGINT; no output was written and existing files are untouched`."""
         return (f"interrupted by {signal.Signals(self.signal_number).name}; "
                 + (self.written or "no output was written and existing files are untouched"))
+
+
+@contextlib.contextmanager
+def reporting(complete: Callable[[], str | None]):
+    """An interruption inside reports `complete()` (what is written and complete, or None: nothing yet) instead
+    of "no output was written"."""
+    try:
+        yield
+    except Interrupted as interruption:
+        interruption.written = interruption.written or complete()
+        raise
 
 
 def _raise_interrupted(signal_number, frame):

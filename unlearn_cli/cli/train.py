@@ -22,13 +22,14 @@ from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pro
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import (DEALT_OUT, SeedRun, check_pool_flag, dealt_out, plan_seeds, run_seeds, seeds_option,
                                    stack_pool)
-from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, device_option, option, resolve_config, seed_option, stacked_option)
+from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, device_option, option,
+                                resolve_config, seed_option, stacked_option, threads_option)
 from unlearn_cli.data import DatasetChoice, ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.cost import RecordedCost, Work, WorkMeter
 from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
 from unlearn_cli.engine import (ConfidenceRecord, FastPath, LoopSettings, accuracy, seed_everything, select_device,
-                                train_classifier)
+                                train_classifier, use_threads)
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
 from unlearn_cli.io.forget import read_forget_set
@@ -52,6 +53,7 @@ class TrainConfig(DatasetChoice):
     max_steps: Optional[int] = option(None, "Stop after this many steps.")  # smoke runs
     seed: int = seed_option()
     device: str = device_option()
+    threads: Optional[int] = threads_option()
     amp: Optional[bool] = amp_option()  # None: on for cuda, off otherwise (the resolved value is stored)
     channels_last: Optional[bool] = channels_last_option()
     compile: bool = compile_option()
@@ -84,6 +86,7 @@ def train(
     Under torchrun the training is data-parallel (--batch-size is the global batch) and rank 0 writes the output.
     """
     cfg = resolve_config(TrainConfig, config, given, section="train")
+    cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     if cfg.lr is None:
         cfg.lr = default_lr(cfg.arch)
     check_pool_flag(cfg.stacked, seeds, "trains")
@@ -217,8 +220,14 @@ def _train_stacked(cfg: TrainConfig, runs: list[SeedRun], target: torch.device, 
     wall_time = (time.perf_counter() - started) / len(models)
     work = meter.work.shared(len(models))  # every model trained on as many examples
     confidences = [None] * len(models) if record is None else list(record.means())
-    for run, run_cfg, model, confidence in zip(runs, configs, models, confidences):
+    trained = {run.seed: (run_cfg, model, confidence)
+               for run, run_cfg, model, confidence in zip(runs, configs, models, confidences)}
+
+    def write_one(run: SeedRun) -> None:  # one file per seed; an interruption says which are written
+        run_cfg, model, confidence = trained[run.seed]
         model = model.cpu()
         _write(run_cfg, run.output, model, data, wall_time, dataclasses.replace(provenance, seed=run_cfg.seed), {},
                work, confidence)
         report(run, model, data, wall_time)
+
+    run_seeds(runs, write_one)

@@ -29,6 +29,7 @@ from rich.table import Table
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import resolve_config
+from unlearn_cli.engine import use_threads
 from unlearn_cli.errors import UserError, name_as
 from unlearn_cli.methods import method_options
 from unlearn_cli.runs.tune import TuneConfig, objective_weights, plan_search, run_search
@@ -71,6 +72,7 @@ def tune(
     chosen the same. With --oracle, on --forget only. --grid calibrate=false,true searches the calibration step.
     """
     cfg = resolve_config(TuneConfig, config, given, section="tune")
+    cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     for flag, key in (("--model", "model"), ("--forget", "forget")):
         if getattr(cfg, key) is None:
             raise UserError(f"{flag} is required: pass {flag}, or set `{key}:` in the tune section of a --config YAML")

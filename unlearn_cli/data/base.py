@@ -14,6 +14,7 @@ from unlearn_cli.config import check_options
 from unlearn_cli.distributed import Shard
 from unlearn_cli.errors import UserError
 from unlearn_cli.registry import Registry
+from unlearn_cli.seeding import epoch_seed
 
 DATASETS: Registry = Registry("dataset")
 
@@ -108,7 +109,7 @@ class ImageData:
         labels = self.labels(split)
         order = torch.arange(len(labels)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
         if shuffle:
-            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
             order = order[torch.randperm(len(order), generator=generator)]
         if shard is not None:
             order, batch_size = shard.take(order), shard.local_batch_size(batch_size)

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from unlearn_cli.data.base import ImageData
 from unlearn_cli.data.splits import check_classes
 from unlearn_cli.errors import UserError
+from unlearn_cli.seeding import derive_seed
 
 KINDS = ("mislabel", "poison")
 CORNERS = ("br", "bl", "tr", "tl")  # bottom/top, right/left
@@ -242,5 +243,5 @@ def draw_known(indices: torch.Tensor, share: float, seed: int) -> torch.Tensor:
     if share == 1:
         return indices
     count = max(1, round(share * len(indices)))
-    generator = torch.Generator().manual_seed(seed + 1_000_003)  # a stream of its own: the draw above is unchanged
+    generator = torch.Generator().manual_seed(derive_seed(seed, 1_000_003))  # a stream of its own: the draw above is unchanged
     return indices[torch.randperm(len(indices), generator=generator)[:count]].sort().values

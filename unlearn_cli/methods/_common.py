@@ -20,6 +20,7 @@ from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.distributed import Shard, current_shard
 from unlearn_cli.engine import FastPath, LoopSettings, LossFn, Mask, run_loop
+from unlearn_cli.seeding import derive_seed, epoch_seed
 
 
 @dataclass
@@ -135,7 +136,7 @@ def loop_settings(cfg: LoopConfig) -> LoopSettings:
 
 def shuffled(indices: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
     """`indices` in a (seed, epoch)-determined random order."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     return indices[torch.randperm(len(indices), generator=generator)]
 
 
@@ -143,7 +144,7 @@ def epoch_batches(data: UnlearnData, indices: torch.Tensor, cfg: MethodConfig, s
     """(epoch -> shuffled training batches of `indices`, batches per epoch), this rank's shard of each epoch."""
 
     def batches_for_epoch(epoch: int):
-        return data.dataset.batches("train", indices, cfg.batch_size, shuffle=True, seed=cfg.seed + seed_offset,
+        return data.dataset.batches("train", indices, cfg.batch_size, shuffle=True, seed=derive_seed(cfg.seed, seed_offset),
                                     epoch=epoch, device=data.device, shard=data.shard)
 
     return batches_for_epoch, data.shard.batches_per_epoch(len(indices), cfg.batch_size)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import unlearn_cli
-from unlearn_cli.config import data_root_option, device_option, option, seed_option
+from unlearn_cli.config import data_root_option, device_option, option, seed_option, threads_option
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import LEVELS, retain_indices
 from unlearn_cli.engine import predict, select_device
@@ -88,6 +88,7 @@ class AuditConfig(RelearnOptions):
                                                "(none of the pools' models or their parents), or a reference-estimate "
                                                "file: adds the rows of each memorization tercile of the forget set",
                                          "--memorization")
+    threads: Optional[int] = threads_option()
 
 
 def check_config(cfg: AuditConfig) -> None:

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import torch
 
-from unlearn_cli.config import data_root_option, device_option, option, seed_option
+from unlearn_cli.config import data_root_option, device_option, option, seed_option, threads_option
 from unlearn_cli.cost import reference_units
 from unlearn_cli.data import ImageData
 from unlearn_cli.engine import select_device
@@ -51,6 +51,7 @@ class EvaluateConfig(RelearnOptions):
     batch_size: int = option(512, "Inference batch size", "--batch-size")
     seed: int = seed_option()  # draws the MIA's shadow members
     device: str = device_option()
+    threads: Optional[int] = threads_option()
     allow_mismatch: bool = option(False, "Accept an oracle trained without another forget set, or a forget set made "
                                          "for another dataset (recorded in the results).", "--allow-mismatch",
                                   switch=True)

@@ -36,7 +36,7 @@ import torch
 import yaml
 from torch import nn
 
-from unlearn_cli.config import data_root_option, device_option, option, seed_option
+from unlearn_cli.config import data_root_option, device_option, option, seed_option, threads_option
 from unlearn_cli.cost import WorkMeter
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import KINDS as SPLIT_KINDS
@@ -105,6 +105,7 @@ class TuneConfig:
                                             "--validation-sets", default_text=f"{VALIDATION_SETS}; 1 with --oracle")
     seed: int = seed_option()  # draws the reference and validation parts and the MIA shadow sets; seeds every candidate
     device: str = device_option()
+    threads: Optional[int] = threads_option()
     data_root: Optional[str] = data_root_option()
 
 

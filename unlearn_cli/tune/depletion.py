@@ -87,6 +87,7 @@ from torch import nn
 from unlearn_cli.cost import Work, WorkMeter, retrain_units
 from unlearn_cli.engine import FastPath, LoopSettings, predict, seed_everything, train_classifier
 from unlearn_cli.errors import UserError
+from unlearn_cli.seeding import derive_seed
 
 FRACTIONS: tuple[float, ...] = (0.25,)  # shares of every class's training examples the subsampled fits train on
 REPEATS = 1  # fits per fraction (each its own subsample, initialization and batch order)
@@ -296,8 +297,8 @@ def fit_correct(parent, data, indices: torch.Tensor, test_positions: torch.Tenso
 def learning_curve(parent, data, test_positions: torch.Tensor, fractions: Sequence[float] = FRACTIONS,
                    repeats: int = REPEATS, epoch_share: float = EPOCH_SHARE, seed: int = 0,
                    device: torch.device | str = "cpu", fast: FastPath | None = None) -> Curve:
-    """The parent's logits on `test_positions` and `repeats` subsampled fits per fraction (fit k: seed `seed + k`
-    for its subsample, initialization and batch order), all counted."""
+    """The parent's logits on `test_positions` and `repeats` subsampled fits per fraction (fit k: seed
+    `derive_seed(seed, k)`, i.e. `seed + k` below 2⁶³, for its subsample, initialization and batch order), all counted."""
     device = torch.device(device)
     test_positions = torch.as_tensor(test_positions, dtype=torch.long)
     settings, batch_size = recipe_settings(parent.config, epoch_share)
@@ -306,11 +307,12 @@ def learning_curve(parent, data, test_positions: torch.Tensor, fractions: Sequen
         logits, labels = predict(parent.model.to(device), data.batches("test", test_positions, 512, device=device))
         for fraction in fractions:
             for repeat in range(repeats):
-                indices = subsample(data.train_labels, fraction, seed + repeat)
+                fit_seed = derive_seed(seed, repeat)
+                indices = subsample(data.train_labels, fraction, fit_seed)
                 with WorkMeter() as meter:
-                    correct = fit_correct(parent, data, indices, test_positions, settings, batch_size, seed + repeat,
+                    correct = fit_correct(parent, data, indices, test_positions, settings, batch_size, fit_seed,
                                           device, fast)
-                fits.append(Fit(fraction, seed + repeat, settings.epochs, len(indices), correct, meter.work))
+                fits.append(Fit(fraction, fit_seed, settings.epochs, len(indices), correct, meter.work))
     return Curve(logits, labels, tuple(fits), total.work)
 
 

@@ -33,6 +33,7 @@ import torch
 from unlearn_cli.data.splits import (distinct_forget_sets, distinct_tercile_sets, draw_forget_indices, draw_from_tercile,
                                      retain_indices)
 from unlearn_cli.errors import UserError, example, flag
+from unlearn_cli.seeding import derive_seed
 
 RETAIN_SAMPLE = 1024  # retain examples `retain_fit` is measured on
 MAX_REDRAWS = 10_000  # seeds tried for the validation forget sets before giving up
@@ -91,10 +92,10 @@ def draw_validation_sets(train_labels: torch.Tensor, given: torch.Tensor, kind: 
                          classes: list[int] | None, seed: int, count: int, what: str = "the split",
                          memorization: tuple[torch.Tensor, str] | None = None) -> list[tuple[int, torch.Tensor]]:
     """`count` distinct forget sets as (seed, sorted indices): `given` (drawn with `seed`) first, then those
-    `draw_forget_indices` gives with the first seeds after `seed` that draw a set not taken yet (a memorization
-    split, `memorization` = (its scores, its level): `draw_from_tercile`). A split that cannot give `count` distinct
-    sets (`kind: class` with fraction 1 gives one, whatever the seed) is a UserError before anything is drawn;
-    `what` names the split in it."""
+    `draw_forget_indices` gives with the first seeds after `seed` (`derive_seed(seed, k)`, k = 1, 2, …) that draw
+    a set not taken yet (a memorization split, `memorization` = (its scores, its level): `draw_from_tercile`). A
+    split that cannot give `count` distinct sets (`kind: class` with fraction 1 gives one, whatever the seed) is a
+    UserError before anything is drawn; `what` names the split in it."""
     if memorization is not None:
         scores, level = memorization
         available = distinct_tercile_sets(scores, level, fraction)
@@ -109,7 +110,7 @@ def draw_validation_sets(train_labels: torch.Tensor, given: torch.Tensor, kind: 
                         f"forget set{'s' if available != 1 else ''}, whatever the seed; pass "
                         f"{example('validation_sets', available)}")
     taken = [(seed, given)]
-    for candidate in range(seed + 1, seed + 1 + MAX_REDRAWS):
+    for candidate in (derive_seed(seed, redraw) for redraw in range(1, 1 + MAX_REDRAWS)):
         if len(taken) == count:
             break
         indices = draw(candidate)
