@@ -82,7 +82,7 @@ BOUNDS: dict[str, Bound] = {
     "init_rate": FRACTION, "kept_rate": Bound(0, 1),  # msg
     # the relearning test of evaluate and audit (docs/relearn.md); a part of 1 passes here and is refused where
     # the forget set's size is known (it leaves no example to score)
-    "relearn_part": FRACTION, "relearn_lr": Bound(0, above=True), "relearn_steps": Bound(1, 100_000),
+    "relearn_part": FRACTION, "relearn_lr": POSITIVE, "relearn_steps": Bound(1, 100_000),
     "relearn_batch_size": COUNT, "relearn_seed": Bound(0, INT64_MAX),
     # models
     "width": COUNT, "depth": Bound(0, 1000), "dim": COUNT, "heads": COUNT, "mlp_dim": COUNT, "patch": COUNT, "dim_head": COUNT,
