@@ -85,8 +85,8 @@ def read_input(path: str | Path, what: str = "file", limit_name: str = "json_byt
         mode = path.stat().st_mode
     except FileNotFoundError:
         if SEED in str(path):
-            raise UserError(f"{path}: {SEED} is not templated here (only the paths `--seeds` fills in, listed in "
-                            f"--help, take it); give the {what}'s own path") from None
+            raise UserError(f"{path}: {SEED} is not templated here: --seeds fills it in only in the paths its "
+                            f"--help names; give the {what}'s own path") from None
         raise UserError(f"{path}: {what} not found; check the path") from None
     except OSError as error:
         raise UserError(f"{path}: cannot read {what} ({error.strerror}); check the path and its permissions") from None
