@@ -289,7 +289,7 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
         ("arabic-indic-digits", [*forget_from(work / "arabic-digits.txt"), "-o", new],
          "is not an integer index; a text forget set is integers in ASCII digits", {}),
         ("header-beyond-limit", ["info", work / "huge-claimed-header.safetensors"],
-         "header claims 1,099,511,627,776 bytes, beyond the limit of 67,108,864 bytes", {}),
+         "its header claims 1,099,511,627,776 bytes, beyond the limit of 67,108,864 bytes", {}),
         ("limit-variable-fraction", ["info", o], "UNLEARN_MAX_TENSOR_FILE_BYTES='0.5': must be a whole number ≥ 1",
          {"env": {"UNLEARN_MAX_TENSOR_FILE_BYTES": "0.5"}}),
     ]

@@ -40,8 +40,8 @@ def _header(data: bytes, source: str) -> dict:
         raise bad(f"{len(data)} bytes, too short for a header")
     (header_length,) = struct.unpack("<Q", data[:8])
     if header_length > MAX_HEADER_BYTES:
-        raise UserError(f"{source}: header claims {header_length:,} bytes, beyond the limit of {MAX_HEADER_BYTES:,} "
-                        f"bytes of a safetensors header; it is not a file unlearn wrote")
+        raise UserError(f"{source}: not a valid safetensors file (its header claims {header_length:,} bytes, beyond "
+                        f"the limit of {MAX_HEADER_BYTES:,} bytes of a header); it is not a file unlearn wrote")
     if header_length > len(data) - 8:
         raise bad(f"header claims {header_length} bytes but the file has {len(data) - 8} after the length field")
     try:
