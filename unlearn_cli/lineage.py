@@ -12,6 +12,7 @@ Usage:
     data, forget_set = data_as_trained(data, forget_set, [checkpoint], unlearning=True)
     check_mask(mask_file, parent.sha256, forget_set.sha256, allow_other_model=False, allow_other_forget_set=False)
     matches = check_oracle(oracle, forget_set, allow_mismatch=False)    # True, or a UserError
+    check_not_excluded_and_manipulated(checkpoint, forget_set)    # train --exclude F --manipulate F: neither role
     derived = check_parent(checkpoint, parent)
     check_calibratable(unlearned, parent, forget_set)
     check_audit_pools({"unlearned": [...], "retrained": [...]}, forget_set, reference, data)
