@@ -7,9 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from conftest import run_cli
 from presets import mlp_flags
+from unlearn_cli.io.safetensors_file import dump_safetensors
 from unlearn_cli.data import create_dataset
 
 TINY = mlp_flags(width=16, epochs=3)
@@ -289,14 +291,20 @@ def test_relearn_refusals_write_nothing(pools, tmp_path):
 
 def test_refusals_of_the_ceiling_and_the_bootstrap(pools, tmp_path):
     out = tmp_path / "audit.json"
-    shutil.copy(pools / "oracle-0.safetensors", tmp_path / "copy-0.safetensors")  # another file, the same seed
+    shutil.copy(pools / "oracle-0.safetensors", tmp_path / "copy-0.safetensors")  # another name, the same model
+    with safe_open(str(pools / "oracle-0.safetensors"), "pt") as file:  # another model (its wall time), the same seed
+        tensors, meta = {key: file.get_tensor(key) for key in file.keys()}, dict(file.metadata())
+    (tmp_path / "same-seed.safetensors").write_bytes(dump_safetensors(tensors, {**meta, "wall_time_s": "1.0"}))
     cases = [
         (("--ceiling", str(pools / "ceiling-[4-6].safetensors")),
          "error: --ceiling: 3 models, --unlearned 4; the ceiling is scored on the audited pool's ε scale, so give it "
          "as many models as --unlearned\n"),
-        (("--ceiling", str(pools / "ceiling-[4-6].safetensors"), "--ceiling", tmp_path / "copy-0.safetensors"),
-         f"error: {tmp_path / 'copy-0.safetensors'}: trained with seed 0, as {pools / 'oracle-0.safetensors'} of "
+        (("--ceiling", str(pools / "ceiling-[4-6].safetensors"), "--ceiling", tmp_path / "same-seed.safetensors"),
+         f"error: {tmp_path / 'same-seed.safetensors'}: trained with seed 0, as {pools / 'oracle-0.safetensors'} of "
          f"--retrained is; an independent ceiling needs other seeds (e.g. train it with --seeds 1000-1003)\n"),
+        (("--ceiling", str(pools / "ceiling-[4-6].safetensors"), "--ceiling", tmp_path / "copy-0.safetensors"),
+         f"error: {tmp_path / 'copy-0.safetensors'} and {pools / 'oracle-0.safetensors'} (--retrained and --ceiling) "
+         f"hold the same model (sha256 "),
         (("--ceiling", str(pools / "wrong-*.safetensors")), "--ceiling takes models trained without exactly"),
         (("--ceiling", str(pools / "oracle-*.safetensors")), "is in both --retrained and --ceiling"),
         (("--bootstrap", "-1"), "error: --bootstrap -1: give 0 (no intervals) to 10000 resamples\n"),

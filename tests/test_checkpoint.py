@@ -79,7 +79,7 @@ def test_a_mask_given_as_checkpoint_says_so(tmp_path):
     path = tmp_path / "mask.safetensors"
     save_file({"w": torch.ones(2, dtype=torch.bool)}, str(path), metadata={"format": "unlearn-mask/1"})
     result = run_cli("info", path)
-    assert result.exit_code == 1 and "is a mask file, not a checkpoint; pass it with --mask" in result.stderr
+    assert result.exit_code == 1 and "is a mask file, not a checkpoint; give a checkpoint" in result.stderr
 
 
 def test_missing_file(tmp_path):

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from conftest import TINY_MLP, run_cli
+from presets import mlp_flags
 from unlearn_cli.config import resolve_config
 from unlearn_cli.cli.train import TrainConfig
 from unlearn_cli.errors import UserError
@@ -76,6 +77,8 @@ def folder(tiny_run, tmp_path_factory):
         ("split", "--dataset", "synthetic", "--kind", "iid", "-q", "-o", work / "synthetic-forget.json"),
         ("split", "--dataset", "digits", "--kind", "iid", "--fraction", "1", "-q", "-o", work / "all.json"),
         ("evaluate", original, "--forget", forget, "--oracle", oracle, "-q", "--json", work / "results.json"),
+        ("split", "--dataset", "digits", "--kind", "poison", "--target", "0", "--fraction", "0.05", "-q", "-o",
+         work / "poison.json"),
     ):
         result = run_cli(*arguments)
         assert result.exit_code == 0, result.output
@@ -98,6 +101,27 @@ def folder(tiny_run, tmp_path_factory):
     forge(original, work / "huge-int-seed.safetensors", seed="9" * 400)
     forge(original, work / "synthetic-huge.safetensors", dataset="synthetic",
           dataset_kwargs='{"num_train": 1000000000000}')
+    # lineage: a model trained with --exclude and --manipulate of one poison; audit pools (forged provenance)
+    poison, forget_set = read_forget_set(str(work / "poison.json")), read_forget_set(str(forget))
+    manipulated = poison.manipulation.sha256
+    forge(original, work / "poisoned.safetensors", manipulated_sha256=manipulated)
+    for seed in (0, 1):
+        forge(oracle, work / f"both-{seed}.safetensors", excluded_sha256=poison.sha256, manipulated_sha256=manipulated,
+              seed=str(seed))
+        forge(original, work / f"poison-unlearned-{seed}.safetensors", method="finetune", seed=str(seed),
+              parent_sha256=load_checkpoint(str(original)).sha256, forget_sha256=poison.sha256,
+              manipulated_sha256=manipulated)
+    unlearned = dict(method="finetune", parent_sha256=load_checkpoint(str(original)).sha256,
+                     forget_sha256=forget_set.sha256)
+    for seed in (0, 1):
+        forge(original, work / f"unlearned-{seed}.safetensors", seed=str(seed), **unlearned)
+    (work / "unlearned-copy.safetensors").write_bytes((work / "unlearned-0.safetensors").read_bytes())
+    config = {**load_checkpoint(str(original)).config, "lr": 0.5}
+    forge(original, work / "unlearned-other-lr.safetensors", seed="2", config=json.dumps(config), **unlearned)
+    forge(oracle, work / "oracle-1.safetensors", seed="1")
+    (work / "huge-claimed-header.safetensors").write_bytes(struct.pack("<Q", 2**40) + b"{}")
+    (work / "arabic-digits.txt").write_text("\u0661\u0662 3 4")
+
     header = b'{"__metadata__": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     (work / "nested-header.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
     os.symlink(original, work / "link.safetensors")
@@ -132,6 +156,13 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
     relearn = [*evaluate, "--oracle", work / "oracle.safetensors", "--relearn"]
     train = ["train", *TINY_MLP]
     memorized = ["split", "--dataset", "digits", "--kind", "memorization", "--level", "high"]
+    poison, both = work / "poison.json", work / "both-0.safetensors"
+    tune_from = lambda model, forget: ["tune", "-m", model, "-f", forget, "--method", "finetune",  # noqa: E731
+                                       "--validation-sets", "1", "-o", work / "never.yaml"]
+    tune = tune_from(o, f)
+    audit_of = lambda forget, unlearned, retrained: [  # noqa: E731
+        "audit", "--forget", forget, "--unlearned", work / unlearned, "--retrained", work / retrained, "--json", never]
+    excluded_and_manipulated = "was trained with --exclude and --manipulate of the same forget set"
     cases = [
         # an output that is an input
         ("localize-over-model", [*localize, "-o", o], f"--output {o} is the same file as --model {o}", {}),
@@ -225,6 +256,42 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
          "is a device or socket", {}),
         ("reference-claims-1e12", [*memorized, "--model", work / "huge-reference.json", "-o", work / "never.json"],
          "'memorization' must be a list of 1000000000000 values", {}),
+        # mistakes (#28): settings that contradict each other, pools that are not one recipe
+        ("train-exclude-and-manipulate", [*train, "--exclude", poison, "--manipulate", poison, "-o", new],
+         f"--exclude {poison} and --manipulate {poison} name the same forget set", {}),
+        ("evaluate-oracle-excluded-and-manipulated", ["evaluate", work / "poisoned.safetensors", "--forget", poison,
+                                                      "--oracle", both, "--json", never], excluded_and_manipulated, {}),
+        ("apply-original-excluded-and-manipulated", ["apply", "-m", both, "-f", poison, "--method", "finetune", "-o",
+                                                     new], excluded_and_manipulated, {}),
+        ("tune-oracle-excluded-and-manipulated", [*tune_from(work / "poisoned.safetensors", poison), "--oracle", both],
+         excluded_and_manipulated, {}),
+        ("audit-retrained-excluded-and-manipulated", [*audit_of(poison, "poison-unlearned-*", "both-*")],
+         excluded_and_manipulated, {}),
+        ("audit-same-model-twice", audit_of(f, "unlearned-[0c]*", "oracle*"), "hold the same model (sha256", {}),
+        ("audit-mixed-recipes", audit_of(f, "unlearned-[0o]*", "oracle*"),
+         "lr 0.5 differs from", {}),
+        ("audit-control-size-1e9", [*audit_of(f, "unlearned-[01]*", "oracle*"), "--control-size", "1000000000"],
+         "--control-size 1000000000: a control sample can hold at most", {}),
+        ("audit-mask-as-model", audit_of(f, "*mask.safetensors", "oracle*"), "is a mask file, not a checkpoint; give a "
+                                                                            "checkpoint", {}),
+        ("tune-allowance-nan", [*tune, "--allowance", "nan"], "--allowance: nan is out of range", {}),
+        ("tune-allowance-negative", [*tune, "--allowance", "-1"], "--allowance: -1.0 is out of range", {}),
+        ("tune-extend-negative", [*tune, "--extend", "-1"], "--extend: -1 is out of range", {}),
+        ("tune-trigger-without-poison", [*tune, "--weight", "trigger=1"], "carries no poison", {}),
+        ("tune-grid-of-10000", [*tune, "--grid", "lr=" + ",".join(f"{(i + 1) / 1000:g}" for i in range(100)),
+                                "--grid", "epochs=" + ",".join(str(i + 1) for i in range(100))],
+         "--grid: number of candidates 10,000 exceeds the limit of 1,000", {}),
+        ("tune-grid-lr-negative", [*tune, "--grid", "lr=-1"], "--grid lr: -1.0 is out of range", {}),
+        # messages that named the wrong cause
+        ("seed-in-forget", [*forget_from(work / "forget-{seed}.json"), "-o", new], "{seed} is not templated here", {}),
+        ("seed-in-exclude", [*train, "--exclude", work / "forget-{seed}.json", "-o", new], "{seed} is not templated "
+                                                                                           "here", {}),
+        ("arabic-indic-digits", [*forget_from(work / "arabic-digits.txt"), "-o", new],
+         "is not an integer index; a text forget set is integers in ASCII digits", {}),
+        ("header-beyond-limit", ["info", work / "huge-claimed-header.safetensors"],
+         "its header claims 1,099,511,627,776 bytes, beyond the limit of 67,108,864 bytes", {}),
+        ("limit-variable-fraction", ["info", o], "UNLEARN_MAX_TENSOR_FILE_BYTES='0.5': must be a whole number ≥ 1",
+         {"env": {"UNLEARN_MAX_TENSOR_FILE_BYTES": "0.5"}}),
     ]
     return [(name, [str(a) for a in arguments], expected, extra) for name, arguments, expected, extra in cases]
 
@@ -265,7 +332,60 @@ def test_probes_wrote_nothing_and_left_inputs_intact(outcomes):
 
 def test_probe_count():
     """The number of hostile command lines checked above (reported in the changelog)."""
-    assert len(probes(Path("."))) >= 50
+    assert len(probes(Path("."))) >= 88
+
+
+def test_a_closed_stdin_is_called_closed_not_a_terminal(tiny_run, tmp_path):
+    """`unlearn apply --mask - … <&-`: Python starts without a stdin; the message says so, and nothing is written."""
+    output = tmp_path / "never.safetensors"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent), "CUDA_VISIBLE_DEVICES": ""}
+    child = subprocess.run(
+        [sys.executable, "-m", "unlearn_cli", "apply", "-m", str(tiny_run["original"]), "-f", str(tiny_run["forget"]),
+         "--method", "finetune", "--mask", "-", "-o", str(output)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300, env=environment,
+        preexec_fn=lambda: os.close(0))
+    assert child.returncode == 1, child.stderr
+    assert child.stderr == "error: mask '-' means stdin, but stdin is closed; pipe the mask in or give a path\n"
+    assert not output.exists()
+
+
+# --- what the mistakes' refusals leave accepted ------------------------------------------------------------------
+
+def test_a_json_list_is_a_forget_set_like_the_same_text_list(tmp_path):
+    (tmp_path / "list.json").write_text("[5, 1, 3]")
+    (tmp_path / "list.txt").write_text("1 3 5")
+    as_json, as_text = read_forget_set(str(tmp_path / "list.json"), 10), read_forget_set(str(tmp_path / "list.txt"), 10)
+    assert as_json.indices.tolist() == [1, 3, 5] and as_json.sha256 == as_text.sha256 and as_json.info is None
+
+
+def test_a_limit_variable_takes_whole_numbers_with_an_exponent(monkeypatch):
+    from unlearn_cli.limits import limit
+
+    for text, value in (("4e9", 4_000_000_000), ("1000", 1000), ("99999999999999999999", 99999999999999999999)):
+        monkeypatch.setenv("UNLEARN_MAX_PARAMETERS", text)
+        assert limit("parameters") == value
+    for text in ("0.5", "2.5e0", "0", "-3", "inf", "nan"):
+        monkeypatch.setenv("UNLEARN_MAX_PARAMETERS", text)
+        with pytest.raises(UserError, match="must be a whole number ≥ 1"):
+            limit("parameters")
+
+
+def test_a_pool_of_one_recipe_is_audited_and_its_seeds_may_differ(folder):
+    from unlearn_cli.lineage import recipe
+
+    zero, one = (load_checkpoint(str(folder / f"unlearned-{seed}.safetensors")) for seed in (0, 1))
+    other = load_checkpoint(str(folder / "unlearned-other-lr.safetensors"))
+    assert zero.provenance.seed != one.provenance.seed and recipe(zero) == recipe(one) != recipe(other)
+
+
+def test_train_takes_exclude_and_manipulate_of_different_forget_sets(folder, tmp_path):
+    output = tmp_path / "model.safetensors"
+    result = run_cli("train", *mlp_flags(width=32), "--exclude", folder / "forget.json", "--manipulate",
+                     folder / "poison.json", "-o", output)
+    assert result.exit_code == 0, result.output
+    provenance = load_checkpoint(str(output)).provenance
+    assert provenance.excluded_sha256 == read_forget_set(str(folder / "forget.json")).sha256
+    assert provenance.manipulated_sha256 == read_forget_set(str(folder / "poison.json")).manipulation.sha256
 
 
 # --- outputs: special files, modes, links ------------------------------------------------------------------------

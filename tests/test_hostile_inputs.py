@@ -151,7 +151,9 @@ def test_random_bytes_as_a_forget_set(tmp_path, data):
     ('{"format": "unlearn-forget/1", "indices": [true]}', "indices must be integers"),
     ('{"format": "unlearn-forget/1", "indices": "1,2"}', "has no 'indices' list"),
     ('{"format": "unlearn-forget/1", "indices": [1], "num_train": 5}', "made for a training set of 5 examples"),
-    ("[1, 2]", "is not an integer index"),
+    ("[1, 2.5]", "indices must be integers"),
+    ("[1, 2", "malformed forget-set JSON"),
+    ("\u0661 2", "is not an integer index; a text forget set is integers in ASCII digits"),
     ('{"format": "unlearn-forget/1", "indices": [1], ', "malformed forget-set JSON"),
 ])
 def test_malformed_forget_json(tmp_path, document, message):

@@ -78,6 +78,8 @@ BOUNDS: dict[str, Bound] = {
     "beta": Bound(0, 1), "gamma": NON_NEGATIVE, "max_epochs": Bound(0, 100_000), "temperature": POSITIVE,
     "kl_weight": NON_NEGATIVE, "ce_weight": NON_NEGATIVE, "alpha": NON_NEGATIVE, "damping": POSITIVE,
     "validation_sets": Bound(1, 1000),  # tune's validation forget sets
+    "allowance": Bound(0, 100), "extend": Bound(0, 100),  # tune: points of accuracy; steps beyond a grid's edge
+    "control_size": COUNT,  # audit: also at most the retain and test examples there are (runs/audit.py)
     "num_samples": COUNT, "selection_weight": POSITIVE, "dampening_constant": NON_NEGATIVE,
     "init_rate": FRACTION, "kept_rate": Bound(0, 1),  # msg
     # the relearning test of evaluate and audit (docs/relearn.md); a part of 1 passes here and is refused where

@@ -35,22 +35,28 @@ LIMITS: dict[str, tuple[int, str]] = {
     "dataset_elements": (2**30, "scalars of a generated (synthetic) dataset"),
     "seeds": (4096, "seeds of one --seeds option (models one command builds)"),
     "pool_models": (4096, "checkpoints in one pool of `unlearn audit`"),
+    "candidates": (1000, "candidates of one `unlearn tune` grid"),
 }
 
 
 def limit(name: str) -> int:
-    """The limit `name`, or the value of $UNLEARN_MAX_<NAME> when that is set to a positive number."""
-    default, _ = LIMITS[name]
+    """The limit `name`, or the value of $UNLEARN_MAX_<NAME> when that is set to a whole number ≥ 1 (digits, or an
+    exponent: 4e9)."""
+    default, what = LIMITS[name]
     variable = f"UNLEARN_MAX_{name.upper()}"
     text = os.environ.get(variable)
     if text is None:
         return default
     try:
-        value = int(float(text))
-        if value <= 0:
+        number = None if text.strip().isdigit() else float(text)
+        if number is not None and not number.is_integer():
+            raise ValueError
+        value = int(text) if number is None else int(number)
+        if value < 1:
             raise ValueError
     except (ValueError, OverflowError):
-        raise UserError(f"${variable}={text!r}: must be a positive number, e.g. {default}") from None
+        raise UserError(f"${variable}={text!r}: must be a whole number ≥ 1 (it counts {what}; an exponent is "
+                        f"allowed, as in 4e9), e.g. {default}") from None
     return value
 
 

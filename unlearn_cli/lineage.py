@@ -12,6 +12,7 @@ Usage:
     data, forget_set = data_as_trained(data, forget_set, [checkpoint], unlearning=True)
     check_mask(mask_file, parent.sha256, forget_set.sha256, allow_other_model=False, allow_other_forget_set=False)
     matches = check_oracle(oracle, forget_set, allow_mismatch=False)    # True, or a UserError
+    check_not_excluded_and_manipulated(checkpoint, forget_set)    # train --exclude F --manipulate F: neither role
     derived = check_parent(checkpoint, parent)
     check_calibratable(unlearned, parent, forget_set)
     check_audit_pools({"unlearned": [...], "retrained": [...]}, forget_set, reference, data)
@@ -59,6 +60,7 @@ def check_trained_on(checkpoint: Checkpoint, forget_set: ForgetSet, *, unlearnin
     carries one and `unlearning`): see `data_as_trained`."""
     manipulation = forget_set.manipulation
     trained_on = checkpoint.provenance.manipulated_sha256
+    check_not_excluded_and_manipulated(checkpoint, forget_set)
     if trained_on is not None and (manipulation is None or manipulation.sha256 != trained_on):
         raise UserError(f"{checkpoint.source}: was trained on data manipulated by another forget set "
                         f"(manipulated_sha256 {_short(trained_on)}); pass the forget set it was trained with "
@@ -67,6 +69,18 @@ def check_trained_on(checkpoint: Checkpoint, forget_set: ForgetSet, *, unlearnin
         raise UserError(f"{forget_set.source}: describes {manipulation.describe()}, but {checkpoint.source} was "
                         f"trained on clean data; train the model with `unlearn train --manipulate "
                         f"{forget_set.source}`, or use a forget set without a manipulation")
+
+
+def check_not_excluded_and_manipulated(checkpoint: Checkpoint, forget_set: ForgetSet) -> None:
+    """Refuse a checkpoint trained with `--exclude F --manipulate F`: its manipulated examples were left out, so it is
+    neither the oracle of F (trained on clean data) nor a model that learned F's manipulation."""
+    provenance, manipulation = checkpoint.provenance, forget_set.manipulation
+    if (manipulation is not None and provenance.excluded_sha256 == forget_set.sha256
+            and provenance.manipulated_sha256 == manipulation.sha256):
+        raise UserError(f"{checkpoint.source}: was trained with --exclude and --manipulate of the same forget set "
+                        f"{forget_set.source}, so it is neither its oracle nor a model that learned its "
+                        f"{manipulation.kind}; train the oracle with `unlearn train --exclude {forget_set.source}` "
+                        f"alone and the original with `--manipulate {forget_set.source}` alone")
 
 
 def data_as_trained(data: ImageData, forget_set: ForgetSet, checkpoints, *, unlearning: bool):
@@ -134,6 +148,7 @@ def _trained_instead(checkpoint: Checkpoint, forget: ForgetSet) -> str | None:
 
 def check_oracle(oracle: Checkpoint, forget: ForgetSet, allow_mismatch: bool) -> bool:
     """True when the oracle was trained without exactly this forget set; otherwise an error (or False if allowed)."""
+    check_not_excluded_and_manipulated(oracle, forget)
     trained = _trained_instead(oracle, forget)
     if trained is None:
         return True
@@ -180,6 +195,7 @@ def check_audit_pools(pools: dict[str, list[Checkpoint]], forget_set: ForgetSet,
         for checkpoint in checkpoints:
             check_fits_data(checkpoint, reference, data, f"a model of the {name} pool")
             _check_architecture(checkpoint, reference)
+        _check_one_recipe(name, checkpoints)
     for name in ("retrained", "ceiling"):
         for checkpoint in pools.get(name, []):
             trained = _trained_instead(checkpoint, forget_set)
@@ -193,6 +209,34 @@ def check_audit_pools(pools: dict[str, list[Checkpoint]], forget_set: ForgetSet,
         _check_original(checkpoint)
     for checkpoint in pools["unlearned"]:
         _check_unlearned(checkpoint, forget_set, originals)
+
+
+# what may differ between the models of one pool: the seed, the paths each run read and wrote, where it ran
+RUN_KEYS = frozenset({"seed", "model", "forget", "mask", "exclude", "manipulate", "output", "data_root", "device",
+                      "threads", "amp", "channels_last", "compile", "stacked", "record_memorization", "allow_mismatch",
+                      "allow_other_model"})
+
+
+def recipe(checkpoint: Checkpoint) -> dict:
+    """What a pool's models must share: the method, the mask's strategy and budget, whether it was calibrated, and
+    every recorded setting but RUN_KEYS."""
+    provenance = checkpoint.provenance
+    return {"method": provenance.method, "strategy": provenance.mask_strategy, "budget": provenance.mask_budget,
+            "calibrated": provenance.calibration_scale is not None,
+            **{key: value for key, value in sorted(checkpoint.config.items()) if key not in RUN_KEYS}}
+
+
+def _check_one_recipe(name: str, checkpoints: list[Checkpoint]) -> None:
+    """The models of a pool differ only by seed: one recipe, or the audit compares a mixture."""
+    first = recipe(checkpoints[0])
+    for checkpoint in checkpoints[1:]:
+        other = recipe(checkpoint)
+        differ = [key for key in {**first, **other} if first.get(key) != other.get(key)]
+        if differ:
+            key = differ[0]
+            raise UserError(f"{checkpoint.source}: {key} {other.get(key)!r} differs from {checkpoints[0].source}'s "
+                            f"{first.get(key)!r}; the --{name} pool must hold one recipe run with several seeds, so "
+                            f"audit each setting as a pool of its own")
 
 
 def _check_architecture(checkpoint: Checkpoint, reference: Checkpoint) -> None:

@@ -27,6 +27,7 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.limits import LIMITS, check_size, limit
 
 STDIO = "-"
+SEED = "{seed}"  # the placeholder `--seeds` fills in (cli/seeds.py)
 CHUNK = 1 << 20
 # what a reader's own checks did not foresee in a hostile file: still one line naming the file, never a traceback
 UNFORESEEN = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError,
@@ -74,13 +75,18 @@ def _read_stream(stream, source: str, what: str, limit_name: str) -> bytes:
 def read_input(path: str | Path, what: str = "file", limit_name: str = "json_bytes") -> bytes:
     """The bytes of regular file or pipe `path`, or of stdin for `-`, refused above `limit(limit_name)` bytes."""
     if str(path) == STDIO:
-        if sys.stdin is None or sys.stdin.isatty():
+        if sys.stdin is None or sys.stdin.closed:  # `<&-`: Python starts without a stdin
+            raise UserError(f"{what} '-' means stdin, but stdin is closed; pipe the {what} in or give a path")
+        if sys.stdin.isatty():
             raise UserError(f"{what} '-' means stdin, but stdin is a terminal; pipe the {what} in or give a path")
         return _read_stream(sys.stdin.buffer, "stdin", what, limit_name)
     path = Path(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        if SEED in str(path):
+            raise UserError(f"{path}: {SEED} is not templated here: --seeds fills it in only in the paths its "
+                            f"--help names; give the {what}'s own path") from None
         raise UserError(f"{path}: {what} not found; check the path") from None
     except OSError as error:
         raise UserError(f"{path}: cannot read {what} ({error.strerror}); check the path and its permissions") from None

@@ -34,11 +34,10 @@ from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.limits import INT64_MAX, limit
-from unlearn_cli.streams import STDIO, check_writable
+from unlearn_cli.streams import SEED, STDIO, check_writable
 from unlearn_cli.lineage import check_fits_data, check_trained_on, data_as_trained, dataset_for
 from unlearn_cli.stacked import stack_refusal, stacked_bytes
 
-SEED = "{seed}"
 _PART = re.compile(r"([0-9]+)(?:\s*-\s*([0-9]+))?")
 _NEGATIVE = re.compile(r"^-|-\s*-")  # "-1", "3--1", "-3-1"
 _DIGITS = len(str(INT64_MAX))

@@ -103,8 +103,12 @@ def train(
         fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
         cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
         data = cfg.build()
-        data, manipulated = _manipulated(cfg, data)
+        data, manipulated, manipulated_forget = _manipulated(cfg, data)
         indices, excluded = _retain_set(cfg, data)
+        if excluded is not None and excluded == manipulated_forget:
+            raise UserError(f"--exclude {cfg.exclude} and --manipulate {cfg.manipulate} name the same forget set: its "
+                            f"examples would be manipulated, then left out; train the oracle with --exclude alone, "
+                            f"the manipulated original with --manipulate alone")
 
         provenance = Provenance(excluded_sha256=excluded, manipulated_sha256=manipulated)
         cfg.stacked = stack_pool(cfg.stacked, seeds, len(runs), create_model(cfg.arch, data.num_classes, data.input_shape,
@@ -132,15 +136,16 @@ def train(
         run_seeds(runs, train_one)
 
 
-def _manipulated(cfg: TrainConfig, data: ImageData) -> tuple[ImageData, str | None]:
-    """(the training data with --manipulate's manipulation applied, its sha256): (data, None) without it."""
+def _manipulated(cfg: TrainConfig, data: ImageData) -> tuple[ImageData, str | None, str | None]:
+    """(the training data with --manipulate's manipulation applied, its sha256, the forget set's sha256): (data, None,
+    None) without it."""
     if cfg.manipulate is None:
-        return data, None
+        return data, None, None
     forget = read_forget_set(cfg.manipulate, num_train=data.num_train, dataset=cfg.dataset, override_flag=None)
     if forget.manipulation is None:
         raise UserError(f"{forget.source}: --manipulate needs a forget set that carries a manipulation; write one "
                         f"with `unlearn split --kind mislabel` or `--kind poison`")
-    return forget.manipulation.apply(data, forget.source), forget.manipulation.sha256
+    return forget.manipulation.apply(data, forget.source), forget.manipulation.sha256, forget.sha256
 
 
 def _retain_set(cfg: TrainConfig, data: ImageData) -> tuple[torch.Tensor | None, str | None]:

@@ -210,7 +210,8 @@ def _typed_fields(meta: dict[str, str], source: str) -> dict:
     """The metadata fields checked and typed, before anything is built from them."""
     missing_fields = [key for key in REQUIRED if key not in meta]
     if meta.get("format", "").startswith("unlearn-mask/"):
-        raise UserError(f"{source}: is a mask file, not a checkpoint; pass it with --mask")
+        raise UserError(f"{source}: is a mask file, not a checkpoint; give a checkpoint of `unlearn train` or "
+                        f"`unlearn apply` here (a mask is read by `unlearn apply --mask`)")
     if missing_fields:
         raise UserError(f"{source}: not an unlearn checkpoint (metadata lacks {', '.join(missing_fields)}); "
                         f"create checkpoints with `unlearn train`")

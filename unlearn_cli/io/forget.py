@@ -1,5 +1,5 @@
 """Forget-set files: `unlearn-forget/1` JSON, `unlearn-forget/2` JSON (a forget set that carries a manipulation
-of the training data, and the share of it that is known), or a plain text / `.npy` list of indices (docs/files.md).
+of the training data, and the share of it that is known), or a plain list of indices: text, a JSON list or `.npy` (docs/files.md).
 
 Usage:
     data = forget_set_json(indices, dataset="digits", num_train=1437, kind="iid", fraction=0.1, classes=None, seed=0)
@@ -155,6 +155,8 @@ def _indices_from(data: bytes, source: str) -> tuple[list, dict | None]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{source}: not a forget set (neither JSON, .npy nor a text list of indices)") from None
+    if text.lstrip().startswith("["):  # a bare JSON list of indices: a plain forget set, like a text list
+        return load_json(data, source, "forget-set"), None
     if text.lstrip().startswith("{"):
         document = load_json(data, source, "forget-set")
         if not isinstance(document, dict):
@@ -166,9 +168,11 @@ def _indices_from(data: bytes, source: str) -> tuple[list, dict | None]:
             raise UserError(f"{source}: forget-set JSON has no 'indices' list")
         return document["indices"], document
     tokens = text.split() if "," not in text else [token for token in re.split(r"[\s,]+", text) if token]
-    bad = next((token for token in tokens if not re.fullmatch(r"-?\d{1,19}", token)), None)
+    bad = next((token for token in tokens if not re.fullmatch(r"-?[0-9]{1,19}", token)), None)
     if bad is not None:
-        raise UserError(f"{source}: {bad[:30]!r} is not an integer index; a text forget set is whitespace-separated integers")
+        raise UserError(f"{source}: {bad[:30]!r} is not an integer index; a text forget set is integers in ASCII "
+                        f"digits (0-9) separated by whitespace or commas (or give a JSON list, an {FORMAT} file or "
+                        f"a .npy array)")
     return [int(token) for token in tokens], None
 
 

@@ -39,7 +39,10 @@ def _header(data: bytes, source: str) -> dict:
     if len(data) < 8:
         raise bad(f"{len(data)} bytes, too short for a header")
     (header_length,) = struct.unpack("<Q", data[:8])
-    if header_length > min(MAX_HEADER_BYTES, len(data) - 8):
+    if header_length > MAX_HEADER_BYTES:
+        raise UserError(f"{source}: not a valid safetensors file (its header claims {header_length:,} bytes, beyond "
+                        f"the limit of {MAX_HEADER_BYTES:,} bytes of a header); it is not a file unlearn wrote")
+    if header_length > len(data) - 8:
         raise bad(f"header claims {header_length} bytes but the file has {len(data) - 8} after the length field")
     try:
         header = load_json(data[8 : 8 + header_length], source, "safetensors header")

@@ -154,6 +154,7 @@ def load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
     named = [("unlearned", cfg.unlearned, "--unlearned"), ("retrained", cfg.retrained, "--retrained"),
              ("original", cfg.original, "--original"), ("ceiling", cfg.ceiling, "--ceiling")]
     owner: dict[str, tuple[str, str]] = {}  # resolved path -> (flag, path as named)
+    contents: dict[str, tuple[str, str]] = {}  # sha256 -> (flag, path): a copy under another name is the same model
     for name, patterns, flag in named:
         if not patterns:
             if name in ("unlearned", "retrained"):
@@ -176,6 +177,12 @@ def load_pools(cfg: AuditConfig) -> tuple[list[Pool], dict[str, list[str]]]:
         for path in paths[flag]:
             checkpoint = load_checkpoint(path)
             checkpoint.model = None  # checked now, measured later: one model's weights in memory at a time
+            if checkpoint.sha256 in contents:
+                other_flag, other = contents[checkpoint.sha256]
+                where = f"{flag}" if other_flag == flag else f"{other_flag} and {flag}"
+                raise UserError(f"{path} and {other} ({where}) hold the same model (sha256 "
+                                f"{checkpoint.sha256[:12]}…); a pool counts each model once, so give each file once")
+            contents[checkpoint.sha256] = (flag, path)
             checkpoints.append(checkpoint)
         # by seed, then file hash: the bootstrap draws models by position, so any order of the same files gives
         # the same intervals
@@ -279,8 +286,12 @@ def prepare_audit(cfg: AuditConfig, pools_read: list[Pool]) -> AuditPlan:
     data, forget_set = data_as_trained(data, forget_set, [c for pool in pools_read for c in pool.checkpoints],
                                        unlearning=False)
     warnings = _warnings(pools)
-    size = min(cfg.control_size or len(forget_set.indices), data.num_train - len(forget_set.indices),
-               len(data.test_labels))
+    retained, tested = data.num_train - len(forget_set.indices), len(data.test_labels)
+    if cfg.control_size is not None and cfg.control_size > min(retained, tested):
+        raise UserError(f"--control-size {cfg.control_size}: a control sample can hold at most "
+                        f"{min(retained, tested):,} examples here (retain set {retained:,}, test set {tested:,}); give "
+                        f"at most that, or leave it out for the forget set's size")
+    size = min(cfg.control_size or len(forget_set.indices), retained, tested)
     parts = _control_samples(data, forget_set.indices, classes, size, cfg.seed)
     terciles = None
     if cfg.memorization is not None:

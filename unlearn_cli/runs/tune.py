@@ -47,6 +47,7 @@ from unlearn_cli.evaluate.metrics import model_metrics, shadow_sets
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import ForgetSet, read_forget_set
 from unlearn_cli.io.hashing import sha256_indices
+from unlearn_cli.limits import check_size
 from unlearn_cli.lineage import check_fits_data, check_oracle, data_as_trained, dataset_for
 from unlearn_cli.localize import SEARCHABLE, LocalizeSettings, list_strategies, resolve_settings
 from unlearn_cli.methods import (SetSizes, fitted, get_method, list_methods, method_config, method_options,
@@ -208,6 +209,7 @@ def plan_search(cfg: TuneConfig, weights: OracleFreeWeights, search_space: dict)
     if wrong:
         raise UserError(f"--grid calibrate={wrong[0]}: calibrate is true or false, e.g. --grid calibrate=false,true")
     sets = validation_set_count(cfg)
+    check_size(math.prod(len(values) for values in search_space.values()), "candidates", "--grid", "number of candidates")
     candidates = expand_grid(search_space)
     return SearchPlan(cfg, weights, search_space, candidates, _check_candidates(cfg, candidates), sets)
 
@@ -306,6 +308,10 @@ class _Inputs:
         parent = load_checkpoint(cfg.model)
         clean = dataset_for(parent, cfg.data_root)
         whole = read_forget_set(cfg.forget, num_train=clean.num_train, dataset=parent.dataset)
+        if cfg.weights.get("trigger", 0) > 0 and (whole.manipulation is None or whole.manipulation.kind != "poison"):
+            raise UserError(f"--weight trigger={cfg.weights['trigger']}: {whole.source} carries no poison, so there "
+                            f"is no trigger to score; drop --weight trigger, or tune on a forget set of `unlearn split "
+                            f"--kind poison`")
         drawn = _redrawn(whole, clean.train_labels, count)  # the parent's dataset: the one the file was checked on
         data, forget_set = data_as_trained(clean, whole, [parent], unlearning=True)
         oracle_checkpoint = None
