@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
+import inspect
 import io
 import json
 import re
@@ -16,7 +18,7 @@ import typer
 
 from conftest import run_cli
 from unlearn_cli.cli import audit, calibrate, evaluate, info, localize, mask, report, split, train, tune
-from unlearn_cli.cli.app import app
+from unlearn_cli.cli.app import COMMANDS, app, load_command
 from unlearn_cli.cli.apply import ApplyConfig
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.aggregate import group_runs, merge_evaluations
@@ -65,8 +67,9 @@ def flags(command) -> set[str]:
 
 
 def test_the_command_list_is_the_readme_s():
-    registered = {info.name or info.callback.__name__ for info in app.registered_commands}
-    groups = {group.name: group.typer_instance for group in app.registered_groups}
+    registered = {name for name, (_, attribute, *_) in COMMANDS.items() if attribute != "app"}
+    groups = {name: getattr(importlib.import_module(f"unlearn_cli.cli.{module}"), attribute)
+              for name, (module, attribute, *_) in COMMANDS.items() if attribute == "app"}
     registered |= {f"{name} {info.name or info.callback.__name__}" for name, group in groups.items()
                    for info in group.registered_commands}
     assert registered == set(commands())
@@ -74,6 +77,14 @@ def test_the_command_list_is_the_readme_s():
     readme = (ROOT / "README.md").read_text()
     for name in commands():
         assert f"`{name}`" in readme, name
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_the_line_unlearn_help_lists_is_the_command_s_own(name):
+    """`unlearn --help` lists each command from `COMMANDS` without importing it: its line must be the first
+    paragraph of the command's own help."""
+    own = inspect.cleandoc(load_command(name).help or "").split("\n\n")[0]
+    assert COMMANDS[name][3] == own, name
 
 
 @pytest.mark.parametrize("name", sorted(set(commands()) - WITHOUT_CONFIG))
