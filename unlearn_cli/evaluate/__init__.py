@@ -1,12 +1,24 @@
 """Evaluation of unlearned models: accuracies, membership inference, gaps to the oracle, aggregation.
 
+The names below are imported from their modules when first used, so importing a torch-free module of this
+package (`keys`, `aggregate`, `results`, `pareto`: what `report` reads) does not import torch.
+
 Usage:
     from unlearn_cli.evaluate import evaluate_outputs, oracle_gaps, shadow_split, mia_scores
 """
 
-from unlearn_cli.evaluate.metrics import (accuracy_percent, evaluate_outputs, fraction_changed, metric_keys,
-                                          oracle_gaps)
-from unlearn_cli.evaluate.mia import FEATURES, list_features, mia_scores, shadow_split
+import importlib
 
-__all__ = ["FEATURES", "accuracy_percent", "evaluate_outputs", "fraction_changed", "list_features", "metric_keys",
-           "mia_scores", "oracle_gaps", "shadow_split"]
+_HOMES = {
+    "accuracy_percent": "metrics", "evaluate_outputs": "metrics", "fraction_changed": "metrics",
+    "metric_keys": "keys", "oracle_gaps": "keys",
+    "FEATURES": "mia", "list_features": "mia", "mia_scores": "mia", "shadow_split": "mia",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

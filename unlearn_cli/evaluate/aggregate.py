@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.metrics import metric_keys
+from unlearn_cli.evaluate.keys import metric_keys
 
 SUMMARY_KEYS = ("average_gap", "strong_average_gap", "fraction_changed", "wall_time_s")
 TOW_METRICS = ("forget_accuracy", "retain_accuracy", "test_accuracy")

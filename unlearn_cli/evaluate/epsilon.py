@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 DELTA = 1e-5  # the δ of (ε, δ): a rule's false-positive and false-negative rates are compared to 1 − δ
 EPSILON_CAP = 50.0  # ε of perfectly separated samples, and the upper clip
@@ -36,6 +35,8 @@ def logit_scaled_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch
         logits: [..., C] with C ≥ 2.
         labels: [...] class indices.
     """
+    import torch  # here, not at the top: `report` and `audit`'s tables use this module's numbers without torch
+
     z = logits.to(torch.float64)
     labels = labels.to(torch.long).unsqueeze(-1)
     correct = z.gather(-1, labels).squeeze(-1)

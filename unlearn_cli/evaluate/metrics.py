@@ -26,34 +26,9 @@ from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.mia import list_features, mia_scores, shadow_split
-
-# The paper's main tables compare forget accuracy, test accuracy and MIA-correctness to the oracle;
-# its appendix A.4 repeats the comparison with the stronger MIA-confidence attack.
-AVERAGE_GAP_METRICS = ("forget_accuracy", "test_accuracy", "mia_correctness")
-STRONG_AVERAGE_GAP_METRICS = ("forget_accuracy", "test_accuracy", "mia_confidence")
-
-
-CORRECTIVE_KEYS = ("repaired_accuracy", "remembered_accuracy", "attack_success_rate")  # with a manipulation only
-_LABELS = {"attack_success_rate": "attack success"}  # the rest: "forget_accuracy" -> "forget acc", …
-
-
-def mia_key(feature: str) -> str:
-    return "mia_" + feature.replace("-", "_")
-
-
-def metric_keys(corrective: bool = False) -> list[str]:
-    """Every metric key; with `corrective`, the keys measured only for a manipulated forget set too."""
-    keys = ["forget_accuracy", "retain_accuracy", "test_accuracy"] + [mia_key(name) for name in list_features()]
-    return keys + list(CORRECTIVE_KEYS) if corrective else keys
-
-
-def metric_label(key: str) -> str:
-    """Short human name of a metric key: "forget acc", "MIA-m-entropy", …"""
-    if key.startswith("mia_"):
-        return "MIA-" + key[4:].replace("_", "-")
-    return _LABELS.get(key, key.replace("_accuracy", " acc"))
-
+from unlearn_cli.evaluate.keys import (AVERAGE_GAP_METRICS, CORRECTIVE_KEYS, STRONG_AVERAGE_GAP_METRICS,  # noqa: F401
+                                       metric_keys, metric_label, mia_key, oracle_gaps)
+from unlearn_cli.evaluate.mia import list_features, mia_scores, shadow_split  # noqa: F401
 
 def accuracy_percent(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in % of logits [N, C] against labels [N]; NaN for an empty set."""
@@ -140,18 +115,6 @@ def model_metrics(model: torch.nn.Module, data: ImageData, forget_indices: torch
         metrics["attack_success_rate"] = accuracy_percent(*predict(model, corrective.triggered.batches(
             "test", batch_size=batch_size, device=device)))
     return metrics
-
-
-def oracle_gaps(metrics: dict[str, float], oracle: dict[str, float]) -> dict:
-    """|unlearned − oracle| per metric, the average gap and the strong average gap (both in points)."""
-    gaps = {key: abs(metrics[key] - oracle[key]) for key in metrics if key in oracle}
-
-    def mean(keys: Iterable[str]) -> float:
-        keys = list(keys)
-        return sum(gaps[key] for key in keys) / len(keys)
-
-    return {"gaps": gaps, "average_gap": mean(AVERAGE_GAP_METRICS),
-            "strong_average_gap": mean(STRONG_AVERAGE_GAP_METRICS)}
 
 
 def fraction_changed(parameters: Iterable[tuple[str, torch.Tensor]], parent_parameters: Iterable[tuple[str, torch.Tensor]]) -> float:

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from unlearn_cli.errors import UserError
+from unlearn_cli.evaluate.keys import SVC_SETTINGS  # noqa: F401  (the MIA's SVC, recorded in results)
 from unlearn_cli.registry import Registry
 
 FeatureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (probabilities [N, C], labels [N]) -> [N, d]
 FEATURES: Registry[FeatureFn] = Registry("MIA feature")
-SVC_SETTINGS = {"C": 3.0, "gamma": "auto", "kernel": "rbf"}  # Fan et al. 2023, SVC_MIA
 LOG_CLAMP = 1e-30  # smallest probability inside a logarithm (m-entropy), as in SalUn's code
 
 

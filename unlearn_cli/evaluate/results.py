@@ -67,8 +67,7 @@ import math
 
 import unlearn_cli
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.metrics import CORRECTIVE_KEYS, metric_keys
-from unlearn_cli.evaluate.mia import SVC_SETTINGS
+from unlearn_cli.evaluate.keys import CORRECTIVE_KEYS, SVC_SETTINGS, metric_keys
 from unlearn_cli.limits import load_json
 from unlearn_cli.streams import read_input, reader
 
