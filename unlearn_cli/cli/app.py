@@ -70,7 +70,7 @@ def load_command(name: str) -> click.Command:
     if isinstance(target, typer.Typer):
         command = typer.main.get_group(target)
     else:
-        single = typer.Typer()
+        single = typer.Typer(add_completion=False)
         single.command(name)(_on_rank_zero(target) if rank_zero else target)
         command = typer.main.get_command(single)
     command.name = name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import functools
 import json
 import math
@@ -19,7 +20,11 @@ from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from rich.measure import Measurement
+from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
 
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
@@ -51,14 +56,60 @@ class _Console(Console):
     def size(self, new_size) -> None:
         Console.size.fset(self, new_size)
 
+    def print(self, *objects, **kwargs) -> None:
+        """Console.print, a table that would not fit the width printed as `fitted_tables` of it."""
+        for item in objects:
+            for part in fitted_tables(item, self) if isinstance(item, Table) else [item]:
+                super().print(part, **kwargs)
+
+
+def fitted_tables(table: Table, console: Console) -> list[Table]:
+    """TABLE, or the parts of it that fit the console's width with no number or name cut.
+
+    A table wider than the console is split by columns: every part repeats the label columns it starts with (the
+    left-justified ones) and takes as many of the others as fit whole; the title goes on the first part, the caption
+    on the last. A column never gets narrower than its longest word, so a part that must still wrap (one column too
+    wide on its own) wraps at spaces, never inside a number or a name.
+    """
+    options = console.options
+    unbounded = options.update(max_width=10**6)  # Measurement.get caps at the width given: measure without a cap
+
+    def measure(renderable) -> Measurement:
+        return Measurement.get(console, unbounded, renderable)
+
+    def part(columns) -> Table:
+        piece = copy.copy(table)
+        piece.columns = [copy.copy(column) for column in columns]
+        for column in piece.columns:
+            column.min_width = max([measure(column.header).minimum, *(measure(cell).minimum for cell in column.cells)],
+                                   default=1)
+        return piece
+
+    whole = part(table.columns)
+    if measure(whole).maximum <= options.max_width:
+        return [whole]
+    labels = 0
+    while labels < len(table.columns) - 1 and table.columns[labels].justify in ("left", "default"):
+        labels += 1
+    groups: list[list] = [[]]
+    for column in table.columns[labels:]:
+        if groups[-1] and measure(part(table.columns[:labels] + groups[-1] + [column])).maximum > options.max_width:
+            groups.append([])
+        groups[-1].append(column)
+    parts = [part(table.columns[:labels] + group) for group in groups]
+    for index, piece in enumerate(parts):
+        piece.title = table.title if index == 0 else None
+        piece.caption = table.caption if index == len(parts) - 1 else None
+    return parts
+
 
 stderr = _Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def whole_help_when_piped() -> None:
-    """Make typer's `--help` (and usage errors) use HELP_WIDTH columns when its stream is not a terminal, instead of
-    80 columns that cut long option names (`--allow-other-m…`). TERMINAL_WIDTH, when set, still wins; on a terminal
-    rich's own width applies."""
+    """Make typer's `--help` (and usage errors) keep option names whole: their columns do not wrap, the help column
+    gives way (and folds a word longer than itself). When the stream is not a terminal, HELP_WIDTH columns instead
+    of 80. TERMINAL_WIDTH, when set, still wins; on a terminal rich's own width (COLUMNS) applies."""
     try:
         from typer import rich_utils
     except ImportError:  # typer without rich: plain click help, which wraps instead of cutting
@@ -72,10 +123,31 @@ def whole_help_when_piped() -> None:
         console = make_console(*args, **kwargs)
         if getattr(rich_utils, "MAX_WIDTH", None) is None and not is_terminal(console.file):
             console.width = HELP_WIDTH
+        print_panel = console.print
+
+        def print_whole(*objects, **options):
+            for item in objects:
+                if isinstance(item, Panel) and isinstance(item.renderable, Table):
+                    _names_whole(item.renderable)
+            print_panel(*objects, **options)
+
+        console.print = print_whole
         return console
 
     console_for_help.whole_when_piped = True
     rich_utils._get_rich_console = console_for_help
+
+
+def _names_whole(table: Table) -> None:
+    """A --help panel's table: every column but the last (the help text) unwrapped, so only the help text gives way
+    to a narrow width; its words longer than the column fold instead of ending in an ellipsis."""
+    for column in table.columns[:-1]:
+        column.no_wrap = True
+    if table.columns:
+        table.columns[-1].overflow = "fold"
+        for cell in table.columns[-1].cells:
+            if isinstance(cell, Text):
+                cell.overflow = "fold"
 
 
 class State:

@@ -1,0 +1,131 @@
+"""What `unlearn` loads before it works, and tables that fit 80 columns.
+
+The commands that train nothing start without torch (benchmarks/bench_startup.py times them); every table and
+--help keeps its numbers and option names whole at 80 columns.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from conftest import run_cli
+from test_report import record, write
+from unlearn_cli.cli import common
+from unlearn_cli.cli.app import COMMANDS, load_command
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def torch_loaded_after(*arguments: str) -> bool:
+    """Whether `unlearn ARGUMENTS` imported torch, run in a fresh interpreter."""
+    program = ("import sys\nfrom unlearn_cli.cli.app import app\n"
+               f"try:\n    app({list(arguments)!r})\nexcept SystemExit as end:\n    assert not end.code, end.code\n"
+               "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_the_root_help_and_report_start_without_torch(tmp_path):
+    results = write(tmp_path / "results.json", record(seed=0), record(seed=1, forget_accuracy=95.0))
+    assert not torch_loaded_after("--help")
+    assert not torch_loaded_after("report", "--help")
+    assert not torch_loaded_after("report", str(results))
+
+
+def test_a_training_command_still_loads_torch_when_it_runs():
+    assert torch_loaded_after("train", "--help")  # the control: the probe sees torch when it is there
+
+
+def test_the_torch_free_feature_names_are_the_registry_s():
+    from unlearn_cli.evaluate.keys import MIA_FEATURES
+    from unlearn_cli.evaluate.mia import list_features
+
+    assert list(MIA_FEATURES) == list_features()
+
+
+# --- 80 columns ---------------------------------------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def at_80_columns(renderables) -> str:
+    """What the stderr console prints on an 80-column terminal."""
+    console = common._Console(file=Terminal(), width=80, color_system=None, soft_wrap=True, highlight=False)
+    for renderable in renderables:
+        console.print(renderable)
+    return console.file.getvalue()
+
+
+def assert_numbers_whole(text: str, numbers) -> None:
+    assert not re.search(r"\d…|…\d", text), text
+    table_lines = [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]  # captions wrap on the terminal itself
+    assert max(len(line) for line in table_lines) <= 80, text
+    for number in numbers:
+        assert number in text, f"{number} cut or missing:\n{text}"
+
+
+def test_report_s_tables_fit_80_columns_with_every_number_whole():
+    from unlearn_cli.cli.report import _rows, render_table
+    from unlearn_cli.evaluate.aggregate import group_runs, oracle_summaries
+
+    runs = [record(seed=0, forget_accuracy=91.234), record(seed=1, forget_accuracy=95.0), record(budget=0.1),
+            record(method="finetune", strategy=None, budget=None)]
+    groups = group_runs(runs)
+    table = render_table(_rows(groups, oracle_summaries(runs)))
+    assert len(common.fitted_tables(table, common._Console(file=io.StringIO()))) == 1  # a log's console is wide: one table, as before
+    numbers = {cell for column in table.columns[1:] for cell in column.cells if NUMBER.search(str(cell))}
+    text = at_80_columns([table])
+    assert_numbers_whole(text, numbers)
+    assert text.count("del + rft") == 2 * text.count("┏")  # every part repeats the label columns
+
+
+def test_audit_s_table_fits_80_columns_with_names_and_numbers_whole():
+    from unlearn_cli.cli.audit import render
+
+    row = {"name": "finetune-pool vs retrained-pool", "pool": "half", "models": (4, 4), "forget_score": 0.8125,
+           "normalized_score": {"value": 0.7311, "interval": (0.6402, 0.8233)}, "final_score": 0.7904,
+           "attack_accuracy": 0.5625, "attack_auc": 0.5918, "attack_normalized": {"accuracy": 0.5312},
+           "kl_gaussian": {"mean": 0.0213, "p95": 0.1377}, "accuracy": {"first": {"forget": 97.5, "retain": 98.25,
+                                                                                 "test": 95.75}},
+           "resolution": 0.25, "intervals": {"forget_score": (0.7511, 0.8701)}, "excess": None}
+    text = at_80_columns(render([row], {"forget": 96.5, "retain": 99.0, "test": 95.5}, 200))
+    assert_numbers_whole(text, ["0.812", "0.751", "0.870", "0.731", "0.640", "0.823", "0.790", "0.562", "0.592",
+                                "0.531", "0.021", "0.138", "97.5/98.2/95.8"])
+    for word in ("finetune-pool", "retrained-pool"):
+        assert word in text
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_names_every_flag_whole_at_80_columns(name, monkeypatch):
+    from typer import rich_utils
+
+    monkeypatch.setattr(rich_utils, "MAX_WIDTH", 80)
+    command = load_command(name)
+    groups = command.commands.items() if isinstance(command, typer.core.TyperGroup) else [(None, command)]
+    for sub, each in groups:
+        result = run_cli(*([name, sub] if sub else [name]), "--help")
+        assert result.exit_code == 0, result.output
+        text = common_plain(result.output)
+        assert max(len(line) for line in text.splitlines()) <= 80
+        for parameter in each.params:
+            for flag in (*parameter.opts, *parameter.secondary_opts):
+                if flag.startswith("-"):
+                    assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), f"{name} {sub or ''}: {flag}"
+
+
+def common_plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
