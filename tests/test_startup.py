@@ -129,3 +129,15 @@ def test_help_names_every_flag_whole_at_80_columns(name, monkeypatch):
 
 def common_plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_piped_help_takes_the_width_of_columns():
+    program = "from unlearn_cli.cli import main\nmain()"
+    result = subprocess.run([sys.executable, "-c", program, "apply", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                                                         "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    text = common_plain(result.stdout)
+    assert max(len(line) for line in text.splitlines()) == 80
+    assert "--allow-other-model" in text and "--no-channels-last" in text
+    assert not re.search(r"\w…", text)  # a word too long for the help column folds, it is not cut

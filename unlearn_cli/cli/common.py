@@ -14,6 +14,7 @@ import copy
 import functools
 import json
 import math
+import os
 import sys
 import time
 from typing import Annotated, Callable, Optional
@@ -107,9 +108,10 @@ stderr = _Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def whole_help_when_piped() -> None:
-    """Make typer's `--help` (and usage errors) keep option names whole: their columns do not wrap, the help column
-    gives way (and folds a word longer than itself). When the stream is not a terminal, HELP_WIDTH columns instead
-    of 80. TERMINAL_WIDTH, when set, still wins; on a terminal rich's own width (COLUMNS) applies."""
+    """Make typer's `--help` (and usage errors) keep option names whole at any width: their columns do not wrap, the
+    help column gives way (and folds a word longer than itself instead of cutting it). The width: TERMINAL_WIDTH when
+    set, else COLUMNS when set (a terminal's, or one exported to a pipe), else a terminal's own, else HELP_WIDTH
+    columns when the stream is not a terminal."""
     try:
         from typer import rich_utils
     except ImportError:  # typer without rich: plain click help, which wraps instead of cutting
@@ -121,7 +123,8 @@ def whole_help_when_piped() -> None:
     @functools.wraps(make_console)
     def console_for_help(*args, **kwargs):
         console = make_console(*args, **kwargs)
-        if getattr(rich_utils, "MAX_WIDTH", None) is None and not is_terminal(console.file):
+        if (getattr(rich_utils, "MAX_WIDTH", None) is None and not is_terminal(console.file)
+                and not os.environ.get("COLUMNS", "").isdigit()):
             console.width = HELP_WIDTH
         print_panel = console.print
 
@@ -145,9 +148,10 @@ def _names_whole(table: Table) -> None:
         column.no_wrap = True
     if table.columns:
         table.columns[-1].overflow = "fold"
-        for cell in table.columns[-1].cells:
-            if isinstance(cell, Text):
-                cell.overflow = "fold"
+        for cell in table.columns[-1].cells:  # a Text, or typer's Columns of Texts
+            for text in getattr(cell, "renderables", [cell]):
+                if isinstance(text, Text):
+                    text.overflow = "fold"
 
 
 class State:
