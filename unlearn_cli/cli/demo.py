@@ -23,7 +23,6 @@ from unlearn_cli.cli.common import handle_errors, stderr
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.signals import reporting
 from unlearn_cli.config import resolve_config, threads_option
-from unlearn_cli.engine import use_threads
 from unlearn_cli.errors import UserError
 
 COMPUTING = ("train", "localize", "apply", "evaluate")  # the steps that take --threads
@@ -71,8 +70,10 @@ def demo(
     Interrupted (Ctrl-C, SIGTERM), it stops at once: the files of the steps done stay, no later step runs.
     """
     from unlearn_cli.cli.app import app
+    from unlearn_cli.engine import use_threads  # here: --help needs no torch
 
     cfg = resolve_config(DemoConfig, None, given)
+
     use_threads(cfg.threads)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ from rich.table import Table
 
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, print_json, stderr
 from unlearn_cli.config import resolve_config
-from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.streams import check_writable
 
 
@@ -41,6 +40,8 @@ def info(
     resolve_config(InfoConfig, config, {})
     if json_output is not None:
         check_writable(json_output, "--json", {"MODEL": model, "--config": config}, binary=False)
+    from unlearn_cli.io.checkpoint import load_checkpoint  # here: --help needs no torch
+
     checkpoint = load_checkpoint(model)
     parameters = sum(p.numel() for p in checkpoint.model.parameters())
     document = {**checkpoint.typed_metadata(), "sha256": checkpoint.sha256, "parameters": parameters}

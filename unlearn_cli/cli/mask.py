@@ -22,10 +22,7 @@ from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pri
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import config_dict, option, resolve_config, seed_option
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.mask import mask_bytes, mask_metadata, read_mask, typed_mask_metadata
 from unlearn_cli.streams import check_writable, write_output
-from unlearn_cli.localize import NO_CRITERION, random_like
-from unlearn_cli.localize.summary import mask_overlap, mask_summary
 
 app = typer.Typer(help="Inspect masks, compare them, draw structure-matched random controls.", no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,6 +68,9 @@ def info(
     resolve_config(MaskInfoConfig, config, {})
     if json_output is not None:
         check_writable(json_output, "--json", {"MASK": mask, "--config": config}, binary=False)
+    from unlearn_cli.io.mask import read_mask, typed_mask_metadata  # here: --help needs no torch
+    from unlearn_cli.localize.summary import mask_summary
+
     mask_file = read_mask(mask)
     summary = mask_summary(mask_file.mask)
     if not quiet:
@@ -105,6 +105,9 @@ def compare(
         check_writable(json_output, "--json", {"FIRST": first, "SECOND": second, "--config": config}, binary=False)
     if first == "-" and second == "-":
         raise UserError("only one of the two masks can come from stdin ('-')")
+    from unlearn_cli.io.mask import read_mask  # here: --help needs no torch
+    from unlearn_cli.localize.summary import mask_overlap
+
     first_file, second_file = read_mask(first), read_mask(second)
     overlap = mask_overlap(first_file.mask, second_file.mask, first, second)
     if not quiet:
@@ -140,6 +143,9 @@ def random(
                         f"or set `like:` in {config or 'a --config YAML'}")
     like, seed = cfg.like, cfg.seed
     check_writable(output, "--output", {"--like": cfg.like, "--config": config})
+    from unlearn_cli.io.mask import mask_bytes, mask_metadata, read_mask  # here: --help needs no torch
+    from unlearn_cli.localize import NO_CRITERION, random_like
+
     reference = read_mask(cfg.like)
     recorded = reference.record
     control = random_like(reference.mask, {name: tensor.shape for name, tensor in reference.mask.items()}, seed)
