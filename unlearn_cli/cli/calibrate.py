@@ -18,11 +18,7 @@ from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, std
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
 from unlearn_cli.config import data_root_option, device_option, option, resolve_config, threads_option
-from unlearn_cli.engine import select_device, use_threads
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.checkpoint import checkpoint_bytes, load_checkpoint
-from unlearn_cli.lineage import check_calibratable, check_fits_data
-from unlearn_cli.runs.calibrate import calibrated_checkpoint
 from unlearn_cli.streams import write_output
 
 
@@ -53,6 +49,11 @@ def calibrate(
     quiet: QuietOption = False,
 ):
     """Fit retraining's confidence scale to an unlearned checkpoint and fold it into its classifier head."""
+    from unlearn_cli.engine import select_device, use_threads  # here: --help needs no torch
+    from unlearn_cli.io.checkpoint import checkpoint_bytes, load_checkpoint
+    from unlearn_cli.lineage import check_calibratable, check_fits_data
+    from unlearn_cli.runs.calibrate import calibrated_checkpoint
+
     cfg = resolve_config(CalibrateConfig, config, given, section="calibrate")
     cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     for flag, key in (("--model", "model"), ("--parent", "parent"), ("--forget", "forget")):

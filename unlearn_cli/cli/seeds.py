@@ -23,20 +23,13 @@ import stat
 from dataclasses import dataclass
 from typing import Annotated, Callable, Iterable, Optional
 
-import numpy as np
-import torch
 import typer
 
 from unlearn_cli.cli.common import stderr
-from unlearn_cli.distributed import launch_environment
 from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.checkpoint import load_checkpoint
-from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.limits import INT64_MAX, limit
 from unlearn_cli.streams import SEED, STDIO, check_writable
-from unlearn_cli.lineage import check_fits_data, check_trained_on, data_as_trained, dataset_for
-from unlearn_cli.stacked import stack_refusal, stacked_bytes
 
 _PART = re.compile(r"([0-9]+)(?:\s*-\s*([0-9]+))?")
 _NEGATIVE = re.compile(r"^-|-\s*-")  # "-1", "3--1", "-3-1"
@@ -239,6 +232,9 @@ def _check_outputs(runs: list[SeedRun], template: str, inputs: dict[str, object]
 
 def _random_state() -> Callable[[], None]:
     """A snapshot of the global random generators; calling the result restores it."""
+    import numpy as np  # here, as every import of torch-using code in this module: --help needs no torch
+    import torch
+
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     state = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
              torch.cuda.get_rng_state_all() if cuda else None)
@@ -276,6 +272,10 @@ def stack_pool(requested: bool | None, spec: str | None, count: int, probe: torc
     the architecture `probe`'s own) runs one model at a time, with a one-line note when --stacked asked for it."""
     if spec is None or requested is False:
         return False
+    import torch
+
+    from unlearn_cli.stacked import stack_refusal, stacked_bytes
+
     refusal = refusal or stack_refusal(probe)
     if refusal is not None:
         if requested and not quiet:
@@ -289,6 +289,8 @@ def stack_pool(requested: bool | None, spec: str | None, count: int, probe: torc
 def dealt_out(spec: str | None) -> bool:
     """Whether a command's runs are dealt out over torchrun's processes: a pool (`--seeds`) under torchrun, where
     one process per seed beats every seed data-parallel over all of them."""
+    from unlearn_cli.distributed import launch_environment
+
     return spec is not None and launch_environment() is not None
 
 
@@ -329,6 +331,10 @@ class PoolModels:
     """
 
     def __init__(self, runs: list[SeedRun], data_root: str | None, forget: str, allow_mismatch: bool):
+        from unlearn_cli.io.checkpoint import load_checkpoint
+        from unlearn_cli.io.forget import read_forget_set
+        from unlearn_cli.lineage import data_as_trained, dataset_for
+
         self._first = load_checkpoint(runs[0].paths["--model"])
         self._reference = dataclasses.replace(self._first, model=None)  # what every model is checked against
         data = dataset_for(self._first, data_root)
@@ -342,6 +348,9 @@ class PoolModels:
         return self._reference.new_model()
 
     def model(self, run: SeedRun):
+        from unlearn_cli.io.checkpoint import load_checkpoint
+        from unlearn_cli.lineage import check_fits_data, check_trained_on
+
         checkpoint, self._first = (self._first or load_checkpoint(run.paths["--model"])), None
         check_fits_data(checkpoint, self._reference, self.data, f"--model of seed {run.seed}")
         check_trained_on(checkpoint, self._whole, unlearning=True)
