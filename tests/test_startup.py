@@ -47,11 +47,16 @@ def test_a_training_command_still_loads_torch_when_it_runs():
     assert torch_loaded_after("train", "--help")  # the control: the probe sees torch when it is there
 
 
-def test_the_torch_free_feature_names_are_the_registry_s():
+def test_the_torch_free_names_are_the_registries():
+    from unlearn_cli import names
+    from unlearn_cli.data import list_datasets
     from unlearn_cli.evaluate.keys import MIA_FEATURES
     from unlearn_cli.evaluate.mia import list_features
+    from unlearn_cli.models import list_models
 
     assert list(MIA_FEATURES) == list_features()
+    assert list(names.DATASETS) == list_datasets()
+    assert list(names.MODELS) == list_models()
 
 
 # --- 80 columns ---------------------------------------------------------------------------------------------------

@@ -20,11 +20,7 @@ from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, std
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import option, resolve_config, seed_option
 from unlearn_cli.data import DatasetChoice
-from unlearn_cli.data.manipulation import KINDS as MANIPULATIONS, draw_known, draw_manipulation
-from unlearn_cli.data.splits import KINDS as SPLIT_KINDS, LEVELS, MEMORIZATION, draw_forget_indices, draw_from_tercile
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.forget import forget_set_json
-from unlearn_cli.runs.memorization import check_scores_fit, read_memorization_source
 from unlearn_cli.streams import check_writable, write_output
 
 
@@ -59,6 +55,8 @@ MEMORIZATION_OPTIONS = ("level", "model")
 
 def _check_memorization_options(cfg: SplitConfig) -> None:
     """--kind memorization needs --level and --model, and draws from every class."""
+    from unlearn_cli.data.splits import LEVELS
+
     if cfg.level not in LEVELS:
         given = "no --level" if cfg.level is None else f"--level {cfg.level!r}"
         raise UserError(f"{given}: --kind memorization draws from one tercile; choose --level {'|'.join(LEVELS)}")
@@ -92,6 +90,11 @@ def split(
     `unlearn train --manipulate FILE`, the oracle with `--exclude FILE`; localize and apply unlearn the known
     part (--known) as the model was trained on it.
     """
+    from unlearn_cli.data.manipulation import KINDS as MANIPULATIONS, draw_known, draw_manipulation  # here: --help
+    from unlearn_cli.data.splits import KINDS as SPLIT_KINDS, MEMORIZATION, draw_forget_indices, draw_from_tercile
+    from unlearn_cli.io.forget import forget_set_json  # needs no torch
+    from unlearn_cli.runs.memorization import check_scores_fit, read_memorization_source
+
     cfg = resolve_config(SplitConfig, config, given, section="split")
     kinds = SPLIT_KINDS + (MEMORIZATION,) + MANIPULATIONS
     if cfg.kind not in kinds:
