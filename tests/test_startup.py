@@ -43,8 +43,14 @@ def test_the_root_help_and_report_start_without_torch(tmp_path):
     assert not torch_loaded_after("report", str(results))
 
 
-def test_a_training_command_still_loads_torch_when_it_runs():
-    assert torch_loaded_after("train", "--help")  # the control: the probe sees torch when it is there
+@pytest.mark.parametrize("command", [("info",), ("mask",), ("mask", "info"), ("mask", "compare"), ("mask", "random"),
+                                     ("demo",), ("calibrate",), ("split",), ("train",)])
+def test_a_command_s_help_starts_without_torch(command):
+    assert not torch_loaded_after(*command, "--help")
+
+
+def test_the_probe_sees_torch_when_a_command_loads_it(tmp_path):
+    assert torch_loaded_after("split", "--dataset", "digits", "--seed", "0", "-o", str(tmp_path / "forget.json"), "-q")
 
 
 def test_the_torch_free_names_are_the_registries():

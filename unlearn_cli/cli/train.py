@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Optional
 
-import torch
 import typer
 
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
@@ -24,23 +23,17 @@ from unlearn_cli.cli.seeds import (DEALT_OUT, SeedRun, check_pool_flag, dealt_ou
                                    stack_pool)
 from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, device_option, option,
                                 resolve_config, seed_option, stacked_option, threads_option)
-from unlearn_cli.data import DatasetChoice, ImageData
-from unlearn_cli.data.splits import retain_indices
-from unlearn_cli.cost import RecordedCost, Work, WorkMeter
-from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
-from unlearn_cli.engine import (ConfidenceRecord, FastPath, LoopSettings, accuracy, seed_everything, select_device,
-                                train_classifier, use_threads)
+from unlearn_cli.data.choice import DatasetChoice
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
-from unlearn_cli.io.forget import read_forget_set
+from unlearn_cli.names import MODELS
 from unlearn_cli.streams import write_output
-from unlearn_cli.models import create_model, list_models
-from unlearn_cli.stacked import train_stacked
+
+# The torch-using library code is imported in the functions that use it, so `train --help` starts without torch.
 
 
 @dataclass
 class TrainConfig(DatasetChoice):
-    arch: str = option("mlp", lambda: f"One of: {', '.join(list_models())}")
+    arch: str = option("mlp", f"One of: {', '.join(MODELS)}")
     arch_options: dict = option(dict, "key=value model option, e.g. width=256", "--arch-option")
     exclude: Optional[str] = option(None, "Forget set to leave out: trains the oracle.")
     manipulate: Optional[str] = option(None, "Forget set with a manipulation (split --kind mislabel|poison): train on "
@@ -85,6 +78,13 @@ def train(
 
     Under torchrun the training is data-parallel (--batch-size is the global batch) and rank 0 writes the output.
     """
+    import torch
+
+    from unlearn_cli.distributed import data_parallel, deal, is_main_process, on_own
+    from unlearn_cli.engine import FastPath, accuracy, select_device, use_threads
+    from unlearn_cli.io.checkpoint import Provenance
+    from unlearn_cli.models import create_model
+
     cfg = resolve_config(TrainConfig, config, given, section="train")
     cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     if cfg.lr is None:
@@ -141,6 +141,8 @@ def _manipulated(cfg: TrainConfig, data: ImageData) -> tuple[ImageData, str | No
     None) without it."""
     if cfg.manipulate is None:
         return data, None, None
+    from unlearn_cli.io.forget import read_forget_set
+
     forget = read_forget_set(cfg.manipulate, num_train=data.num_train, dataset=cfg.dataset, override_flag=None)
     if forget.manipulation is None:
         raise UserError(f"{forget.source}: --manipulate needs a forget set that carries a manipulation; write one "
@@ -152,6 +154,9 @@ def _retain_set(cfg: TrainConfig, data: ImageData) -> tuple[torch.Tensor | None,
     """(training indices, sha256 of the excluded forget set): (None, None) without --exclude."""
     if cfg.exclude is None:
         return None, None
+    from unlearn_cli.data.splits import retain_indices
+    from unlearn_cli.io.forget import read_forget_set
+
     forget = read_forget_set(cfg.exclude, num_train=data.num_train, dataset=cfg.dataset, override_flag=None)
     indices = retain_indices(data.num_train, forget.indices)
     if len(indices) == 0:
@@ -163,6 +168,10 @@ def _retain_set(cfg: TrainConfig, data: ImageData) -> tuple[torch.Tensor | None,
 def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bool, fast: FastPath, data: ImageData,
            indices: torch.Tensor | None, provenance: Provenance, description: str):
     """Train on this process's device and shard; rank 0 writes the checkpoint. -> (model, data, seconds)"""
+    from unlearn_cli.cost import WorkMeter
+    from unlearn_cli.distributed import confirm_replicas
+    from unlearn_cli.engine import train_classifier
+
     extra = {}
     if shard.world > 1:
         extra["world_size"] = str(shard.world)
@@ -186,22 +195,32 @@ def _train(cfg: TrainConfig, output: str, target: torch.device, shard, quiet: bo
 
 def _record(cfg: TrainConfig, models: int, data: ImageData, target: torch.device) -> ConfidenceRecord | None:
     """The training-time confidence record of `models` models, or None without --record-memorization."""
+    from unlearn_cli.engine import ConfidenceRecord
+
     return ConfidenceRecord(models, data.num_train, target) if cfg.record_memorization else None
 
 
 def _fresh_model(cfg: TrainConfig, data: ImageData, target: torch.device):
     """The architecture initialized under the run's seed (the same on every rank, and stacked or not)."""
+    from unlearn_cli.engine import seed_everything
+    from unlearn_cli.models import create_model
+
     seed_everything(cfg.seed)
     return create_model(cfg.arch, data.num_classes, data.input_shape, **cfg.arch_options).to(target)
 
 
 def _loop_settings(cfg: TrainConfig) -> LoopSettings:
+    from unlearn_cli.engine import LoopSettings
+
     return LoopSettings(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                         max_steps=cfg.max_steps)
 
 
 def _write(cfg: TrainConfig, output: str, model, data: ImageData, wall_time: float, provenance: Provenance,
            extra: dict, work: Work, training_confidence: torch.Tensor | None) -> None:
+    from unlearn_cli.cost import RecordedCost
+    from unlearn_cli.io.checkpoint import checkpoint_bytes, checkpoint_metadata
+
     meta = checkpoint_metadata(
         arch=cfg.arch, arch_kwargs=cfg.arch_options, num_classes=data.num_classes, dataset=cfg.dataset,
         dataset_kwargs=data.kwargs, input_shape=data.input_shape, config=config_dict(cfg), wall_time_s=wall_time,
@@ -213,6 +232,9 @@ def _train_stacked(cfg: TrainConfig, runs: list[SeedRun], target: torch.device, 
                    data: ImageData, indices: torch.Tensor | None, provenance: Provenance, report) -> None:
     """Every run's model at once (`unlearn_cli.stacked`), then each seed's file, as its own run would write it but
     for `stacked: true` in the config and the wall time (the pool's, shared out evenly)."""
+    from unlearn_cli.cost import WorkMeter
+    from unlearn_cli.stacked import train_stacked
+
     configs = [dataclasses.replace(cfg, seed=run.seed) for run in runs]
     models = [_fresh_model(run_cfg, data, target) for run_cfg in configs]
     data.to(target, fast.memory_format)
