@@ -44,7 +44,8 @@ def test_the_root_help_and_report_start_without_torch(tmp_path):
 
 
 @pytest.mark.parametrize("command", [("info",), ("mask",), ("mask", "info"), ("mask", "compare"), ("mask", "random"),
-                                     ("demo",), ("calibrate",), ("split",), ("train",)])
+                                     ("demo",), ("calibrate",), ("split",), ("train",),
+                                     ("localize",)])
 def test_a_command_s_help_starts_without_torch(command):
     assert not torch_loaded_after(*command, "--help")
 
@@ -63,6 +64,11 @@ def test_the_torch_free_names_are_the_registries():
     assert list(MIA_FEATURES) == list_features()
     assert list(names.DATASETS) == list_datasets()
     assert list(names.MODELS) == list_models()
+    from unlearn_cli.localize import STRATEGIES, list_criteria, list_granularities, list_strategies
+
+    assert names.STRATEGIES == {name: STRATEGIES.get(name).summary for name in list_strategies()}
+    assert list(names.CRITERIA) == list_criteria()
+    assert list(names.GRANULARITIES) == list_granularities()
 
 
 # --- 80 columns ---------------------------------------------------------------------------------------------------

@@ -3,8 +3,20 @@ the torch-using modules that register them. Each tuple is checked against its re
 so a registered name missing here fails the suite.
 
 Usage:
-    from unlearn_cli.names import DATASETS, MODELS
+    from unlearn_cli.names import DATASETS, MODELS, STRATEGIES
 """
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "svhn", "imagenet100", "synthetic")  # data.DATASETS
 MODELS = ("mlp", "cnn", "resnet18", "resnet50", "vit")  # models.MODELS
+STRATEGIES = {  # localize.STRATEGIES: name -> the line `localize --help` shows for it
+    "del": "DEL: |θ⊙g| per neuron (top-k mean), whole neurons up to the budget",
+    "salun": "SalLoc (Fan et al. 2023): |g| per parameter up to the budget",
+    "critmem": "CritMem (Maini et al. 2023): per example, zero the most critical channel until misclassified",
+    "deepest": "whole layers from the output side while they fit (Goel et al. 2022)",
+    "shallowest": "whole layers from the input side while they fit (control for deepest)",
+    "random": "control: random units up to the budget, or --like MASK's per-tensor counts at random",
+    "msg": "MSG (NeurIPS 2023 challenge): per layer, the weights with the smallest |g_retain − g_forget|",
+    "del-reference": "the authors' released rule: row scores, scalars ranked, channels may split",
+}
+CRITERIA = ("grad", "weighted-grad", "weight", "weighted-grad-train")  # localize.CRITERIA
+GRANULARITIES = ("parameter", "neuron", "layer")  # localize.GRANULARITIES

@@ -19,12 +19,12 @@ from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pro
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import PoolModels, SeedRun, plan_seeds, run_seeds, seeds_option
 from unlearn_cli.config import config_dict, data_root_option, device_option, option, resolve_config, threads_option
-from unlearn_cli.engine import select_device, use_threads
 from unlearn_cli.errors import UserError
-from unlearn_cli.io.mask import mask_bytes, mask_counts, mask_metadata, read_mask
 from unlearn_cli.streams import write_output
-from unlearn_cli.localize import NO_CRITERION, STRATEGIES, LocalizeOptions, LocalizeSettings, list_strategies, resolve_settings
-from unlearn_cli.runs.localize import compute_mask, mask_steps
+from unlearn_cli.localize.options import LocalizeOptions
+from unlearn_cli.names import STRATEGIES
+
+# The torch-using library code is imported in the functions that use it, so `localize --help` starts without torch.
 
 
 @dataclass
@@ -48,7 +48,7 @@ SeedsOption = seeds_option("-m and --like may hold {seed} too (one file per seed
 
 
 def _strategy_help() -> str:
-    return "; ".join(f"{name}: {STRATEGIES.get(name).summary}" for name in list_strategies())
+    return "; ".join(f"{name}: {summary}" for name, summary in STRATEGIES.items())
 
 
 @handle_errors
@@ -61,6 +61,9 @@ def localize(
     quiet: QuietOption = False,
 ):
     """Score parameters on the forget set and write the selected ones as a mask."""
+    from unlearn_cli.engine import select_device, use_threads
+    from unlearn_cli.localize import LocalizeSettings, resolve_settings
+
     cfg = resolve_config(LocalizeConfig, config, given, section="localize")
     cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     for flag, key, what in (("--model", "model", "CHECKPOINT"), ("--forget", "forget", "FORGET_SET")):
@@ -88,6 +91,10 @@ def localize(
 def _localize(cfg: LocalizeConfig, settings: LocalizeSettings, checkpoint, data, forget_set, target, output: str,
               quiet: bool, description: str) -> None:
     """Compute one mask on `checkpoint` and write it."""
+    from unlearn_cli.io.mask import mask_bytes, mask_counts, mask_metadata, read_mask
+    from unlearn_cli.localize import NO_CRITERION
+    from unlearn_cli.runs.localize import compute_mask, mask_steps
+
     like_sha256 = None
     if cfg.like is not None:
         like = read_mask(cfg.like, checkpoint.model)

@@ -2,7 +2,8 @@
 
 The pieces: `criteria` (a score per scalar), `units` (scalars grouped into parameters, neurons or
 layers), `budget` (the longest prefix of units that fits) and `strategies` (the registry of presets
-and algorithms built from them).
+and algorithms built from them). `options` declares what decides a mask without torch; the names below are
+imported from their modules when first used.
 
 Usage:
     from unlearn_cli.localize import LocalizationData, LocalizeSettings, localize
@@ -10,21 +11,22 @@ Usage:
     mask = localize(model, forget, LocalizeSettings(strategy="del", budget=0.3))   # {name: bool tensor}
 """
 
-from unlearn_cli.localize.base import SEARCHABLE, LocalizationData, LocalizeOptions, LocalizeSettings, Mask
-from unlearn_cli.localize.criteria import CRITERIA, list_criteria, summed_gradient
-from unlearn_cli.localize.strategies import (NO_CRITERION, STRATEGIES, Strategy, get_strategy, list_strategies, localize,
-                                             random_like, resolve_settings)
-from unlearn_cli.localize.units import GRANULARITIES, build_units, list_granularities, parameter_shapes
+import importlib
+
+_HOMES = {
+    "SEARCHABLE": "options", "LocalizeOptions": "options",
+    "LocalizationData": "base", "LocalizeSettings": "base", "Mask": "base",
+    "CRITERIA": "criteria", "list_criteria": "criteria", "summed_gradient": "criteria",
+    "NO_CRITERION": "strategies", "STRATEGIES": "strategies", "Strategy": "strategies", "get_strategy": "strategies",
+    "list_strategies": "strategies", "localize": "strategies", "random_like": "strategies",
+    "resolve_settings": "strategies", "create_strategy": "strategies",
+    "GRANULARITIES": "units", "build_units": "units", "list_granularities": "units", "parameter_shapes": "units",
+}
+
+__all__ = sorted(_HOMES)
 
 
-def create_strategy(name: str) -> Strategy:
-    """The registered strategy `name` (a callable `fn(model, forget, settings) -> Mask`)."""
-    return get_strategy(name)
-
-
-__all__ = [
-    "CRITERIA", "GRANULARITIES", "NO_CRITERION", "SEARCHABLE", "STRATEGIES", "LocalizationData", "LocalizeOptions",
-    "LocalizeSettings", "Mask", "Strategy",
-    "build_units", "create_strategy", "get_strategy", "list_criteria", "list_granularities", "list_strategies",
-    "localize", "parameter_shapes", "random_like", "resolve_settings", "summed_gradient",
-]
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

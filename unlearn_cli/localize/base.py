@@ -8,12 +8,11 @@ Usage:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
 import torch
 
-from unlearn_cli.config import option, seed_option
-from unlearn_cli.errors import UserError
+from unlearn_cli.localize.options import SEARCHABLE, LocalizeOptions, parse_budget  # noqa: F401
 
 Mask = dict[str, torch.Tensor]  # parameter name -> bool tensor of the parameter's shape
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # a fresh pass of (inputs, labels) batches
@@ -39,46 +38,6 @@ class LocalizationData:
 
         return cls(batches_of(inputs, labels), None if train is None else batches_of(*train),
                    None if retain is None else batches_of(*retain))
-
-
-def parse_budget(text: str | None) -> float | None:
-    """`--budget` as typed: a number, else a one-line error (not a usage error)."""
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"--budget {text!r}: not a number; give a fraction of the parameters in (0, 1], e.g. "
-                        f"--budget 0.3") from None
-
-
-def _named(registry: str, text: str) -> Callable[[], str]:
-    """--help text listing a registry's names, read when --help is built (the registries fill after this module)."""
-
-    def help_text() -> str:
-        from unlearn_cli import localize
-
-        return text.format(", ".join(getattr(localize, registry)()))
-
-    return help_text
-
-
-@dataclass
-class LocalizeOptions:
-    """The options that decide a mask: `localize`'s flags and YAML keys, and (but the strategy and seed) the
-    localization keys of `tune --grid`. `criterion` / `granularity` None means the strategy's preset."""
-
-    strategy: str = option("del", _named("list_strategies", "One of: {}"))
-    budget: Optional[float] = option(None, "Fraction of all parameters in (0, 1], e.g. 0.3 (critmem: optional cap)",
-                                     parse=parse_budget)  # a cap for critmem
-    criterion: Optional[str] = option(None, _named("list_criteria", "Override the strategy's criterion: {}"))
-    granularity: Optional[str] = option(None, _named("list_granularities", "Override the strategy's granularity: {}"))
-    topk: float = option(0.1, "Share of a neuron's top scores averaged into its score")  # DEL
-    max_iterations: int = option(100, "critmem: channels zeroed per example at most")
-    seed: int = seed_option()  # `random` draws
-
-
-SEARCHABLE = tuple(item for item in LocalizeOptions.__dataclass_fields__ if item not in ("strategy", "seed"))
 
 
 @dataclass

@@ -94,6 +94,11 @@ def get_strategy(name: str) -> Strategy:
         raise UserError(str(error).replace("unknown strategy", "--strategy")) from None
 
 
+def create_strategy(name: str) -> Strategy:
+    """The registered strategy `name` (a callable `fn(model, forget, settings) -> Mask`)."""
+    return get_strategy(name)
+
+
 def resolve_settings(settings: LocalizeSettings) -> LocalizeSettings:
     """A copy with the strategy's preset filled in; every inconsistent option is a UserError naming it."""
     strategy = get_strategy(settings.strategy)
