@@ -45,7 +45,7 @@ def test_the_root_help_and_report_start_without_torch(tmp_path):
 
 @pytest.mark.parametrize("command", [("info",), ("mask",), ("mask", "info"), ("mask", "compare"), ("mask", "random"),
                                      ("demo",), ("calibrate",), ("split",), ("train",),
-                                     ("localize",)])
+                                     ("localize",), ("evaluate",), ("audit",)])
 def test_a_command_s_help_starts_without_torch(command):
     assert not torch_loaded_after(*command, "--help")
 

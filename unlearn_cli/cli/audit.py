@@ -23,10 +23,9 @@ import contextlib
 import csv
 import io
 import os
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import numpy as np
-import torch
 import typer
 from rich.table import Table
 
@@ -34,14 +33,16 @@ from unlearn_cli.cli.common import ConfigOption, ProgressLines, QuietOption, han
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.signals import reporting
 from unlearn_cli.config import resolve_config
-from unlearn_cli.engine import use_threads
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.audit import BOOTSTRAPPED, INTERVAL_LEVEL, number_text, with_interval
 from unlearn_cli.evaluate.results import AUDIT_FORMAT
-from unlearn_cli.data.splits import LEVELS
-from unlearn_cli.runs.audit import (MAX_BOOTSTRAP, AuditConfig, ForgetTerciles, Pool, audit_document, audit_rows,
-                                    check_config, forget_set_influence, load_pools, measure_pools, prepare_audit)
+from unlearn_cli.runs.options import AuditConfig, check_audit_config
 from unlearn_cli.streams import check_writable, write_output
+
+if TYPE_CHECKING:  # the torch-using modules are imported where they run: `audit --help` needs no torch
+    import torch
+
+    from unlearn_cli.runs.audit import ForgetTerciles, Pool
 
 WORST_SHOWN = 5  # examples whose φ distributions the plot draws
 
@@ -52,6 +53,9 @@ def per_example_csv(row: dict, pools: dict[str, Pool], forget_set, labels: torch
     trained with (a mislabelled forget set's new labels, a poisoned one's target), `classes` [F] the true ones; with
     `terciles` (--memorization), each example's memorization score and tercile, and (with --original) the forget
     set's influence on it (`forget_set_influence`)."""
+    from unlearn_cli.data.splits import LEVELS
+    from unlearn_cli.runs.audit import forget_set_influence
+
     indices = forget_set.indices
     columns = ["index", "label", "class", "epsilon", "points", "attack_accuracy", "attack_auc", "kl_gaussian",
                "kl_binned"] + [f"median_phi_{name}" for name in pools]
@@ -212,9 +216,12 @@ def audit(
     quiet: QuietOption = False,
 ):
     """Per-example forgetting audit of a pool of unlearned models against a pool of retrained ones."""
+    from unlearn_cli.engine import use_threads  # here: --help needs no torch
+    from unlearn_cli.runs.audit import audit_document, audit_rows, load_pools, measure_pools, prepare_audit
+
     cfg = resolve_config(AuditConfig, config, given, section="audit")
     cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
-    check_config(cfg)
+    check_audit_config(cfg)
     pools, paths = load_pools(cfg)
     _check_outputs([(flag, path) for flag, path in (("--json", json_output), ("--per-example", per_example),
                                                     ("--plot", plot)) if path is not None],

@@ -23,10 +23,9 @@ from unlearn_cli.cli.common import (ConfigOption, ProgressLines, QuietOption, ha
                                     stderr)
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import resolve_config
-from unlearn_cli.engine import use_threads
-from unlearn_cli.evaluate.metrics import metric_keys, metric_label
+from unlearn_cli.evaluate.keys import metric_keys, metric_label
 from unlearn_cli.evaluate.results import results_document
-from unlearn_cli.runs.evaluate import EvaluateConfig, check_config, prepare_evaluation, score_checkpoints
+from unlearn_cli.runs.options import EvaluateConfig, check_evaluate_config
 from unlearn_cli.streams import check_writable
 
 
@@ -117,9 +116,12 @@ def evaluate(
 ):
     """Forget / retain / test accuracy and five MIA scores per model; with --oracle the gaps to it; with --relearn
     how fast each model regains the forget set against the oracle."""
+    from unlearn_cli.engine import use_threads  # here: --help needs no torch
+    from unlearn_cli.runs.evaluate import prepare_evaluation, score_checkpoints
+
     cfg = resolve_config(EvaluateConfig, config, given, section="evaluate")
     cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
-    check_config(cfg)
+    check_evaluate_config(cfg)
     if json_output not in (None, "-"):
         check_writable(json_output, "--json", {"MODEL": models, "--forget": cfg.forget, "--oracle": cfg.oracle,
                                                 "--parent": cfg.parent, "--oracle-results": cfg.oracle_results,

@@ -31,13 +31,12 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
 
 import unlearn_cli
-from unlearn_cli.config import data_root_option, device_option, option, seed_option, threads_option
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import LEVELS, retain_indices
 from unlearn_cli.engine import predict, select_device
@@ -49,57 +48,19 @@ from unlearn_cli.evaluate.epsilon import (BUCKET_WIDTH, DELTA, EPSILON_CAP, INTE
 from unlearn_cli.evaluate.metrics import accuracy_percent
 from unlearn_cli.evaluate.pool_attacks import KL_MAX_BINS, KL_PSEUDOCOUNT, kl_bins, likelihood_ratio_attack, standardize
 from unlearn_cli.evaluate.provenance import run_identity
-from unlearn_cli.evaluate.relearn import (RelearnOptions, RelearnSplit, check_relearn_options, paired_gaps,
-                                          relearn_curves, split_forget_set)
+from unlearn_cli.evaluate.relearn import RelearnOptions, RelearnSplit, paired_gaps, relearn_curves, split_forget_set
 from unlearn_cli.evaluate.results import AUDIT_FORMAT, finite_or_none
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import ForgetSet, read_forget_set
 from unlearn_cli.limits import check_size
 from unlearn_cli.lineage import check_audit_pools, data_as_trained, dataset_for
+from unlearn_cli.runs.options import MAX_BOOTSTRAP, AuditConfig, check_audit_config as check_config  # noqa: F401
 from unlearn_cli.runs.memorization import (MemorizationScores, check_cross_fit, check_scores_fit,
                                            read_memorization_source)
 from unlearn_cli.tune.reference import tuning_parts
 
 FEW_MODELS = 16  # below this many models per pool the ε buckets are coarse enough to warn
 TERCILE_PARTS = tuple(f"forget:{level}" for level in LEVELS)  # the forget examples of each memorization tercile
-MAX_BOOTSTRAP = 10_000  # bootstrap resamples at most
-
-
-@dataclass
-class AuditConfig(RelearnOptions):
-    forget: Optional[str] = option(None, "Forget-set file the unlearned models were unlearned on.", "--forget")
-    unlearned: list[str] = option(list, "Unlearned checkpoints: paths or quoted globs (repeatable).", "--unlearned")
-    retrained: list[str] = option(list, "Checkpoints trained without exactly the forget set (repeatable).",
-                                  "--retrained")
-    original: list[str] = option(list, "The original checkpoints the unlearned ones started from (repeatable; adds "
-                                       "the no-unlearning rows).", "--original")
-    ceiling: list[str] = option(list, "Oracles independent of --retrained (other seeds), as many as --unlearned: the "
-                                      "perfect-unlearning row at full size", "--ceiling",
-                                default_text="the retrained pool's halves")
-    data_root: Optional[str] = data_root_option()
-    batch_size: int = option(512, "Inference batch size", "--batch-size")
-    seed: int = seed_option()  # draws the retain, test and matched samples and the bootstrap's resamples
-    control_size: Optional[int] = option(None, "Retain and test examples in each control sample", "--control-size",
-                                         default_text="the forget set's size")
-    bootstrap: int = option(200, f"Resamples of models and examples for the 95% intervals, 0 to {MAX_BOOTSTRAP:,} (0: "
-                                 f"no intervals)", "--bootstrap")
-    device: str = device_option()
-    memorization: Optional[str] = option(None, "A checkpoint of `unlearn train` that records the memorization proxy "
-                                               "(none of the pools' models or their parents), or a reference-estimate "
-                                               "file: adds the rows of each memorization tercile of the forget set",
-                                         "--memorization")
-    threads: Optional[int] = threads_option()
-
-
-def check_config(cfg: AuditConfig) -> None:
-    """The options' values, checked before any file is read."""
-    if cfg.forget is None:
-        raise UserError("--forget is required: the forget-set file the unlearned models were unlearned on")
-    if cfg.control_size is not None and cfg.control_size < 1:
-        raise UserError(f"--control-size {cfg.control_size}: must be at least 1")
-    if not 0 <= cfg.bootstrap <= MAX_BOOTSTRAP:
-        raise UserError(f"--bootstrap {cfg.bootstrap}: give 0 (no intervals) to {MAX_BOOTSTRAP} resamples")
-    check_relearn_options(cfg)
 
 
 @dataclass

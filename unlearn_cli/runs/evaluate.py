@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
-from unlearn_cli.config import data_root_option, device_option, option, seed_option, threads_option
 from unlearn_cli.cost import reference_units
 from unlearn_cli.data import ImageData
 from unlearn_cli.engine import select_device
@@ -33,46 +32,13 @@ from unlearn_cli.evaluate.metrics import (Corrective, corrective_view, fraction_
                                           shadow_sets)
 from unlearn_cli.evaluate.mia import SVC_SETTINGS
 from unlearn_cli.evaluate.provenance import reused_oracle_metrics, run_identity
-from unlearn_cli.evaluate.relearn import (RelearnOptions, RelearnSplit, check_relearn_options, relearn_curves,
-                                          relearn_record, split_forget_set)
+from unlearn_cli.evaluate.relearn import RelearnSplit, relearn_curves, relearn_record, split_forget_set
 from unlearn_cli.evaluate.results import read_results, result_record
 from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import ForgetSet, read_forget_set
 from unlearn_cli.lineage import check_fits_data, check_oracle, check_parent, data_as_trained, dataset_for
+from unlearn_cli.runs.options import EvaluateConfig, check_evaluate_config as check_config  # noqa: F401
 from unlearn_cli.tune import halve_test_set
-
-
-@dataclass
-class EvaluateConfig(RelearnOptions):
-    forget: Optional[str] = option(None, "Forget-set file the models were unlearned on.", "--forget")  # required
-    oracle: Optional[str] = option(None, "Oracle: retrained without exactly this forget set.", "--oracle")
-    parent: Optional[str] = option(None, "Checkpoint the models were unlearned from.", "--parent")
-    data_root: Optional[str] = data_root_option()
-    batch_size: int = option(512, "Inference batch size", "--batch-size")
-    seed: int = seed_option()  # draws the MIA's shadow members
-    device: str = device_option()
-    threads: Optional[int] = threads_option()
-    allow_mismatch: bool = option(False, "Accept an oracle trained without another forget set, or a forget set made "
-                                         "for another dataset (recorded in the results).", "--allow-mismatch",
-                                  switch=True)
-    oracle_results: Optional[str] = option(None, "Take the oracle's metrics from an earlier results file of the same "
-                                                 "oracle, forget set and --seed instead of measuring them again.",
-                                           "--oracle-results")
-    test_part: str = option("all", "all, or reported: only the test examples that `unlearn tune --seed TUNE_SEED` "
-                                   "left out of its reference and validation parts", "--test-part")
-    tune_seed: int = option(0, "The --seed of that `unlearn tune`", "--tune-seed")
-
-
-def check_config(cfg: EvaluateConfig) -> None:
-    """The options that need each other, checked before any file is read."""
-    if cfg.forget is None:
-        raise UserError("--forget is required: the forget-set file the models were unlearned on")
-    if cfg.oracle_results is not None and cfg.oracle is None:
-        raise UserError("--oracle-results gives the metrics of the --oracle checkpoint; pass --oracle too")
-    check_relearn_options(cfg)
-    if cfg.relearn and cfg.oracle is None:
-        raise UserError("--relearn compares each model's relearning with the oracle's; pass --oracle, a checkpoint "
-                        "trained without exactly this forget set")
 
 
 @dataclass
