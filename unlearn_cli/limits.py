@@ -15,8 +15,6 @@ import json
 import os
 import re
 
-import numpy as np
-
 from unlearn_cli.errors import UserError
 
 INT64_MAX = 2**63 - 1
@@ -73,6 +71,8 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 def json_depth(data: bytes) -> int:
     """Deepest nesting of `[`/`{` in a JSON text, strings left out (a linear scan, no recursion)."""
+    import numpy as np  # here: a command's --help, which reads no file, needs no numpy
+
     skeleton = np.frombuffer(_STRING.sub(b"", data), dtype=np.uint8)
     if skeleton.size == 0:
         return 0

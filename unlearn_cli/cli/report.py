@@ -57,8 +57,7 @@ from unlearn_cli.evaluate.aggregate import (
     pipelines,
     relearn_gap_key,
 )
-from unlearn_cli.evaluate.audit import with_interval
-from unlearn_cli.evaluate.keys import metric_keys, metric_label
+from unlearn_cli.evaluate.keys import metric_keys, metric_label, with_interval
 from unlearn_cli.evaluate.pareto import (
     F_STAR_METRICS,
     PAIRED_QUALITIES,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from unlearn_cli.evaluate.keys import number_text, with_interval  # noqa: F401  (how an audit number is shown)
 from unlearn_cli.evaluate.epsilon import EPSILON_CAP, bucket_table, epsilon_points, epsilon_resolution, epsilons
 from unlearn_cli.evaluate.pool_attacks import binned_kl, gaussian_kl, likelihood_ratio_attack
 
@@ -220,15 +221,3 @@ def normalized_score(pool: tuple[float, np.ndarray | None], original: tuple[floa
         if len(replicates) >= 0.9 * len(draws):  # a scale that collapses in many draws has no interval
             interval = percentile_interval(replicates, value)
     return {"value": float(value), "interval": interval}
-
-
-def number_text(value, digits: int = 3) -> str:
-    """A number of an audit as shown: `digits` decimals, — for none or not finite."""
-    return "—" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
-
-
-def with_interval(value, interval, digits: int = 3) -> str:
-    """`0.028 [0.021, 0.035]`, or the number alone when there is no interval."""
-    if interval is None:
-        return number_text(value, digits)
-    return f"{number_text(value, digits)} [{number_text(interval[0], digits)}, {number_text(interval[1], digits)}]"

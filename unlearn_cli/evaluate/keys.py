@@ -8,6 +8,7 @@ Usage:
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 # The MIA features of `evaluate.mia.FEATURES`, in registration order (a registry test checks they are the same).
@@ -51,3 +52,15 @@ def oracle_gaps(metrics: dict[str, float], oracle: dict[str, float]) -> dict:
 
     return {"gaps": gaps, "average_gap": mean(AVERAGE_GAP_METRICS),
             "strong_average_gap": mean(STRONG_AVERAGE_GAP_METRICS)}
+
+
+def number_text(value, digits: int = 3) -> str:
+    """A number of an audit as shown: `digits` decimals, — for none or not finite."""
+    return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def with_interval(value, interval, digits: int = 3) -> str:
+    """`0.028 [0.021, 0.035]`, or the number alone when there is no interval."""
+    if interval is None:
+        return number_text(value, digits)
+    return f"{number_text(value, digits)} [{number_text(interval[0], digits)}, {number_text(interval[1], digits)}]"
