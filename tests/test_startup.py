@@ -45,7 +45,7 @@ def test_the_root_help_and_report_start_without_torch(tmp_path):
 
 @pytest.mark.parametrize("command", [("info",), ("mask",), ("mask", "info"), ("mask", "compare"), ("mask", "random"),
                                      ("demo",), ("calibrate",), ("split",), ("train",),
-                                     ("localize",), ("evaluate",), ("audit",)])
+                                     ("localize",), ("evaluate",), ("audit",), ("tune",)])
 def test_a_command_s_help_starts_without_torch(command):
     assert not torch_loaded_after(*command, "--help")
 
@@ -69,6 +69,9 @@ def test_the_torch_free_names_are_the_registries():
     assert names.STRATEGIES == {name: STRATEGIES.get(name).summary for name in list_strategies()}
     assert list(names.CRITERIA) == list_criteria()
     assert list(names.GRANULARITIES) == list_granularities()
+    from unlearn_cli.methods import list_methods
+
+    assert list(names.METHODS) == list_methods()
 
 
 # --- 80 columns ---------------------------------------------------------------------------------------------------

@@ -20,3 +20,7 @@ STRATEGIES = {  # localize.STRATEGIES: name -> the line `localize --help` shows 
 }
 CRITERIA = ("grad", "weighted-grad", "weight", "weighted-grad-train")  # localize.CRITERIA
 GRANULARITIES = ("parameter", "neuron", "layer")  # localize.GRANULARITIES
+METHODS = ("finetune", "neggrad", "neggrad+", "random-label", "l1-sparse", "rft", "scrub", "ssd", "iu", "retrain", "ct",
+           "msg")  # methods.METHODS
+# The parts of `tune`'s oracle-free objective, each a weight of tune.OracleFreeWeights (declared here for --help).
+ORACLE_FREE_PARTS = ("forget_gap", "distribution", "validation_drop", "damage", "trigger", "retain_fit", "confidence")

@@ -21,7 +21,7 @@ Usage:
 from __future__ import annotations
 
 import math
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -29,12 +29,12 @@ from rich.table import Table
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import resolve_config
-from unlearn_cli.engine import use_threads
 from unlearn_cli.errors import UserError, name_as
-from unlearn_cli.methods import method_options
-from unlearn_cli.runs.tune import TuneConfig, objective_weights, plan_search, run_search
+from unlearn_cli.runs.options import TuneConfig
 from unlearn_cli.streams import check_writable, write_output
-from unlearn_cli.tune import Trial, parse_grid
+
+if TYPE_CHECKING:  # the search's modules are imported where it runs: `tune --help` needs no torch
+    from unlearn_cli.tune import Trial
 
 
 def _render(ranked: list[Trial], grid_keys: list[str], chosen: Trial | None) -> Table:
@@ -71,6 +71,11 @@ def tune(
     records) and the mean of its oracle-free objectives chooses; the last line says how many sets alone would have
     chosen the same. With --oracle, on --forget only. --grid calibrate=false,true searches the calibration step.
     """
+    from unlearn_cli.engine import use_threads
+    from unlearn_cli.methods import method_options
+    from unlearn_cli.runs.tune import objective_weights, plan_search, run_search
+    from unlearn_cli.tune import parse_grid
+
     cfg = resolve_config(TuneConfig, config, given, section="tune")
     cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
     for flag, key in (("--model", "model"), ("--forget", "forget")):

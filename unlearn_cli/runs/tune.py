@@ -36,7 +36,6 @@ import torch
 import yaml
 from torch import nn
 
-from unlearn_cli.config import data_root_option, device_option, option, seed_option, threads_option
 from unlearn_cli.cost import WorkMeter
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import KINDS as SPLIT_KINDS
@@ -49,9 +48,9 @@ from unlearn_cli.io.forget import ForgetSet, read_forget_set
 from unlearn_cli.io.hashing import sha256_indices
 from unlearn_cli.limits import check_size
 from unlearn_cli.lineage import check_fits_data, check_oracle, data_as_trained, dataset_for
-from unlearn_cli.localize import SEARCHABLE, LocalizeSettings, list_strategies, resolve_settings
-from unlearn_cli.methods import (SetSizes, fitted, get_method, list_methods, method_config, method_options,
-                                 most_epochs_within)
+from unlearn_cli.runs.options import VALIDATION_SETS, TuneConfig  # noqa: F401
+from unlearn_cli.localize import SEARCHABLE, LocalizeSettings, resolve_settings
+from unlearn_cli.methods import SetSizes, fitted, get_method, method_config, method_options, most_epochs_within
 from unlearn_cli.methods.calibration import undepleted_classes
 from unlearn_cli.runs.calibrate import calibrate, calibration_examples, confidence, fitted_scale
 from unlearn_cli.runs.localize import MaskFailed, compute_mask
@@ -66,48 +65,9 @@ from unlearn_cli.tune.depletion import class_drops, learning_curve
 
 LOCALIZE_OPTIONS = SEARCHABLE  # grid keys that make the mask: the localization options but strategy and seed
 RUN_OPTIONS = ("calibrate",)  # grid keys of the run itself: neither a localization nor a method option
-VALIDATION_SETS = 3  # forget sets a search without an oracle scores on, unless --validation-sets says otherwise
 SCALES = ("calibration_scale", "oracle_scale")  # what a candidate that calibrates records beside its score
 
 Progress = Callable[[str, int], ContextManager[Optional[Callable[[dict], None]]]]  # (description, total) -> on_step
-
-
-@dataclass
-class TuneConfig:
-    model: Optional[str] = option(None, "Checkpoint to unlearn from.", "--model", "-m")
-    forget: Optional[str] = option(None, "Forget set (with --oracle: a validation forget set).", "--forget", "-f")
-    oracle: Optional[str] = option(None, "Score by the average gap to this oracle (research mode).")
-    strategy: Optional[str] = option(None, lambda: f"Localization strategy: {', '.join(list_strategies())}; none: "
-                                                   f"no mask.")
-    method: str = option("rft", lambda: f"One of: {', '.join(list_methods())}")
-    budget: Optional[float] = option(None, "The budget when it is not searched.")
-    params: dict = option(dict, "key=value method option that is not searched.", "--param", "-p")
-    allowance: float = option(5.0, "Points of reference (and retain) accuracy a candidate may lose before it counts "
-                                   "as damage")
-    weights: dict = option(dict, f"part=weight of the oracle-free objective: {', '.join(OracleFreeWeights.PARTS)} "
-                                 f"(trigger: a poison only)", "--weight", default_text="1 each; retain_fit and confidence 0")
-    halving: bool = option(True, "Stop hopeless candidates early: successive halving on epochs")
-    extend: int = option(2, "When the choice is a grid's smallest or largest value, try one step further that way, "
-                            "at most this many times (0: never)", "--extend")
-    max_cost: float = option(0.25, "Run only candidates whose predicted cost is at most F × retraining on the retain "
-                                   "set with the parent's recipe (1: no cap); --grid epochs=cap,cap/2 asks for the "
-                                   "most epochs the cap allows, or a share", "--max-cost")
-    calibrate: bool = option(False, "End every candidate's run with the calibration step: a scale on the logits, "
-                                    "fitted so that its confidence on unseen examples matches the original's, folded "
-                                    "into the classifier head (--grid calibrate=false,true searches it)")
-    depletion: str = option("auto", "Score acc(F) against what a model retrained without F is expected to lose on "
-                                    "the classes F depletes (tune/depletion.py: the prior shift and a learning curve "
-                                    "from one fit on a quarter of the training set, about 0.3× retraining once per "
-                                    "search); auto: when a validation forget set depletes a class", "--depletion",
-                            choices=("auto", "on", "off"))
-    validation_sets: Optional[int] = option(None, "Score every candidate on K forget sets, --forget and K−1 more drawn "
-                                                  "by the split it records (the seeds after its own), and choose by "
-                                                  "the mean; with --oracle one (one oracle for one forget set)",
-                                            "--validation-sets", default_text=f"{VALIDATION_SETS}; 1 with --oracle")
-    seed: int = seed_option()  # draws the reference and validation parts and the MIA shadow sets; seeds every candidate
-    device: str = device_option()
-    threads: Optional[int] = threads_option()
-    data_root: Optional[str] = data_root_option()
 
 
 def objective_weights(cfg: TuneConfig) -> OracleFreeWeights:

@@ -66,6 +66,7 @@ from dataclasses import dataclass
 import torch
 
 from unlearn_cli.evaluate.epsilon import logit_scaled_confidence
+from unlearn_cli.names import ORACLE_FREE_PARTS
 from unlearn_cli.evaluate.metrics import AVERAGE_GAP_METRICS, accuracy_percent, oracle_gaps
 from unlearn_cli.tune.depletion import expected_reference_accuracy
 
@@ -106,7 +107,7 @@ class OracleFreeWeights:
     confidence: float = 0.0
     damage_allowance: float = 5.0  # points of accuracy a candidate may lose before `damage` / `retain_fit` count
 
-    PARTS = ("forget_gap", "distribution", "validation_drop", "damage", "trigger", "retain_fit", "confidence")
+    PARTS = ORACLE_FREE_PARTS
 
     def replace(self, changes: dict) -> "OracleFreeWeights":
         return dataclasses.replace(self, **changes)
