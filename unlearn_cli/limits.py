@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+from dataclasses import dataclass
 
 from unlearn_cli.errors import UserError
 
@@ -26,6 +26,7 @@ LIMITS: dict[str, tuple[int, str]] = {
     "config_bytes": (2**20, "bytes of a YAML config file"),
     "metadata_field_bytes": (2**20, "bytes of one JSON field of a checkpoint's or mask's metadata"),
     "json_depth": (32, "nesting depth of any JSON document or metadata field"),
+    "json_values": (2**23, "values (numbers, strings, lists, objects, keys) of one JSON document or index list"),
     "parameters": (2_000_000_000, "parameter scalars of a model built from options or metadata"),
     "tensors": (10_000, "parameter and buffer tensors of a model"),
     "activations": (2**28, "activation scalars of one example's forward pass"),
@@ -66,18 +67,55 @@ def check_size(size: int, name: str, source: str, what: str) -> None:
                         f"if it is genuine, raise it with UNLEARN_MAX_{name.upper()}")
 
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+SCAN_CHUNK = 1 << 20  # bytes scanned at a time: the scan's memory is a few times this, whatever the document's size
+_STEP = np.zeros(256, dtype=np.int8)  # byte -> +1 opens a list or object, -1 closes one
+_STEP[[ord("["), ord("{")]], _STEP[[ord("]"), ord("}")]] = 1, -1
+_BEFORE_VALUE = np.zeros(256, dtype=bool)  # byte -> a value or key follows it
+_BEFORE_VALUE[[ord(","), ord(":"), ord("["), ord("{")]] = True
+
+
+@dataclass
+class JsonShape:
+    """What parsing a JSON text would build, measured on its bytes: the deepest nesting of `[`/`{` and the number of
+    values (numbers, strings, lists, objects and keys; a bound: one per `,` `:` `[` `{` outside strings, plus one)."""
+
+    depth: int = 0
+    values: int = 1
+
+
+def json_shape(data: bytes, stop_depth: int | None = None, stop_values: int | None = None) -> JsonShape:
+    """The JsonShape of JSON text `data`, scanned chunk by chunk in constant memory (exact for valid JSON, and for the
+    valid part that a parser would read of invalid JSON); it returns early once `stop_depth` or `stop_values` is
+    passed. Strings are left out: an escaped backslash or quote (`\\\\`, `\\"`) is blanked before quotes are counted."""
+    shape, depth, inside, escaped = JsonShape(), 0, 0, False
+    for start in range(0, len(data), SCAN_CHUNK):
+        chunk = data[start:start + SCAN_CHUNK]
+        if escaped:  # the previous chunk ended in a backslash that escapes this chunk's first byte
+            chunk = b"_" + chunk[1:]
+        chunk = chunk.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+        escaped = chunk.endswith(b"\\")
+        codes = np.frombuffer(chunk, dtype=np.uint8)
+        quotes = codes == ord('"')
+        count = int(np.count_nonzero(quotes))
+        if count:  # keep what lies outside strings (a closing quote is outside, and dropped)
+            codes = codes[(((np.cumsum(quotes, dtype=np.int32) + inside) & 1) == 0) & ~quotes]
+            inside = (inside + count) & 1
+        elif inside:  # all of it within one string
+            continue
+        shape.values += int(np.count_nonzero(_BEFORE_VALUE[codes]))
+        steps = _STEP[codes]
+        steps = steps[steps != 0]
+        if steps.size:
+            levels = np.cumsum(steps, dtype=np.int32) + depth
+            shape.depth, depth = max(shape.depth, int(levels.max())), int(levels[-1])
+        if (stop_depth is not None and shape.depth > stop_depth) or (stop_values is not None and shape.values > stop_values):
+            break
+    return shape
 
 
 def json_depth(data: bytes) -> int:
-    """Deepest nesting of `[`/`{` in a JSON text, strings left out (a linear scan, no recursion)."""
-    import numpy as np  # here: a command's --help, which reads no file, needs no numpy
-
-    skeleton = np.frombuffer(_STRING.sub(b"", data), dtype=np.uint8)
-    if skeleton.size == 0:
-        return 0
-    steps = np.isin(skeleton, (ord("["), ord("{"))).astype(np.int64) - np.isin(skeleton, (ord("]"), ord("}")))
-    return int(np.cumsum(steps).max(initial=0))
+    """Deepest nesting of `[`/`{` in a JSON text, strings left out."""
+    return json_shape(data).depth
 
 
 def _bounded_int(text: str) -> int:
@@ -86,13 +124,25 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+def check_values(count: int, source: str, what: str, at_least: bool = False) -> None:
+    """UserError when a document or index list holds more values than limit `json_values`: parsing builds a Python
+    object per value, so this bounds a reader's memory per input byte (docs/limits.md)."""
+    bound = limit("json_values")
+    if count > bound:
+        raise UserError(f"{source}: {what} holds {'more than ' if at_least else ''}{bound if at_least else count:,} "
+                        f"values, beyond the limit of {bound:,} {LIMITS['json_values'][1]}; if it is genuine, raise "
+                        f"it with UNLEARN_MAX_JSON_VALUES")
+
+
 def load_json(data: bytes | str, source: str, what: str, depth_limit: str = "json_depth"):
-    """Parse JSON text whose depth and integers are checked first; every defect is a one-line UserError."""
+    """Parse JSON text whose depth, number of values and integers are checked first (the first two on its bytes,
+    before anything is built); every defect is a one-line UserError."""
     raw = data.encode() if isinstance(data, str) else data
-    depth = json_depth(raw)
-    if depth > limit(depth_limit):
-        raise UserError(f"{source}: {what} is nested {depth} levels deep, beyond the limit of {limit(depth_limit)}; "
+    shape = json_shape(raw, stop_depth=limit(depth_limit), stop_values=limit("json_values"))
+    if shape.depth > limit(depth_limit):
+        raise UserError(f"{source}: {what} is nested {shape.depth} levels deep, beyond the limit of {limit(depth_limit)}; "
                         f"it is not a file unlearn wrote")
+    check_values(shape.values, source, what, at_least=True)
     try:
         return json.loads(raw.decode("utf-8"), parse_int=_bounded_int)
     except UnicodeDecodeError:
