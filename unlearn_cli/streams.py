@@ -56,10 +56,11 @@ def reader(what: str):
     return decorator
 
 
-def _read_stream(stream, source: str, what: str, limit_name: str) -> bytes:
-    """At most limit + 1 bytes of an unsized stream, so an endless one is refused, not buffered."""
+def _read_stream(stream, source: str, what: str, limit_name: str, start: bytes = b"") -> bytes:
+    """At most limit + 1 bytes of an unsized stream (after the bytes `start` already read from it), so an endless one
+    is refused, not buffered."""
     bound = limit(limit_name)
-    chunks, size = [], 0
+    chunks, size = [start], len(start)
     while size <= bound:
         chunk = stream.read(min(CHUNK, bound + 1 - size))
         if not chunk:
@@ -96,8 +97,14 @@ def read_input(path: str | Path, what: str = "file", limit_name: str = "json_byt
         raise UserError(f"{path}: is a device or socket, not a {what}; give the path of a file")
     try:
         with open(path, "rb") as file:
-            if stat.S_ISREG(mode):
-                check_size(os.fstat(file.fileno()).st_size, limit_name, str(path), f"{what} size in bytes")
+            if stat.S_ISREG(mode):  # read at once into one buffer of its size: chunks joined would hold it twice
+                size = os.fstat(file.fileno()).st_size
+                check_size(size, limit_name, str(path), f"{what} size in bytes")
+                data = file.read(size)
+                more = file.read(1)
+                if not more:
+                    return data
+                return _read_stream(file, str(path), what, limit_name, data + more)  # it grew, or a /proc file
             return _read_stream(file, str(path), what, limit_name)
     except OSError as error:
         raise UserError(f"{path}: cannot read {what} ({error.strerror}); check its permissions") from None

@@ -23,7 +23,7 @@ import torch
 from unlearn_cli.data.manipulation import CORNERS, KINDS as MANIPULATIONS, RULES, VALUES, Manipulation
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_indices
-from unlearn_cli.limits import INT64_MAX, load_json
+from unlearn_cli.limits import INT64_MAX, SCAN_CHUNK, check_values, load_json
 from unlearn_cli.streams import read_input, reader
 
 FORMAT = "unlearn-forget/1"
@@ -141,6 +141,7 @@ def _npy_indices(data: bytes, source: str) -> list:
         raise UserError(f"{source}: unreadable .npy index list ({str(error).splitlines()[0][:80]})") from None
     if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
         raise UserError(f"{source}: a .npy forget set must be a 1-D integer array, got {dtype} {shape}")
+    check_values(shape[0], source, ".npy forget set")
     body = len(data) - stream.tell()
     if shape[0] * dtype.itemsize != body:
         raise UserError(f"{source}: .npy header claims {shape[0]:,} values of {dtype.itemsize} bytes but the file "
@@ -148,16 +149,33 @@ def _npy_indices(data: bytes, source: str) -> list:
     return np.frombuffer(data, dtype=dtype, offset=stream.tell()).tolist()
 
 
+_SEPARATOR = np.zeros(256, dtype=bool)  # bytes that separate the indices of a text forget set
+_SEPARATOR[list(b" \t\n\r\x0b\x0c,")] = True
+_STRAY = re.compile(rb"[^0-9 \t\n\r\x0b\x0c,-]")  # a byte that belongs to no index and no separator
+
+
+def _token_count(data: bytes) -> int:
+    """How many indices a text forget set lists (runs of bytes between separators), counted chunk by chunk in
+    constant memory, before a string is built for any of them."""
+    count, after_separator = 0, True
+    for start in range(0, len(data), SCAN_CHUNK):
+        separator = _SEPARATOR[np.frombuffer(data, dtype=np.uint8, count=min(SCAN_CHUNK, len(data) - start), offset=start)]
+        count += int(np.count_nonzero(~separator[0])) * after_separator + int(np.count_nonzero(~separator[1:] & separator[:-1]))
+        after_separator = bool(separator[-1])
+    return count
+
+
+def _not_an_index(token: str, source: str) -> str:
+    return (f"{source}: {token[:30]!r} is not an integer index; a text forget set is integers in ASCII digits (0-9) "
+            f"separated by whitespace or commas (or give a JSON list, an {FORMAT} file or a .npy array)")
+
+
 def _indices_from(data: bytes, source: str) -> tuple[list, dict | None]:
     if data[:6] == b"\x93NUMPY":
         return _npy_indices(data, source), None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{source}: not a forget set (neither JSON, .npy nor a text list of indices)") from None
-    if text.lstrip().startswith("["):  # a bare JSON list of indices: a plain forget set, like a text list
+    if re.match(rb"\s*\[", data):  # a bare JSON list of indices: a plain forget set, like a text list
         return load_json(data, source, "forget-set"), None
-    if text.lstrip().startswith("{"):
+    if re.match(rb"\s*\{", data):
         document = load_json(data, source, "forget-set")
         if not isinstance(document, dict):
             raise UserError(f"{source}: forget-set JSON must be an object")
@@ -167,12 +185,23 @@ def _indices_from(data: bytes, source: str) -> tuple[list, dict | None]:
         if not isinstance(document.get("indices"), list):
             raise UserError(f"{source}: forget-set JSON has no 'indices' list")
         return document["indices"], document
+    stray = _STRAY.search(data)
+    if stray is not None:  # before any token is built: the list may hold many
+        start = stray.start()
+        while start > 0 and stray.start() - start < 30 and not _SEPARATOR[data[start - 1]]:
+            start -= 1
+        token = data[start:start + 30].split()[0].split(b",")[0]
+        try:
+            token = token.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{source}: not a forget set (neither JSON, .npy nor a text list of indices)") from None
+        raise UserError(_not_an_index(token, source))
+    check_values(_token_count(data), source, "text forget set")
+    text = data.decode("ascii")  # only digits, '-' and separators are left
     tokens = text.split() if "," not in text else [token for token in re.split(r"[\s,]+", text) if token]
     bad = next((token for token in tokens if not re.fullmatch(r"-?[0-9]{1,19}", token)), None)
     if bad is not None:
-        raise UserError(f"{source}: {bad[:30]!r} is not an integer index; a text forget set is integers in ASCII "
-                        f"digits (0-9) separated by whitespace or commas (or give a JSON list, an {FORMAT} file or "
-                        f"a .npy array)")
+        raise UserError(_not_an_index(bad, source))
     return [int(token) for token in tokens], None
 
 
