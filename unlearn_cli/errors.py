@@ -17,7 +17,20 @@ from typing import Iterable, Iterator
 
 
 class UserError(Exception):
-    """Bad input from the user: the message names the problem and the fix, and is shown as is."""
+    """Bad input from the user: the message names the problem and the fix, and is shown as one line (`one_line`)."""
+
+
+# control characters and line separators, as Python writes them in a string's repr: a file name or a value with a
+# newline cannot split a message, nor a carriage return or an escape sequence rewrite the terminal
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(32), 127, 0x85, 0x2028, 0x2029)}
+MESSAGE_CHARACTERS = 4000  # a longer message keeps its start and its end, the middle left out
+
+
+def one_line(message: str) -> str:
+    """`message` as one printable line: control characters escaped, a very long message shortened in the middle."""
+    if len(message) > MESSAGE_CHARACTERS:
+        message = f"{message[:MESSAGE_CHARACTERS - 1000]} … {message[-1000:]}"
+    return message.translate(_ESCAPES)
 
 
 # setting -> the option it was given through ("grid": tune's --grid k=…, "param": --param k=…); absent: its own flag

@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unlearn_cli.cli.signals import Interrupted
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, one_line
 
 LOG_WIDTH = 1000  # columns a table may use when the stream is a log file or a pipe: tables take only what they need
 HELP_WIDTH = 120  # columns of `--help` when stdout is not a terminal: wide enough for every option name, uncut
@@ -177,14 +177,14 @@ def handle_errors(command):
         except UserError as error:
             if State.debug:
                 raise
-            sys.stderr.write(f"error: {error}\n")
+            sys.stderr.write(f"error: {one_line(str(error))}\n")
             raise typer.Exit(1) from None
         except Exception as error:  # a defect: one line, and the way to see more
             if State.debug or type(error).__module__.startswith(("typer", "click")):  # exits and usage errors
                 raise
             detail = str(error).splitlines()[0][:200] if str(error) else "no detail"
-            sys.stderr.write(f"error: internal error ({type(error).__name__}: {detail}); "
-                             f"rerun with --debug for the traceback\n")
+            sys.stderr.write(one_line(f"error: internal error ({type(error).__name__}: {detail}); "
+                                      f"rerun with --debug for the traceback") + "\n")
             raise typer.Exit(1) from None
         except Interrupted as interruption:
             if nested:

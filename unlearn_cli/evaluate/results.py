@@ -287,7 +287,7 @@ def _check_audit_relearn(entries, where: str, remedy: str) -> None:
 def read_report_input(path: str) -> tuple[str, object]:
     """("results", RESULT objects) of a results file, or ("audit", the document) of an audit file."""
     source = "stdin" if path == "-" else str(path)
-    document = load_json(read_input(path, "results file"), source, "results")
+    document = load_json(read_input(path, "results file"), source, "results or audit file")
     if isinstance(document, dict) and document.get("format") == AUDIT_FORMAT:
         return "audit", validate_audit(document, source)
     if isinstance(document, dict) and str(document.get("format", "")).startswith("unlearn-audit/"):

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load as load_tensors
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.limits import load_json
+from unlearn_cli.limits import check_size, limit, load_json
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 TORCH_DTYPES = {
@@ -55,6 +55,9 @@ def _header(data: bytes, source: str) -> dict:
         if name == "__metadata__":
             if not isinstance(entry, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in entry.items()):
                 raise bad("metadata is not a string-to-string map")
+            for key, value in entry.items():  # before any reader copies, parses or prints one
+                check_size(len(value) if len(value) > limit("metadata_field_bytes") else len(value.encode()),
+                           "metadata_field_bytes", source, f"metadata field {key[:40]!r} size in bytes")
             continue
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise bad(f"tensor {name!r} has a malformed entry")
