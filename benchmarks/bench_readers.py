@@ -72,7 +72,8 @@ def hostile_file(reader: str, shape: str, size: int, folder: Path) -> tuple[Path
 def run_child(arguments: list[str], code: str, cap: int) -> tuple[int, int, str]:
     """(exit status or -signal, peak RSS in bytes, last stderr line) of `unlearn ARGS` in a child capped at `cap`."""
     environment = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    child = subprocess.Popen([sys.executable, "-m", "unlearn_cli", *arguments], env=environment, stdout=subprocess.DEVNULL,
+    child = subprocess.Popen([sys.executable, "-m", "unlearn_cli", *arguments], env=environment, cwd=code,
+                             stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
     error = child.stderr.read().decode(errors="replace")
     _, status, usage = os.wait4(child.pid, 0)

@@ -94,7 +94,7 @@ def test_csv_has_mean_and_margin_per_group(tmp_path):
     assert rft["n"] == "3" and rft["strategy"] == "del" and rft["budget"] == "0.3" and rft["forget_kind"] == "noniid"
     assert float(rft["forget_accuracy_mean"]) == 2.0
     assert float(rft["forget_accuracy_margin"]) == pytest.approx(2.48414, abs=1e-4)
-    assert float(by_method["finetune"]["forget_accuracy_margin"]) == 0.0
+    assert by_method["finetune"]["forget_accuracy_margin"] == ""  # one run: no margin (the table shows —), not 0
     assert float(by_method["oracle"]["test_accuracy_mean"]) == 50.0
     assert float(rft["average_gap_mean"]) == pytest.approx((48.0 + 10.0 + 10.0) / 3)  # |2 − 50|, |40 − 50|, |40 − 50|
 

@@ -39,7 +39,7 @@ from rich.text import Text
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pyplot, stderr
 from unlearn_cli.config import option, resolve_config
-from unlearn_cli.errors import UserError
+from unlearn_cli.errors import UserError, one_line
 from unlearn_cli.evaluate.aggregate import (
     PAIRED_KEYS,
     RELEARN_GAP,
@@ -196,15 +196,23 @@ def render_table(rows) -> Table:
     return table
 
 
+def _markdown_text(text: str) -> str:
+    """Text from a file in a Markdown table or line: one line (control characters escaped), `|` escaped, so a name
+    cannot add cells or rows."""
+    return one_line(str(text)).replace("|", "\\|")
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(map(_markdown_text, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+            + ["| " + " | ".join(map(_markdown_text, cells)) + " |" for cells in rows])
+
+
 def render_markdown(rows) -> str:
     columns, caps = _columns(rows), _has_caps(rows)
     headers = _identity_headers(caps) + [header for _, header, _ in columns]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for key, count, summaries in rows:
-        cells = _identity(key, count, caps) + [_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 2))
-                                         for name, _, scale in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cells = [_identity(key, count, caps) + [_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 2))
+                                            for name, _, scale in columns] for key, count, summaries in rows]
+    return "\n".join(_markdown_table(headers, cells)) + "\n"
 
 
 def _optional_number(value: float | None) -> str:
@@ -212,7 +220,10 @@ def _optional_number(value: float | None) -> str:
 
 
 def _numbers(summary: Summary | None) -> list[str]:
-    return ["", ""] if summary is None or summary.n == 0 else [f"{summary.mean:.10g}", f"{summary.margin:.10g}"]
+    """Mean and margin for the CSV; the margin of one run is empty (none), as the tables show it as —."""
+    if summary is None or summary.n == 0:
+        return ["", ""]
+    return [f"{summary.mean:.10g}", "" if summary.n == 1 else f"{summary.margin:.10g}"]
 
 
 PAIRED_CSV_COLUMNS = (["comparison", "baseline_strategy", "baseline_method", "baseline_budget",
@@ -292,9 +303,8 @@ def render_paired_table(baseline: Pipeline, comparisons: list[PairedRow]) -> Tab
 def render_paired_markdown(baseline: Pipeline, comparisons: list[PairedRow]) -> str:
     several = True  # like the first Markdown table, always with the forget set
     headers = _paired_headers(several)
-    lines = [f"Paired against baseline `{baseline.label}`: mean ± 95% margin; {PAIRED_NOTE}.", "",
-             "| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_paired_cells(row, several)) + " |" for row in comparisons]
+    lines = [f"Paired against baseline `{_markdown_text(baseline.label)}`: mean ± 95% margin; {PAIRED_NOTE}.", ""]
+    lines += _markdown_table(headers, [_paired_cells(row, several) for row in comparisons])
     return "\n".join(lines) + "\n"
 
 
@@ -394,17 +404,12 @@ def render_pareto_tables(sets: list[ParetoSet]) -> list[Table | Text]:
     return tables
 
 
-def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-            + ["| " + " | ".join(cells) + " |" for cells in rows])
-
-
 def render_pareto_markdown(sets: list[ParetoSet]) -> str:
     qualities, lines = _pareto_qualities(sets), []
     for front in sets:
-        lines += [f"Cost against quality, forget set `{_forget_name(front)}`: mean ± 95% margin over seeds; {PARETO_NOTE}.",
+        lines += [f"Cost against quality, forget set `{_markdown_text(_forget_name(front))}`: mean ± 95% margin over seeds; {PARETO_NOTE}.",
                   ""] + _markdown_table(_pareto_headers(qualities), [_pareto_cells(point, qualities) for point in front.points])
-        lines += [""] + [f"- {note}" for note in _pareto_notes(front, qualities)]
+        lines += [""] + [f"- {_markdown_text(note)}" for note in _pareto_notes(front, qualities)]
         if front.f_star.checks:
             lines += ["", f"`retrain @ F` − oracle, per seed: mean ± 95% margin; F* is the smallest F whose four "
                           f"intervals all contain 0.", ""] + _markdown_table(F_STAR_HEADERS, _f_star_cells(front.f_star))

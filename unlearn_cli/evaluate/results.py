@@ -188,6 +188,78 @@ def _check_relearn(record: dict, where: str) -> None:
                               "oracle_accuracy": (list,)}, at, "re-run `unlearn evaluate --relearn`")
 
 
+# (low, high, whether low itself is allowed, what the range is): the numbers that cannot be in a file unlearn wrote
+PERCENT = (0.0, 100.0, True, "0…100 (%)")
+SHARE = (0.0, 1.0, True, "0…1")
+BUDGET = (0.0, 1.0, False, "(0, 1]")
+POINTS = (-100.0, 100.0, True, "−100…100 (points)")
+NON_NEGATIVE = (0.0, math.inf, True, "≥ 0")
+POSITIVE = (0.0, math.inf, False, "> 0")
+# dotted field of a RESULT (`*`: every key of an object, `[]`: every item of a list) -> its range
+RESULT_RANGES: dict[str, tuple] = {
+    "metrics.*": PERCENT, "oracle.metrics.*": PERCENT, "gaps.*": PERCENT, "average_gap": PERCENT,
+    "strong_average_gap": PERCENT, "budget": BUDGET, "fraction_changed": SHARE, "wall_time_s": NON_NEGATIVE,
+    "oracle.wall_time_s": NON_NEGATIVE, "cost.work": NON_NEGATIVE, "cost.unlearn_work": NON_NEGATIVE,
+    "cost.localize_work": NON_NEGATIVE, "cost.retrain_work": NON_NEGATIVE, "cost.x_retrain": NON_NEGATIVE,
+    "cost.cap": POSITIVE, "relearn.curves[].lr": POSITIVE, "relearn.curves[].gap": POINTS,
+    "relearn.curves[].accuracy[]": PERCENT, "relearn.curves[].oracle_accuracy[]": PERCENT,
+}
+# dotted field of an audit file -> its range
+AUDIT_RANGES: dict[str, tuple] = {
+    "pools.*.budget": BUDGET, "rows[].forget_score": SHARE, "rows[].attack_accuracy": SHARE,
+    "rows[].attack_auc": SHARE, "rows[].final_score": NON_NEGATIVE, "rows[].kl_gaussian.*": NON_NEGATIVE,
+    "rows[].kl_binned.*": NON_NEGATIVE, "rows[].epsilon.median": NON_NEGATIVE, "rows[].accuracy.*.*": PERCENT,
+    "rows[].intervals.forget_score[]": SHARE, "rows[].intervals.attack_accuracy[]": SHARE,
+    "rows[].intervals.attack_auc[]": SHARE, "rows[].intervals.kl_gaussian_mean[]": NON_NEGATIVE,
+    "rows[].relearn[].lr": POSITIVE, "rows[].relearn[].gap": POINTS, "rows[].relearn[].interval[]": POINTS,
+}
+
+
+def _at(value, pattern: list[str], path: str):
+    """(path, value) of every number that dotted `pattern` reaches in `value`; absent or null parts reach nothing."""
+    if not pattern:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield path, value
+        return
+    part, rest = pattern[0], pattern[1:]
+    key, listed = part.removesuffix("[]"), part.endswith("[]")
+    if not isinstance(value, dict):
+        return
+    children = value.items() if key == "*" else [(key, value[key])] if key in value else []
+    for name, child in children:
+        if listed:
+            for position, item in enumerate(child if isinstance(child, list) else []):
+                yield from _at(item, rest, f"{path}.{name}[{position}]")
+        else:
+            yield from _at(child, rest, f"{path}.{name}")
+
+
+def _nonfinite(value, path: str = ""):
+    """The path of the first NaN or ±inf in a parsed JSON value, or None (JSON's NaN, Infinity and 1e999 read as such)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _nonfinite(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}")
+        if found is not None:
+            return found
+    return None
+
+
+def check_numbers(document, ranges: dict[str, tuple], source: str, what: str, remedy: str) -> None:
+    """Refuse, naming the file and the field, a number outside its range in `ranges`, then any NaN or ±inf: unlearn
+    writes null where there is no number, so neither can be in a file it wrote."""
+    for pattern, (low, high, low_included, described) in ranges.items():
+        for path, value in _at(document, pattern.split("."), ""):
+            if not (low <= value <= high and (low_included or value > low)):
+                raise UserError(f"{source}: {path.lstrip('.')} is {value!r}, outside {described}; it is not a {what} "
+                                f"unlearn wrote, {remedy}")
+    path = _nonfinite(document)
+    if path is not None:
+        raise UserError(f"{source}: {path.lstrip('.')} is not a finite number; unlearn writes null where there is "
+                        f"none, so the {what} is damaged: {remedy}")
+
+
 def validate_results(document, source: str) -> list[dict]:
     """The RESULT objects of a parsed results file; anything off is a one-line UserError naming the field."""
     if not isinstance(document, dict):
@@ -214,6 +286,8 @@ def validate_results(document, source: str) -> list[dict]:
             if not isinstance(record["oracle"].get("sha256"), str) or not isinstance(record["oracle"].get("metrics"), dict):
                 raise UserError(f"{where}.oracle needs 'sha256' and 'metrics'")
             _check_metrics(record["oracle"]["metrics"], f"{where}.oracle.metrics")
+    check_numbers({"results": results}, {f"results[].{field}": bounds for field, bounds in RESULT_RANGES.items()},
+                  source, "results file", "re-run `unlearn evaluate`")
     return results
 
 
@@ -264,6 +338,7 @@ def validate_audit(document: dict, source: str) -> dict:
                 if not _is(row["accuracy"][side].get(key), (*_NUMBER, _NULL)):
                     raise UserError(f"{source}.rows[{position}].accuracy.{side}.{key} must be a number")
         _check_audit_relearn(row.get("relearn"), f"{source}.rows[{position}].relearn", remedy)
+    check_numbers(document, AUDIT_RANGES, source, "audit file", remedy)
     return document
 
 
@@ -287,7 +362,7 @@ def _check_audit_relearn(entries, where: str, remedy: str) -> None:
 def read_report_input(path: str) -> tuple[str, object]:
     """("results", RESULT objects) of a results file, or ("audit", the document) of an audit file."""
     source = "stdin" if path == "-" else str(path)
-    document = load_json(read_input(path, "results file"), source, "results or audit file")
+    document = load_json(read_input(path, "results file"), source, "results")
     if isinstance(document, dict) and document.get("format") == AUDIT_FORMAT:
         return "audit", validate_audit(document, source)
     if isinstance(document, dict) and str(document.get("format", "")).startswith("unlearn-audit/"):
