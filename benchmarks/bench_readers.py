@@ -27,9 +27,11 @@ MiB = 2**20
 SHAPES = {
     "string": lambda size: b'"' + b"x" * size + b'"',
     "escapes": lambda size: b'"' + b"\\n" * (size // 2) + b'"',
+    "wide": lambda size: '"😀'.encode() + b"x" * size + b'"',  # one character beyond 16 bits: the text is 4 bytes a character
     "deep": lambda size: b"[" * (size // 2) + b"]" * (size // 2),
     "lists": lambda size: b"[" + b"[]," * (size // 3) + b"[]]",
     "numbers": lambda size: b"[" + b"1.5," * (size // 4) + b"1.5]",
+    "words": lambda size: b"[" + b'"ab",' * (size // 5) + b'"ab"]',  # the most memory a value can take per byte
 }
 
 

@@ -12,6 +12,7 @@ Usage (as the tests do):
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import signal
@@ -63,10 +64,12 @@ def main() -> None:
             outcome = {"exit_code": result.exit_code, "stderr": result.stderr, "stdout_bytes": len(result.stdout_bytes),
                        "exception": None if result.exception is None or isinstance(result.exception, SystemExit)
                        else f"{type(result.exception).__name__}: {result.exception}"}
+            del result  # its exception's context holds the frames of the probe, and so what it read
         except ProbeTimeout:
             outcome = {"exit_code": None, "stderr": "", "stdout_bytes": 0, "exception": "timed out"}
         finally:
             signal.alarm(0)
+            gc.collect()  # each probe starts with what the ones before it freed
         outcome["seconds"] = time.perf_counter() - started
         results[probe["id"]] = outcome
     json.dump(results, sys.stdout)

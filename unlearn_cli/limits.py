@@ -83,13 +83,13 @@ class JsonShape:
     values: int = 1
 
 
-def json_shape(data: bytes, stop_depth: int | None = None, stop_values: int | None = None) -> JsonShape:
+def json_shape(data: bytes | memoryview, stop_depth: int | None = None, stop_values: int | None = None) -> JsonShape:
     """The JsonShape of JSON text `data`, scanned chunk by chunk in constant memory (exact for valid JSON, and for the
     valid part that a parser would read of invalid JSON); it returns early once `stop_depth` or `stop_values` is
     passed. Strings are left out: an escaped backslash or quote (`\\\\`, `\\"`) is blanked before quotes are counted."""
     shape, depth, inside, escaped = JsonShape(), 0, 0, False
     for start in range(0, len(data), SCAN_CHUNK):
-        chunk = data[start:start + SCAN_CHUNK]
+        chunk = bytes(data[start:start + SCAN_CHUNK])
         if escaped:  # the previous chunk ended in a backslash that escapes this chunk's first byte
             chunk = b"_" + chunk[1:]
         chunk = chunk.replace(b"\\\\", b"__").replace(b'\\"', b"__")
@@ -134,7 +134,7 @@ def check_values(count: int, source: str, what: str, at_least: bool = False) -> 
                         f"it with UNLEARN_MAX_JSON_VALUES")
 
 
-def load_json(data: bytes | str, source: str, what: str, depth_limit: str = "json_depth"):
+def load_json(data: bytes | memoryview | str, source: str, what: str, depth_limit: str = "json_depth"):
     """Parse JSON text whose depth, number of values and integers are checked first (the first two on its bytes,
     before anything is built); every defect is a one-line UserError."""
     raw = data.encode() if isinstance(data, str) else data
@@ -144,7 +144,7 @@ def load_json(data: bytes | str, source: str, what: str, depth_limit: str = "jso
                         f"it is not a file unlearn wrote")
     check_values(shape.values, source, what, at_least=True)
     try:
-        return json.loads(raw.decode("utf-8"), parse_int=_bounded_int)
+        return json.loads(str(raw, "utf-8"), parse_int=_bounded_int)
     except UnicodeDecodeError:
         raise UserError(f"{source}: {what} is not UTF-8 text") from None
     except json.JSONDecodeError as error:

@@ -251,8 +251,9 @@ def check_numbers(document, ranges: dict[str, tuple], source: str, what: str, re
     writes null where there is no number, so neither can be in a file it wrote."""
     for pattern, (low, high, low_included, described) in ranges.items():
         for path, value in _at(document, pattern.split("."), ""):
-            if not (low <= value <= high and (low_included or value > low)):
-                raise UserError(f"{source}: {path.lstrip('.')} is {value!r}, outside {described}; it is not a {what} "
+            if not (math.isfinite(value) and low <= value <= high and (low_included or value > low)):
+                problem = "outside" if math.isfinite(value) else "not a finite number in"
+                raise UserError(f"{source}: {path.lstrip('.')} is {value!r}, {problem} {described}; it is not a {what} "
                                 f"unlearn wrote, {remedy}")
     path = _nonfinite(document)
     if path is not None:

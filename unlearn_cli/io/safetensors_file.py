@@ -45,7 +45,7 @@ def _header(data: bytes, source: str) -> dict:
     if header_length > len(data) - 8:
         raise bad(f"header claims {header_length} bytes but the file has {len(data) - 8} after the length field")
     try:
-        header = load_json(data[8 : 8 + header_length], source, "safetensors header")
+        header = load_json(memoryview(data)[8 : 8 + header_length], source, "safetensors header")  # not copied
     except UserError as error:
         raise bad(f"header is not JSON: {str(error).removeprefix(source + ': ')}") from None
     if not isinstance(header, dict):
