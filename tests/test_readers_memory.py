@@ -223,3 +223,11 @@ def test_the_scan_carries_strings_and_escapes_across_chunks(monkeypatch, chunk):
     text = b'["\\\\", "\\"]", {"k": [["\\\\\\"[["]]}]'
     monkeypatch.setattr(limits, "SCAN_CHUNK", chunk)
     assert limits.json_shape(text) == limits.JsonShape(depth=4, values=8)
+
+
+def test_a_name_is_not_read_as_terminal_markup(tmp_path):
+    hostile = "[/]rft[bold]\nrow"
+    path = write(tmp_path / "a.json", record(method=hostile, seed=0), record(method=hostile, seed=1))
+    result = run_cli("report", path)
+    assert result.exit_code == 0, result.output
+    assert "del + [/]rft[bold]\\nrow" in result.stderr
