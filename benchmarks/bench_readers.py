@@ -8,6 +8,7 @@ cap (--cap-gb) keeps a reader that would take the machine down from doing so: it
 
 Usage:
     .venv/bin/python benchmarks/bench_readers.py [--size 32] [--cap-gb 6] [--code DIR]   # DIR: another checkout to measure
+    .venv/bin/python benchmarks/bench_readers.py --size 256 --readers results --shapes wide,words   # at the size limit
 """
 
 from __future__ import annotations
@@ -89,13 +90,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="MiB of each hostile file")
     parser.add_argument("--cap-gb", type=float, default=6.0, help="address-space cap of each child")
     parser.add_argument("--code", default=str(Path(__file__).resolve().parents[1]), help="checkout whose unlearn_cli runs")
+    parser.add_argument("--readers", default=",".join(READERS), help="comma-separated, of: " + ", ".join(READERS))
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated, of: " + ", ".join(SHAPES))
     options = parser.parse_args()
     cap = int(options.cap_gb * 2**30)
     print(f"code {options.code}; files of {options.size} MiB; peak RSS less the same command at 1/64 of the size")
     print(f"{'reader':18} {'shape':8} {'exit':>4} {'peak MiB':>9} {'bytes/byte':>10}  message")
     with tempfile.TemporaryDirectory() as folder:
-        for reader in READERS:
-            for shape in SHAPES:
+        for reader in options.readers.split(","):
+            for shape in options.shapes.split(","):
                 small, small_arguments = hostile_file(reader, shape, options.size * MiB // 64, Path(folder))
                 _, base, _ = run_child(small_arguments, options.code, cap)
                 path, arguments = hostile_file(reader, shape, options.size * MiB, Path(folder))
