@@ -141,11 +141,11 @@ def _npy_indices(data: bytes, source: str) -> list:
         raise UserError(f"{source}: unreadable .npy index list ({str(error).splitlines()[0][:80]})") from None
     if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
         raise UserError(f"{source}: a .npy forget set must be a 1-D integer array, got {dtype} {shape}")
-    check_values(shape[0], source, ".npy forget set")
     body = len(data) - stream.tell()
     if shape[0] * dtype.itemsize != body:
         raise UserError(f"{source}: .npy header claims {shape[0]:,} values of {dtype.itemsize} bytes but the file "
                         f"holds {body:,} bytes after it; is it truncated?")
+    check_values(shape[0], source, ".npy forget set")  # the bytes are there: each becomes a Python integer
     return np.frombuffer(data, dtype=dtype, offset=stream.tell()).tolist()
 
 
