@@ -2,9 +2,9 @@
 
 Each reader (results, audit, forget set, mask header, checkpoint header, memorization file) reads hostile files of
 SIZE bytes (one long string, a string of escapes, one wide character before a long string, deep nesting, many empty
-lists, many numbers) in a child process whose address space is capped at what torch and the app hold plus
-PER_BYTE × SIZE + BASE bytes (tests/probe_runner.py): each is refused in one line, never killed and never out of
-memory. The files are those of benchmarks/bench_readers.py, which prints the peak memory per byte of each.
+lists, many numbers, many short strings) in a child process whose address space is capped at what torch and the app
+hold plus PER_BYTE × SIZE + PER_VALUE × the values limit + BASE bytes (tests/probe_runner.py): each is refused in one
+line, never killed and never out of memory. The files are those of benchmarks/bench_readers.py, which prints the peak memory per byte of each.
 
 Results and audit files holding NaN, ±inf or numbers out of their range are refused naming the file and the field;
 text from files cannot add rows to a Markdown table, nor a file name split an error line.
@@ -34,9 +34,9 @@ bench_readers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench_readers)
 
 SIZE = 24 * 2**20  # bytes of each hostile file
-# the cap beyond what the child holds: PER_BYTE per input byte and PER_VALUE per value the values limit allows, so
-# 2.1 GB for a file at the 256 MiB limit
-PER_BYTE, PER_VALUE, BASE = 7, 64, 128 * 2**20
+# the cap beyond what the child holds: PER_BYTE per input byte (the file, its text and a string, each 4 bytes a
+# character after one beyond U+FFFF: 9) and PER_VALUE per value the values limit allows (a short string: about 60)
+PER_BYTE, PER_VALUE, BASE = 10, 64, 128 * 2**20
 # (reader, shape) -> what the refusal says; every other pair must say `OTHERWISE[reader]`
 TOO_MANY = "values, beyond the limit of 8,388,608"
 NESTED = "levels deep, beyond the limit of 32"
