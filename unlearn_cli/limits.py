@@ -11,6 +11,7 @@ Usage:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -68,10 +69,19 @@ def check_size(size: int, name: str, source: str, what: str) -> None:
 
 
 SCAN_CHUNK = 1 << 20  # bytes scanned at a time: the scan's memory is a few times this, whatever the document's size
-_STEP = np.zeros(256, dtype=np.int8)  # byte -> +1 opens a list or object, -1 closes one
-_STEP[[ord("["), ord("{")]], _STEP[[ord("]"), ord("}")]] = 1, -1
-_BEFORE_VALUE = np.zeros(256, dtype=bool)  # byte -> a value or key follows it
-_BEFORE_VALUE[[ord(","), ord(":"), ord("["), ord("{")]] = True
+
+
+@functools.cache
+def _byte_tables():
+    """(step, before_value): byte -> +1 where it opens a list or object and -1 where it closes one; byte -> whether a
+    value or key follows it. Built on the first read: a command's --help, which reads no file, needs no numpy."""
+    import numpy as np
+
+    step = np.zeros(256, dtype=np.int8)
+    step[[ord("["), ord("{")]], step[[ord("]"), ord("}")]] = 1, -1
+    before_value = np.zeros(256, dtype=bool)
+    before_value[[ord(","), ord(":"), ord("["), ord("{")]] = True
+    return step, before_value
 
 
 @dataclass
@@ -87,6 +97,9 @@ def json_shape(data: bytes | memoryview, stop_depth: int | None = None, stop_val
     """The JsonShape of JSON text `data`, scanned chunk by chunk in constant memory (exact for valid JSON, and for the
     valid part that a parser would read of invalid JSON); it returns early once `stop_depth` or `stop_values` is
     passed. Strings are left out: an escaped backslash or quote (`\\\\`, `\\"`) is blanked before quotes are counted."""
+    import numpy as np
+
+    step, before_value = _byte_tables()
     shape, depth, inside, escaped = JsonShape(), 0, 0, False
     for start in range(0, len(data), SCAN_CHUNK):
         chunk = bytes(data[start:start + SCAN_CHUNK])
@@ -102,8 +115,8 @@ def json_shape(data: bytes | memoryview, stop_depth: int | None = None, stop_val
             inside = (inside + count) & 1
         elif inside:  # all of it within one string
             continue
-        shape.values += int(np.count_nonzero(_BEFORE_VALUE[codes]))
-        steps = _STEP[codes]
+        shape.values += int(np.count_nonzero(before_value[codes]))
+        steps = step[codes]
         steps = steps[steps != 0]
         if steps.size:
             levels = np.cumsum(steps, dtype=np.int32) + depth
