@@ -176,9 +176,9 @@ def _identity_headers(caps: bool) -> list[str]:
     return ["forget set", "strategy", "method", "budget"] + (["cap"] if caps else []) + ["n"]
 
 
-def _terminal_text(text: str) -> Text:
-    """Text from a file in a terminal table: one line, and never read as rich markup (`[/]` in a name would be)."""
-    return Text(one_line(str(text)))
+def _terminal_text(text: str) -> str:
+    """Text from a file in a terminal table: one line, its rich markup escaped (`[/]` in a name would be read)."""
+    return escape(one_line(str(text)))
 
 
 def _add_row(table: Table, cells: list[str], style: str | None = None) -> None:
