@@ -7,7 +7,7 @@ Usage:
     from unlearn_cli.evaluate import evaluate_outputs, oracle_gaps, shadow_split, mia_scores
 """
 
-import importlib
+from unlearn_cli.lazy import lazy_attributes
 
 _HOMES = {
     "accuracy_percent": "metrics", "evaluate_outputs": "metrics", "fraction_changed": "metrics",
@@ -17,8 +17,4 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)

@@ -11,7 +11,7 @@ Usage:
     mask = localize(model, forget, LocalizeSettings(strategy="del", budget=0.3))   # {name: bool tensor}
 """
 
-import importlib
+from unlearn_cli.lazy import lazy_attributes
 
 _HOMES = {
     "SEARCHABLE": "options", "LocalizeOptions": "options",
@@ -25,8 +25,4 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)
