@@ -76,6 +76,32 @@ def parse_classes(text: str | None) -> list[int] | None:
         raise UserError(f"--classes {text!r}: give class numbers separated by commas, e.g. --classes 2,5") from None
 
 
+def _check_kind_options(cfg: SplitConfig, kinds: tuple[str, ...], memorization: str,
+                        manipulations: tuple[str, ...]) -> bool:
+    """The kind (one of `kinds`, `memorization`, `manipulations`) is known and every option given belongs to it;
+    whether it is a manipulation."""
+    kinds = kinds + (memorization,)
+    if cfg.kind not in kinds + manipulations:
+        raise UserError(f"--kind {cfg.kind!r}: choose one of {', '.join(kinds + manipulations)}")
+    manipulated = cfg.kind in manipulations
+    if cfg.kind != memorization and cfg.changed(MEMORIZATION_OPTIONS):
+        raise UserError(f"{cfg.changed(MEMORIZATION_OPTIONS)[0]} describes a memorization split; it needs --kind "
+                        f"memorization")
+    if not manipulated:
+        named = cfg.changed(MISLABEL_OPTIONS + POISON_OPTIONS + ("known",))
+        if named:
+            raise UserError(f"{named[0]} describes a manipulation; it needs --kind mislabel or --kind poison")
+    else:  # an option of the other manipulation is a mistake, not something to ignore
+        named = cfg.changed(POISON_OPTIONS if cfg.kind == "mislabel" else MISLABEL_OPTIONS)
+        if named:
+            raise UserError(f"{named[0]} describes a {'poison' if cfg.kind == 'mislabel' else 'mislabel'} "
+                            f"manipulation; --kind {cfg.kind} takes "
+                            f"{'--to random|next|CLASS' if cfg.kind == 'mislabel' else '--target, --patch, --patch-value, --corner'}")
+    if cfg.kind == memorization:
+        _check_memorization_options(cfg)
+    return manipulated
+
+
 @handle_errors
 @with_options(SplitConfig)
 def split(
@@ -96,25 +122,7 @@ def split(
     from unlearn_cli.runs.memorization import check_scores_fit, read_memorization_source
 
     cfg = resolve_config(SplitConfig, config, given, section="split")
-    kinds = SPLIT_KINDS + (MEMORIZATION,) + MANIPULATIONS
-    if cfg.kind not in kinds:
-        raise UserError(f"--kind {cfg.kind!r}: choose one of {', '.join(kinds)}")
-    manipulated = cfg.kind in MANIPULATIONS
-    if cfg.kind != MEMORIZATION and cfg.changed(MEMORIZATION_OPTIONS):
-        raise UserError(f"{cfg.changed(MEMORIZATION_OPTIONS)[0]} describes a memorization split; it needs --kind "
-                        f"memorization")
-    if not manipulated:
-        named = cfg.changed(MISLABEL_OPTIONS + POISON_OPTIONS + ("known",))
-        if named:
-            raise UserError(f"{named[0]} describes a manipulation; it needs --kind mislabel or --kind poison")
-    else:  # an option of the other manipulation is a mistake, not something to ignore
-        named = cfg.changed(POISON_OPTIONS if cfg.kind == "mislabel" else MISLABEL_OPTIONS)
-        if named:
-            raise UserError(f"{named[0]} describes a {'poison' if cfg.kind == 'mislabel' else 'mislabel'} "
-                            f"manipulation; --kind {cfg.kind} takes "
-                            f"{'--to random|next|CLASS' if cfg.kind == 'mislabel' else '--target, --patch, --patch-value, --corner'}")
-    if cfg.kind == MEMORIZATION:
-        _check_memorization_options(cfg)
+    manipulated = _check_kind_options(cfg, SPLIT_KINDS, MEMORIZATION, MANIPULATIONS)
     check_writable(output, "--output", {"--config": config, "--model": cfg.model}, binary=False)
     data = cfg.build()
     common = {"dataset": cfg.dataset, "num_train": data.num_train, "kind": cfg.kind, "fraction": cfg.fraction,

@@ -82,7 +82,6 @@ def train(
 
     from unlearn_cli.distributed import data_parallel, deal, is_main_process, on_own
     from unlearn_cli.engine import FastPath, accuracy, select_device, use_threads
-    from unlearn_cli.io.checkpoint import Provenance
     from unlearn_cli.models import create_model
 
     cfg = resolve_config(TrainConfig, config, given, section="train")
@@ -103,14 +102,7 @@ def train(
         fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
         cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
         data = cfg.build()
-        data, manipulated, manipulated_forget = _manipulated(cfg, data)
-        indices, excluded = _retain_set(cfg, data)
-        if excluded is not None and excluded == manipulated_forget:
-            raise UserError(f"--exclude {cfg.exclude} and --manipulate {cfg.manipulate} name the same forget set: its "
-                            f"examples would be manipulated, then left out; train the oracle with --exclude alone, "
-                            f"the manipulated original with --manipulate alone")
-
-        provenance = Provenance(excluded_sha256=excluded, manipulated_sha256=manipulated)
+        data, indices, provenance = _training_data(cfg, data)
         cfg.stacked = stack_pool(cfg.stacked, seeds, len(runs), create_model(cfg.arch, data.num_classes, data.input_shape,
                                                                              **cfg.arch_options),
                                  target, f"{cfg.arch} is trained", quiet)
@@ -134,6 +126,20 @@ def train(
             report(run, model, used, wall_time)
 
         run_seeds(runs, train_one)
+
+
+def _training_data(cfg: TrainConfig, data: ImageData) -> tuple[ImageData, torch.Tensor | None, "Provenance"]:
+    """(the data with --manipulate's manipulation applied, the examples trained on (None: all), the provenance of
+    both); --exclude and --manipulate of the same forget set is a UserError."""
+    from unlearn_cli.io.checkpoint import Provenance
+
+    data, manipulated, manipulated_forget = _manipulated(cfg, data)
+    indices, excluded = _retain_set(cfg, data)
+    if excluded is not None and excluded == manipulated_forget:
+        raise UserError(f"--exclude {cfg.exclude} and --manipulate {cfg.manipulate} name the same forget set: its "
+                        f"examples would be manipulated, then left out; train the oracle with --exclude alone, "
+                        f"the manipulated original with --manipulate alone")
+    return data, indices, Provenance(excluded_sha256=excluded, manipulated_sha256=manipulated)
 
 
 def _manipulated(cfg: TrainConfig, data: ImageData) -> tuple[ImageData, str | None, str | None]:
