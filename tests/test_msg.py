@@ -138,7 +138,7 @@ def test_the_method_resets_the_selection_trains_kept_weights_slower_and_ignores_
         unlearned = get_method("msg").run(copy.deepcopy(original), data, nothing, cfg)
         return {name: parameter.detach() for name, parameter in unlearned.named_parameters()}
 
-    sample = retain_sample(data.retain, len(data.forget), seed=0)
+    sample = retain_sample(data.dataset.num_train, data.forget, seed=0, size=len(data.forget))
     gradient = contrast_gradient(copy.deepcopy(original), data.dataset.batches("train", data.forget, 64),
                                  data.dataset.batches("train", sample, 64))
     selected = smallest_share(gradient, entry_counts(layers, 0.3))

@@ -124,8 +124,9 @@ def retain_indices(num_train: int, forget: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(keep).flatten()
 
 
-def retain_sample(retain: torch.Tensor, count: int, seed: int) -> torch.Tensor:
-    """`count` retain indices (all of them when fewer) drawn at random with `seed`, sorted: the retain side of a
-    gradient contrast such as MSG's, as large as the forget set."""
+def retain_sample(num_train: int, forget_indices: torch.Tensor, seed: int, size: int) -> torch.Tensor:
+    """At most `size` training positions outside the forget set, drawn by `seed`; sorted (tune's retain sample, the
+    retain side of MSG's gradient contrast)."""
+    retain = retain_indices(num_train, forget_indices)
     generator = torch.Generator().manual_seed(seed)
-    return retain[torch.randperm(len(retain), generator=generator)[:count]].sort().values
+    return retain[torch.randperm(len(retain), generator=generator)[:size]].sort().values

@@ -67,7 +67,7 @@ def msg(model, data, mask, cfg: MSGConfig):
     def batches(indices):
         return data.dataset.batches("train", indices, cfg.batch_size, device=data.device)
 
-    sample = retain_sample(data.retain, len(data.forget), cfg.seed)
+    sample = retain_sample(data.dataset.num_train, data.forget, cfg.seed, len(data.forget))
     with torch.enable_grad():
         gradient = contrast_gradient(model, batches(data.forget), batches(sample))
     selected = smallest_share(gradient, entry_counts(layers, cfg.init_rate))

@@ -21,7 +21,7 @@ from torch import nn
 
 from unlearn_cli.cost import Work, WorkMeter
 from unlearn_cli.data import ImageData
-from unlearn_cli.data.splits import retain_indices, retain_sample
+from unlearn_cli.data.splits import retain_sample
 from unlearn_cli.errors import UserError
 from unlearn_cli.localize import CRITERIA, LocalizationData, LocalizeSettings, Mask, get_strategy
 
@@ -55,9 +55,8 @@ def compute_mask(model: nn.Module, data: ImageData, forget_indices: torch.Tensor
     forget = LocalizationData(
         forget_batches=lambda: data.batches("train", forget_indices, batch_size, device=device),
         train_batches=lambda: data.batches("train", None, batch_size, device=device),
-        retain_batches=lambda: data.batches("train", retain_sample(retain_indices(data.num_train, forget_indices),
-                                                                   len(forget_indices), settings.seed),
-                                            batch_size, device=device))
+        retain_batches=lambda: data.batches("train", retain_sample(data.num_train, forget_indices, settings.seed,
+                                                                   len(forget_indices)), batch_size, device=device))
     with WorkMeter() as meter:
         try:
             mask = get_strategy(settings.strategy)(model, forget, settings)

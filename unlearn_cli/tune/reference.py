@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from unlearn_cli.data.splits import (distinct_forget_sets, distinct_tercile_sets, draw_forget_indices, draw_from_tercile,
-                                     retain_indices)
+from unlearn_cli.data import splits
+from unlearn_cli.data.splits import distinct_forget_sets, distinct_tercile_sets, draw_forget_indices, draw_from_tercile
 from unlearn_cli.errors import UserError, example, flag
 from unlearn_cli.seeding import derive_seed
 
@@ -82,10 +82,8 @@ def tuning_parts(test_labels: torch.Tensor, forget_labels: torch.Tensor, seed: i
 
 
 def retain_sample(num_train: int, forget_indices: torch.Tensor, seed: int, size: int = RETAIN_SAMPLE) -> torch.Tensor:
-    """At most `size` training positions outside the forget set, drawn by `seed`; sorted."""
-    retain = retain_indices(num_train, forget_indices)
-    generator = torch.Generator().manual_seed(seed)
-    return retain[torch.randperm(len(retain), generator=generator)[:size]].sort().values
+    """At most `size` (RETAIN_SAMPLE) training positions outside the forget set, drawn by `seed`; sorted."""
+    return splits.retain_sample(num_train, forget_indices, seed, size)
 
 
 def draw_validation_sets(train_labels: torch.Tensor, given: torch.Tensor, kind: str, fraction: float,
