@@ -45,7 +45,7 @@ def test_the_root_help_and_report_start_without_torch(tmp_path):
 
 @pytest.mark.parametrize("command", [("info",), ("mask",), ("mask", "info"), ("mask", "compare"), ("mask", "random"),
                                      ("demo",), ("calibrate",), ("split",), ("train",),
-                                     ("localize",), ("evaluate",), ("audit",), ("tune",)])
+                                     ("localize",), ("apply",), ("evaluate",), ("audit",), ("tune",)])
 def test_a_command_s_help_starts_without_torch(command):
     assert not torch_loaded_after(*command, "--help")
 
@@ -69,9 +69,11 @@ def test_the_torch_free_names_are_the_registries():
     assert names.STRATEGIES == {name: STRATEGIES.get(name).summary for name in list_strategies()}
     assert list(names.CRITERIA) == list_criteria()
     assert list(names.GRANULARITIES) == list_granularities()
-    from unlearn_cli.methods import list_methods
+    from unlearn_cli.method_configs import METHOD_CONFIGS
+    from unlearn_cli.methods import METHODS, list_methods
 
-    assert list(names.METHODS) == list_methods()
+    assert list(names.METHODS) == list_methods() == list(METHOD_CONFIGS)
+    assert all(METHODS.get(name).summary == names.METHODS[name] for name in list_methods())
 
 
 # --- 80 columns ---------------------------------------------------------------------------------------------------

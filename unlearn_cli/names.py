@@ -20,7 +20,19 @@ STRATEGIES = {  # localize.STRATEGIES: name -> the line `localize --help` shows 
 }
 CRITERIA = ("grad", "weighted-grad", "weight", "weighted-grad-train")  # localize.CRITERIA
 GRANULARITIES = ("parameter", "neuron", "layer")  # localize.GRANULARITIES
-METHODS = ("finetune", "neggrad", "neggrad+", "random-label", "l1-sparse", "rft", "scrub", "ssd", "iu", "retrain", "ct",
-           "msg")  # methods.METHODS
+METHODS = {  # methods.METHODS: name -> the line `apply --help` shows for it (their configs: method_configs.py)
+    "finetune": "cross-entropy on the retain set, cosine schedule",
+    "neggrad": "gradient ascent (-CE) on the forget set, constant lr",
+    "neggrad+": "beta*CE(retain) - (1-beta)*CE(forget), forget batches cycled",
+    "random-label": "forget set relabelled to random wrong classes, trained with the retain set",
+    "l1-sparse": "CE(retain) + linearly decaying L1 penalty, cosine schedule",
+    "rft": "Reset + Finetune: reset masked parameters, finetune them and the head (DEL with a del mask)",
+    "scrub": "teacher-student: max KL on the forget set, min KL + CE on the retain set",
+    "ssd": "Selective Synaptic Dampening: shrink parameters far more important to the forget set (training-free)",
+    "iu": "influence unlearning: theta + alpha * H^-1 (g_forget - g_retain), WoodFisher H^-1 (training-free)",
+    "retrain": "train from scratch on the retain set (the oracle; ignores --mask)",
+    "ct": "Conv Transpose (NeurIPS 2023 challenge): transpose every conv kernel, finetune on the retain set",
+    "msg": "MSG (NeurIPS 2023 challenge): reset the conv weights least needed, finetune (ignores --mask)",
+}
 # The parts of `tune`'s oracle-free objective, each a weight of tune.OracleFreeWeights (declared here for --help).
 ORACLE_FREE_PARTS = ("forget_gap", "distribution", "validation_drop", "damage", "trigger", "retain_fit", "confidence")

@@ -20,39 +20,28 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
-import torch
 import typer
 
 from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, progress_bar, stderr
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.cli.seeds import (DEALT_OUT, SEED, PoolModels, SeedRun, check_pool_flag, dealt_out, plan_seeds,
                                    run_seeds, seeds_option, stack_pool)
-from unlearn_cli.cost import RecordedCost, Work, WorkMeter
 from unlearn_cli.config import (amp_option, channels_last_option, compile_option, config_dict, data_root_option,
                                 device_option, load_yaml_config, option, parse_options, resolve_config, stacked_option,
                                 threads_option)
-from unlearn_cli.data import ImageData
-from unlearn_cli.distributed import confirm_replicas, data_parallel, deal, is_main_process, on_own
-from unlearn_cli.engine import FastPath, accuracy, select_device, use_threads
 from unlearn_cli.errors import UserError, name_as
-from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
-from unlearn_cli.io.mask import mask_counts, read_mask
+from unlearn_cli.method_configs import METHOD_CONFIGS, RFTConfig, UpdateConfig
+from unlearn_cli.names import METHODS
 from unlearn_cli.streams import write_output
-from unlearn_cli.lineage import check_mask, mask_overrides
-from unlearn_cli.methods import (METHODS, MethodLoop, SetSizes, UnlearnData, fit_to_cap, get_method, list_methods,
-                                 method_config, method_options, recovery_sample)
-from unlearn_cli.methods._common import UpdateConfig
-from unlearn_cli.methods.rft import RFTConfig
-from unlearn_cli.runs.calibrate import Calibration
-from unlearn_cli.runs.unlearn import retrain_work, unlearn, unlearn_data
-from unlearn_cli.stacked import run_stacked
+
+# The torch-using library code is imported in the functions that use it, so `apply --help` starts without torch.
 
 
 @dataclass
 class ApplyConfig:
     model: Optional[str] = option(None, "Checkpoint to unlearn from.", "--model", "-m")
     forget: Optional[str] = option(None, "Forget set (JSON from `unlearn split`, text or .npy indices).", "--forget", "-f")
-    method: str = option("rft", lambda: f"One of: {', '.join(list_methods())}; see below")
+    method: str = option("rft", f"One of: {', '.join(METHODS)}; see below")
     mask: Optional[str] = option(None, "Mask from `unlearn localize` ('-' for stdin); only masked parameters change.")
     allow_other_model: bool = option(False, "Accept a mask computed on another checkpoint (recorded in the output).",
                                      switch=True)
@@ -88,6 +77,8 @@ SeedsOption = seeds_option("-m and --mask may hold {seed} too (one model and mas
 
 def resolve(config_path: str | None, apply_flags: dict, method_flags: dict) -> tuple[ApplyConfig, object]:
     """Split the YAML file into apply options and method hyperparameters; flags override both."""
+    from unlearn_cli.methods import get_method, method_config
+
     document = {str(key).replace("-", "_"): value for key, value in load_yaml_config(config_path, "apply").items()}
     cfg = resolve_config(ApplyConfig, config_path, apply_flags,
                          document={key: value for key, value in document.items() if key in APPLY_OPTIONS})
@@ -98,11 +89,11 @@ def resolve(config_path: str | None, apply_flags: dict, method_flags: dict) -> t
 
 def _methods_text() -> str:
     """One paragraph per method for --help: what it does and its own --param options."""
-    common = set(method_options("finetune")) | {"train_head"}
+    common = {field.name for field in dataclasses.fields(RFTConfig)}  # every loop's options, and rft's train_head
     lines = []
-    for name in list_methods():
-        own = [option for option in method_options(name) if option not in common]
-        lines.append(f"{name}: {METHODS.get(name).summary}" + (f" (--param {', '.join(own)})" if own else ""))
+    for name, summary in METHODS.items():
+        own = [field.name for field in dataclasses.fields(METHOD_CONFIGS[name]) if field.name not in common]
+        lines.append(f"{name}: {summary}" + (f" (--param {', '.join(own)})" if own else ""))
     return "\n\n".join(lines)
 
 
@@ -121,6 +112,10 @@ def apply(
     Under torchrun the method's training loop is data-parallel over the retain set (--batch-size is the
     global batch) and rank 0 writes the output.
     """
+    from unlearn_cli.distributed import data_parallel, deal, is_main_process, on_own
+    from unlearn_cli.engine import select_device, use_threads
+    from unlearn_cli.methods import get_method, method_options
+
     flags = {key: value for key, value in given.items() if key not in APPLY_OPTIONS}
     params = parse_options(param, "--param") or {}
     name_as("param", [key for key in params if flags.get(key) is None])  # a flag given beside overrides the --param
@@ -171,6 +166,10 @@ def apply(
 def _apply(cfg: ApplyConfig, method_cfg, output: str, target: torch.device, shard, quiet: bool, parent,
            dataset: ImageData, forget_set, description: str) -> None:
     """Unlearn `parent` on this process's device and shard; rank 0 writes the checkpoint and reports."""
+    from unlearn_cli.cost import WorkMeter
+    from unlearn_cli.distributed import confirm_replicas
+    from unlearn_cli.runs.unlearn import unlearn, unlearn_data
+
     mask_file = _read_mask(cfg, parent, forget_set, quiet)
     fast = _fast_path(cfg, target)
     dataset.to(target, fast.memory_format)
@@ -197,6 +196,11 @@ def _apply_stacked(cfg: ApplyConfig, method_cfg, runs: list[SeedRun], models: Po
     given its own loop (its seed's batches and relabelling, its mask), then all loops run stacked; each seed's
     file as its own run would write it but for `stacked: true` in the config and the wall time (the pool's,
     shared out evenly)."""
+    from unlearn_cli.cost import WorkMeter
+    from unlearn_cli.methods import get_method
+    from unlearn_cli.runs.unlearn import unlearn_data
+    from unlearn_cli.stacked import run_stacked
+
     unlearning = get_method(cfg.method)
     fast = _fast_path(cfg, target)
     dataset = dataclasses.replace(models.data).to(target, fast.memory_format)  # the one read stays where it is
@@ -262,6 +266,8 @@ def _selection(mask_file):
 
 
 def _fast_path(cfg: ApplyConfig, target: torch.device) -> FastPath:
+    from unlearn_cli.engine import FastPath
+
     fast = FastPath.for_device(target, cfg.amp, cfg.channels_last, cfg.compile)
     cfg.amp, cfg.channels_last, cfg.compile = dataclasses.astuple(fast)  # the resolved flags go in the metadata
     return fast
@@ -269,6 +275,10 @@ def _fast_path(cfg: ApplyConfig, target: torch.device) -> FastPath:
 
 def _read_mask(cfg: ApplyConfig, parent, forget_set, quiet: bool):
     """The mask file of --mask, checked against the model and the forget set; None without --mask."""
+    from unlearn_cli.io.mask import read_mask
+    from unlearn_cli.lineage import check_mask
+    from unlearn_cli.methods import get_method
+
     if cfg.mask is None:
         return None
     mask_file = read_mask(cfg.mask, parent.model)
@@ -281,6 +291,9 @@ def _read_mask(cfg: ApplyConfig, parent, forget_set, quiet: bool):
 
 def _retain_accuracy(model, data: UnlearnData) -> float:
     """The recovery check: accuracy on an evenly spaced sample of the retain set (counted in the run's work)."""
+    from unlearn_cli.engine import accuracy
+    from unlearn_cli.methods import recovery_sample
+
     return accuracy(model, data.dataset.batches("train", recovery_sample(data.retain), batch_size=512,
                                                 device=data.device))
 
@@ -288,6 +301,8 @@ def _retain_accuracy(model, data: UnlearnData) -> float:
 def _calibration(cfg: ApplyConfig, parent, data: UnlearnData) -> Calibration | None:
     """With --calibrate, the calibration's examples and the parent's confidence on them, taken before the method
     runs; None without."""
+    from unlearn_cli.runs.calibrate import Calibration
+
     if not cfg.calibrate or not data.shard.is_main:  # as the recovery check: rank 0 alone, which writes the file
         return None
     return Calibration.before(parent.model.to(data.device), data.dataset, data.forget, cfg.tune_seed, data.device)
@@ -298,6 +313,9 @@ def _within_cap(cfg: ApplyConfig, method_cfg, parent, data: UnlearnData, mask_fi
     """method_cfg fitted to --max-cost (retrain: its recipe compressed to the cap); any other method is refused when
     its predicted work (its own, the mask's localization, the recovery check and a calibration) would exceed the
     cap."""
+    from unlearn_cli.methods import SetSizes, fit_to_cap
+    from unlearn_cli.runs.unlearn import retrain_work
+
     if cfg.max_cost is None:
         return method_cfg
     reference = retrain_work(parent, len(data.retain))
@@ -318,6 +336,14 @@ def _finish(cfg: ApplyConfig, method_cfg, output: str, parent, forget_set, mask_
             wall_time: float, retain_before_after: tuple, work: Work, quiet: bool, scale: float | None) -> None:
     """Rank 0 writes the unlearned checkpoint with its provenance (the calibration's `scale`, if any) and cost, warns
     when the retain accuracy did not recover or the run cost more than half a retrain, and reports."""
+    from unlearn_cli.cost import RecordedCost
+    from unlearn_cli.engine import accuracy
+    from unlearn_cli.io.checkpoint import Provenance, checkpoint_bytes, checkpoint_metadata
+    from unlearn_cli.io.mask import mask_counts
+    from unlearn_cli.lineage import mask_overrides
+    from unlearn_cli.methods import get_method
+    from unlearn_cli.runs.unlearn import retrain_work
+
     unlearning = get_method(cfg.method)
     unlearned = unlearned.cpu()
     provenance = Provenance(seed=method_cfg.seed, method=cfg.method, parent_sha256=parent.sha256,

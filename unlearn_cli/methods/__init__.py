@@ -16,8 +16,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
+from unlearn_cli import names
 from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError, flag
+from unlearn_cli.method_configs import METHOD_CONFIGS
 from unlearn_cli.registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -39,17 +41,23 @@ class Method:
     conv_only: bool = False  # True: refuses a model without 2-D convolutions (ct), in one line
 
 
-def register_method(name: str, config_class: type, summary: str, **flags) -> Callable:
-    """Decorator: register `fn(model, data, mask, cfg) -> model` under `name` with its config dataclass."""
+def _method(name: str, run: Callable, **flags) -> Method:
+    """The registry entry of method `name`: its config (configs.METHOD_CONFIGS) and --help line (names.METHODS) are
+    declared torch-free, so `apply --help` lists them without importing the methods."""
+    return Method(name, run, METHOD_CONFIGS[name], names.METHODS[name], **flags)
+
+
+def register_method(name: str, **flags) -> Callable:
+    """Decorator: register `fn(model, data, mask, cfg) -> model` under `name`."""
 
     def decorator(fn: Callable) -> Callable:
-        METHODS.register(name)(Method(name, fn, config_class, summary, **flags))
+        METHODS.register(name)(_method(name, fn, **flags))
         return fn
 
     return decorator
 
 
-def register_loop_method(name: str, config_class: type, summary: str, **flags) -> Callable:
+def register_loop_method(name: str, **flags) -> Callable:
     """Decorator: register a finetune-like method, `fn(model, data, mask, cfg) -> MethodLoop`, which prepares the
     model and returns its loop; the method's `run` runs that loop on the model."""
 
@@ -57,7 +65,7 @@ def register_loop_method(name: str, config_class: type, summary: str, **flags) -
         def run(model, data, mask, cfg):  # a method that ignores masks (msg) trains whatever one says
             return fn(model, data, mask, cfg).run(model, data, mask if flags.get("uses_mask", True) else None)
 
-        METHODS.register(name)(Method(name, run, config_class, summary, loop=fn, **flags))
+        METHODS.register(name)(_method(name, run, loop=fn, **flags))
         return fn
 
     return decorator
@@ -125,7 +133,7 @@ def method_config(name: str, values: dict, config_path: str | None = None, from_
     return resolve_config(get_method(name).config_class, config_path, values, document=from_file or {})
 
 
-from unlearn_cli.methods._common import (MethodConfig, MethodLoop, SetSizes, UnlearnData,  # noqa: E402,F401
-                                         pipeline_work, recovery_sample)
+from unlearn_cli.methods._common import (MethodLoop, SetSizes, UnlearnData, pipeline_work,  # noqa: E402,F401
+                                         recovery_sample)
 from unlearn_cli.methods import (finetune, neggrad, neggrad_plus, random_label, l1_sparse, rft, scrub,  # noqa: E402,F401
                                  ssd, iu, retrain, ct, msg)

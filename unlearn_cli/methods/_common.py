@@ -1,4 +1,4 @@
-"""What the unlearning methods share: their data, their config base classes, batch schedules, gradients.
+"""What the unlearning methods share: their data, batch schedules, training loops, gradients (configs: method_configs).
 
 Usage:
     data = UnlearnData.split(dataset, forget_indices, new_model=factory)
@@ -7,19 +7,18 @@ Usage:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
 
-from unlearn_cli.config import option, seed_option
 from unlearn_cli.cost import Work, forwarded, loop_examples, trained
 from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.distributed import Shard, current_shard
 from unlearn_cli.engine import FastPath, LoopSettings, LossFn, Mask, run_loop
+from unlearn_cli.method_configs import LoopConfig, MethodConfig, UpdateConfig
 from unlearn_cli.seeding import derive_seed, epoch_seed
 
 
@@ -74,59 +73,9 @@ def pipeline_work(method_work: Work, sizes: SetSizes, localize_units: int | None
     return (method_work + check).units + (localize_units or 0)
 
 
-def loop_work(cfg: "LoopConfig", set_size: int) -> Work:
+def loop_work(cfg: LoopConfig, set_size: int) -> Work:
     """A loop of cfg.epochs passes over `set_size` examples (cfg.max_steps capping it): each trained once."""
     return trained(loop_examples(set_size, cfg.batch_size, cfg.epochs, cfg.max_steps))
-
-
-def per_method(name: str) -> Callable[[], str]:
-    """--help's default of method option `name`: the registered methods' one value, or rft's as the example."""
-
-    def text() -> str:
-        from unlearn_cli.methods import METHODS
-
-        defaults = {method: item.default for method in METHODS.names()
-                    for item in dataclasses.fields(METHODS.get(method).config_class) if item.name == name}
-        values = set(defaults.values())
-        shown = {method: f"{value:g}" if isinstance(value, float) else str(value) for method, value in defaults.items()}
-        return shown["rft"] if len(values) == 1 else f"per method, e.g. rft {shown['rft']}"
-
-    return text
-
-
-@dataclass
-class MethodConfig:
-    seed: int = seed_option()  # seeds shuffling, relabelling, resets and sampling
-    batch_size: int = option(128, "Batch size", default_text=per_method("batch_size"))  # examples per batch
-
-
-@dataclass
-class LoopConfig(MethodConfig):
-    epochs: int = option(10, "Epochs", default_text=per_method("epochs"))  # passes over the method's main set
-    lr: float = option(0.01, "Learning rate", default_text=per_method("lr"))  # SGD (peak of the cosine schedule)
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(0.0, "SGD weight decay", default_text=per_method("weight_decay"))
-    schedule: str = "cosine"  # cosine | constant | warmup-linear (engine.SCHEDULES)
-    final_lr_fraction: float = 0.0  # the cosine schedule ends at this fraction of lr
-    max_steps: Optional[int] = option(None, "Stop after this many optimizer steps.")  # smoke runs
-
-
-@dataclass
-class UpdateConfig(LoopConfig):
-    """A loop that updates the trained model (not one that trains from scratch)."""
-
-    freeze_bn: bool = option(False, "Keep BatchNorm running statistics unchanged")
-
-
-@dataclass
-class ChallengeEntryConfig(UpdateConfig):
-    """The optimizer settings the NeurIPS 2023 challenge's entries share as Deep Unlearn ports them
-    (github.com/xcadet/deepunlearn `munl/unlearning/kgltop*.py`, for ResNet-18 at 32×32): SGD with momentum 0.9,
-    weight decay 5e-4, batch 64, lr 0.001 (ct, msg)."""
-
-    lr: float = 0.001
-    weight_decay: float = 5e-4
-    batch_size: int = 64
 
 
 def loop_settings(cfg: LoopConfig) -> LoopSettings:

@@ -15,20 +15,14 @@ Usage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from unlearn_cli.engine import cross_entropy_loss, restrict_to_mask
 from unlearn_cli.errors import UserError
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import ChallengeEntryConfig, epoch_batches, loop_work, method_loop
-
-
-@dataclass
-class CTConfig(ChallengeEntryConfig):
-    epochs: int = 3
+from unlearn_cli.methods._common import epoch_batches, loop_work, method_loop
+from unlearn_cli.method_configs import CTConfig
 
 
 def square_convolutions(model: nn.Module) -> list[nn.Conv2d]:
@@ -55,9 +49,7 @@ def transpose_kernels(model: nn.Module, mask) -> None:
     restrict_to_mask(model, before, mask)
 
 
-@register_loop_method("ct", CTConfig,
-                      "Conv Transpose (NeurIPS 2023 challenge): transpose every conv kernel, finetune on the retain set",
-                      conv_only=True, stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
+@register_loop_method("ct", conv_only=True, stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
 def ct(model, data, mask, cfg: CTConfig):
     transpose_kernels(model, mask)
     return method_loop(cfg, cross_entropy_loss, *epoch_batches(data, data.retain, cfg))

@@ -6,20 +6,12 @@ Usage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from unlearn_cli.engine import cross_entropy_loss
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, loop_work, method_loop
+from unlearn_cli.methods._common import epoch_batches, loop_work, method_loop
+from unlearn_cli.method_configs import FinetuneConfig
 
 
-@dataclass
-class FinetuneConfig(UpdateConfig):
-    epochs: int = 10
-    lr: float = 0.01
-
-
-@register_loop_method("finetune", FinetuneConfig, "cross-entropy on the retain set, cosine schedule",
-                      stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
+@register_loop_method("finetune", stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
 def finetune(model, data, mask, cfg: FinetuneConfig):
     return method_loop(cfg, cross_entropy_loss, *epoch_batches(data, data.retain, cfg))

@@ -16,24 +16,16 @@ Usage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from unlearn_cli.cost import trained
 from unlearn_cli.engine import restrict_to_mask
 from unlearn_cli.errors import UserError, flag
 from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import MethodConfig, batch_gradients
+from unlearn_cli.methods._common import batch_gradients
+from unlearn_cli.method_configs import IUConfig
 
 MEMORY_LIMIT_BYTES = 4 * 2**30  # the uₖ vectors
-
-
-@dataclass
-class IUConfig(MethodConfig):
-    alpha: float = 1.0  # step size along H⁻¹v (1 = the influence-function estimate)
-    damping: float = 0.1  # λ: H₀ = λI; smaller takes larger steps outside the sampled gradients
-    num_samples: int = 256  # N: retain examples whose gradients build the Fisher estimate
 
 
 def selected_entries(model, mask) -> list[tuple[str, torch.Tensor]]:
@@ -71,9 +63,7 @@ def woodfisher_inverse_product(gradients, count: int, vector: torch.Tensor, damp
     return vector / damping - ((directions @ vector) / denominators) @ directions
 
 
-@register_method("iu", IUConfig,
-                 "influence unlearning: theta + alpha * H^-1 (g_forget - g_retain), WoodFisher H^-1 (training-free)",
-                 work=lambda cfg, sizes: trained(sizes.forget + sizes.retain + min(cfg.num_samples, sizes.retain)))
+@register_method("iu", work=lambda cfg, sizes: trained(sizes.forget + sizes.retain + min(cfg.num_samples, sizes.retain)))
 def iu(model, data, mask, cfg: IUConfig):
     entries = selected_entries(model, mask)
     parameters = dict(model.named_parameters())

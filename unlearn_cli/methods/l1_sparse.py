@@ -7,22 +7,13 @@ Usage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from unlearn_cli.engine import cross_entropy_loss
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, loop_work, method_loop
+from unlearn_cli.methods._common import epoch_batches, loop_work, method_loop
+from unlearn_cli.method_configs import L1SparseConfig
 
 
-@dataclass
-class L1SparseConfig(UpdateConfig):
-    epochs: int = 10
-    lr: float = 0.01
-    gamma: float = 7e-5  # L1 weight at the start; decays linearly to 0 over the run
-
-
-@register_loop_method("l1-sparse", L1SparseConfig, "CE(retain) + linearly decaying L1 penalty, cosine schedule",
-                      work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
+@register_loop_method("l1-sparse", work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
 def l1_sparse(model, data, mask, cfg: L1SparseConfig):
     def loss_fn(model, batch, info):
         loss, correct, count = cross_entropy_loss(model, batch, info)

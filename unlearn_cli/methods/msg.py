@@ -21,8 +21,6 @@ Usage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from unlearn_cli.cost import Work, trained
@@ -30,15 +28,8 @@ from unlearn_cli.data.splits import retain_sample
 from unlearn_cli.engine import cross_entropy_loss
 from unlearn_cli.localize.msg import contrast_gradient, entry_counts, reinitialized_weights, smallest_share
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import ChallengeEntryConfig, epoch_batches, loop_work, method_loop
-
-
-@dataclass
-class MSGConfig(ChallengeEntryConfig):
-    epochs: int = 5
-    schedule: str = "warmup-linear"
-    init_rate: float = 0.3  # share of each re-initialized layer's weights reset
-    kept_rate: float = 0.1  # the learning-rate factor of the weights of those layers that are not reset
+from unlearn_cli.methods._common import epoch_batches, loop_work, method_loop
+from unlearn_cli.method_configs import MSGConfig
 
 
 def msg_work(cfg: MSGConfig, sizes) -> Work:
@@ -58,9 +49,7 @@ def reinitialize(layers: dict, selected: dict[str, torch.Tensor], seed: int) -> 
         module.weight.copy_(torch.where(chosen, fresh.to(module.weight.device, module.weight.dtype), module.weight))
 
 
-@register_loop_method("msg", MSGConfig,
-                      "MSG (NeurIPS 2023 challenge): reset the conv weights least needed, finetune (ignores --mask)",
-                      uses_mask=False, work=msg_work)
+@register_loop_method("msg", uses_mask=False, work=msg_work)
 def msg(model, data, mask, cfg: MSGConfig):
     layers = reinitialized_weights(model)
 

@@ -7,23 +7,14 @@ Usage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from unlearn_cli.cost import Work, examples_in_steps, loop_steps, trained
 
 from unlearn_cli.engine import cycle
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import SetSizes, UpdateConfig, epoch_batches, method_loop
-
-
-@dataclass
-class NegGradPlusConfig(UpdateConfig):
-    epochs: int = 5  # passes over the retain set
-    lr: float = 0.01
-    schedule: str = "constant"
-    beta: float = 0.99  # weight of the retain loss; 1 − beta weighs the (negated) forget loss
+from unlearn_cli.methods._common import SetSizes, epoch_batches, method_loop
+from unlearn_cli.method_configs import NegGradPlusConfig
 
 
 def neggrad_plus_work(cfg: NegGradPlusConfig, sizes: SetSizes) -> Work:
@@ -33,8 +24,7 @@ def neggrad_plus_work(cfg: NegGradPlusConfig, sizes: SetSizes) -> Work:
                    + examples_in_steps(sizes.forget, cfg.batch_size, steps))
 
 
-@register_loop_method("neggrad+", NegGradPlusConfig, "beta*CE(retain) - (1-beta)*CE(forget), forget batches cycled",
-                      work=neggrad_plus_work)
+@register_loop_method("neggrad+", work=neggrad_plus_work)
 def neggrad_plus(model, data, mask, cfg: NegGradPlusConfig):
     retain_batches, steps_per_epoch = epoch_batches(data, data.retain, cfg)
     forget_batches = cycle(epoch_batches(data, data.forget, cfg, seed_offset=1)[0])

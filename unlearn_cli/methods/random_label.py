@@ -7,19 +7,12 @@ Usage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from unlearn_cli.engine import cross_entropy_loss
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, loop_work, relabelled_batches, method_loop, shuffled
-
-
-@dataclass
-class RandomLabelConfig(UpdateConfig):
-    epochs: int = 5  # passes over forget ∪ retain
-    lr: float = 0.01
+from unlearn_cli.methods._common import loop_work, relabelled_batches, method_loop, shuffled
+from unlearn_cli.method_configs import RandomLabelConfig
 
 
 def wrong_labels(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
@@ -29,9 +22,7 @@ def wrong_labels(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Ten
     return (labels + shift) % num_classes
 
 
-@register_loop_method("random-label", RandomLabelConfig,
-                      "forget set relabelled to random wrong classes, trained with the retain set",
-                      stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.train))
+@register_loop_method("random-label", stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.train))
 def random_label(model, data, mask, cfg: RandomLabelConfig):
     labels = data.dataset.train_labels.clone()
     labels[data.forget] = wrong_labels(labels[data.forget], data.dataset.num_classes, cfg.seed)

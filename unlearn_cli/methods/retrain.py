@@ -17,26 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Optional
 
 from unlearn_cli.cost import Work, loop_examples, trained
 from unlearn_cli.engine import seed_everything, train_classifier
 from unlearn_cli.errors import UserError
 from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import LoopConfig, SetSizes, loop_settings
+from unlearn_cli.methods._common import SetSizes, loop_settings
+from unlearn_cli.method_configs import RetrainConfig
 
 RECIPE_DEFAULTS = {"epochs": 30, "lr": 0.1, "batch_size": 128, "momentum": 0.9, "weight_decay": 0.0}
-
-
-@dataclass
-class RetrainConfig(LoopConfig):
-    epochs: Optional[int] = None  # None: the parent's training epochs (else 30)
-    lr: Optional[float] = None  # None: the parent's training learning rate (else 0.1)
-    batch_size: Optional[int] = None  # None: the parent's batch size (else 128)
-    momentum: Optional[float] = None  # None: the parent's (else 0.9)
-    weight_decay: Optional[float] = None  # None: the parent's (else 0)
-    fraction: Optional[float] = None  # F in (0, 1]: the recipe's schedule compressed to F of its steps; None: all
 
 
 def resolved(cfg: RetrainConfig, recipe: dict, retain_size: int) -> RetrainConfig:
@@ -62,8 +51,7 @@ def retrain_work(cfg: RetrainConfig, sizes: SetSizes) -> Work:
     return trained(loop_examples(sizes.retain, cfg.batch_size, cfg.epochs, cfg.max_steps))
 
 
-@register_method("retrain", RetrainConfig, "train from scratch on the retain set (the oracle; ignores --mask)",
-                 uses_mask=False, excludes_forget_set=True, work=retrain_work,
+@register_method("retrain", uses_mask=False, excludes_forget_set=True, work=retrain_work,
                  fit=lambda cfg, cap: cfg if cfg.fraction is not None else dataclasses.replace(cfg, fraction=min(1.0, cap)))
 def retrain(model, data, mask, cfg: RetrainConfig):
     run = resolved(cfg, data.training_config, len(data.retain))

@@ -17,23 +17,13 @@ Usage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from unlearn_cli.config import option
 from unlearn_cli.engine import cross_entropy_loss, restrict_to_mask
 from unlearn_cli.methods import register_loop_method
-from unlearn_cli.methods._common import UpdateConfig, epoch_batches, fresh_initialization, loop_work, method_loop
+from unlearn_cli.methods._common import epoch_batches, fresh_initialization, loop_work, method_loop
+from unlearn_cli.method_configs import RFTConfig
 from unlearn_cli.models import classifier_head_names
-
-
-@dataclass
-class RFTConfig(UpdateConfig):
-    epochs: int = 20  # the paper: 30 on CIFAR-10 / ResNet-18
-    lr: float = 0.1  # the paper: 0.015 on CIFAR-10 / ResNet-18; too small for the few steps of the small datasets
-    final_lr_fraction: float = 0.01  # cosine down to 0.01·lr
-    train_head: bool = option(True, "rft: also finetune the whole classifier head")  # the paper's setting
 
 
 @torch.no_grad()
@@ -46,9 +36,7 @@ def reset_masked(model, data, mask, seed: int) -> None:
     restrict_to_mask(model, before, mask)
 
 
-@register_loop_method("rft", RFTConfig,
-                      "Reset + Finetune: reset masked parameters, finetune them and the head (DEL with a del mask)",
-                      stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
+@register_loop_method("rft", stacks=True, work=lambda cfg, sizes: loop_work(cfg, sizes.retain))
 def rft(model, data, mask, cfg: RFTConfig):
     reset_masked(model, data, mask, cfg.seed)
     head = classifier_head_names(model) if cfg.train_head else []

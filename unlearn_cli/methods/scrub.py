@@ -13,25 +13,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from unlearn_cli.methods import register_loop_method
 from unlearn_cli.cost import Work, batch_sizes, forwarded, trained
-from unlearn_cli.methods._common import SetSizes, UpdateConfig, epoch_batches, method_loop
-
-
-@dataclass
-class ScrubConfig(UpdateConfig):
-    epochs: int = 5  # SCRUB epochs (each: optional max phase, then one pass over the retain set)
-    lr: float = 5e-4  # their code's CIFAR default
-    schedule: str = "constant"
-    max_epochs: int = 2  # the first this-many epochs include a max phase over the forget set
-    temperature: float = 4.0  # distillation temperature
-    kl_weight: float = 0.001  # alpha in their code (min-steps)
-    ce_weight: float = 0.99  # gamma in their code (min-steps)
+from unlearn_cli.methods._common import SetSizes, epoch_batches, method_loop
+from unlearn_cli.method_configs import ScrubConfig
 
 
 def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -52,8 +41,7 @@ def scrub_work(cfg: ScrubConfig, sizes: SetSizes) -> Work:
     return trained(examples) + forwarded(examples)
 
 
-@register_loop_method("scrub", ScrubConfig, "teacher-student: max KL on the forget set, min KL + CE on the retain set",
-                      work=scrub_work)
+@register_loop_method("scrub", work=scrub_work)
 def scrub(model, data, mask, cfg: ScrubConfig):
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     forget_batches, forget_steps = epoch_batches(data, data.forget, cfg, seed_offset=1)

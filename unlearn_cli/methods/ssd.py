@@ -9,20 +9,13 @@ Usage:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from unlearn_cli.cost import trained
 from unlearn_cli.engine import restrict_to_mask
 from unlearn_cli.methods import register_method
-from unlearn_cli.methods._common import MethodConfig, batch_gradients
-
-
-@dataclass
-class SSDConfig(MethodConfig):
-    selection_weight: float = 10.0  # α: a parameter is dampened where I_f > α·I_D
-    dampening_constant: float = 1.0  # λ: dampened by min(λ·I_D / I_f, 1)
+from unlearn_cli.methods._common import batch_gradients
+from unlearn_cli.method_configs import SSDConfig
 
 
 def fisher_importance(model, batches) -> dict[str, torch.Tensor]:
@@ -44,9 +37,7 @@ def dampen(model, forget_importance, train_importance, selection_weight: float, 
         parameter.copy_(torch.where(selected, parameter * factor, parameter))
 
 
-@register_method("ssd", SSDConfig,
-                 "Selective Synaptic Dampening: shrink parameters far more important to the forget set (training-free)",
-                 work=lambda cfg, sizes: trained(sizes.forget + sizes.train))  # the two Fisher diagonals
+@register_method("ssd", work=lambda cfg, sizes: trained(sizes.forget + sizes.train))  # the two Fisher diagonals
 def ssd(model, data, mask, cfg: SSDConfig):
     def batches(indices):
         return data.dataset.batches("train", indices, cfg.batch_size, device=data.device)
