@@ -59,8 +59,10 @@ def broken_files(original, folder):
     rewrite(original, case("future-format", "unknown checkpoint format 'unlearn-checkpoint/2'"), format="unlearn-checkpoint/2")
     rewrite(original, case("no-metadata", "not an unlearn checkpoint (metadata lacks arch"), arch=None)
     state = load_file(str(original))
-    rewrite(original, case("missing-tensor", "missing 5.bias", load=True), {k: v for k, v in state.items() if k != "5.bias"})
-    rewrite(original, case("extra-tensor", "unexpected extra.weight", load=True), {**state, "extra.weight": torch.zeros(2)})
+    rewrite(original, case("missing-tensor", "missing 5.bias", load=True),
+            {k: v for k, v in state.items() if k != "5.bias"})
+    rewrite(original, case("extra-tensor", "unexpected extra.weight", load=True),
+            {**state, "extra.weight": torch.zeros(2)})
     rewrite(original, case("mis-shaped", "tensor 5.bias has shape (11,), arch mlp needs (10,)", load=True),
             {**state, "5.bias": torch.zeros(11)})
     rewrite(original, case("wrong-dtype", "tensor 5.bias has dtype torch.float64", load=True),

@@ -128,7 +128,8 @@ def test_nan_and_inf_weights_are_refused(tiny_run, tmp_path):
             assert f"x.safetensors: tensor 5.bias holds NaN or Inf values" in result.stderr, (bad, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32, torch.bool])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32,
+                                   torch.bool])
 def test_numpy_views_find_exactly_the_values_torch_calls_non_finite(dtype):
     """`nonfinite` judges a view by its bits (numpy has no bfloat16): the same verdict as torch.isfinite on the
     loaded tensor, for the extremes, subnormals and every special value."""

@@ -40,7 +40,8 @@ def mask_summary(mask: Mask) -> dict:
         if len(selected.shape) >= 2:
             rows = selected.reshape(selected.shape[0], -1)
             full = rows.all(1)
-            entry.update(rows=rows.shape[0], rows_selected=int(full.sum()), rows_partial=int((rows.any(1) & ~full).sum()))
+            entry.update(rows=rows.shape[0], rows_selected=int(full.sum()),
+                         rows_partial=int((rows.any(1) & ~full).sum()))
         tensors.append(entry)
     selected, total = sum(t["selected"] for t in tensors), sum(t["total"] for t in tensors)
     return {"selected": selected, "total": total, "selected_fraction": _fraction(selected, total), "tensors": tensors}
