@@ -173,14 +173,14 @@ def probes(work: Path) -> list[tuple[str, list, str, dict]]:
         ("train-over-excluded", [*train, "--exclude", f, "-o", f], "is the same file as --exclude", {}),
         ("info-json-over-model", ["info", o, "--json", o], "is the same file as MODEL", {}),
         ("mask-info-json-over-mask", ["mask", "info", m, "--json", m], "is the same file as MASK", {}),
-        # sizes checked before anything is built
-        ("wide-checkpoint", ["info", work / "wide.safetensors"], "arch mlp needs (30000, 64)", {}),
-        ("float-width", ["info", work / "wide-float.safetensors"], "width: expected int", {}),
-        ("deep-checkpoint", ["info", work / "deep.safetensors"], "depth: 10000000 is out of range", {}),
-        ("zero-width", ["info", work / "zero-width.safetensors"], "width: 0 is out of range", {}),
-        ("vit-zero-heads", ["info", work / "vit-zero-heads.safetensors"], "heads: 0 is out of range", {}),
+        # sizes checked before anything is built (the architecture's: `info --load`, as every command that builds it)
+        ("wide-checkpoint", ["info", "--load", work / "wide.safetensors"], "arch mlp needs (30000, 64)", {}),
+        ("float-width", ["info", "--load", work / "wide-float.safetensors"], "width: expected int", {}),
+        ("deep-checkpoint", ["info", "--load", work / "deep.safetensors"], "depth: 10000000 is out of range", {}),
+        ("zero-width", ["info", "--load", work / "zero-width.safetensors"], "width: 0 is out of range", {}),
+        ("vit-zero-heads", ["info", "--load", work / "vit-zero-heads.safetensors"], "heads: 0 is out of range", {}),
         ("many-classes", ["info", work / "many-classes.safetensors"], "'num_classes' must be an integer in 2…1000000", {}),
-        ("huge-input", ["info", work / "huge-input.safetensors"], "exceeds the limit", {}),
+        ("huge-input", ["info", "--load", work / "huge-input.safetensors"], "exceeds the limit", {}),
         ("nested-metadata", ["info", work / "nested-config.safetensors"], "nested 100000 levels deep", {}),
         ("big-metadata-field", ["info", work / "big-config.safetensors"], "exceeds the limit", {}),
         ("huge-int-seed", ["info", work / "huge-int-seed.safetensors"], "'seed' must be an integer", {}),
@@ -473,7 +473,7 @@ def test_an_internal_error_is_one_line_with_the_way_to_see_more(monkeypatch, tin
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a defect")
 
-    monkeypatch.setattr("unlearn_cli.io.checkpoint.load_checkpoint", broken)  # `info` imports it when it runs
+    monkeypatch.setattr("unlearn_cli.io.checkpoint.read_checkpoint_file", broken)  # `info` imports it when it runs
     result = run_cli("info", tiny_run["original"])
     assert result.exit_code == 1
     assert result.stderr == ("error: internal error (ZeroDivisionError: a defect); rerun with --debug for the "

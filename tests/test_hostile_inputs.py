@@ -16,13 +16,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import run_cli
 from unlearn_cli.cli.train import TrainConfig
 from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import load_checkpoint
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.mask import parse_mask
-from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
+from unlearn_cli.io.safetensors_file import dump_safetensors, nonfinite, parse_safetensors, safetensors_arrays
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -107,16 +108,52 @@ def test_mask_with_non_bool_dtype():
     assert "mask tensor w has dtype torch.float32; mask tensors must be bool" in refuses(parse_mask, data, "m.safetensors")
 
 
-def test_nan_and_inf_weights_are_refused(tiny_run):
+def test_nan_and_inf_weights_are_refused(tiny_run, tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(tiny_run["original"]), "pt") as file:
         meta = dict(file.metadata())
         tensors = {key: file.get_tensor(key) for key in file.keys()}
-    for bad in (float("nan"), float("inf")):
-        tensors["5.bias"] = torch.full_like(tensors["5.bias"], bad)
-        with pytest.raises(UserError, match="tensor 5.bias holds NaN or Inf values"):
-            load_checkpoint("x.safetensors", data=dump_safetensors(tensors, meta))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            tensors["5.bias"] = torch.full_like(tensors["5.bias"], 0.5, dtype=dtype)
+            tensors["5.bias"][3] = bad
+            data = dump_safetensors(tensors, meta)
+            if dtype == torch.float32:
+                with pytest.raises(UserError, match="tensor 5.bias holds NaN or Inf values"):
+                    load_checkpoint("x.safetensors", data=data)
+            (tmp_path / "x.safetensors").write_bytes(data)  # info reads the file without building the model
+            result = run_cli("info", tmp_path / "x.safetensors")
+            assert result.exit_code == 1 and result.stderr.count("\n") == 1, (bad, dtype, result.output)
+            assert f"x.safetensors: tensor 5.bias holds NaN or Inf values" in result.stderr, (bad, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32,
+                                   torch.bool])
+def test_numpy_views_find_exactly_the_values_torch_calls_non_finite(dtype):
+    """`nonfinite` judges a view by its bits (numpy has no bfloat16): the same verdict as torch.isfinite on the
+    loaded tensor, for the extremes, subnormals and every special value."""
+    values = [0.0, -0.0, 1.0, -2.5, 1e-45, 1e-40, 3e38, -3e38, 6e4, 1e-7]
+    specials = [float("nan"), float("inf"), -float("inf")] if dtype.is_floating_point else []
+    for extra in [[], *[[value] for value in specials]]:
+        tensor = torch.tensor(values + extra).to(dtype)
+        arrays, _ = safetensors_arrays(dump_safetensors({"t": tensor}, {}), "t.safetensors")
+        assert nonfinite(*arrays["t"]) == (not bool(torch.isfinite(tensor).all())), (dtype, extra)
+
+
+def test_a_mask_whose_bool_bytes_are_not_0_or_1_is_refused():
+    data = bytearray(dump_safetensors({"w": torch.ones(3, dtype=torch.bool)}, {"format": "unlearn-mask/1"}))
+    data[-1] = 2  # counted as 2 selected scalars by a sum
+    assert "mask tensor w holds bytes other than 0 and 1" in refuses(parse_mask, bytes(data), "m.safetensors")
+
+
+def test_overlapping_or_gapped_tensor_ranges_are_refused():
+    overlap = {"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
+               "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]}}
+    assert "tensor 'b' starts at byte 2 of the data section, not at 4" in refuses(parse_safetensors,
+                                                                                 forged(overlap, b"\0" * 6))
+    gap = {"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}}
+    assert "the tensors end at byte 4 but the data section has 8" in refuses(safetensors_arrays, forged(gap, b"\0" * 8))
 
 
 @FAST

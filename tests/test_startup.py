@@ -54,6 +54,18 @@ def test_the_probe_sees_torch_when_a_command_loads_it(tmp_path):
     assert torch_loaded_after("split", "--dataset", "digits", "--seed", "0", "-o", str(tmp_path / "forget.json"), "-q")
 
 
+def test_info_and_mask_info_read_their_files_without_torch(tiny_run, tmp_path):
+    checkpoint, mask = str(tiny_run["original"]), str(tmp_path / "mask.safetensors")
+    result = run_cli("localize", "-m", checkpoint, "-f", tiny_run["forget"], "--strategy", "random", "--budget", "0.3",
+                     "-o", mask, "-q")
+    assert result.exit_code == 0, result.output
+    assert not torch_loaded_after("info", checkpoint)
+    assert not torch_loaded_after("info", checkpoint, "--json", "-")
+    assert not torch_loaded_after("mask", "info", mask)
+    assert not torch_loaded_after("mask", "info", mask, "--json", "-")
+    assert torch_loaded_after("info", checkpoint, "--load", "-q")  # builds the model, as every other command does
+
+
 def test_the_torch_free_names_are_the_registries():
     from unlearn_cli import names
     from unlearn_cli.data import list_datasets
@@ -64,6 +76,7 @@ def test_the_torch_free_names_are_the_registries():
     assert list(MIA_FEATURES) == list_features()
     assert list(names.DATASETS) == list_datasets()
     assert list(names.MODELS) == list_models()
+    assert_buffers_are_the_models_own()
     from unlearn_cli.localize import STRATEGIES, list_criteria, list_granularities, list_strategies
 
     assert names.STRATEGIES == {name: STRATEGIES.get(name).summary for name in list_strategies()}
@@ -74,6 +87,22 @@ def test_the_torch_free_names_are_the_registries():
 
     assert list(names.METHODS) == list_methods() == list(METHOD_CONFIGS)
     assert all(METHODS.get(name).summary == names.METHODS[name] for name in list_methods())
+
+
+def assert_buffers_are_the_models_own():
+    """Every model's state_dict less its parameters is exactly the names ending in one of names.BUFFERS (what `info`
+    leaves out of its parameter count without building the model)."""
+    import torch
+
+    from unlearn_cli import names
+    from unlearn_cli.models import MODELS
+
+    for name in names.MODELS:
+        with torch.device("meta"):
+            model = MODELS.get(name)(num_classes=10, input_shape=(3, 32, 32))
+        parameters = {key for key, _ in model.named_parameters()}
+        buffers = {key for key in model.state_dict() if key.rsplit(".", 1)[-1] in names.BUFFERS}
+        assert set(model.state_dict()) - parameters == buffers and not buffers & parameters, name
 
 
 # --- 80 columns ---------------------------------------------------------------------------------------------------

@@ -23,9 +23,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 BACKWARD_WEIGHT = 2  # a backward pass ≈ 2 forward passes
 
 
@@ -100,6 +97,8 @@ def retrain_units(recipe: dict, retain_size: int) -> int | None:
 
 def batch_size_of(args: tuple) -> int:
     """The number of examples of a module call: the first tensor argument's leading size (1 for a scalar)."""
+    import torch  # in the functions that meter a model: `Work` and `RecordedCost` are read without torch (`info`)
+
     for argument in args:
         if isinstance(argument, torch.Tensor):
             return int(argument.shape[0]) if argument.dim() > 0 else 1
@@ -109,6 +108,8 @@ def batch_size_of(args: tuple) -> int:
 def _uncounted(args: tuple) -> bool:
     """Whether a module call is one model's part of a vectorized (torch.func.vmap) call, which its caller counts,
     or a pass on the meta device that only measures a model (no arithmetic is done)."""
+    import torch
+
     return any(isinstance(argument, torch.Tensor)
                and (argument.is_meta or torch._C._functorch.is_batchedtensor(argument)) for argument in args)
 
@@ -131,6 +132,8 @@ class WorkMeter:
         return Work(self.forward, self.backward)
 
     def __enter__(self) -> "WorkMeter":
+        from torch import nn
+
         if not WorkMeter._open:
             WorkMeter._depth = 0
             WorkMeter._handles = [nn.modules.module.register_module_forward_pre_hook(WorkMeter._entered),
@@ -160,6 +163,8 @@ class WorkMeter:
     def count_call(examples: int, output) -> None:
         """Count a call that forwarded `examples` into every open meter, and its backward pass when one reaches
         `output`: what the hooks count for an outermost module call, and what a pool's vectorized call counts."""
+        import torch
+
         meters = list(WorkMeter._open)  # a backward pass after a meter closed still counts in those open now
         if not meters:
             return

@@ -8,6 +8,9 @@ Usage:
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "svhn", "imagenet100", "synthetic")  # data.DATASETS
 MODELS = ("mlp", "cnn", "resnet18", "resnet50", "vit")  # models.MODELS
+# The last part of the state_dict names of the models' buffers (BatchNorm's statistics): a checkpoint's tensors less
+# these are the model's parameters, so `info` counts them without building the model.
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 STRATEGIES = {  # localize.STRATEGIES: name -> the line `localize --help` shows for it
     "del": "DEL: |θ⊙g| per neuron (top-k mean), whole neurons up to the budget",
     "salun": "SalLoc (Fan et al. 2023): |g| per parameter up to the budget",

@@ -43,7 +43,8 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
                                           "(Student t) per group, with ToW."),
     "tune": ("tune", "tune", True, "Search a pipeline's settings and write the best as a YAML for `localize --config` "
                                    "and `apply --config`."),
-    "info": ("info", "info", False, "Load a checkpoint strictly and print its metadata and parameter count."),
+    "info": ("info", "info", False, "Validate a checkpoint file and print its metadata and parameter count (--load: "
+                                   "also load it strictly)."),
     "demo": ("demo", "demo", False, "Run the whole pipeline on the bundled digits data and print the comparison with "
                                     "the oracle."),
     "mask": ("mask", "app", False, "Inspect masks, compare them, draw structure-matched random controls."),

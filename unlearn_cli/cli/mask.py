@@ -68,10 +68,10 @@ def info(
     resolve_config(MaskInfoConfig, config, {})
     if json_output is not None:
         check_writable(json_output, "--json", {"MASK": mask, "--config": config}, binary=False)
-    from unlearn_cli.io.mask import read_mask, typed_mask_metadata  # here: --help needs no torch
+    from unlearn_cli.io.mask import read_mask_arrays, typed_mask_metadata  # here: --help needs no torch
     from unlearn_cli.localize.summary import mask_summary
 
-    mask_file = read_mask(mask)
+    mask_file = read_mask_arrays(mask)  # numpy: `mask info` needs no torch
     summary = mask_summary(mask_file.mask)
     if not quiet:
         table = Table(title=f"{mask_file.source}: {mask_file.record.describe()}", title_justify="left")

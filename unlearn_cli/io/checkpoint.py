@@ -5,7 +5,9 @@ Metadata (all strings in the file, see docs/files.md): `format` (unlearn-checkpo
 resolved command), `wall_time_s`, `unlearn_version`, `data_root` when one was given, and the provenance
 fields of `Provenance` (seed, method, parent / mask / excluded hashes, …). A reader never re-parses these
 strings: `load_checkpoint` checks every field once, sizes the architecture before building it, and
-returns them typed.
+returns them typed. What the file *is* (header, metadata, training record, finite values) is checked without torch
+on numpy views of its bytes (`read_checkpoint_file`, what `unlearn info` runs); `load_checkpoint` runs the same checks
+and builds the model.
 
 Beside the model's tensors, a checkpoint of `unlearn train` holds `training_confidence`, float32 [N_train]: each
 training example's mean confidence over the steps that trained on it (NaN for an example it never trained on), the
@@ -16,6 +18,8 @@ Usage:
     data = checkpoint_bytes(model, checkpoint_metadata(arch="mlp", ..., provenance=Provenance(seed=0)))
     data = checkpoint_bytes(model, meta, training_confidence=record.means()[0])
     checkpoint = load_checkpoint("model.safetensors")   # rebuilds the architecture, loads strictly
+    described = read_checkpoint_file("model.safetensors")  # the same file checks, no model, no torch
+    described.typed_metadata(), described.parameters, described.training_confidence   # numpy float32 [N_train]
     checkpoint.model, checkpoint.arch, checkpoint.provenance.parent_sha256, checkpoint.new_model()
     checkpoint.training_confidence                       # float32 [N_train], or None
 """
@@ -27,18 +31,21 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import unlearn_cli
 from unlearn_cli.cost import RecordedCost
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.limits import INT64_MAX, load_json_field
-from unlearn_cli.io.safetensors_file import TORCH_DTYPES, dump_safetensors, parse_safetensors, safetensors_layout
+from unlearn_cli.io.safetensors_file import (CHUNK, dump_safetensors, nonfinite, parse_safetensors,
+                                             safetensors_arrays, torch_dtypes, torch_name)
+from unlearn_cli.names import BUFFERS, MODELS
 from unlearn_cli.streams import read_input, reader
-from unlearn_cli.models import MODELS, create_model, measure_model
+
+if TYPE_CHECKING:  # torch is imported where a model is built (`info` reads a checkpoint without it)
+    import torch
+    from torch import nn
 
 FORMAT = "unlearn-checkpoint/1"
 REPRODUCIBLE_ENV = "UNLEARN_REPRODUCIBLE"  # set to 1: no wall time in the file, so equal runs give equal bytes
@@ -115,9 +122,10 @@ class Provenance:
             ["--allow-mismatch"] if self.mask_forget_sha256 else [])
 
 
-@dataclass
-class Checkpoint:
-    model: nn.Module
+@dataclass(kw_only=True)
+class CheckpointFile:
+    """What a checkpoint file is, checked without building its model (`read_checkpoint_file`; no torch)."""
+
     meta: dict[str, str]  # the raw string metadata, as stored
     sha256: str  # of the file's bytes
     source: str
@@ -132,10 +140,21 @@ class Checkpoint:
     wall_time_s: float | None = None
     data_root: str | None = None
     cost: RecordedCost = field(default_factory=RecordedCost)  # work of its run; None fields: not recorded
-    training_confidence: torch.Tensor | None = None  # float32 [N_train], NaN where not trained on; None: not recorded
+    layout: dict[str, tuple[str, list[int]]] = field(default_factory=dict)  # the model's tensors: (dtype, shape)
+    # float32 [N_train], NaN where not trained on (here a numpy view of the file's bytes); None: not recorded
+    training_confidence: Any = None
+
+    @property
+    def parameters(self) -> int:
+        """Scalars of the model's parameters (its tensors less its buffers, names.BUFFERS): what
+        sum(p.numel() for p in model.parameters()) counts once the model is built."""
+        return sum(math.prod(shape) for name, (_, shape) in self.layout.items()
+                   if name.rsplit(".", 1)[-1] not in BUFFERS)
 
     def new_model(self) -> nn.Module:
         """The same architecture, freshly initialized (retrain; rft's reset)."""
+        from unlearn_cli.models import create_model
+
         return create_model(self.arch, self.num_classes, self.input_shape, **self.arch_kwargs)
 
     def describe_data(self) -> str:
@@ -151,6 +170,14 @@ class Checkpoint:
         if "world_size" in self.meta:
             typed["world_size"] = _integer(self.meta["world_size"], "world_size", self.source, 1, 2**31)
         return typed
+
+
+@dataclass(kw_only=True)
+class Checkpoint(CheckpointFile):
+    """A checkpoint file with its model built and its tensors loaded strictly (`load_checkpoint`)."""
+
+    model: nn.Module
+    training_confidence: torch.Tensor | None = None  # float32 [N_train], NaN where not trained on; None: not recorded
 
 
 def clean_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -185,6 +212,8 @@ def recorded_wall_time(seconds: float) -> str:
 
 def checkpoint_bytes(model: nn.Module, meta: dict[str, str], training_confidence: torch.Tensor | None = None) -> bytes:
     """The checkpoint file: the model's state_dict, `meta`, and the training-time confidence [N_train] when given."""
+    import torch
+
     state = clean_state_dict(model)
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -219,7 +248,7 @@ def _typed_fields(meta: dict[str, str], source: str) -> dict:
         raise UserError(f"{source}: unknown checkpoint format {meta['format'][:60]!r}; this unlearn "
                         f"{unlearn_cli.__version__} reads {FORMAT}")
     if meta["arch"] not in MODELS:
-        raise UserError(f"{source}: unknown arch {meta['arch'][:60]!r}; known: {', '.join(MODELS.names())}")
+        raise UserError(f"{source}: unknown arch {meta['arch'][:60]!r}; known: {', '.join(MODELS)}")
     input_shape = _json_field(meta, "input_shape", source, list)
     if not (len(input_shape) == 3 and all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 4096
                                           for s in input_shape)):
@@ -239,11 +268,9 @@ def _typed_fields(meta: dict[str, str], source: str) -> dict:
     }
 
 
-_STORED_DTYPES = {name: dtype for dtype, name in TORCH_DTYPES.items()}  # "F32" -> torch.float32
-
-
 def _check_layout(expected: dict, stored: dict, arch: str, source: str) -> None:
-    """The tensors the architecture needs (names, shapes, dtypes) against those the file stores."""
+    """The tensors the architecture needs (names, shapes, torch dtypes) against those the file stores (names, shapes,
+    stored dtypes)."""
     missing = [name for name in expected if name not in stored]
     unexpected = [name for name in stored if name not in expected]
     if missing or unexpected:
@@ -254,38 +281,69 @@ def _check_layout(expected: dict, stored: dict, arch: str, source: str) -> None:
         stored_dtype, stored_shape = stored[name]
         if tuple(stored_shape) != shape:
             raise UserError(f"{source}: tensor {name} has shape {tuple(stored_shape)}, arch {arch} needs {shape}")
-        if _STORED_DTYPES.get(stored_dtype) != dtype:
-            raise UserError(f"{source}: tensor {name} has dtype {_STORED_DTYPES.get(stored_dtype, stored_dtype)}, "
-                            f"expected {dtype}")
+        if torch_dtypes().get(dtype) != stored_dtype:
+            raise UserError(f"{source}: tensor {name} has dtype {torch_name(stored_dtype)}, expected {dtype}")
+
+
+def _checked_file(data: bytes, source: str, arrays: dict, meta: dict[str, str], fields: dict,
+                  allow_nonfinite: bool = False) -> CheckpointFile:
+    """The file's values, checked on numpy views of its bytes (`arrays`, from `safetensors_arrays`): the training
+    record float32 of one dimension and each value in [0, 1] or NaN, every other floating tensor finite."""
+    tensors = dict(arrays)
+    recorded = tensors.pop(TRAINING_CONFIDENCE, None)
+    if recorded is not None:
+        dtype, values = recorded
+        if dtype != "F32" or values.ndim != 1:
+            raise UserError(f"{source}: tensor {TRAINING_CONFIDENCE} must be float32 of one dimension (one value per "
+                            f"training example), got {dtype} of shape {list(values.shape)}")
+        if any(bool(((part < 0) | (part > 1)).any())  # NaN compares false: not trained on
+               for part in (values[start : start + CHUNK] for start in range(0, len(values), CHUNK))):
+            raise UserError(f"{source}: tensor {TRAINING_CONFIDENCE} holds values outside [0, 1]; they are "
+                            f"probabilities (NaN: not trained on), the file is damaged")
+    if not allow_nonfinite:
+        for name, (dtype, values) in tensors.items():
+            if nonfinite(dtype, values):
+                raise UserError(f"{source}: tensor {name} holds NaN or Inf values; the model is broken, retrain it")
+    return CheckpointFile(meta=meta, sha256=sha256_bytes(data), source=source,
+                          layout={name: (dtype, list(values.shape)) for name, (dtype, values) in tensors.items()},
+                          training_confidence=None if recorded is None else recorded[1], **fields)
+
+
+def _read(path: str, data: bytes | None) -> tuple[str, bytes]:
+    source = "stdin" if path == "-" else str(path)
+    return source, read_input(path, "checkpoint", limit_name="tensor_file_bytes") if data is None else data
+
+
+@reader("checkpoint")
+def read_checkpoint_file(path: str, data: bytes | None = None) -> CheckpointFile:
+    """Check what a checkpoint file is without building its model (no torch): its header, its metadata, its training
+    record and that its floating tensors are finite; every defect is a one-line UserError. Whether its tensors fit
+    its architecture is for `load_checkpoint` to say."""
+    source, data = _read(path, data)
+    arrays, meta = safetensors_arrays(data, source)
+    return _checked_file(data, source, arrays, meta, _typed_fields(meta, source))
 
 
 @reader("checkpoint")
 def load_checkpoint(path: str, data: bytes | None = None, allow_nonfinite: bool = False) -> Checkpoint:
     """Check the metadata, size the architecture it asks for and compare it with the tensors the file stores
-    (before anything is allocated: a checkpoint cannot ask for more than it holds), then build it and load the
-    tensors strictly; every defect is a one-line UserError."""
-    source = "stdin" if path == "-" else str(path)
-    data = read_input(path, "checkpoint", limit_name="tensor_file_bytes") if data is None else data
-    layout, meta = safetensors_layout(data, source)
+    (before anything is allocated: a checkpoint cannot ask for more than it holds), check the values as
+    `read_checkpoint_file` does, then build the model and load the tensors strictly; every defect is a one-line
+    UserError."""
+    from unlearn_cli.models import measure_model
+
+    source, data = _read(path, data)
+    arrays, meta = safetensors_arrays(data, source)
     fields = _typed_fields(meta, source)
     size = measure_model(fields["arch"], fields["num_classes"], fields["input_shape"], fields["arch_kwargs"],
                          where=f"{source}: ")
-    recorded = layout.pop(TRAINING_CONFIDENCE, None) if TRAINING_CONFIDENCE not in size.layout else None
-    if recorded is not None and (recorded[0] != "F32" or len(recorded[1]) != 1):
-        raise UserError(f"{source}: tensor {TRAINING_CONFIDENCE} must be float32 of one dimension (one value per "
-                        f"training example), got {recorded[0]} of shape {recorded[1]}")
-    _check_layout(size.layout, layout, fields["arch"], source)
-    tensors, _ = parse_safetensors(data, source)  # the record's bytes are in the file: checked by its size above
-    training_confidence = tensors.pop(TRAINING_CONFIDENCE) if recorded is not None else None
-    if training_confidence is not None and not bool((torch.isnan(training_confidence) | (
-            (training_confidence >= 0) & (training_confidence <= 1))).all()):
-        raise UserError(f"{source}: tensor {TRAINING_CONFIDENCE} holds values outside [0, 1]; they are "
-                        f"probabilities (NaN: not trained on), the file is damaged")
-    if not allow_nonfinite:
-        for name, tensor in tensors.items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise UserError(f"{source}: tensor {name} holds NaN or Inf values; the model is broken, retrain it")
+    _check_layout(size.layout, {name: (dtype, values.shape) for name, (dtype, values) in arrays.items()
+                                if name != TRAINING_CONFIDENCE}, fields["arch"], source)
+    described = _checked_file(data, source, arrays, meta, fields, allow_nonfinite)
+    tensors, _ = parse_safetensors(data, source)
+    training_confidence = tensors.pop(TRAINING_CONFIDENCE, None)
     model = size.build()  # measured above: not measured again
     model.load_state_dict(tensors, strict=True)
-    return Checkpoint(model=model, meta=meta, sha256=sha256_bytes(data), source=source,
-                      training_confidence=training_confidence, **fields)
+    return Checkpoint(model=model, training_confidence=training_confidence,
+                      **{item.name: getattr(described, item.name) for item in dataclasses.fields(CheckpointFile)
+                         if item.name != "training_confidence"})

@@ -4,10 +4,14 @@ Metadata (all strings in the file): `format` (unlearn-mask/1) and the fields of 
 budget, counts, the hashes of the checkpoint and forget set it was computed for, …). A reader never re-parses
 these strings: `read_mask` checks every field once and returns them typed as `mask_file.record`.
 
+A mask is parsed and checked once, without torch, into numpy bool views of the file's bytes (`read_mask_arrays`, what
+`unlearn mask info` runs); `read_mask` converts them to torch tensors. `mask_counts` takes either.
+
 Usage:
     data = mask_bytes(mask, mask_metadata(strategy="del", ..., model_sha256=checkpoint.sha256))
-    mask_file = read_mask("mask.safetensors", model)   # or "-" for stdin
+    mask_file = read_mask("mask.safetensors", model)   # or "-" for stdin; torch bool tensors
     mask_file.mask, mask_file.record.budget, mask_file.sha256
+    mask_file = read_mask_arrays("mask.safetensors")    # the same checks; numpy bool arrays, no torch
 """
 
 from __future__ import annotations
@@ -16,21 +20,26 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+import numpy as np
 
 import unlearn_cli
 from unlearn_cli.cost import Work
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.io.safetensors_file import dump_safetensors, parse_safetensors
+from unlearn_cli.io.safetensors_file import dump_safetensors, safetensors_arrays, torch_name
 from unlearn_cli.limits import INT64_MAX, load_json_field
 from unlearn_cli.streams import read_input, reader
 from unlearn_cli.localize.budget import budget_limit
 
+if TYPE_CHECKING:  # torch is imported where tensors are made (`mask info` reads a mask without it)
+    import torch
+    from torch import nn
+
 FORMAT = "unlearn-mask/1"
-Mask = dict[str, torch.Tensor]
+Mask = dict[str, "torch.Tensor"]
+Arrays = dict[str, np.ndarray]  # a mask as read: numpy bool views of the file's bytes
 
 _NUMBERS = ("budget", "selected_fraction", "topk")  # "" (no budget) is None
 _WORK = ("work_forward", "work_backward")  # non-negative
@@ -123,16 +132,16 @@ def typed_mask_metadata(meta: dict[str, str], source: str = "mask") -> dict:
 
 @dataclass
 class MaskFile:
-    mask: Mask
+    mask: Mask | Arrays  # torch tensors from `read_mask`, numpy arrays from `read_mask_arrays`
     meta: dict[str, str]  # as stored: strings
     sha256: str  # of the file's bytes
     source: str
     record: MaskRecord = field(default_factory=MaskRecord)  # the metadata, typed
 
 
-def mask_counts(mask: Mask) -> tuple[int, int]:
-    """(selected scalars, total scalars)."""
-    return sum(int(m.sum()) for m in mask.values()), sum(m.numel() for m in mask.values())
+def mask_counts(mask: Mask | Arrays) -> tuple[int, int]:
+    """(selected scalars, total scalars), of torch tensors or numpy arrays."""
+    return sum(int(m.sum()) for m in mask.values()), sum(math.prod(m.shape) for m in mask.values())
 
 
 def mask_metadata(*, mask: Mask, **fields) -> dict[str, str]:
@@ -143,20 +152,26 @@ def mask_metadata(*, mask: Mask, **fields) -> dict[str, str]:
 
 
 def mask_bytes(mask: Mask, meta: dict[str, str]) -> bytes:
+    import torch
+
     return dump_safetensors({name: tensor.to(torch.bool) for name, tensor in mask.items()}, meta)
 
 
-def parse_mask(data: bytes, source: str) -> tuple[Mask, dict[str, str]]:
-    """Read a mask file's tensors and metadata, checking the format and that every tensor is bool."""
-    tensors, meta = parse_safetensors(data, source)
+def parse_mask(data: bytes, source: str) -> tuple[Arrays, dict[str, str]]:
+    """A mask file's tensors, as numpy bool views of `data` (nothing copied, no torch), and its metadata, checking the
+    format and that every tensor is bool, each byte 0 or 1."""
+    arrays, meta = safetensors_arrays(data, source)
     if meta.get("format", "").startswith("unlearn-checkpoint/"):
         raise UserError(f"{source}: is a checkpoint, not a mask; compute a mask with `unlearn localize`")
     if meta.get("format") != FORMAT:
         raise UserError(f"{source}: not an unlearn mask (format {meta.get('format')!r}, expected {FORMAT})")
-    for name, tensor in tensors.items():
-        if tensor.dtype != torch.bool:
-            raise UserError(f"{source}: mask tensor {name} has dtype {tensor.dtype}; mask tensors must be bool")
-    return tensors, meta
+    for name, (dtype, values) in arrays.items():
+        if dtype != "BOOL":
+            raise UserError(f"{source}: mask tensor {name} has dtype {torch_name(dtype)}; mask tensors must be bool")
+        if values.size and int(values.reshape(-1).view(np.uint8).max()) > 1:  # not a bool: counted as more than one
+            raise UserError(f"{source}: mask tensor {name} holds bytes other than 0 and 1; the file is damaged, "
+                            f"recompute it with `unlearn localize`")
+    return {name: values for name, (_, values) in arrays.items()}, meta
 
 
 def check_mask_fits(mask: Mask, model: nn.Module, source: str) -> None:
@@ -174,7 +189,7 @@ def check_mask_fits(mask: Mask, model: nn.Module, source: str) -> None:
                             f"{tuple(parameter.shape)}; compute the mask on this model")
 
 
-def check_mask_metadata(mask: Mask, record: MaskRecord, source: str) -> None:
+def check_mask_metadata(mask: Mask | Arrays, record: MaskRecord, source: str) -> None:
     """The counts, fraction and budget a mask records must describe its tensors: a mask edited after
     `localize` wrote it would otherwise be reported with numbers it does not have."""
     selected, total = mask_counts(mask)
@@ -193,15 +208,27 @@ def check_mask_metadata(mask: Mask, record: MaskRecord, source: str) -> None:
 
 
 @reader("mask")
-def read_mask(path: str, model: nn.Module | None = None) -> MaskFile:
-    """Read and validate a mask (`-` for stdin): its metadata must describe its tensors, and its tensors must fit
-    `model` when one is given. Whether it may be used with a checkpoint and a forget set is for
-    `unlearn_cli.lineage.check_mask` to say."""
+def read_mask_arrays(path: str) -> MaskFile:
+    """Read and validate a mask (`-` for stdin) without torch: its tensors as numpy bool arrays (views of the file's
+    bytes), its metadata describing them."""
     source = "stdin" if path == "-" else str(path)
     data = read_input(path, "mask", limit_name="tensor_file_bytes")
     mask, meta = parse_mask(data, source)
     record = MaskRecord.from_meta(meta, source)
     check_mask_metadata(mask, record, source)
-    if model is not None:
-        check_mask_fits(mask, model, source)
     return MaskFile(mask=mask, meta=meta, sha256=sha256_bytes(data), source=source, record=record)
+
+
+@reader("mask")
+def read_mask(path: str, model: nn.Module | None = None) -> MaskFile:
+    """Read and validate a mask (`-` for stdin) as `read_mask_arrays` does, its tensors as torch bool tensors, which
+    must fit `model` when one is given. Whether it may be used with a checkpoint and a forget set is for
+    `unlearn_cli.lineage.check_mask` to say."""
+    import torch
+
+    mask_file = read_mask_arrays(path)
+    # copied: the views share the file's read-only bytes; the tensors get their own, as safetensors' loader gave them
+    mask_file.mask = {name: torch.from_numpy(values.copy()) for name, values in mask_file.mask.items()}
+    if model is not None:
+        check_mask_fits(mask_file.mask, model, mask_file.source)
+    return mask_file

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-
-import torch
+from typing import TYPE_CHECKING
 
 from unlearn_cli.errors import UserError, example, flag
+
+if TYPE_CHECKING:  # torch is imported by the functions that select: a mask's budget is checked without it (mask info)
+    import torch
 
 
 def check_budget(budget: float) -> float:
@@ -33,17 +35,23 @@ def budget_limit(budget: float, total: int) -> int:
 
 
 def _comparable(scores: torch.Tensor) -> torch.Tensor:
+    import torch
+
     scores = scores.detach().cpu().double()
     return torch.where(torch.isnan(scores), torch.full_like(scores, -math.inf), scores)
 
 
 def ranking(scores: torch.Tensor) -> torch.Tensor:
     """Unit indices by descending score; equal scores keep the fixed unit order; NaN ranks last."""
+    import torch
+
     return torch.sort(_comparable(scores), descending=True, stable=True).indices
 
 
 def select_prefix(scores: torch.Tensor, sizes: torch.Tensor, limit: int) -> torch.Tensor:
     """bool [units]: the longest prefix of `ranking(scores)` whose sizes sum to at most `limit`."""
+    import torch
+
     sizes = sizes.cpu()
     if bool((sizes == 1).all()):
         return _top_scalars(_comparable(scores), limit)
@@ -58,6 +66,8 @@ def select_prefix(scores: torch.Tensor, sizes: torch.Tensor, limit: int) -> torc
 def _top_scalars(scores: torch.Tensor, limit: int) -> torch.Tensor:
     """The same prefix when every unit is one scalar, without a full sort (25M scalars in a ResNet-50):
     everything above the limit-th largest score, then the earliest of the scores equal to it."""
+    import torch
+
     count = min(limit, len(scores))
     selected = torch.zeros(len(scores), dtype=torch.bool)
     if count == 0:

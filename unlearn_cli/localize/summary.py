@@ -1,5 +1,7 @@
 """Numbers about masks: how much each tensor selects, and how two masks overlap (plain dicts; no rendering).
 
+`mask_summary` takes torch tensors or numpy arrays (`mask info` reads a mask without torch).
+
 Usage:
     summary = mask_summary(mask)          # {"selected", "total", "selected_fraction", "tensors": [...]}
     overlap = mask_overlap(mask_a, mask_b)  # {"iou", "intersection", "union", "tensors": [...]}
@@ -7,10 +9,14 @@ Usage:
 
 from __future__ import annotations
 
+import math
 import re
+from typing import TYPE_CHECKING
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.localize.base import Mask
+
+if TYPE_CHECKING:
+    from unlearn_cli.localize.base import Mask
 
 
 def natural_order(names) -> list[str]:
@@ -23,16 +29,19 @@ def _fraction(part: int, whole: int) -> float:
 
 
 def mask_summary(mask: Mask) -> dict:
-    """Selected scalars per tensor and in total; for tensors with ndim >= 2 also whole and partly selected rows."""
+    """Selected scalars per tensor and in total; for tensors with ndim >= 2 also whole and partly selected rows.
+    The tensors may be torch's or numpy's (only what both spell alike is used: `.all(1)`, not `dim=` or `axis=`)."""
     tensors = []
     for name in natural_order(mask):
         selected = mask[name]
-        entry = {"name": name, "shape": list(selected.shape), "selected": int(selected.sum()), "total": selected.numel()}
+        entry = {"name": name, "shape": list(selected.shape), "selected": int(selected.sum()),
+                 "total": math.prod(selected.shape)}
         entry["fraction"] = _fraction(entry["selected"], entry["total"])
-        if selected.dim() >= 2:
+        if len(selected.shape) >= 2:
             rows = selected.reshape(selected.shape[0], -1)
-            full = rows.all(dim=1)
-            entry.update(rows=rows.shape[0], rows_selected=int(full.sum()), rows_partial=int((rows.any(dim=1) & ~full).sum()))
+            full = rows.all(1)
+            entry.update(rows=rows.shape[0], rows_selected=int(full.sum()),
+                         rows_partial=int((rows.any(1) & ~full).sum()))
         tensors.append(entry)
     selected, total = sum(t["selected"] for t in tensors), sum(t["total"] for t in tensors)
     return {"selected": selected, "total": total, "selected_fraction": _fraction(selected, total), "tensors": tensors}
