@@ -165,7 +165,8 @@ def check_values(count: int, source: str, what: str, at_least: bool = False) -> 
 
 def load_json(data: bytes | memoryview | str, source: str, what: str, depth_limit: str = "json_depth"):
     """Parse JSON text whose depth, number of values and integers are checked first (the first two on its bytes,
-    before anything is built); every defect is a one-line UserError."""
+    before anything is built), its text decoded no wider than needed (_narrow_text); every defect is a one-line
+    UserError."""
     raw = data.encode() if isinstance(data, str) else data
     shape = json_shape(raw, stop_depth=limit(depth_limit), stop_values=limit("json_values"))
     if shape.depth > limit(depth_limit):
