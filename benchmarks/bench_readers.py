@@ -1,14 +1,15 @@
 """Peak memory of every file reader per byte of a hostile input, each read by `unlearn` in a child process.
 
 For each reader (results, audit, forget set, mask header, checkpoint header, memorization file) and each hostile shape
-(one long string, a string of escapes, deep nesting, many empty lists, many numbers) a file of about --size MiB is
+(one long string, a string of escapes, one wide character before a long string, strings of 64 KiB each after one,
+deep nesting, many empty lists, many numbers, many short strings) a file of about --size MiB is
 written and read by the command that reads it; the child's peak RSS (getrusage) less that of the same command on the
 same shape at 1/64 of the size, divided by the bytes added, is the reader's memory per input byte. An address-space
 cap (--cap-gb) keeps a reader that would take the machine down from doing so: it is reported as `> cap`.
 
 Usage:
     .venv/bin/python benchmarks/bench_readers.py [--size 32] [--cap-gb 6] [--code DIR]   # DIR: another checkout to measure
-    .venv/bin/python benchmarks/bench_readers.py --size 256 --readers results --shapes wide,words   # at the size limit
+    .venv/bin/python benchmarks/bench_readers.py --size 255 --readers results --shapes wide,wides   # near the 256 MiB limit
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ SHAPES = {
     "string": lambda size: b'"' + b"x" * size + b'"',
     "escapes": lambda size: b'"' + b"\\n" * (size // 2) + b'"',
     "wide": lambda size: '"😀'.encode() + b"x" * size + b'"',  # one character beyond 16 bits: the text is 4 bytes a character
+    "wides": lambda size: b"[" + b",".join(['"😀'.encode() + b"x" * 2**16 + b'"'] * max(1, size // (2**16 + 7))) + b"]",
     "deep": lambda size: b"[" * (size // 2) + b"]" * (size // 2),
     "lists": lambda size: b"[" + b"[]," * (size // 3) + b"[]]",
     "numbers": lambda size: b"[" + b"1.5," * (size // 4) + b"1.5]",

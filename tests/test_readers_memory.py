@@ -1,8 +1,8 @@
 """Every file reader is bounded in memory per input byte, and reports refuse numbers that cannot be.
 
 Each reader (results, audit, forget set, mask header, checkpoint header, memorization file) reads hostile files of
-SIZE bytes (one long string, a string of escapes, one wide character before a long string, deep nesting, many empty
-lists, many numbers, many short strings) in a child process whose address space is capped at what torch and the app
+SIZE bytes (one long string, a string of escapes, one wide character before a long string, strings with one each,
+deep nesting, many empty lists, many numbers, many short strings) in a child process whose address space is capped at what torch and the app
 hold plus PER_BYTE × SIZE + PER_VALUE × the values limit + BASE bytes (tests/probe_runner.py): each is refused in one
 line, never killed and never out of memory. The files are those of benchmarks/bench_readers.py, which prints the peak memory per byte of each.
 
@@ -34,9 +34,10 @@ bench_readers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench_readers)
 
 SIZE = 24 * 2**20  # bytes of each hostile file
-# the cap beyond what the child holds: PER_BYTE per input byte (the file, its text and a string, each 4 bytes a
-# character after one beyond U+FFFF: 9) and PER_VALUE per value the values limit allows (a short string: about 60)
-PER_BYTE, PER_VALUE, BASE = 10, 64, 128 * 2**20
+# the cap beyond what the child holds: PER_BYTE per input byte (the file, its text, kept 1 byte a character by
+# escaping the characters beyond U+FFFF, and a string, 4 bytes a character after one of them: 6) and PER_VALUE per
+# value the values limit allows (a short string: about 60)
+PER_BYTE, PER_VALUE, BASE = 7, 64, 128 * 2**20
 # (reader, shape) -> what the refusal says; every other pair must say `OTHERWISE[reader]`
 TOO_MANY = "values, beyond the limit of 8,388,608"
 NESTED = "levels deep, beyond the limit of 32"
@@ -46,7 +47,7 @@ OTHERWISE = {"results": "results[0].model is missing", "audit": ".forget is miss
              "memorization": "'dataset' must be a name and 'dataset_kwargs' an object"}
 # numbers (6.3 million at this size) and words are under the values limit: parsed, then refused by the schema
 EXPECTED = {"deep": NESTED, "lists": TOO_MANY, ("forget set", "numbers"): "indices must be integers",
-            ("forget set", "words"): "indices must be integers"}
+            ("forget set", "words"): "indices must be integers", ("forget set", "wides"): "indices must be integers"}
 
 
 def memory_probes(folder: Path) -> list[tuple[str, list[str], str]]:
@@ -107,6 +108,25 @@ def test_a_hostile_file_is_refused_within_its_memory_bound(memory_outcomes, name
 def test_memory_probes_wrote_nothing_and_left_inputs_intact(memory_outcomes):
     _, _, before, after = memory_outcomes
     assert after == before
+
+
+WIDE_SIZE = 96 * 2**20  # large enough that the file's text at 4 bytes a character (384 MiB) would pass the cap
+
+
+@pytest.mark.parametrize("shape", ["wide", "wides"])
+def test_a_wide_character_does_not_widen_the_whole_text(tmp_path, shape):
+    """A results file of ASCII and characters beyond U+FFFF is read within 7 bytes a byte: its text stays 1 byte a
+    character (the wide ones escaped); only the strings that hold one take 4. Before, text and string took 4 each:
+    9 bytes a byte, over this cap."""
+    _, arguments = bench_readers.hostile_file("results", shape, WIDE_SIZE, tmp_path)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent), "CUDA_VISIBLE_DEVICES": ""}
+    child = subprocess.run([sys.executable, str(HERE / "probe_runner.py"), "--headroom", str(7 * WIDE_SIZE + BASE)],
+                           input=json.dumps([{"id": shape, "args": arguments, "timeout": 120}]), capture_output=True,
+                           text=True, timeout=600, env=environment)
+    assert child.returncode == 0, child.stderr[-3000:]
+    outcome = json.loads(child.stdout)[shape]
+    assert outcome["exit_code"] == 1 and "MemoryError" not in outcome["stderr"], outcome
+    assert "results[0].model is missing" in outcome["stderr"], outcome["stderr"][:300]
 
 
 # --- numbers that cannot be -------------------------------------------------------------------------------------
@@ -224,6 +244,51 @@ def test_the_scan_carries_strings_and_escapes_across_chunks(monkeypatch, chunk):
     text = b'["\\\\", "\\"]", {"k": [["\\\\\\"[["]]}]'
     monkeypatch.setattr(limits, "SCAN_CHUNK", chunk)
     assert limits.json_shape(text) == limits.JsonShape(depth=4, values=8)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 2**20])
+def test_the_scan_counts_the_characters_that_decoding_builds(monkeypatch, chunk):
+    """Continuation bytes, characters in U+0100…U+FFFF and beyond U+FFFF, in keys and in strings of nested lists and
+    objects alike, an escape counting as its bytes; the counts give the decoded text's length."""
+    import unlearn_cli.limits as limits
+
+    text = '{"kéy😀": ["Ā\\\\😀\\n", {"x": "\\"€"}], "😀": "a\\u00e9"}'
+    monkeypatch.setattr(limits, "SCAN_CHUNK", chunk)
+    shape = limits.json_shape(text.encode())
+    # é: 1 continuation byte (U+00E9 stays 1 byte a character); Ā, €: U+0100…U+FFFF (1 and 2); three 😀 (3 each)
+    assert shape == limits.JsonShape(depth=3, values=9, continuation=13, bmp=2, wide=3)
+    assert shape.characters(len(text.encode())) == len(text)
+    assert limits.json_shape(b'["ab", "\\u20ac"]') == limits.JsonShape(depth=1, values=3)  # all ASCII: none
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 2**20])
+def test_a_narrowed_text_parses_to_the_same_value(monkeypatch, chunk):
+    """Characters beyond U+FFFF (and, where that is narrower, all beyond U+00FF) written as escapes read back the same
+    in strings and keys, after escaped backslashes and beside escapes already there; the text is narrower."""
+    import unlearn_cli.limits as limits
+
+    monkeypatch.setattr(limits, "SCAN_CHUNK", chunk)
+    cases = ['"😀' + "x" * 40 + '"', '{"k😀": ["a\\\\😀", "\\ud83d😀", "\\ud83dĀ", "\\uD83D\\uDE00😀"]}',
+             '["é€' + "x" * 40 + '😀", "漢字😀漢字"]', '"Ā' + "x" * 40 + '"', '["😀😀😀", "é"]']
+    for text in cases:
+        raw = text.encode()
+        assert limits.load_json(raw, "x.json", "x") == json.loads(text), text
+        narrow = limits._narrow_text(raw, limits.json_shape(raw))
+        assert json.loads(narrow) == json.loads(text)
+        assert sys.getsizeof(narrow) <= sys.getsizeof(text), text
+    assert max(map(ord, limits._narrow_text(cases[0].encode(), limits.json_shape(cases[0].encode())))) < 0x80
+
+
+def test_an_escape_cannot_make_a_malformed_document_well_formed():
+    """`\\😀` is no JSON escape: written as `\\\\ud83d…` it would read as a backslash; it is refused as json refuses it."""
+    from unlearn_cli.errors import UserError
+    from unlearn_cli.limits import load_json
+
+    for text, line in [('["a",\n "\\😀' + "x" * 40 + '"]', 2), ('"\\\\\\Ā' + "x" * 40 + '"', 1)]:
+        with pytest.raises(UserError, match=rf"x.json: malformed x JSON \(Invalid \\escape at line {line}\)"):
+            load_json(text.encode(), "x.json", "x")
+        with pytest.raises(json.JSONDecodeError, match="Invalid \\\\escape"):
+            json.loads(text)
 
 
 def test_a_name_is_not_read_as_terminal_markup(tmp_path):

@@ -192,3 +192,44 @@ def test_piped_help_takes_the_width_of_columns():
     assert max(len(line) for line in text.splitlines()) == 80
     assert "--allow-other-model" in text and "--no-channels-last" in text
     assert not re.search(r"\w…", text)  # a word too long for the help column folds, it is not cut
+
+
+def help_output(name: str, width: int, monkeypatch) -> str:
+    """`unlearn NAME --help` at WIDTH columns, plain."""
+    from typer import rich_utils
+
+    monkeypatch.setattr(rich_utils, "MAX_WIDTH", width)
+    result = run_cli(name, "--help")
+    assert result.exit_code == 0, result.output
+    text = common_plain(result.output)
+    assert max(len(line) for line in text.splitlines()) <= width
+    return text
+
+
+def helped_options(name: str):
+    """(first flag, help text with its whitespace collapsed) of every option of NAME that has a help text."""
+    return [(parameter.opts[0], " ".join(parameter.help.split())) for parameter in load_command(name).params
+            if getattr(parameter, "help", None)]
+
+
+@pytest.mark.parametrize("name", ["train", "apply"])
+def test_help_text_reads_whole_at_80_columns(name, monkeypatch):
+    """At 80 columns the long flag names leave the help column too narrow: the panel is stacked, and every help text
+    appears as it is written, its words whole and in order (a word folded into fragments breaks the sequence)."""
+    text = re.sub(r"[│╭╮╰╯─]", " ", help_output(name, 80, monkeypatch))  # the panels' borders blanked
+    flowing = " ".join(text.split())
+    for flag, help_text in helped_options(name):
+        assert help_text in flowing, f"{name} {flag}: help text folded or missing:\n{text}"
+    lines = text.splitlines()
+    names_line = next(index for index, line in enumerate(lines) if "--record-memorization" in line or
+                      "--seeds" in line)
+    assert lines[names_line + 1].startswith(" " * 6)  # the help text below its names, indented
+
+
+@pytest.mark.parametrize("name", ["train", "apply"])
+def test_help_keeps_its_table_at_160_columns(name, monkeypatch):
+    """Wide enough, the panel stays a table: each option's help starts on the line of its names."""
+    lines = help_output(name, 160, monkeypatch).splitlines()
+    for flag, help_text in helped_options(name):
+        line = next(line for line in lines if re.match(rf"│[ *]*{re.escape(flag)}(?![\w-])", line))  # its names
+        assert help_text.split()[0] in line, f"{name} {flag}: {line}"

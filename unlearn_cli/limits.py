@@ -86,23 +86,39 @@ def _byte_tables():
 
 @dataclass
 class JsonShape:
-    """What parsing a JSON text would build, measured on its bytes: the deepest nesting of `[`/`{` and the number of
-    values (numbers, strings, lists, objects and keys; a bound: one per `,` `:` `[` `{` outside strings, plus one)."""
+    """What parsing a JSON text would build, measured on its bytes: the deepest nesting of `[`/`{`, the number of
+    values (numbers, strings, lists, objects and keys; a bound: one per `,` `:` `[` `{` outside strings, plus one),
+    and what its text would cost decoded: its UTF-8 continuation bytes, its characters in U+0100…U+FFFF (`bmp`, 2
+    bytes a character in a Python str) and beyond U+FFFF (`wide`: one makes the whole text 4 bytes a character)."""
 
     depth: int = 0
     values: int = 1
+    continuation: int = 0
+    bmp: int = 0
+    wide: int = 0
+
+    def characters(self, size: int) -> int:
+        """Characters of the text of a document of `size` bytes."""
+        return size - self.continuation
 
 
 def json_shape(data: bytes | memoryview, stop_depth: int | None = None, stop_values: int | None = None) -> JsonShape:
     """The JsonShape of JSON text `data`, scanned chunk by chunk in constant memory (exact for valid JSON, and for the
     valid part that a parser would read of invalid JSON); it returns early once `stop_depth` or `stop_values` is
-    passed. Strings are left out: an escaped backslash or quote (`\\\\`, `\\"`) is blanked before quotes are counted."""
+    passed. Strings are left out: an escaped backslash or quote (`\\\\`, `\\"`) is blanked before quotes are counted;
+    the bytes beyond ASCII are counted in every chunk that has any."""
     import numpy as np
 
     step, before_value = _byte_tables()
     shape, depth, inside, escaped = JsonShape(), 0, 0, False
     for start in range(0, len(data), SCAN_CHUNK):
         chunk = bytes(data[start:start + SCAN_CHUNK])
+        if not chunk.isascii():  # count what decoding builds: lead bytes C4…EF start U+0100…U+FFFF, F0… beyond
+            codes = np.frombuffer(chunk, dtype=np.uint8)
+            leads, wide = int(np.count_nonzero(codes >= 0xC0)), int(np.count_nonzero(codes >= 0xF0))
+            shape.continuation += int(np.count_nonzero(codes >= 0x80)) - leads
+            shape.bmp += int(np.count_nonzero(codes >= 0xC4)) - wide
+            shape.wide += wide
         if escaped:  # the previous chunk ended in a backslash that escapes this chunk's first byte
             chunk = b"_" + chunk[1:]
         chunk = chunk.replace(b"\\\\", b"__").replace(b'\\"', b"__")
@@ -149,7 +165,8 @@ def check_values(count: int, source: str, what: str, at_least: bool = False) -> 
 
 def load_json(data: bytes | memoryview | str, source: str, what: str, depth_limit: str = "json_depth"):
     """Parse JSON text whose depth, number of values and integers are checked first (the first two on its bytes,
-    before anything is built); every defect is a one-line UserError."""
+    before anything is built), its text decoded no wider than needed (_narrow_text); every defect is a one-line
+    UserError."""
     raw = data.encode() if isinstance(data, str) else data
     shape = json_shape(raw, stop_depth=limit(depth_limit), stop_values=limit("json_values"))
     if shape.depth > limit(depth_limit):
@@ -157,13 +174,70 @@ def load_json(data: bytes | memoryview | str, source: str, what: str, depth_limi
                         f"it is not a file unlearn wrote")
     check_values(shape.values, source, what, at_least=True)
     try:
-        return json.loads(str(raw, "utf-8"), parse_int=_bounded_int)
+        return json.loads(_narrow_text(raw, shape), parse_int=_bounded_int)
     except UnicodeDecodeError:
         raise UserError(f"{source}: {what} is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{source}: malformed {what} JSON ({error.msg} at line {error.lineno})") from None
     except ValueError as error:  # _bounded_int
         raise UserError(f"{source}: {what}: {error}") from None
+
+
+def _narrow_text(raw: bytes | memoryview, shape: JsonShape) -> str:
+    """The text of UTF-8 JSON `raw` (whose JsonShape is `shape`) as the narrowest Python str that parses to the same
+    value: one character beyond U+FFFF makes a str 4 bytes a character, so a 255 MiB document of ASCII and one emoji
+    would take 1 GiB as text (beside its parsed strings, another 1 GiB). When writing the characters beyond U+FFFF
+    (or all beyond U+00FF) as JSON escapes (a surrogate pair `\\ud83d\\ude00`, `\\u0100`) makes the text smaller, they
+    are written so; json reads the escapes back as the same characters, in strings and keys alike."""
+    characters = shape.characters(len(raw))
+    plain = characters * (4 if shape.wide else 2 if shape.bmp else 1)
+    escape_wide = (characters + 11 * shape.wide) * (2 if shape.bmp else 1)  # 12 characters for one of 1
+    escape_all = characters + 11 * shape.wide + 5 * shape.bmp  # and 6 for one of 1
+    if min(escape_wide, escape_all) >= plain:
+        return str(raw, "utf-8")
+    return _escaped_text(raw, 0xFF if escape_all < escape_wide else 0xFFFF)
+
+
+def _escaped_text(raw: bytes | memoryview, beyond: int) -> str:
+    """The text of UTF-8 `raw` with every UTF-16 code unit of a character beyond `beyond` (0xFF or 0xFFFF) written
+    as a `\\uXXXX` escape, decoded SCAN_CHUNK bytes at a time (each piece 2 bytes a character at most). Such a character
+    after an odd run of backslashes is malformed JSON (no escape starts with it): JSONDecodeError naming its line, so
+    that an escape cannot make it well-formed."""
+    import numpy as np
+
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).astype("<u2")
+    pieces, start, backslashes, lines = [], 0, 0, 1  # backslashes: the run that ended the previous piece
+    while start < len(raw):
+        end = min(start + SCAN_CHUNK, len(raw))
+        while end < len(raw) and raw[end] & 0xC0 == 0x80:  # never split a character
+            end += 1
+        units = np.frombuffer(str(raw[start:end], "utf-8").encode("utf-16-le"), dtype="<u2")
+        start = end
+        escaped = units > 0xFF if beyond == 0xFF else (units & 0xF800) == 0xD800  # beyond 0xFFFF: a surrogate pair
+        hits = np.flatnonzero(escaped)
+        others = np.flatnonzero(units != ord("\\"))
+        run_before = backslashes
+        backslashes = units.size - 1 - int(others[-1]) if others.size else backslashes + units.size
+        if hits.size:
+            before = np.searchsorted(others, hits) - 1
+            runs = np.where(before >= 0, hits - 1 - others[np.maximum(before, 0)], hits + run_before)
+            if np.any(runs & 1):
+                first = int(hits[np.argmax(runs & 1)])
+                error = json.JSONDecodeError("Invalid \\escape", "", 0)
+                error.lineno = lines + int(np.count_nonzero(units[:first] == ord("\n")))
+                raise error
+            target = np.arange(units.size) + 5 * (np.cumsum(escaped) - escaped)  # each hit's unit moves 5 on
+            out = np.empty(units.size + 5 * hits.size, dtype="<u2")
+            out[target] = units
+            at, hit_units = target[hits], units[hits]
+            out[at], out[at + 1] = ord("\\"), ord("u")
+            for index, shift in enumerate((12, 8, 4, 0)):
+                out[at + 2 + index] = digits[(hit_units >> shift) & 0xF]
+        lines += int(np.count_nonzero(units == ord("\n")))
+        if hits.size:
+            units = out
+        pieces.append(units.tobytes().decode("utf-16-le"))
+    return "".join(pieces)
 
 
 def load_json_field(text: str, source: str, what: str):

@@ -20,8 +20,9 @@ import time
 from typing import Annotated, Callable, Optional
 
 import typer
-from rich.console import Console, ConsoleDimensions
+from rich.console import Console, ConsoleDimensions, Group
 from rich.measure import Measurement
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -32,6 +33,10 @@ from unlearn_cli.errors import UserError, one_line
 
 LOG_WIDTH = 1000  # columns a table may use when the stream is a log file or a pipe: tables take only what they need
 HELP_WIDTH = 120  # columns of `--help` when stdout is not a terminal: wide enough for every option name, uncut
+# a --help panel whose help column would be narrower than this stacks (names on a line, their help below): at 30
+# columns a line still carries a clause (five or six words) and every word of the help texts fits whole; narrower,
+# sentences break every word or two and the longest words (`train_subset=10000`, paths) fold
+STACKED_HELP_BELOW = 30
 
 
 def is_terminal(stream=None) -> bool:
@@ -109,9 +114,10 @@ stderr = _Console(stderr=True, soft_wrap=True, highlight=False)
 
 def whole_help_when_piped() -> None:
     """Make typer's `--help` (and usage errors) keep option names whole at any width: their columns do not wrap, the
-    help column gives way (and folds a word longer than itself instead of cutting it). The width: TERMINAL_WIDTH when
-    set, else COLUMNS when set (a terminal's, or one exported to a pipe), else a terminal's own, else HELP_WIDTH
-    columns when the stream is not a terminal."""
+    help column gives way; where it would get fewer than STACKED_HELP_BELOW columns (or fewer than its longest word),
+    the panel is stacked instead: each option's names on a line, its help below, indented and wrapped at spaces to the
+    full width. The width: TERMINAL_WIDTH when set, else COLUMNS when set (a terminal's, or one exported to a pipe),
+    else a terminal's own, else HELP_WIDTH columns when the stream is not a terminal."""
     try:
         from typer import rich_utils
     except ImportError:  # typer without rich: plain click help, which wraps instead of cutting
@@ -132,6 +138,9 @@ def whole_help_when_piped() -> None:
             for item in objects:
                 if isinstance(item, Panel) and isinstance(item.renderable, Table):
                     _names_whole(item.renderable)
+                    _, right, _, left = Padding.unpack(item.padding)
+                    if _help_too_narrow(item.renderable, console, console.width - 2 - left - right):
+                        item.renderable = _stacked(item.renderable)
             print_panel(*objects, **options)
 
         console.print = print_whole
@@ -152,6 +161,57 @@ def _names_whole(table: Table) -> None:
             for text in getattr(cell, "renderables", [cell]):
                 if isinstance(text, Text):
                     text.overflow = "fold"
+
+
+def _help_texts(cell) -> list:
+    """The renderables of a help cell: a Text, or those of typer's Columns (help, default, `[required]`)."""
+    return list(getattr(cell, "renderables", [cell]))
+
+
+def _help_too_narrow(table: Table, console: Console, width: int) -> bool:
+    """Whether the last column (the help text) of a --help panel's table, WIDTH columns wide with its other columns
+    whole, would be narrower than STACKED_HELP_BELOW or than the longest word of its help texts (that would fold)."""
+    if len(table.columns) < 2 or width < 1:
+        return False
+    help_width = table._calculate_column_widths(console, console.options.update_width(width))[-1]
+    _, right, _, left = Padding.unpack(table.padding)
+    help_width -= left + (right if table.pad_edge else 0)
+    words = [word for cell in table.columns[-1].cells for text in _help_texts(cell) if isinstance(text, Text)
+             for word in text.plain.split()]
+    return help_width < max([STACKED_HELP_BELOW, *map(len, words)])
+
+
+def _stacked(table: Table) -> Group:
+    """A --help panel's table as lines: each row's names, metavar and type on one line (a one-character column, the
+    required `*`, kept as a margin so that the names align), its help text below, indented by four columns and
+    wrapped at spaces to the panel's width (a word longer than the whole width folds, none is cut)."""
+    columns = [list(column.cells) for column in table.columns]
+    names, helps = columns[:-1], columns[-1]
+    margins = [max((len(cell.plain if isinstance(cell, Text) else str(cell)) for cell in column), default=0) == 1
+               for column in names]
+    margin = 2 * sum(margins)
+    lines = []
+    for row in range(table.row_count):
+        line, separator = Text(overflow="fold"), ""
+        for column, is_margin in zip(names, margins):
+            cell = column[row] if row < len(column) else ""
+            text = cell if isinstance(cell, Text) else Text(str(cell))
+            if is_margin:
+                line.append_text(text).append(" " * (2 - len(text.plain)))
+            elif text.plain:
+                line.append(separator).append_text(text)
+                separator = "  "
+        lines.append(line)
+        cell = helps[row] if row < len(helps) else ""
+        parts = [part if not isinstance(part, str) else Text(part) for part in _help_texts(cell)]
+        parts = [part for part in parts if not isinstance(part, Text) or part.plain]
+        if parts and all(isinstance(part, Text) for part in parts):
+            body = Text(" ", overflow="fold").join(parts)
+            body.overflow = "fold"
+            parts = [body]
+        if parts:
+            lines.append(Padding(Group(*parts), (0, 0, 0, margin + 4)))
+    return Group(*lines)
 
 
 class State:
