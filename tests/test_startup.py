@@ -233,3 +233,14 @@ def test_help_keeps_its_table_at_160_columns(name, monkeypatch):
     for flag, help_text in helped_options(name):
         line = next(line for line in lines if re.match(rf"│[ *]*{re.escape(flag)}(?![\w-])", line))  # its names
         assert help_text.split()[0] in line, f"{name} {flag}: {line}"
+
+
+def test_help_paragraphs_flow_to_the_terminal_width():
+    """A docstring's later paragraphs are wrapped by the terminal, not broken where the source line ended."""
+    for name in COMMANDS:
+        command = load_command(name)
+        for each in [command, *getattr(command, "commands", {}).values()]:
+            for paragraph in each.help.split("\n\n"):
+                assert "\n" not in paragraph, f"{name} {each.name}: {paragraph!r}"
+    text = common_plain(run_cli("info", "--help").output)
+    assert "the training record and the finiteness of the weights are checked" in " ".join(text.split())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 
 from typer import _click as click  # typer carries its own click
 import typer
@@ -35,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
     "calibrate": ("calibrate", "calibrate", False, "Fit retraining's confidence scale to an unlearned checkpoint and "
                                                    "fold it into its classifier head."),
     "evaluate": ("evaluate", "evaluate", True, "Forget / retain / test accuracy and five MIA scores per model; with "
-                                               "--oracle the gaps to it; with --relearn\nhow fast each model regains "
+                                               "--oracle the gaps to it; with --relearn how fast each model regains "
                                                "the forget set against the oracle."),
     "audit": ("audit", "audit", True, "Per-example forgetting audit of a pool of unlearned models against a pool of "
                                       "retrained ones."),
@@ -75,7 +76,17 @@ def load_command(name: str) -> click.Command:
         single.command(name)(_on_rank_zero(target) if rank_zero else target)
         command = typer.main.get_command(single)
     command.name = name
+    for each in [command, *getattr(command, "commands", {}).values()]:
+        each.help = _flowing(each.help)
     return command
+
+
+def _flowing(text: str | None) -> str | None:
+    """A command's help with each paragraph's line breaks made spaces: typer keeps them after the first paragraph,
+    which breaks the lines of a docstring's later paragraphs where the source did, not where the terminal does."""
+    if text is None:
+        return None
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(text).split("\n\n"))
 
 
 class LazyCommands(TyperGroup):
