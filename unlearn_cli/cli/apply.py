@@ -75,16 +75,23 @@ SeedsOption = seeds_option("-m and --mask may hold {seed} too (one model and mas
                            DEALT_OUT)
 
 
-def resolve(config_path: str | None, apply_flags: dict, method_flags: dict) -> tuple[ApplyConfig, object]:
-    """Split the YAML file into apply options and method hyperparameters; flags override both."""
-    from unlearn_cli.methods import get_method, method_config
+def resolve(config_path: str | None, given: dict, param: list[str] | None) -> tuple[ApplyConfig, object]:
+    """The apply options and the method's hyperparameters from the flags `given`, the `--param` values and the YAML
+    file: flags override the file, a method's own flag its --param."""
+    from unlearn_cli.methods import get_method, method_config, method_options
 
+    flags = {key: value for key, value in given.items() if key not in APPLY_OPTIONS}
+    params = parse_options(param, "--param") or {}
+    name_as("param", [key for key in params if flags.get(key) is None])  # a flag given beside overrides the --param
+    method_flags = {**params, **{key: value for key, value in flags.items() if value is not None}}
     document = {str(key).replace("-", "_"): value for key, value in load_yaml_config(config_path, "apply").items()}
-    cfg = resolve_config(ApplyConfig, config_path, apply_flags,
+    cfg = resolve_config(ApplyConfig, config_path, {key: value for key, value in given.items() if key in APPLY_OPTIONS},
                          document={key: value for key, value in document.items() if key in APPLY_OPTIONS})
     get_method(cfg.method)  # an unknown method is reported before its options
     from_file = {key: value for key, value in document.items() if key not in APPLY_OPTIONS}
-    return cfg, method_config(cfg.method, method_flags, config_path, from_file)
+    method_cfg = method_config(cfg.method, method_flags, config_path, from_file)
+    name_as("param", [key for key in method_options(cfg.method) if key not in flags])  # no flag of their own
+    return cfg, method_cfg
 
 
 def _methods_text() -> str:
@@ -114,16 +121,10 @@ def apply(
     """
     from unlearn_cli.distributed import data_parallel, deal, is_main_process, on_own
     from unlearn_cli.engine import select_device, use_threads
-    from unlearn_cli.methods import get_method, method_options
+    from unlearn_cli.methods import get_method
 
-    flags = {key: value for key, value in given.items() if key not in APPLY_OPTIONS}
-    params = parse_options(param, "--param") or {}
-    name_as("param", [key for key in params if flags.get(key) is None])  # a flag given beside overrides the --param
-    method_flags = {**params, **{key: value for key, value in flags.items() if value is not None}}
-    cfg, method_cfg = resolve(config, {key: value for key, value in given.items() if key in APPLY_OPTIONS},
-                              method_flags)
+    cfg, method_cfg = resolve(config, given, param)
     cfg.threads = use_threads(cfg.threads)  # the count in use is what the metadata records
-    name_as("param", [key for key in method_options(cfg.method) if key not in flags])  # no flag of their own
     if cfg.model is None or cfg.forget is None:
         raise UserError("apply needs --model CHECKPOINT and --forget FORGET_SET (or model:/forget: in --config)")
     check_pool_flag(cfg.stacked, seeds, "unlearns")
