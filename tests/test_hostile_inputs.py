@@ -141,6 +141,21 @@ def test_numpy_views_find_exactly_the_values_torch_calls_non_finite(dtype):
         assert nonfinite(*arrays["t"]) == (not bool(torch.isfinite(tensor).all())), (dtype, extra)
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                                   torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_every_dtype_unlearn_writes_reads_back_as_the_reference_library_reads_it(dtype):
+    from safetensors.torch import load
+
+    tensors = {"a": (torch.arange(-6, 6) * 0.75).to(dtype).reshape(3, 4), "b": torch.ones((), dtype=dtype),
+               "c": torch.zeros(0, 2, dtype=dtype)}
+    data = dump_safetensors(tensors, {"k": "v"})
+    ours, meta = parse_safetensors(data, "t.safetensors")
+    assert meta == {"k": "v"}
+    for name, reference in {**tensors, **load(data)}.items():
+        assert ours[name].dtype == reference.dtype and ours[name].shape == reference.shape
+        assert torch.equal(ours[name], reference), (dtype, name)
+
+
 def test_a_mask_whose_bool_bytes_are_not_0_or_1_is_refused():
     data = bytearray(dump_safetensors({"w": torch.ones(3, dtype=torch.bool)}, {"format": "unlearn-mask/1"}))
     data[-1] = 2  # counted as 2 selected scalars by a sum

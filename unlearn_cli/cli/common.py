@@ -157,8 +157,8 @@ def _names_whole(table: Table) -> None:
         column.no_wrap = True
     if table.columns:
         table.columns[-1].overflow = "fold"
-        for cell in table.columns[-1].cells:  # a Text, or typer's Columns of Texts
-            for text in getattr(cell, "renderables", [cell]):
+        for cell in table.columns[-1].cells:
+            for text in _help_texts(cell):
                 if isinstance(text, Text):
                     text.overflow = "fold"
 

@@ -38,8 +38,8 @@ from unlearn_cli.cost import RecordedCost
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.limits import INT64_MAX, load_json_field
-from unlearn_cli.io.safetensors_file import (CHUNK, dump_safetensors, nonfinite, parse_safetensors,
-                                             safetensors_arrays, torch_dtypes, torch_name)
+from unlearn_cli.io.safetensors_file import (CHUNK, dump_safetensors, nonfinite, safetensors_arrays, torch_dtypes,
+                                             torch_name, torch_tensors)
 from unlearn_cli.names import BUFFERS, MODELS
 from unlearn_cli.streams import read_input, reader
 
@@ -340,7 +340,7 @@ def load_checkpoint(path: str, data: bytes | None = None, allow_nonfinite: bool 
     _check_layout(size.layout, {name: (dtype, values.shape) for name, (dtype, values) in arrays.items()
                                 if name != TRAINING_CONFIDENCE}, fields["arch"], source)
     described = _checked_file(data, source, arrays, meta, fields, allow_nonfinite)
-    tensors, _ = parse_safetensors(data, source)
+    tensors = torch_tensors(arrays)
     training_confidence = tensors.pop(TRAINING_CONFIDENCE, None)
     model = size.build()  # measured above: not measured again
     model.load_state_dict(tensors, strict=True)

@@ -28,7 +28,7 @@ import unlearn_cli
 from unlearn_cli.cost import Work
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.io.safetensors_file import dump_safetensors, safetensors_arrays, torch_name
+from unlearn_cli.io.safetensors_file import as_tensor, dump_safetensors, safetensors_arrays, torch_name
 from unlearn_cli.limits import INT64_MAX, load_json_field
 from unlearn_cli.streams import read_input, reader
 from unlearn_cli.localize.budget import budget_limit
@@ -224,11 +224,8 @@ def read_mask(path: str, model: nn.Module | None = None) -> MaskFile:
     """Read and validate a mask (`-` for stdin) as `read_mask_arrays` does, its tensors as torch bool tensors, which
     must fit `model` when one is given. Whether it may be used with a checkpoint and a forget set is for
     `unlearn_cli.lineage.check_mask` to say."""
-    import torch
-
     mask_file = read_mask_arrays(path)
-    # copied: the views share the file's read-only bytes; the tensors get their own, as safetensors' loader gave them
-    mask_file.mask = {name: torch.from_numpy(values.copy()) for name, values in mask_file.mask.items()}
+    mask_file.mask = {name: as_tensor("BOOL", values) for name, values in mask_file.mask.items()}
     if model is not None:
         check_mask_fits(mask_file.mask, model, mask_file.source)
     return mask_file

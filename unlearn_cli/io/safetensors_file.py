@@ -47,6 +47,7 @@ NUMPY_DTYPES = {
 NONFINITE_BITS = {"F8_E4M3": 0x7F, "F8_E5M2": 0x7C, "F16": 0x7C00, "BF16": 0x7F80, "F32": 0x7F800000,
                   "F64": 0x7FF0000000000000}
 _UNSIGNED = {1: "u1", 2: "<u2", 4: "<u4", 8: "<u8"}
+_TORCH_BITS = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}  # viewed as bits by numpy
 CHUNK = 1 << 20  # elements checked at once: a check's temporaries stay small whatever the tensor's size
 
 
@@ -146,16 +147,24 @@ def nonfinite(dtype: str, values: np.ndarray) -> bool:
     return any(bool(((bits[i : i + CHUNK] & mask) == mask).any()) for i in range(0, len(bits), CHUNK))
 
 
+def as_tensor(dtype: str, values: np.ndarray) -> torch.Tensor:
+    """A torch tensor of its own holding a `safetensors_arrays` view (copied: the views are read-only), of stored
+    dtype `dtype` (the raw bits of BF16 and float8 reinterpreted as those)."""
+    import torch
+
+    tensor = torch.from_numpy(values.copy())
+    return tensor.view(getattr(torch, _TORCH_BITS[dtype])) if dtype in _TORCH_BITS else tensor
+
+
+def torch_tensors(arrays: dict[str, tuple[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """`safetensors_arrays`' views as torch tensors of their own."""
+    return {name: as_tensor(dtype, values) for name, (dtype, values) in arrays.items()}
+
+
 def parse_safetensors(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and string metadata of a safetensors file given as bytes; UserError if malformed."""
-    from safetensors.torch import load as load_tensors
-
-    header = _header(data, source)
-    try:
-        tensors = load_tensors(data)
-    except Exception as error:  # the library's own checks (overlapping ranges, …)
-        raise UserError(f"{source}: not a valid safetensors file ({str(error).splitlines()[0]})") from None
-    return tensors, dict(header.get("__metadata__", {}))
+    arrays, metadata = safetensors_arrays(data, source)
+    return torch_tensors(arrays), metadata
 
 
 def dump_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
