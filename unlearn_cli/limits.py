@@ -142,11 +142,6 @@ def json_shape(data: bytes | memoryview, stop_depth: int | None = None, stop_val
     return shape
 
 
-def json_depth(data: bytes) -> int:
-    """Deepest nesting of `[`/`{` in a JSON text, strings left out."""
-    return json_shape(data).depth
-
-
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > 19 or not -INT64_MAX - 1 <= int(text) <= INT64_MAX:
         raise ValueError(f"integer {text[:24]}{'…' if len(text) > 24 else ''} is outside the 64-bit range")
