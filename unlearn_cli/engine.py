@@ -250,18 +250,11 @@ class Trainee:
     device_type: str = "cpu"
     loss_name: str = "the loss"
 
-    gradient_scale: dict[str, torch.Tensor] = {}  # name -> a factor per entry on its gradient (MSG's slower weights)
-
     def backward(self, loss: torch.Tensor) -> None:
-        """The gradients of `loss` in the trainable tensors' `.grad` (the previous step's dropped), each scaled by
-        its `gradient_scale`: an entry scaled by c trains at c × the learning rate (weight decay unscaled)."""
+        """The gradients of `loss` in the trainable tensors' `.grad` (the previous step's dropped)."""
         for tensor in self.plan.trainable_tensors():
             tensor.grad = None
         loss.backward()
-        for name, scale in self.gradient_scale.items():
-            gradient = self.plan.parameters[name].grad
-            if gradient is not None:
-                gradient.mul_(scale.to(gradient.device, gradient.dtype))
 
     def finish(self) -> None:
         """After the loop, finished or interrupted: the model(s) as the caller should find them."""
@@ -274,8 +267,10 @@ class OneModel(Trainee):
     def __init__(self, model: nn.Module, mask: Mask | None, always_trainable: Iterable[str], fast: FastPath,
                  gradient_scale: dict[str, torch.Tensor] | None = None):
         self.module, self.channels_last = model, fast.channels_last
-        self.gradient_scale = gradient_scale or {}
         parameters = dict(model.named_parameters())  # names of the unwrapped model: no `module.` prefix
+        # name -> a factor per entry on its gradient (MSG's slower weights), moved to its parameter once
+        self.gradient_scale = {name: scale.to(parameters[name].device, parameters[name].dtype)
+                               for name, scale in (gradient_scale or {}).items()}
         refuse_empty_masks(parameters, [mask], always_trainable)
         if fast.channels_last:
             model.to(memory_format=torch.channels_last)  # in place, before the plan copies the values to restore
@@ -285,6 +280,15 @@ class OneModel(Trainee):
             self.forward = torch.compile(self.forward)
         self.replicas = current_shard().world
         self.device_type = next(model.parameters()).device.type
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Trainee.backward, each gradient then scaled by its `gradient_scale`: an entry scaled by c trains at c × the
+        learning rate (weight decay unscaled)."""
+        super().backward(loss)
+        for name, scale in self.gradient_scale.items():
+            gradient = self.plan.parameters[name].grad
+            if gradient is not None:
+                gradient.mul_(scale)
 
     def finish(self) -> None:
         for parameter in self.module.parameters():
