@@ -19,7 +19,7 @@ _HOMES = {
     "CRITERIA": "criteria", "list_criteria": "criteria", "summed_gradient": "criteria",
     "NO_CRITERION": "strategies", "STRATEGIES": "strategies", "Strategy": "strategies", "get_strategy": "strategies",
     "list_strategies": "strategies", "localize": "strategies", "random_like": "strategies",
-    "resolve_settings": "strategies", "create_strategy": "strategies",
+    "resolve_settings": "strategies",
     "GRANULARITIES": "units", "build_units": "units", "list_granularities": "units", "parameter_shapes": "units",
 }
 

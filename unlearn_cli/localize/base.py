@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from unlearn_cli.localize.options import SEARCHABLE, LocalizeOptions, parse_budget  # noqa: F401
+from unlearn_cli.localize.options import LocalizeOptions
 
 Mask = dict[str, torch.Tensor]  # parameter name -> bool tensor of the parameter's shape
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]  # a fresh pass of (inputs, labels) batches

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_cli import names
 from unlearn_cli.errors import UserError, example, flag
 from unlearn_cli.localize.base import LocalizationData, LocalizeSettings, Mask
 from unlearn_cli.localize.budget import budget_limit, check_budget, ranking, select_prefix
@@ -68,7 +69,7 @@ class Strategy:
     granularity: str  # preset
     granularities: tuple[str, ...]  # the ones it accepts
     budget: str  # "required", "cap" (optional upper bound) or "unless-like"
-    summary: str
+    summary: str  # its line in `localize --help` (names.STRATEGIES)
     criteria: tuple[str, ...] | None = None  # accepted criteria (None: every registered one)
 
     def __call__(self, model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) -> Mask:
@@ -76,8 +77,10 @@ class Strategy:
 
 
 def _register(name: str, **preset):
+    """Decorator: register `run` under `name`, its --help line the one names.STRATEGIES declares torch-free."""
+
     def decorator(run):
-        STRATEGIES.register(name)(Strategy(run=run, **preset))
+        STRATEGIES.register(name)(Strategy(run=run, summary=names.STRATEGIES[name], **preset))
         return run
 
     return decorator
@@ -92,11 +95,6 @@ def get_strategy(name: str) -> Strategy:
         return STRATEGIES.get(name)
     except ValueError as error:
         raise UserError(str(error).replace("unknown strategy", "--strategy")) from None
-
-
-def create_strategy(name: str) -> Strategy:
-    """The registered strategy `name` (a callable `fn(model, forget, settings) -> Mask`)."""
-    return get_strategy(name)
 
 
 def resolve_settings(settings: LocalizeSettings) -> LocalizeSettings:
@@ -158,10 +156,8 @@ def _keep_best(units, unit_scores: torch.Tensor, budget: float) -> Mask:
 NEURON_LEVELS = ("neuron", "parameter", "layer")
 
 
-@_register("salun", criterion="grad", granularity="parameter", granularities=NEURON_LEVELS, budget="required",
-           summary="SalLoc (Fan et al. 2023): |g| per parameter up to the budget")
-@_register("del", criterion="weighted-grad", granularity="neuron", granularities=NEURON_LEVELS, budget="required",
-           summary="DEL: |θ⊙g| per neuron (top-k mean), whole neurons up to the budget")
+@_register("salun", criterion="grad", granularity="parameter", granularities=NEURON_LEVELS, budget="required")
+@_register("del", criterion="weighted-grad", granularity="neuron", granularities=NEURON_LEVELS, budget="required")
 def scored_units(model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) -> Mask:
     """Score scalars by the criterion, units by the mean of their top-k scores, keep the best prefix."""
     units = build_units(parameter_shapes(model), settings.granularity)
@@ -170,8 +166,7 @@ def scored_units(model: nn.Module, forget: LocalizationData, settings: LocalizeS
 
 
 @_register("critmem", criterion="weighted-grad", granularity="neuron", granularities=("neuron", "parameter"),
-           budget="cap", criteria=("weighted-grad", "grad", "weight"),
-           summary="CritMem (Maini et al. 2023): per example, zero the most critical channel until misclassified")
+           budget="cap", criteria=("weighted-grad", "grad", "weight"))
 def critmem(model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) -> Mask:
     units = build_units(parameter_shapes(model), settings.granularity)
     combine = CRITERIA.get(settings.criterion).combine
@@ -253,20 +248,17 @@ def _whole_layers(model: nn.Module, settings: LocalizeSettings, from_output: boo
     return _keep_best(units, depth if from_output else -depth, settings.budget)
 
 
-@_register("deepest", criterion=None, granularity="layer", granularities=("layer",), budget="required",
-           summary="whole layers from the output side while they fit (Goel et al. 2022)")
+@_register("deepest", criterion=None, granularity="layer", granularities=("layer",), budget="required")
 def deepest(model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) -> Mask:
     return _whole_layers(model, settings, from_output=True)
 
 
-@_register("shallowest", criterion=None, granularity="layer", granularities=("layer",), budget="required",
-           summary="whole layers from the input side while they fit (control for deepest)")
+@_register("shallowest", criterion=None, granularity="layer", granularities=("layer",), budget="required")
 def shallowest(model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) -> Mask:
     return _whole_layers(model, settings, from_output=False)
 
 
-@_register("random", criterion=None, granularity="neuron", granularities=NEURON_LEVELS, budget="unless-like",
-           summary="control: random units up to the budget, or --like MASK's per-tensor counts at random")
+@_register("random", criterion=None, granularity="neuron", granularities=NEURON_LEVELS, budget="unless-like")
 def random_units(model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) -> Mask:
     shapes = parameter_shapes(model)
     if settings.like is not None:
@@ -307,8 +299,7 @@ def random_like(reference: Mask, shapes: Shapes, seed: int) -> Mask:
     return {name: mask[name] for name in shapes}
 
 
-@_register("msg", criterion=None, granularity="parameter", granularities=("parameter",), budget="required",
-           summary="MSG (NeurIPS 2023 challenge): per layer, the weights with the smallest |g_retain − g_forget|")
+@_register("msg", criterion=None, granularity="parameter", granularities=("parameter",), budget="required")
 def msg(model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) -> Mask:
     if forget.retain_batches is None:
         raise UserError("strategy msg contrasts the forget set with a retain sample, which was not given")
@@ -330,7 +321,7 @@ def msg(model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) 
 
 
 @_register("del-reference", criterion="weighted-grad", granularity="parameter", granularities=("parameter",),
-           budget="required", summary="the authors' released rule: row scores, scalars ranked, channels may split")
+           budget="required")
 def del_reference(model: nn.Module, forget: LocalizationData, settings: LocalizeSettings) -> Mask:
     row_mean = settings.arch in ROW_MEAN_ARCHS
     per_scalar = {}
