@@ -26,7 +26,7 @@ from typing import Annotated, Callable, Iterable, Optional
 import typer
 
 from unlearn_cli.cli.common import stderr
-from unlearn_cli.cli.signals import Interrupted
+from unlearn_cli.cli.signals import reporting
 from unlearn_cli.errors import UserError
 from unlearn_cli.limits import INT64_MAX, limit
 from unlearn_cli.streams import SEED, STDIO, check_writable
@@ -304,20 +304,17 @@ def run_seeds(runs: list[SeedRun], work: Callable[[SeedRun], None]) -> None:
     for position, run in enumerate(runs):
         if restore is not None and position:
             restore()
+        rest = runs[position:]  # an interruption or an error now leaves these to run
         try:
-            work(run)
+            with reporting(lambda: f"the files of seeds {format_seeds(done)} are written and complete, the rest are "
+                                   f"not; run the rest with --seeds {format_seeds(r.seed for r in rest)}"
+                           if done else None):
+                work(run)
         except UserError as error:
             if not done:
                 raise
-            rest = format_seeds(later.seed for later in runs[position:])
             raise UserError(f"{error} (the files of seeds {format_seeds(done)} are written; run the rest with "
-                            f"--seeds {rest})") from None
-        except Interrupted as interruption:
-            if done:
-                rest = format_seeds(later.seed for later in runs[position:])
-                interruption.written = (f"the files of seeds {format_seeds(done)} are written and complete, the rest "
-                                        f"are not; run the rest with --seeds {rest}")
-            raise
+                            f"--seeds {format_seeds(r.seed for r in rest)})") from None
         if run.seed is not None:
             done.append(run.seed)
 
