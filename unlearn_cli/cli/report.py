@@ -189,7 +189,7 @@ def render_table(rows) -> Table:
     """The terminal table: the paper's headline numbers, compact (Markdown and CSV carry every metric)."""
     forget_sets = sorted({f"{key.forget_kind}:{key.forget_sha256[:8]}" for key, _, _ in rows})
     title = "unlearn report: mean ± 95% margin over seeds (metrics in %)"
-    table = Table(title=title + (f"\nforget set {escape(one_line(forget_sets[0]))}" if len(forget_sets) == 1 else ""))
+    table = Table(title=title + (f"\nforget set {_terminal_text(forget_sets[0])}" if len(forget_sets) == 1 else ""))
     caps = _has_caps(rows)
     identity_headers = (["forget set"] if len(forget_sets) > 1 else []) + ["run", "budget"] + (["cap"] if caps else []) + ["n"]
     for header in identity_headers:
@@ -299,7 +299,7 @@ def _several_forget_sets(comparisons: list[PairedRow]) -> bool:
 def render_paired_table(baseline: Pipeline, comparisons: list[PairedRow]) -> Table:
     """The terminal's second table; rows where an interval excludes 0 are bold."""
     several = _several_forget_sets(comparisons)
-    table = Table(title=f"paired against baseline {escape(one_line(baseline.label))}: mean ± 95% margin of the differences\n{PAIRED_NOTE}")
+    table = Table(title=f"paired against baseline {_terminal_text(baseline.label)}: mean ± 95% margin of the differences\n{PAIRED_NOTE}")
     for header in _paired_headers(several):
         table.add_column(header, justify="right" if header.startswith("Δ") else "left")
     for row in comparisons:
@@ -397,7 +397,7 @@ def render_pareto_tables(sets: list[ParetoSet]) -> list[Table | Text]:
     caption wrapped to the table's width), then retrain @ F against the oracle."""
     qualities, tables = _pareto_qualities(sets), []
     for front in sets:
-        table = Table(title=f"cost against quality, forget set {escape(one_line(_forget_name(front)))}: mean ± 95% margin over seeds\n"
+        table = Table(title=f"cost against quality, forget set {_terminal_text(_forget_name(front))}: mean ± 95% margin over seeds\n"
                             f"{PARETO_NOTE}")
         for header in _pareto_headers(qualities):
             table.add_column(header, justify="left" if header in ("pipeline", "non-dominated on") else "right")
@@ -405,7 +405,7 @@ def render_pareto_tables(sets: list[ParetoSet]) -> list[Table | Text]:
             _add_row(table, _pareto_cells(point, qualities), style="bold" if point.front else None)
         tables += [table, Text("\n".join(map(one_line, _pareto_notes(front, qualities))))]
         if front.f_star.checks:
-            detail = Table(title=f"retrain @ F − oracle, per seed (forget set {escape(one_line(_forget_name(front)))}): mean ± 95% margin")
+            detail = Table(title=f"retrain @ F − oracle, per seed (forget set {_terminal_text(_forget_name(front))}): mean ± 95% margin")
             for header in F_STAR_HEADERS:
                 detail.add_column(header, justify="right")
             for cells in _f_star_cells(front.f_star):
