@@ -66,6 +66,7 @@ from dataclasses import dataclass
 import torch
 
 from unlearn_cli.evaluate.epsilon import logit_scaled_confidence
+from unlearn_cli.evaluate.memorization import label_probability
 from unlearn_cli.names import ORACLE_FREE_PARTS
 from unlearn_cli.evaluate.metrics import AVERAGE_GAP_METRICS, accuracy_percent, oracle_gaps
 from unlearn_cli.tune.depletion import expected_reference_accuracy
@@ -113,11 +114,6 @@ class OracleFreeWeights:
         return dataclasses.replace(self, **changes)
 
 
-def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """p_y, the softmax probability of the true label, per example [N]."""
-    return logits.double().softmax(1).gather(1, labels[:, None]).squeeze(1)
-
-
 def ks_distance(first: torch.Tensor, second: torch.Tensor) -> float:
     """Two-sample Kolmogorov–Smirnov statistic: the largest gap between the two empirical distribution functions."""
     if len(first) == 0 or len(second) == 0:
@@ -149,8 +145,8 @@ def oracle_free_score(candidate: Outputs, original: Outputs, weights: OracleFree
     target = reference if candidate.forget_drops is None else depleted_target(candidate, original)
     parts = {
         "forget_gap": abs(forget - target),
-        "distribution": 100.0 * ks_distance(true_class_probability(candidate.forget_logits, candidate.forget_labels),
-                                            true_class_probability(candidate.reference_logits,
+        "distribution": 100.0 * ks_distance(label_probability(candidate.forget_logits, candidate.forget_labels),
+                                            label_probability(candidate.reference_logits,
                                                                    candidate.reference_labels)),
         "validation_drop": max(0.0, original_validation - validation),
         "damage": max(0.0, original_reference - clean_reference - weights.damage_allowance),
