@@ -122,6 +122,11 @@ class Provenance:
             ["--allow-mismatch"] if self.mask_forget_sha256 else [])
 
 
+def describe_data(dataset: str, dataset_kwargs: dict) -> str:
+    """A dataset and its options as messages name them: `fashion-mnist {"train_subset": 2000}`."""
+    return dataset + (f" {json.dumps(dataset_kwargs, sort_keys=True)}" if dataset_kwargs else "")
+
+
 @dataclass(kw_only=True)
 class CheckpointFile:
     """What a checkpoint file is, checked without building its model (`read_checkpoint_file`; no torch)."""
@@ -158,7 +163,7 @@ class CheckpointFile:
         return create_model(self.arch, self.num_classes, self.input_shape, **self.arch_kwargs)
 
     def describe_data(self) -> str:
-        return self.dataset + (f" {json.dumps(self.dataset_kwargs, sort_keys=True)}" if self.dataset_kwargs else "")
+        return describe_data(self.dataset, self.dataset_kwargs)
 
     def typed_metadata(self) -> dict:
         """Every metadata field with its real type (numbers, objects), as `unlearn info --json` shows it."""

@@ -13,17 +13,17 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from unlearn_cli.data.splits import terciles
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.memorization import memorization_proxy
-from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
+from unlearn_cli.io.checkpoint import Checkpoint, describe_data, read_checkpoint_file
 from unlearn_cli.io.memorization import read_memorization_file
 
 PROXY, REFERENCE = "proxy", "reference"
@@ -44,7 +44,7 @@ class MemorizationScores:
     models: set[str]  # sha256 of the checkpoints the scores were computed from
 
     def describe_data(self) -> str:
-        return self.dataset + (f" {json.dumps(self.dataset_kwargs, sort_keys=True)}" if self.dataset_kwargs else "")
+        return describe_data(self.dataset, self.dataset_kwargs)
 
     def levels(self) -> torch.Tensor:
         """The tercile of each training example (0 low, 1 mid, 2 high; -1 unscored): `splits.terciles`."""
@@ -63,11 +63,11 @@ def read_memorization_source(path: str, option: str) -> MemorizationScores:
         return MemorizationScores(reference.memorization, REFERENCE, reference.source, reference.sha256,
                                   reference.dataset, reference.dataset_kwargs,
                                   {model["sha256"] for model in reference.models})
-    checkpoint = load_checkpoint(path)
+    checkpoint = read_checkpoint_file(path)  # the file checked; its weights are not needed
     if checkpoint.training_confidence is None:
         raise UserError(f"{checkpoint.source}: records no training-time confidence, so {option} has no memorization "
                         f"proxy to rank by; train it with `unlearn train` (--record-memorization is the default)")
-    return MemorizationScores(memorization_proxy(checkpoint.training_confidence), PROXY, checkpoint.source,
+    return MemorizationScores(memorization_proxy(checkpoint.training_confidence.astype(np.float64)), PROXY, checkpoint.source,
                               checkpoint.sha256, checkpoint.dataset, checkpoint.dataset_kwargs, {checkpoint.sha256})
 
 
@@ -87,8 +87,8 @@ def _is_json(path: str) -> bool:
 def check_scores_fit(scores: MemorizationScores, dataset: str, dataset_kwargs: dict, num_train: int) -> None:
     """The scores must be of this dataset, with these options (the same training subset), one per training example."""
     if (scores.dataset, scores.dataset_kwargs) != (dataset, dataset_kwargs):
-        wanted = dataset + (f" {json.dumps(dataset_kwargs, sort_keys=True)}" if dataset_kwargs else "")
-        raise UserError(f"{scores.source}: scores the training set of {scores.describe_data()}, not of {wanted}; "
+        raise UserError(f"{scores.source}: scores the training set of {scores.describe_data()}, not of "
+                        f"{describe_data(dataset, dataset_kwargs)}; "
                         f"give memorization scores of the same dataset and options")
     if len(scores.values) != num_train:
         raise UserError(f"{scores.source}: holds {len(scores.values)} scores, the training set has {num_train} "
