@@ -2,7 +2,7 @@
 
 Usage:
     forget = draw_forget_indices(data.train_labels, kind="noniid", fraction=0.1, classes=[2, 5], seed=0)
-    distinct_forget_sets(data.train_labels, "class", 1.0, [2])    # 1: every seed draws the same set
+    pool, count = forget_pool(data.train_labels, "class", 1.0, [2])  # what such draws take from, how many
     retain = retain_indices(data.num_train, forget)
     level = terciles(scores)                                      # 0 low, 1 mid, 2 high, -1 unscored; per example
     forget = draw_from_tercile(scores, "high", fraction=0.1, seed=0)
@@ -10,7 +10,6 @@ Usage:
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -54,10 +53,10 @@ def draw_forget_indices(labels: torch.Tensor, kind: str, fraction: float, classe
     of `classes` (`fraction` of each of them when below 1).
     """
     pool, count = forget_pool(labels, kind, fraction, classes)
-    return _draw(pool, count, seed)
+    return draw_from_pool(pool, count, seed)
 
 
-def _draw(pool: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+def draw_from_pool(pool: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     """`count` of the indices in `pool`, drawn uniformly without replacement (seeded), sorted."""
     generator = torch.Generator().manual_seed(seed)
     chosen = pool[torch.randperm(len(pool), generator=generator)[:count]]
@@ -81,9 +80,9 @@ def terciles(scores: torch.Tensor) -> torch.Tensor:
     return levels
 
 
-def draw_from_tercile(scores: torch.Tensor, level: str, fraction: float, seed: int) -> torch.Tensor:
-    """Sorted forget-set indices: `fraction` of the training set (N = len(scores)) drawn uniformly from the examples
-    in tercile `level` (low, mid or high) of `scores` (`terciles`)."""
+def tercile_pool(scores: torch.Tensor, level: str, fraction: float) -> tuple[torch.Tensor, int]:
+    """(the examples in tercile `level` of `scores` (`terciles`), how many a forget set of `fraction` of the training
+    set, N = len(scores), takes from them), checked."""
     if level not in LEVELS:
         raise UserError(f"{flag('level')} {level!r}: choose one of {', '.join(LEVELS)}")
     if not 0 < fraction <= 1:
@@ -95,20 +94,13 @@ def draw_from_tercile(scores: torch.Tensor, level: str, fraction: float, seed: i
     if count > len(pool):
         raise UserError(f"{flag('fraction')} {fraction} asks for {count} examples but the {level} tercile holds only "
                         f"{len(pool)}; lower {flag('fraction')} to at most {len(pool) / len(scores):.4f}")
-    return _draw(pool, count, seed)
+    return pool, count
 
 
-def distinct_tercile_sets(scores: torch.Tensor, level: str, fraction: float) -> int:
-    """How many different forget sets `draw_from_tercile` can draw with these settings, over every seed."""
-    pool = int((terciles(scores) == LEVELS.index(level)).sum())
-    return math.comb(pool, min(pool, round(fraction * len(scores))))
-
-
-def distinct_forget_sets(labels: torch.Tensor, kind: str, fraction: float, classes: list[int] | None) -> int:
-    """How many different forget sets `draw_forget_indices` can draw with these settings, over every seed: the
-    subsets of its pool of its size (1 for `class` with fraction 1)."""
-    pool, count = forget_pool(labels, kind, fraction, classes)
-    return math.comb(len(pool), count)
+def draw_from_tercile(scores: torch.Tensor, level: str, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted forget-set indices: `fraction` of the training set (N = len(scores)) drawn uniformly from the examples
+    in tercile `level` (low, mid or high) of `scores` (`terciles`)."""
+    return draw_from_pool(*tercile_pool(scores, level, fraction), seed)
 
 
 def check_classes(classes: list[int], num_classes: int) -> None:
@@ -127,6 +119,4 @@ def retain_indices(num_train: int, forget: torch.Tensor) -> torch.Tensor:
 def retain_sample(num_train: int, forget_indices: torch.Tensor, seed: int, size: int) -> torch.Tensor:
     """At most `size` training positions outside the forget set, drawn by `seed`; sorted (tune's retain sample, the
     retain side of MSG's gradient contrast)."""
-    retain = retain_indices(num_train, forget_indices)
-    generator = torch.Generator().manual_seed(seed)
-    return retain[torch.randperm(len(retain), generator=generator)[:size]].sort().values
+    return draw_from_pool(retain_indices(num_train, forget_indices), size, seed)

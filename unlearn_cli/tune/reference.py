@@ -26,12 +26,12 @@ Usage:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from unlearn_cli.data import splits
-from unlearn_cli.data.splits import distinct_forget_sets, distinct_tercile_sets, draw_forget_indices, draw_from_tercile
 from unlearn_cli.errors import UserError, example, flag
 from unlearn_cli.seeding import derive_seed
 
@@ -96,13 +96,12 @@ def draw_validation_sets(train_labels: torch.Tensor, given: torch.Tensor, kind: 
     UserError before anything is drawn; `what` names the split in it."""
     if memorization is not None:
         scores, level = memorization
-        available = distinct_tercile_sets(scores, level, fraction)
-        draw = lambda candidate: draw_from_tercile(scores, level, fraction, candidate)  # noqa: E731
+        pool, size = splits.tercile_pool(scores, level, fraction)
         described = f"{kind}, level {level}, fraction {fraction:g}"
     else:
-        available = distinct_forget_sets(train_labels, kind, fraction, classes)
-        draw = lambda candidate: draw_forget_indices(train_labels, kind, fraction, classes, candidate)  # noqa: E731
+        pool, size = splits.forget_pool(train_labels, kind, fraction, classes)
         described = f"{kind}, fraction {fraction:g}{f', classes {classes}' if classes else ''}"
+    available = math.comb(len(pool), size)  # the subsets of the pool of that size (1: every seed draws the same)
     if count > available:
         raise UserError(f"{flag('validation_sets')} {count}: {what} ({described}) gives only {available} distinct "
                         f"forget set{'s' if available != 1 else ''}, whatever the seed; pass "
@@ -111,7 +110,7 @@ def draw_validation_sets(train_labels: torch.Tensor, given: torch.Tensor, kind: 
     for candidate in (derive_seed(seed, redraw) for redraw in range(1, 1 + MAX_REDRAWS)):
         if len(taken) == count:
             break
-        indices = draw(candidate)
+        indices = splits.draw_from_pool(pool, size, candidate)
         if not any(torch.equal(indices, drawn) for _, drawn in taken):
             taken.append((candidate, indices))
     if len(taken) < count:
