@@ -10,7 +10,6 @@ Usage:
 
 from __future__ import annotations
 
-
 import torch
 
 from unlearn_cli.errors import UserError, flag
