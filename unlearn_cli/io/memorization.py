@@ -4,7 +4,7 @@ pool of models trained on parts of the training set (docs/memorization.md, docs/
 Usage:
     data = memorization_json(estimate, correct, members, dataset="fashion-mnist", dataset_kwargs={"train_subset": 2000},
                              models=[{"sha256": ..., "seed": 0, "excluded_sha256": ...}, ...])
-    reference = read_memorization_file("reference.json", data=raw_bytes)   # checked; values float64 [N], NaN: none
+    reference = read_memorization_file("reference.json")   # checked; values float64 [N], NaN: none
     reference.memorization, reference.models, reference.sha256
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.limits import check_size, load_json
+from unlearn_cli.limits import load_json
 from unlearn_cli.streams import read_input, reader
 
 FORMAT = "unlearn-memorization/1"
@@ -68,12 +68,11 @@ def _estimate(document: dict, key: str, num_train: int, source: str) -> torch.Te
 
 
 @reader("reference-estimate file")
-def read_memorization_file(path: str, data: bytes | None = None) -> ReferenceFile:
+def read_memorization_file(path: str) -> ReferenceFile:
     """A reference-estimate file, checked: its format, dataset, one value per training example in each estimate
     (null or a number in [-1, 1]), a member count per example, and a sha256 per model."""
     source = "stdin" if path == "-" else str(path)
-    data = read_input(path, "reference-estimate file") if data is None else data
-    check_size(len(data), "json_bytes", source, "reference-estimate file size in bytes")
+    data = read_input(path, "reference-estimate file")  # within the JSON byte limit
     document = load_json(data, source, "reference-estimate")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         found = document.get("format") if isinstance(document, dict) else None
