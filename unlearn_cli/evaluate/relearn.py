@@ -39,7 +39,7 @@ from torch import nn
 from unlearn_cli.data import ImageData
 from unlearn_cli.engine import LoopSettings, cross_entropy_loss, predict, run_loop, training_mode
 from unlearn_cli.errors import UserError, flag
-from unlearn_cli.evaluate.relearn_options import RELEARN_SETTINGS, RelearnOptions, check_relearn_options  # noqa: F401
+from unlearn_cli.evaluate.relearn_options import RelearnOptions, check_relearn_options  # noqa: F401
 from unlearn_cli.evaluate.aggregate import summarize
 from unlearn_cli.evaluate.metrics import accuracy_percent
 

@@ -54,7 +54,7 @@ from unlearn_cli.io.checkpoint import Checkpoint, load_checkpoint
 from unlearn_cli.io.forget import ForgetSet, read_forget_set
 from unlearn_cli.limits import check_size
 from unlearn_cli.lineage import check_audit_pools, data_as_trained, dataset_for
-from unlearn_cli.runs.options import MAX_BOOTSTRAP, AuditConfig, check_audit_config as check_config  # noqa: F401
+from unlearn_cli.runs.options import AuditConfig, check_audit_config as check_config  # noqa: F401
 from unlearn_cli.runs.memorization import (MemorizationScores, check_cross_fit, check_scores_fit,
                                            read_memorization_source)
 from unlearn_cli.tune.reference import tuning_parts
