@@ -30,7 +30,7 @@ from unlearn_cli.engine import predict
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.memorization import (label_probability, memorization_estimate, rank_correlation,
                                                split_half_reliability)
-from unlearn_cli.io.checkpoint import load_checkpoint
+from unlearn_cli.io.checkpoint import load_checkpoint, read_checkpoint_file
 from unlearn_cli.io.forget import read_forget_set
 from unlearn_cli.io.memorization import memorization_json, read_memorization_file
 from unlearn_cli.lineage import dataset_for
@@ -90,7 +90,7 @@ def main() -> None:
     estimate_correct = memorization_estimate(correctness, membership)
     reliability = split_half_reliability(confidence, membership)
     reliability_correct = split_half_reliability(correctness, membership)
-    proxies = [load_checkpoint(path) for path in args.proxies]  # their seeds and wall times
+    proxies = [read_checkpoint_file(path) for path in args.proxies]  # their seeds and wall times (no model built)
     try:
         sources = [read_memorization_source(path, "--proxies") for path in args.proxies]
         for scores in sources:
