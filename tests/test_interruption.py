@@ -15,12 +15,13 @@ import pytest
 from safetensors import safe_open
 
 from conftest import run_cli
+from unlearn_cli import signals
 from unlearn_cli.cli import audit, demo
 from unlearn_cli.cli.demo import demo_steps
 from unlearn_cli.cli.seeds import format_seeds
-from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
-from unlearn_cli.streams import write_output
+from unlearn_cli.signals import Interrupted
+from unlearn_cli.streams import write_output, written
 
 LONG_TRAIN = ["train", "--dataset", "digits", "--arch", "mlp", "--epochs", "100000"]
 
@@ -88,6 +89,44 @@ def test_signal_before_any_work_is_clean(tmp_path):
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM and b"Traceback" not in rest
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_inside_deferred_is_raised_when_the_block_ends(monkeypatch):
+    """The handler, installed for real; a signal inside `deferred()` waits for the block's end, nested blocks
+    included, and the handler raises at once again after it."""
+    previous = signal.getsignal(signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, signals._raise_interrupted)
+    steps = []
+    try:
+        with pytest.raises(Interrupted) as caught:
+            with signals.deferred():
+                with signals.deferred():
+                    os.kill(os.getpid(), signal.SIGUSR1)
+                    steps.append("inner")
+                steps.append("outer")
+        assert steps == ["inner", "outer"] and caught.value.signal_number == signal.SIGUSR1
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            steps.append("not reached")
+        assert steps == ["inner", "outer"]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_an_interrupted_rename_still_records_the_file(tmp_path, monkeypatch):
+    """A signal during the rename: the file is in place, whole, and `written` says so; the interruption follows."""
+    target = tmp_path / "model.safetensors"
+    rename = os.replace
+
+    def signalled(source, destination):
+        signals._raise_interrupted(signal.SIGTERM, None)  # as the handler does when the signal lands here
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "replace", signalled)
+    with pytest.raises(Interrupted):
+        write_output(target, b"new contents")
+    assert target.read_bytes() == b"new contents" and written(target) and not written(tmp_path / "other")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 
 def test_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):

@@ -53,5 +53,6 @@ def test_no_folder_imports_one_that_imports_it_back():
     graph = _imports()
     assert {"cli", "io", "models", "data", "config"} <= set(graph)  # the graph was read
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
-    # the bottom layer: size limits and streams import nothing of the package but errors (and each other)
-    assert graph["limits"] == {"errors"} and graph["streams"] <= {"errors", "limits"}
+    # the bottom layer: size limits, signals and streams import nothing of the package but errors (and each other)
+    assert graph["limits"] == {"errors"} and "signals" not in graph  # imports nothing
+    assert graph["streams"] <= {"errors", "limits", "signals"}

@@ -12,9 +12,10 @@ from safetensors import safe_open
 from conftest import run_cli
 from presets import mlp_flags
 from unlearn_cli.cli.seeds import SeedRun, format_seeds, parse_seeds, run_seeds, seed_path
-from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.checkpoint import load_checkpoint
+from unlearn_cli.signals import Interrupted
+from unlearn_cli.streams import write_output
 
 TINY = mlp_flags(width=16, epochs=1)
 APPLY = ("--method", "rft", "--epochs", "1", "--quiet")
@@ -226,3 +227,19 @@ def test_an_interruption_names_the_seeds_written():
     assert message.startswith("interrupted by SIGINT; the files of seeds 0-1 are written") and "--seeds 2-3" in message
     assert Interrupted(15).message() == ("interrupted by SIGTERM; no output was written and existing files are "
                                          "untouched")
+
+
+def test_a_seed_whose_file_is_written_is_done_though_interrupted_before_it_returns(tmp_path):
+    """The signal can land after the rename and before the seed's work returns (its closing line): the file is
+    complete, so the message names it and the rest start after it."""
+    runs = [SeedRun(seed, str(tmp_path / f"m-{seed}"), {}) for seed in (0, 1, 2, 3)]
+
+    def work(run):
+        write_output(run.output, b"complete")
+        if run.seed == 1:
+            raise Interrupted(2)
+
+    with pytest.raises(Interrupted) as caught:
+        run_seeds(runs, work)
+    assert caught.value.message() == ("interrupted by SIGINT; the files of seeds 0-1 are written and complete, the "
+                                      "rest are not; run the rest with --seeds 2-3")

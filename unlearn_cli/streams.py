@@ -25,10 +25,12 @@ from pathlib import Path
 
 from unlearn_cli.errors import UserError
 from unlearn_cli.limits import LIMITS, check_size, limit
+from unlearn_cli.signals import deferred
 
 STDIO = "-"
 SEED = "{seed}"  # the placeholder `--seeds` fills in (cli/seeds.py)
 CHUNK = 1 << 20
+_written: set[str] = set()  # the real paths of the files this process has written whole (`written`)
 # what a reader's own checks did not foresee in a hostile file: still one line naming the file, never a traceback
 UNFORESEEN = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError,
               RuntimeError, MemoryError, struct.error)
@@ -161,7 +163,9 @@ def write_output(path: str | Path, data: bytes, binary: bool = True) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, target)
+        with deferred():  # a signal cannot fall between the rename and its record
+            os.replace(temporary, target)
+            _written.add(str(target))
     except BaseException as error:
         try:
             os.unlink(temporary)
@@ -170,6 +174,11 @@ def write_output(path: str | Path, data: bytes, binary: bool = True) -> None:
         if isinstance(error, OSError):
             raise UserError(f"{path}: write failed ({error.strerror}); nothing was written") from None
         raise
+
+
+def written(path: str | Path) -> bool:
+    """Whether this process has written the file at `path` whole: what an interrupted command names as complete."""
+    return os.path.realpath(path) in _written
 
 
 def _write_in_place(path: Path, data: bytes, binary: bool) -> None:

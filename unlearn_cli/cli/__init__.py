@@ -5,7 +5,7 @@ import sys
 
 def main() -> None:
     """Console entry point: SIGINT/SIGTERM handlers go in first, so even an early signal exits cleanly."""
-    from unlearn_cli.cli.signals import Interrupted, install_handlers
+    from unlearn_cli.signals import Interrupted, install_handlers
 
     install_handlers()
     try:

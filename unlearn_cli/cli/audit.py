@@ -31,13 +31,13 @@ from rich.table import Table
 
 from unlearn_cli.cli.common import ConfigOption, ProgressLines, QuietOption, handle_errors, print_json, pyplot, stderr
 from unlearn_cli.cli.options import with_options
-from unlearn_cli.cli.signals import reporting
 from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.audit import BOOTSTRAPPED, INTERVAL_LEVEL, number_text, with_interval
 from unlearn_cli.evaluate.results import AUDIT_FORMAT
 from unlearn_cli.runs.options import AuditConfig, check_audit_config
-from unlearn_cli.streams import check_writable, write_output
+from unlearn_cli.signals import reporting
+from unlearn_cli.streams import check_writable, write_output, written
 
 if TYPE_CHECKING:  # the torch-using modules are imported where they run: `audit --help` needs no torch
     import torch
@@ -236,16 +236,14 @@ def audit(
         for warning in plan.warnings:
             stderr.print(f"[yellow]warning: {warning}[/yellow]")
     forget_set = plan.forget_set
-    written: list[str] = []  # the outputs complete so far, for an interruption's message
-    with reporting(lambda: f"{', '.join(written)} {'is' if len(written) == 1 else 'are'} written and complete, the "
-                           f"other outputs are not" if written else None):
+    complete = lambda: [path for path in (per_example, plot) if path is not None and written(path)]  # noqa: E731
+    with reporting(lambda: f"{', '.join(complete())} {'is' if len(complete()) == 1 else 'are'} written and complete, "
+                           f"the other outputs are not" if complete() else None):
         if per_example is not None:
             write_output(per_example, per_example_csv(rows[0], plan.pools, forget_set,
                                                       plan.data.train_labels[forget_set.indices], plan.classes,
                                                       plan.terciles), binary=False)
-            written.append(per_example)
         if plot is not None:
             write_output(plot, plot_png(rows, plan.pools, forget_set.indices))
-            written.append(plot)
         if json_output is not None:
             print_json(audit_document(rows, plan), json_output)

@@ -28,8 +28,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from rich.text import Text
 
-from unlearn_cli.cli.signals import Interrupted
 from unlearn_cli.errors import UserError, one_line
+from unlearn_cli.signals import Interrupted
 
 LOG_WIDTH = 1000  # columns a table may use when the stream is a log file or a pipe: tables take only what they need
 HELP_WIDTH = 120  # columns of `--help` when stdout is not a terminal: wide enough for every option name, uncut

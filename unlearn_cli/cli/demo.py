@@ -21,9 +21,10 @@ import typer
 
 from unlearn_cli.cli.common import handle_errors, stderr
 from unlearn_cli.cli.options import with_options
-from unlearn_cli.cli.signals import reporting
 from unlearn_cli.config import resolve_config, threads_option
 from unlearn_cli.errors import UserError
+from unlearn_cli.signals import reporting
+from unlearn_cli.streams import written
 
 COMPUTING = ("train", "localize", "apply", "evaluate")  # the steps that take --threads
 
@@ -80,9 +81,10 @@ def demo(
     except OSError as error:
         raise UserError(f"{folder}: cannot create the demo folder ({error.strerror}); choose another --folder") from None
     started = time.perf_counter()
-    steps, done = demo_steps(folder), []  # done: the steps that finished
-    with reporting(lambda: f"{len(done)} of the demo's {len(steps)} steps are complete ({', '.join(done)}; their "
-                           f"files are in {folder}/), the later ones did not run" if done else None):
+    steps = demo_steps(folder)
+    done = lambda: [arguments[0] for arguments in steps if written(arguments[-1])]  # noqa: E731 (the output is last)
+    with reporting(lambda: f"{len(done())} of the demo's {len(steps)} steps are complete ({', '.join(done())}; their "
+                           f"files are in {folder}/), the later ones did not run" if done() else None):
         for arguments in steps:
             if cfg.threads is not None and arguments[0] in COMPUTING:
                 arguments = [*arguments, "--threads", str(cfg.threads)]
@@ -90,7 +92,6 @@ def demo(
             code = app(arguments, standalone_mode=False)  # a step's exit status (None: it finished)
             if code:
                 raise UserError(f"demo step `unlearn {arguments[0]}` failed (exit {code})")
-            done.append(arguments[0])
     stderr.print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; every file is in {folder}/. "
                  f"DEL = the `del` mask + `rft`; SalUn = the `salun` mask + `random-label`. Lower gaps are better.")
     stderr.print("To rerun a step by hand, copy its `$ unlearn …` line above; to aggregate runs: "

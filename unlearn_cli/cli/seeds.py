@@ -26,10 +26,10 @@ from typing import Annotated, Callable, Iterable, Optional
 import typer
 
 from unlearn_cli.cli.common import stderr
-from unlearn_cli.cli.signals import reporting
 from unlearn_cli.errors import UserError
 from unlearn_cli.limits import INT64_MAX, limit
-from unlearn_cli.streams import SEED, STDIO, check_writable
+from unlearn_cli.signals import reporting
+from unlearn_cli.streams import SEED, STDIO, check_writable, written
 
 _PART = re.compile(r"([0-9]+)(?:\s*-\s*([0-9]+))?")
 _NEGATIVE = re.compile(r"^-|-\s*-")  # "-1", "3--1", "-3-1"
@@ -297,26 +297,28 @@ def dealt_out(spec: str | None) -> bool:
 def run_seeds(runs: list[SeedRun], work: Callable[[SeedRun], None]) -> None:
     """`work(run)` for every run in order, each from the global random state the first one started from.
 
-    An error or an interruption after some seeds are done says which files exist and how to run the rest.
+    An error or an interruption after some seeds are done says which files exist and how to run the rest. A seed
+    is done once `work` returns, or once its output is written: an interruption may come between the two.
     """
     restore = _random_state() if len(runs) > 1 else None
-    done: list[int] = []
+    finished: list[int] = []
     for position, run in enumerate(runs):
         if restore is not None and position:
             restore()
-        rest = runs[position:]  # an interruption or an error now leaves these to run
+        ended = lambda: run.seed is not None and written(run.output)  # noqa: E731
+        done = lambda: finished + [run.seed] * ended()  # noqa: E731
+        rest = lambda: [r.seed for r in runs[position + ended():]]  # noqa: E731
         try:
-            with reporting(lambda: f"the files of seeds {format_seeds(done)} are written and complete, the rest are "
-                                   f"not; run the rest with --seeds {format_seeds(r.seed for r in rest)}"
-                           if done else None):
+            with reporting(lambda: f"the files of seeds {format_seeds(done())} are written and complete, the rest "
+                                   f"are not; run the rest with --seeds {format_seeds(rest())}" if done() else None):
                 work(run)
         except UserError as error:
-            if not done:
+            if not done():
                 raise
-            raise UserError(f"{error} (the files of seeds {format_seeds(done)} are written; run the rest with "
-                            f"--seeds {format_seeds(r.seed for r in rest)})") from None
+            raise UserError(f"{error} (the files of seeds {format_seeds(done())} are written; run the rest with "
+                            f"--seeds {format_seeds(rest())})") from None
         if run.seed is not None:
-            done.append(run.seed)
+            finished.append(run.seed)
 
 
 class PoolModels:

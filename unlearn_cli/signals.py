@@ -2,12 +2,14 @@
 
 A command that writes several files one after another (`--seeds`, `audit`'s outputs, `demo`'s steps) says which
 are complete when it is interrupted; the exception ends the command (exit 130 or 143) wherever it is raised.
+A file counts as complete once `write_output` has renamed it into place, which it does under `deferred()`
+together with the record that `streams.written` reads, so no signal falls between the two.
 
 Usage:
-    done = []
-    with reporting(lambda: f"{', '.join(done)} are written and complete" if done else None):
+    with reporting(lambda: f"{', '.join(done)} are written and complete" if (done := [p for p in outputs
+                                                                                      if written(p)]) else None):
         for path in outputs:
-            write(path); done.append(path)
+            write_output(path, data)
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import signal
 from typing import Callable
+
+_pending: list[int] | None = None  # inside `deferred()`: the signals that arrived, raised on leaving it
 
 
 class Interrupted(BaseException):
@@ -42,7 +46,27 @@ def reporting(complete: Callable[[], str | None]):
         raise
 
 
+@contextlib.contextmanager
+def deferred():
+    """A few steps that must not be split by an interruption (a rename and its record): a signal that arrives
+    inside is raised as `Interrupted` when the block ends."""
+    global _pending
+    outer, _pending = _pending, []
+    try:
+        yield
+    finally:
+        arrived, _pending = _pending, outer
+        if arrived:
+            if outer is not None:
+                outer.extend(arrived)  # a block inside another: the outer one raises
+            else:
+                raise Interrupted(arrived[0])
+
+
 def _raise_interrupted(signal_number, frame):
+    if _pending is not None:
+        _pending.append(signal_number)
+        return
     raise Interrupted(signal_number)
 
 
