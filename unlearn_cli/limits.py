@@ -6,7 +6,6 @@ real user could need to raise is read from an environment variable, e.g. `UNLEAR
 Usage:
     limit("parameters")                      # 2_000_000_000, or $UNLEARN_MAX_PARAMETERS
     document = load_json(data, "forget.json", "forget set")   # depth and integer range checked
-    value = load_json_field(meta["config"], "m.safetensors", "metadata field 'config'")   # and its size
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ LIMITS: dict[str, tuple[int, str]] = {
     "tensor_file_bytes": (16 * 2**30, "bytes of a checkpoint or mask file"),
     "json_bytes": (256 * 2**20, "bytes of a forget-set, results or index file"),
     "config_bytes": (2**20, "bytes of a YAML config file"),
-    "metadata_field_bytes": (2**20, "bytes of one JSON field of a checkpoint's or mask's metadata"),
+    "metadata_field_bytes": (2**20, "bytes of one metadata field of a checkpoint or mask"),
     "json_depth": (32, "nesting depth of any JSON document or metadata field"),
     "json_values": (2**23, "values (numbers, strings, lists, objects, keys) of one JSON document or index list"),
     "parameters": (2_000_000_000, "parameter scalars of a model built from options or metadata"),
@@ -233,9 +232,3 @@ def _escaped_text(raw: bytes | memoryview, beyond: int) -> str:
             units = out
         pieces.append(units.tobytes().decode("utf-16-le"))
     return "".join(pieces)
-
-
-def load_json_field(text: str, source: str, what: str):
-    """A JSON-valued metadata field of a checkpoint or mask: its size and depth checked, then parsed."""
-    check_size(len(text.encode()), "metadata_field_bytes", source, f"{what} size in bytes")
-    return load_json(text, source, what)

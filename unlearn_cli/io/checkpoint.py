@@ -37,7 +37,7 @@ import unlearn_cli
 from unlearn_cli.cost import RecordedCost
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
-from unlearn_cli.limits import INT64_MAX, load_json_field
+from unlearn_cli.limits import INT64_MAX, load_json
 from unlearn_cli.io.safetensors_file import (CHUNK, dump_safetensors, nonfinite, safetensors_arrays, torch_dtypes,
                                              torch_name, torch_tensors)
 from unlearn_cli.names import BUFFERS, MODELS
@@ -233,7 +233,7 @@ def checkpoint_bytes(model: nn.Module, meta: dict[str, str], training_confidence
 
 def _json_field(meta: dict, key: str, source: str, kind: type):
     text = meta[key]
-    value = load_json_field(text, source, f"metadata field {key!r}")
+    value = load_json(text, source, f"metadata field {key!r}")
     if not isinstance(value, kind):
         raise UserError(f"{source}: metadata field {key!r} must be a JSON {'object' if kind is dict else 'list'}, "
                         f"got {text[:60]!r}")

@@ -29,7 +29,7 @@ from unlearn_cli.cost import Work
 from unlearn_cli.errors import UserError
 from unlearn_cli.io.hashing import sha256_bytes
 from unlearn_cli.io.safetensors_file import as_tensor, dump_safetensors, safetensors_arrays, torch_name
-from unlearn_cli.limits import INT64_MAX, load_json_field
+from unlearn_cli.limits import INT64_MAX, load_json
 from unlearn_cli.streams import read_input, reader
 from unlearn_cli.localize.budget import budget_limit
 
@@ -104,7 +104,7 @@ def _typed(key: str, text: str, source: str):
         return text
     try:
         if key == "config":
-            value = load_json_field(text, source, "mask metadata 'config'")
+            value = load_json(text, source, "mask metadata 'config'")
             valid = isinstance(value, dict)
         elif key in _INTEGERS:
             value = int(text)
