@@ -448,6 +448,27 @@ def test_info_json_is_typed(tiny_run):
     assert document["num_classes"] == 10 and document["seed"] == 0 and isinstance(document["config"], dict)
 
 
+def test_text_from_files_is_shown_as_written_not_read_as_terminal_markup(tiny_run, tmp_path):
+    """A metadata value, a tensor name or a file name with rich markup in it (`[/]` closes no open tag) is printed
+    as it is written; `info`, `mask info` and `mask compare` used to end in an internal error (MarkupError)."""
+    checkpoint = forge(tiny_run["original"], tmp_path / "[b]m.safetensors", notes="[/]x[bold]")
+    result = run_cli("info", checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "[b]m.safetensors" in result.stderr and "[/]x[bold]" in result.stderr
+    mask = tmp_path / "mask.safetensors"
+    assert run_cli("localize", "-m", tiny_run["original"], "-f", tiny_run["forget"], "--budget", "0.3", "-q",
+                   "-o", mask).exit_code == 0
+    tensors, meta = tensors_and_meta(mask)
+    hostile = tmp_path / "[b]mask.safetensors"
+    hostile.write_bytes(dump_safetensors({f"[/]{name}": tensor for name, tensor in tensors.items()}, meta))
+    result = run_cli("mask", "info", hostile)
+    assert result.exit_code == 0, result.output
+    assert "[b]mask.safetensors: strategy del" in result.stderr
+    assert all(f"[/]{name}" in result.stderr for name in tensors), result.stderr
+    result = run_cli("mask", "compare", hostile, hostile)
+    assert result.exit_code == 0 and "[b]mask.safetensors vs " in result.stderr, result.output
+
+
 # --- overrides are recorded ---------------------------------------------------------------------------------------
 
 def test_a_mask_for_another_forget_set_runs_with_allow_mismatch_and_is_recorded(folder, tmp_path):

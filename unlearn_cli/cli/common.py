@@ -21,6 +21,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console, ConsoleDimensions, Group
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.padding import Padding
 from rich.panel import Panel
@@ -67,6 +68,16 @@ class _Console(Console):
         for item in objects:
             for part in fitted_tables(item, self) if isinstance(item, Table) else [item]:
                 super().print(part, **kwargs)
+
+
+def terminal_text(text) -> str:
+    """Text from a file in a terminal table: one line, its rich markup escaped (`[/]` in a name would be read)."""
+    return escape(one_line(str(text)))
+
+
+def add_row(table: Table, cells: list, style: str | None = None) -> None:
+    """A table row of text from files: every cell `terminal_text`."""
+    table.add_row(*map(terminal_text, cells), style=style)
 
 
 def fitted_tables(table: Table, console: Console) -> list[Table]:

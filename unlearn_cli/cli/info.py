@@ -21,7 +21,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, print_json, stderr
+from unlearn_cli.cli.common import ConfigOption, QuietOption, add_row, handle_errors, print_json, stderr, terminal_text
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import option, resolve_config
 from unlearn_cli.streams import check_writable
@@ -66,10 +66,10 @@ def info(
         return
     if quiet:
         return
-    table = Table(title=checkpoint.source, show_header=False)
+    table = Table(title=terminal_text(checkpoint.source), show_header=False)
     for key in sorted(document):
         value = document[key]
-        table.add_row(key, value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
+        add_row(table, [key, value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))])
     stderr.print(table)
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, print_json, stderr
+from unlearn_cli.cli.common import ConfigOption, QuietOption, add_row, handle_errors, print_json, stderr, terminal_text
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import config_dict, option, resolve_config, seed_option
 from unlearn_cli.errors import UserError
@@ -74,14 +74,14 @@ def info(
     mask_file = read_mask_arrays(mask)  # numpy: `mask info` needs no torch
     summary = mask_summary(mask_file.mask)
     if not quiet:
-        table = Table(title=f"{mask_file.source}: {mask_file.record.describe()}", title_justify="left")
+        table = Table(title=terminal_text(f"{mask_file.source}: {mask_file.record.describe()}"), title_justify="left")
         for column in ("tensor", "shape", "selected", "total", "fraction", "rows selected", "rows partly"):
             table.add_column(column, justify="left" if column in ("tensor", "shape") else "right")
         for entry in summary["tensors"]:
-            table.add_row(entry["name"], "×".join(map(str, entry["shape"])) or "scalar", f"{entry['selected']:,}",
-                          f"{entry['total']:,}", _percent(entry["fraction"]),
-                          f"{entry['rows_selected']}/{entry['rows']}" if "rows" in entry else "",
-                          str(entry["rows_partial"]) if "rows" in entry else "")
+            add_row(table, [entry["name"], "×".join(map(str, entry["shape"])) or "scalar", f"{entry['selected']:,}",
+                            f"{entry['total']:,}", _percent(entry["fraction"]),
+                            f"{entry['rows_selected']}/{entry['rows']}" if "rows" in entry else "",
+                            str(entry["rows_partial"]) if "rows" in entry else ""])
         table.add_section()
         table.add_row("total", "", f"{summary['selected']:,}", f"{summary['total']:,}", _percent(summary["selected_fraction"]), "", "")
         stderr.print(table)
@@ -111,12 +111,12 @@ def compare(
     first_file, second_file = read_mask(first), read_mask(second)
     overlap = mask_overlap(first_file.mask, second_file.mask, first, second)
     if not quiet:
-        table = Table(title=f"{first} vs {second}: IoU {overlap['iou']:.4f}", title_justify="left")
+        table = Table(title=terminal_text(f"{first} vs {second}: IoU {overlap['iou']:.4f}"), title_justify="left")
         for column in ("tensor", "first", "second", "both", "either", "IoU"):
             table.add_column(column, justify="left" if column == "tensor" else "right")
         for entry in overlap["tensors"]:
-            table.add_row(entry["name"], f"{entry['first']:,}", f"{entry['second']:,}", f"{entry['intersection']:,}",
-                          f"{entry['union']:,}", f"{entry['iou']:.4f}")
+            add_row(table, [entry["name"], f"{entry['first']:,}", f"{entry['second']:,}", f"{entry['intersection']:,}",
+                            f"{entry['union']:,}", f"{entry['iou']:.4f}"])
         table.add_section()
         table.add_row("total", f"{overlap['first']:,}", f"{overlap['second']:,}", f"{overlap['intersection']:,}",
                       f"{overlap['union']:,}", f"{overlap['iou']:.4f}")

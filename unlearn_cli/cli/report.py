@@ -33,12 +33,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from unlearn_cli.cli.options import with_options
-from unlearn_cli.cli.common import ConfigOption, QuietOption, handle_errors, pyplot, stderr
+from unlearn_cli.cli.common import ConfigOption, QuietOption, add_row, handle_errors, pyplot, stderr, terminal_text
 from unlearn_cli.config import option, resolve_config
 from unlearn_cli.errors import UserError, one_line
 from unlearn_cli.evaluate.aggregate import (
@@ -176,20 +175,11 @@ def _identity_headers(caps: bool) -> list[str]:
     return ["forget set", "strategy", "method", "budget"] + (["cap"] if caps else []) + ["n"]
 
 
-def _terminal_text(text: str) -> str:
-    """Text from a file in a terminal table: one line, its rich markup escaped (`[/]` in a name would be read)."""
-    return escape(one_line(str(text)))
-
-
-def _add_row(table: Table, cells: list[str], style: str | None = None) -> None:
-    table.add_row(*map(_terminal_text, cells), style=style)
-
-
 def render_table(rows) -> Table:
     """The terminal table: the paper's headline numbers, compact (Markdown and CSV carry every metric)."""
     forget_sets = sorted({f"{key.forget_kind}:{key.forget_sha256[:8]}" for key, _, _ in rows})
     title = "unlearn report: mean ± 95% margin over seeds (metrics in %)"
-    table = Table(title=title + (f"\nforget set {_terminal_text(forget_sets[0])}" if len(forget_sets) == 1 else ""))
+    table = Table(title=title + (f"\nforget set {terminal_text(forget_sets[0])}" if len(forget_sets) == 1 else ""))
     caps = _has_caps(rows)
     identity_headers = (["forget set"] if len(forget_sets) > 1 else []) + ["run", "budget"] + (["cap"] if caps else []) + ["n"]
     for header in identity_headers:
@@ -201,7 +191,7 @@ def render_table(rows) -> Table:
         forget, strategy, method, *point = _identity(key, count, caps)
         run = method if strategy == "—" else f"{strategy} + {method}"
         cells = ([forget] if len(forget_sets) > 1 else []) + [run, *point]
-        _add_row(table, cells + [_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 1), separator="±")
+        add_row(table, cells + [_text(summaries.get(name), scale, digits=EXTRA_DIGITS.get(name, 1), separator="±")
                                  for name, _, scale in columns])
     return table
 
@@ -299,12 +289,12 @@ def _several_forget_sets(comparisons: list[PairedRow]) -> bool:
 def render_paired_table(baseline: Pipeline, comparisons: list[PairedRow]) -> Table:
     """The terminal's second table; rows where an interval excludes 0 are bold."""
     several = _several_forget_sets(comparisons)
-    table = Table(title=f"paired against baseline {_terminal_text(baseline.label)}: mean ± 95% margin of the differences\n{PAIRED_NOTE}")
+    table = Table(title=f"paired against baseline {terminal_text(baseline.label)}: mean ± 95% margin of the differences\n{PAIRED_NOTE}")
     for header in _paired_headers(several):
         table.add_column(header, justify="right" if header.startswith("Δ") else "left")
     for row in comparisons:
         decided = any(verdict not in ("level", UNDECIDED) for verdict in row.verdicts.values())
-        _add_row(table, _paired_cells(row, several), style="bold" if decided else None)
+        add_row(table, _paired_cells(row, several), style="bold" if decided else None)
     if not comparisons:
         table.caption = "no other pipeline to compare"
     return table
@@ -397,19 +387,19 @@ def render_pareto_tables(sets: list[ParetoSet]) -> list[Table | Text]:
     caption wrapped to the table's width), then retrain @ F against the oracle."""
     qualities, tables = _pareto_qualities(sets), []
     for front in sets:
-        table = Table(title=f"cost against quality, forget set {_terminal_text(_forget_name(front))}: mean ± 95% margin over seeds\n"
+        table = Table(title=f"cost against quality, forget set {terminal_text(_forget_name(front))}: mean ± 95% margin over seeds\n"
                             f"{PARETO_NOTE}")
         for header in _pareto_headers(qualities):
             table.add_column(header, justify="left" if header in ("pipeline", "non-dominated on") else "right")
         for point in front.points:
-            _add_row(table, _pareto_cells(point, qualities), style="bold" if point.front else None)
+            add_row(table, _pareto_cells(point, qualities), style="bold" if point.front else None)
         tables += [table, Text("\n".join(map(one_line, _pareto_notes(front, qualities))))]
         if front.f_star.checks:
-            detail = Table(title=f"retrain @ F − oracle, per seed (forget set {_terminal_text(_forget_name(front))}): mean ± 95% margin")
+            detail = Table(title=f"retrain @ F − oracle, per seed (forget set {terminal_text(_forget_name(front))}): mean ± 95% margin")
             for header in F_STAR_HEADERS:
                 detail.add_column(header, justify="right")
             for cells in _f_star_cells(front.f_star):
-                _add_row(detail, cells)
+                add_row(detail, cells)
             tables.append(detail)
     return tables
 
@@ -546,7 +536,7 @@ def render_audit_table(lines: list[dict]) -> Table:
     for header in _audit_headers(rates):
         table.add_column(header, justify="left" if header in ("forget set", "pool", "examples") else "right")
     for line in lines:
-        _add_row(table, _audit_cells(line, rates))
+        add_row(table, _audit_cells(line, rates))
     return table
 
 
