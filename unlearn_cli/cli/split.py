@@ -76,15 +76,17 @@ def parse_classes(text: str | None) -> list[int] | None:
         raise UserError(f"--classes {text!r}: give class numbers separated by commas, e.g. --classes 2,5") from None
 
 
-def _check_kind_options(cfg: SplitConfig, kinds: tuple[str, ...], memorization: str,
-                        manipulations: tuple[str, ...]) -> bool:
-    """The kind (one of `kinds`, `memorization`, `manipulations`) is known and every option given belongs to it;
-    whether it is a manipulation."""
-    kinds = kinds + (memorization,)
-    if cfg.kind not in kinds + manipulations:
-        raise UserError(f"--kind {cfg.kind!r}: choose one of {', '.join(kinds + manipulations)}")
-    manipulated = cfg.kind in manipulations
-    if cfg.kind != memorization and cfg.changed(MEMORIZATION_OPTIONS):
+def _check_kind_options(cfg: SplitConfig) -> bool:
+    """The kind (a split's, memorization or a manipulation) is known and every option given belongs to it; whether
+    it is a manipulation."""
+    from unlearn_cli.data.manipulation import KINDS as MANIPULATIONS
+    from unlearn_cli.data.splits import KINDS, MEMORIZATION
+
+    kinds = KINDS + (MEMORIZATION,)
+    if cfg.kind not in kinds + MANIPULATIONS:
+        raise UserError(f"--kind {cfg.kind!r}: choose one of {', '.join(kinds + MANIPULATIONS)}")
+    manipulated = cfg.kind in MANIPULATIONS
+    if cfg.kind != MEMORIZATION and cfg.changed(MEMORIZATION_OPTIONS):
         raise UserError(f"{cfg.changed(MEMORIZATION_OPTIONS)[0]} describes a memorization split; it needs --kind "
                         f"memorization")
     if not manipulated:
@@ -97,7 +99,7 @@ def _check_kind_options(cfg: SplitConfig, kinds: tuple[str, ...], memorization: 
             raise UserError(f"{named[0]} describes a {'poison' if cfg.kind == 'mislabel' else 'mislabel'} "
                             f"manipulation; --kind {cfg.kind} takes "
                             f"{'--to random|next|CLASS' if cfg.kind == 'mislabel' else '--target, --patch, --patch-value, --corner'}")
-    if cfg.kind == memorization:
+    if cfg.kind == MEMORIZATION:
         _check_memorization_options(cfg)
     return manipulated
 
@@ -116,13 +118,13 @@ def split(
     `unlearn train --manipulate FILE`, the oracle with `--exclude FILE`; localize and apply unlearn the known
     part (--known) as the model was trained on it.
     """
-    from unlearn_cli.data.manipulation import KINDS as MANIPULATIONS, draw_known, draw_manipulation  # here: --help
-    from unlearn_cli.data.splits import KINDS as SPLIT_KINDS, MEMORIZATION, draw_forget_indices, draw_from_tercile
+    from unlearn_cli.data.manipulation import draw_known, draw_manipulation  # here: --help needs no torch
+    from unlearn_cli.data.splits import MEMORIZATION, draw_forget_indices, draw_from_tercile
     from unlearn_cli.io.forget import forget_set_json  # needs no torch
     from unlearn_cli.runs.memorization import check_scores_fit, read_memorization_source
 
     cfg = resolve_config(SplitConfig, config, given, section="split")
-    manipulated = _check_kind_options(cfg, SPLIT_KINDS, MEMORIZATION, MANIPULATIONS)
+    manipulated = _check_kind_options(cfg)
     check_writable(output, "--output", {"--config": config, "--model": cfg.model}, binary=False)
     data = cfg.build()
     common = {"dataset": cfg.dataset, "num_train": data.num_train, "kind": cfg.kind, "fraction": cfg.fraction,
