@@ -94,26 +94,27 @@ def fitted_tables(table: Table, console: Console) -> list[Table]:
     def measure(renderable) -> Measurement:
         return Measurement.get(console, unbounded, renderable)
 
-    def part(columns) -> Table:
-        piece = copy.copy(table)
+    def part(source: Table, columns) -> Table:
+        piece = copy.copy(source)
         piece.columns = [copy.copy(column) for column in columns]
-        for column in piece.columns:
-            column.min_width = max([measure(column.header).minimum, *(measure(cell).minimum for cell in column.cells)],
-                                   default=1)
         return piece
 
-    whole = part(table.columns)
+    whole = part(table, table.columns)
+    for column in whole.columns:  # measured once: the parts copy these columns
+        column.min_width = max([measure(column.header).minimum, *(measure(cell).minimum for cell in column.cells)],
+                               default=1)
     if measure(whole).maximum <= options.max_width:
         return [whole]
+    columns = whole.columns
     labels = 0
-    while labels < len(table.columns) - 1 and table.columns[labels].justify in ("left", "default"):
+    while labels < len(columns) - 1 and columns[labels].justify in ("left", "default"):
         labels += 1
     groups: list[list] = [[]]
-    for column in table.columns[labels:]:
-        if groups[-1] and measure(part(table.columns[:labels] + groups[-1] + [column])).maximum > options.max_width:
+    for column in columns[labels:]:
+        if groups[-1] and measure(part(whole, columns[:labels] + groups[-1] + [column])).maximum > options.max_width:
             groups.append([])
         groups[-1].append(column)
-    parts = [part(table.columns[:labels] + group) for group in groups]
+    parts = [part(whole, columns[:labels] + group) for group in groups]
     for index, piece in enumerate(parts):
         piece.title = table.title if index == 0 else None
         piece.caption = table.caption if index == len(parts) - 1 else None
