@@ -64,3 +64,19 @@ def test_localize_names_its_flags(tiny_run, tmp_path):
         "error: --topk: 0.0 is out of range; it must be > 0 and ≤ 1")
     assert _error(run_cli(*localize, "--strategy", "critmem", "--max-iterations", "0")) == (
         "error: --max-iterations: 0 is out of range; it must be ≥ 1 and ≤ 2,147,483,647")
+
+
+def test_an_unknown_schedule_is_refused_where_the_methods_options_are_resolved(tmp_path):
+    """Not first by the loop, after the inputs are read and the masks computed: `apply` and `tune` refuse it before
+    they read any file (here a model that does not exist)."""
+    from unlearn_cli.methods import method_config
+
+    with pytest.raises(UserError, match="^schedule 'triangle': choose one of cosine, constant, warmup-linear$"):
+        method_config("finetune", {"schedule": "triangle"})
+    assert method_config("msg", {}).schedule == "warmup-linear"
+    expected = "error: schedule 'triangle': choose one of cosine, constant, warmup-linear"
+    inputs = ("-m", tmp_path / "missing.safetensors", "-f", tmp_path / "missing.json", "--method", "finetune", "-q",
+              "--param", "schedule=triangle")
+    assert _error(run_cli("apply", *inputs, "-o", tmp_path / "out.safetensors")) == expected
+    assert _error(run_cli("tune", *inputs, "--grid", "epochs=1,2", "-o", tmp_path / "t.yaml")) == expected
+    assert list(tmp_path.iterdir()) == []

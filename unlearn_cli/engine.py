@@ -32,6 +32,7 @@ from torch import nn
 from unlearn_cli.config import default_threads
 from unlearn_cli.distributed import Shard, current_shard, sum_over_ranks, wrap_for_training
 from unlearn_cli.errors import UserError, flag
+from unlearn_cli.method_configs import check_schedule
 
 Mask = dict[str, torch.Tensor]
 NOTHING_TO_TRAIN = "the mask selects no parameter to train; use a larger --budget or another mask"
@@ -102,7 +103,7 @@ class LoopSettings:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # one of SCHEDULES: cosine (per step, down to final_lr_fraction × lr), constant, warmup-linear
+    schedule: str = "cosine"  # one of method_configs.SCHEDULES: cosine (per step, down to final_lr_fraction × lr), constant, warmup-linear
     final_lr_fraction: float = 0.0
     max_steps: int | None = None  # stop early after this many optimizer steps (smoke runs)
 
@@ -213,9 +214,6 @@ def training_mode(model: nn.Module, freeze_bn: bool) -> None:
     model.train()
     if freeze_bn:
         set_batchnorm_eval(model)
-
-
-SCHEDULES = ("cosine", "constant", "warmup-linear")
 
 
 def learning_rate(settings: LoopSettings, step: int, total_steps: int) -> float:
@@ -349,8 +347,7 @@ def train(trainee: Trainee, loss_fn: LossFn, batches_for_epoch: Callable[[int], 
     The optimizer is built after the first backward pass, once the trainee has laid its tensors out as their
     gradients come (a stack's, see `stacked.ModelStack.backward`); it holds no state before its first step.
     """
-    if settings.schedule not in SCHEDULES:
-        raise UserError(f"schedule {settings.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    check_schedule(settings.schedule)
     tally = Tally(planned_steps(settings, steps_per_epoch), trainee, on_step)
     optimizer = None
     try:

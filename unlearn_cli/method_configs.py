@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from unlearn_cli.config import option, seed_option
+from unlearn_cli.errors import UserError
+
+SCHEDULES = ("cosine", "constant", "warmup-linear")  # the learning-rate schedules the loop runs (engine.learning_rate)
 
 
 def per_method(name: str) -> Callable[[], str]:
@@ -41,7 +44,7 @@ class LoopConfig(MethodConfig):
     lr: float = option(0.01, "Learning rate", default_text=per_method("lr"))  # SGD (peak of the cosine schedule)
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(0.0, "SGD weight decay", default_text=per_method("weight_decay"))
-    schedule: str = "cosine"  # cosine | constant | warmup-linear (engine.SCHEDULES)
+    schedule: str = "cosine"  # one of SCHEDULES
     final_lr_fraction: float = 0.0  # the cosine schedule ends at this fraction of lr
     max_steps: Optional[int] = option(None, "Stop after this many optimizer steps.")  # smoke runs
 
@@ -159,3 +162,10 @@ METHOD_CONFIGS: dict[str, type] = {
     "random-label": RandomLabelConfig, "l1-sparse": L1SparseConfig, "rft": RFTConfig, "scrub": ScrubConfig,
     "ssd": SSDConfig, "iu": IUConfig, "retrain": RetrainConfig, "ct": CTConfig, "msg": MSGConfig,
 }
+
+
+def check_schedule(schedule: str) -> None:
+    """A schedule the loop runs, checked where a method's options are resolved (before any work) and again by the
+    loop for its direct callers."""
+    if schedule not in SCHEDULES:
+        raise UserError(f"schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")

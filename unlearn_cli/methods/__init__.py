@@ -19,7 +19,7 @@ from typing import Callable
 from unlearn_cli import names
 from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError, flag
-from unlearn_cli.method_configs import METHOD_CONFIGS
+from unlearn_cli.method_configs import METHOD_CONFIGS, check_schedule
 from unlearn_cli.registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -130,7 +130,10 @@ def method_config(name: str, values: dict, config_path: str | None = None, from_
         if key not in options:
             origin = f"{config_path}: " if key in (from_file or {}) else ""
             raise UserError(f"{origin}method {name!r} has no option {key!r}; its options are: {', '.join(options)}")
-    return resolve_config(get_method(name).config_class, config_path, values, document=from_file or {})
+    config = resolve_config(get_method(name).config_class, config_path, values, document=from_file or {})
+    if hasattr(config, "schedule"):
+        check_schedule(config.schedule)
+    return config
 
 
 from unlearn_cli.methods._common import (MethodLoop, SetSizes, UnlearnData, pipeline_work,  # noqa: E402,F401
