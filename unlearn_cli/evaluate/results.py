@@ -66,6 +66,7 @@ from __future__ import annotations
 import math
 
 import unlearn_cli
+from unlearn_cli.config import Bound
 from unlearn_cli.errors import UserError
 from unlearn_cli.evaluate.keys import CORRECTIVE_KEYS, SVC_SETTINGS, metric_keys
 from unlearn_cli.limits import load_json
@@ -188,13 +189,13 @@ def _check_relearn(record: dict, where: str) -> None:
                               "oracle_accuracy": (list,)}, at, "re-run `unlearn evaluate --relearn`")
 
 
-# (low, high, whether low itself is allowed, what the range is): the numbers that cannot be in a file unlearn wrote
-PERCENT = (0.0, 100.0, True, "0…100 (%)")
-SHARE = (0.0, 1.0, True, "0…1")
-BUDGET = (0.0, 1.0, False, "(0, 1]")
-POINTS = (-100.0, 100.0, True, "−100…100 (points)")
-NON_NEGATIVE = (0.0, math.inf, True, "≥ 0")
-POSITIVE = (0.0, math.inf, False, "> 0")
+# (the range, what it is): the numbers that cannot be in a file unlearn wrote (Bound.holds refuses NaN and ±inf)
+PERCENT = (Bound(0, 100), "0…100 (%)")
+SHARE = (Bound(0, 1), "0…1")
+BUDGET = (Bound(0, 1, above=True), "(0, 1]")
+POINTS = (Bound(-100, 100), "−100…100 (points)")
+NON_NEGATIVE = (Bound(0), "≥ 0")
+POSITIVE = (Bound(0, above=True), "> 0")
 # dotted field of a RESULT (`*`: every key of an object, `[]`: every item of a list) -> its range
 RESULT_RANGES: dict[str, tuple] = {
     "metrics.*": PERCENT, "oracle.metrics.*": PERCENT, "gaps.*": PERCENT, "average_gap": PERCENT,
@@ -249,9 +250,9 @@ def _nonfinite(value, path: str = ""):
 def check_numbers(document, ranges: dict[str, tuple], source: str, what: str, remedy: str) -> None:
     """Refuse, naming the file and the field, a number outside its range in `ranges`, then any NaN or ±inf: unlearn
     writes null where there is no number, so neither can be in a file it wrote."""
-    for pattern, (low, high, low_included, described) in ranges.items():
+    for pattern, (bound, described) in ranges.items():
         for path, value in _at(document, pattern.split("."), ""):
-            if not (math.isfinite(value) and low <= value <= high and (low_included or value > low)):
+            if not bound.holds(value):
                 problem = "outside" if math.isfinite(value) else "not a finite number in"
                 raise UserError(f"{source}: {path.lstrip('.')} is {value!r}, {problem} {described}; it is not a {what} "
                                 f"unlearn wrote, {remedy}")
