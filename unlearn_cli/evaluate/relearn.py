@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from unlearn_cli.data import ImageData
+from unlearn_cli.data.splits import draw_from_pool
 from unlearn_cli.engine import LoopSettings, cross_entropy_loss, predict, run_loop, training_mode
 from unlearn_cli.errors import UserError, flag
 from unlearn_cli.evaluate.relearn_options import RelearnOptions, check_relearn_options  # noqa: F401
@@ -82,9 +83,9 @@ def split_forget_set(forget_indices: torch.Tensor, options: RelearnOptions) -> R
             fix = f"raise {part_flag} to {batch / count:.3g}"
         raise UserError(f"{part_flag} {options.relearn_part:g} of the forget set's {count} examples is {size}, fewer "
                         f"than one batch of {batch_flag} {batch}; {fix}")
-    generator = torch.Generator().manual_seed(options.relearn_seed)
-    shuffled = torch.as_tensor(forget_indices, dtype=torch.long)[torch.randperm(count, generator=generator)]
-    return RelearnSplit(shuffled[:size].sort().values, shuffled[size:].sort().values)
+    indices = torch.as_tensor(forget_indices, dtype=torch.long)
+    part = draw_from_pool(indices, size, options.relearn_seed)
+    return RelearnSplit(part, indices[~torch.isin(indices, part)].sort().values)
 
 
 def _full_batches(data: ImageData, split: RelearnSplit, options: RelearnOptions, device: torch.device):
