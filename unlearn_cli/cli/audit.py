@@ -33,7 +33,8 @@ from unlearn_cli.cli.common import ConfigOption, ProgressLines, QuietOption, han
 from unlearn_cli.cli.options import with_options
 from unlearn_cli.config import resolve_config
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.audit import BOOTSTRAPPED, INTERVAL_LEVEL, number_text, with_interval
+from unlearn_cli.evaluate.audit import BOOTSTRAPPED, INTERVAL_LEVEL
+from unlearn_cli.evaluate.keys import number_text, with_interval
 from unlearn_cli.evaluate.results import AUDIT_FORMAT
 from unlearn_cli.runs.options import AuditConfig, check_audit_config
 from unlearn_cli.signals import reporting

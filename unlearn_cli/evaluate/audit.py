@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from unlearn_cli.evaluate.keys import number_text, with_interval  # noqa: F401  (how an audit number is shown)
 from unlearn_cli.evaluate.epsilon import EPSILON_CAP, bucket_table, epsilon_points, epsilon_resolution, epsilons
 from unlearn_cli.evaluate.pool_attacks import binned_kl, gaussian_kl, likelihood_ratio_attack
 

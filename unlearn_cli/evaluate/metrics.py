@@ -26,9 +26,8 @@ from unlearn_cli.data import ImageData
 from unlearn_cli.data.splits import retain_indices
 from unlearn_cli.engine import predict
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.keys import (AVERAGE_GAP_METRICS, CORRECTIVE_KEYS, STRONG_AVERAGE_GAP_METRICS,  # noqa: F401
-                                       metric_keys, metric_label, mia_key, oracle_gaps)
-from unlearn_cli.evaluate.mia import list_features, mia_scores, shadow_split  # noqa: F401
+from unlearn_cli.evaluate.keys import AVERAGE_GAP_METRICS, metric_keys, mia_key, oracle_gaps  # noqa: F401
+from unlearn_cli.evaluate.mia import mia_scores, shadow_split
 
 def accuracy_percent(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in % of logits [N, C] against labels [N]; NaN for an empty set."""

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from unlearn_cli.errors import UserError
-from unlearn_cli.evaluate.keys import SVC_SETTINGS  # noqa: F401  (the MIA's SVC, recorded in results)
+from unlearn_cli.evaluate.keys import SVC_SETTINGS  # the MIA's SVC, also recorded in results
 from unlearn_cli.registry import Registry
 
 FeatureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (probabilities [N, C], labels [N]) -> [N, d]

@@ -28,9 +28,9 @@ from unlearn_cli.cost import reference_units
 from unlearn_cli.data import ImageData
 from unlearn_cli.engine import select_device
 from unlearn_cli.errors import UserError
+from unlearn_cli.evaluate.keys import SVC_SETTINGS
 from unlearn_cli.evaluate.metrics import (Corrective, corrective_view, fraction_changed, model_metrics, oracle_gaps,
                                           shadow_sets)
-from unlearn_cli.evaluate.mia import SVC_SETTINGS
 from unlearn_cli.evaluate.provenance import reused_oracle_metrics, run_identity
 from unlearn_cli.evaluate.relearn import RelearnSplit, relearn_curves, relearn_record, split_forget_set
 from unlearn_cli.evaluate.results import read_results, result_record
