@@ -51,21 +51,20 @@ def _progress(total: int, quiet: bool):
         yield lambda name: progress.update(task, advance=1, name=name)
 
 
-def _relearn_rows(records: list[dict], oracle_relearn: dict[float, list[float]]) -> list[list[str]]:
+def _relearn_rows(records: list[dict]) -> list[list[str]]:
     """Per learning rate: the accuracy on the rest of the forget set after the last relearning step (the oracle's
-    beside) and the relearn gap (docs/relearn.md)."""
+    beside, as every record carries it) and the relearn gap (docs/relearn.md)."""
     rows = []
-    for position, rate in enumerate(oracle_relearn):
+    for position, first in enumerate(records[0]["relearn"]["curves"]):
         curves = [record["relearn"]["curves"][position] for record in records]
-        steps = len(oracle_relearn[rate]) - 1
-        rows.append([f"F∖A acc, {steps} steps at lr {rate:g}", f"{oracle_relearn[rate][-1]:.2f}",
+        rate, oracle = first["lr"], first["oracle_accuracy"]
+        rows.append([f"F∖A acc, {len(oracle) - 1} steps at lr {rate:g}", f"{oracle[-1]:.2f}",
                      *[f"{curve['accuracy'][-1]:.2f}" for curve in curves]])
         rows.append([f"relearn gap, lr {rate:g}", "", *[f"{curve['gap']:+.2f}" for curve in curves]])
     return rows
 
 
-def _render(records: list[dict], oracle_metrics: dict | None,
-            oracle_relearn: dict[float, list[float]] | None = None) -> Table:
+def _render(records: list[dict], oracle_metrics: dict | None) -> Table:
     table = Table(title="unlearn evaluate (metrics in %; Δ = |model − oracle|)")
     table.add_column("metric")
     if oracle_metrics is not None:
@@ -98,9 +97,9 @@ def _render(records: list[dict], oracle_metrics: dict | None,
     if any(r["cost"] is not None for r in records):  # machine-independent, beside the wall time (docs/cost.md)
         table.add_row("cost ×retrain", *([""] if oracle_metrics is not None else []),
                       *[cell((r["cost"] or {}).get("x_retrain"), digits=3) for r in records])
-    if oracle_relearn is not None:  # --relearn needs an oracle, so its column is there
+    if "relearn" in records[0]:  # --relearn needs an oracle, so its column is there
         table.add_section()
-        for row in _relearn_rows(records, oracle_relearn):
+        for row in _relearn_rows(records):
             table.add_row(*row)
     return table
 
@@ -130,7 +129,7 @@ def evaluate(
     with _progress(plan.steps, quiet) as advance:
         evaluation = score_checkpoints(plan, advance)
     if not quiet:
-        stderr.print(_render(evaluation.records, evaluation.oracle_metrics, evaluation.oracle_relearn))
+        stderr.print(_render(evaluation.records, evaluation.oracle_metrics))
         if evaluation.mismatch_allowed:
             stderr.print("[yellow]warning: --allow-mismatch let a mismatch through (an oracle trained without another "
                          "forget set, or a forget set for another dataset); it is recorded in the results[/yellow]")

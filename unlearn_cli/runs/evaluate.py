@@ -138,7 +138,6 @@ class Evaluation:
     records: list[dict]  # one RESULT object per checkpoint, in the order given
     oracle_metrics: dict | None
     mismatch_allowed: bool
-    oracle_relearn: dict[float, list[float]] | None = None  # with --relearn: the oracle's curve per learning rate
 
 
 def _measure(plan: Plan, checkpoint: Checkpoint) -> dict:
@@ -222,5 +221,4 @@ def score_checkpoints(plan: Plan, on_step: Callable[[str], None] = lambda name: 
     for checkpoint, is_derived in zip(plan.inputs.checkpoints, plan.inputs.derived):
         records.append(_record(plan, checkpoint, is_derived, oracle_block, oracle_relearn))
         on_step(Path(checkpoint.source).name)
-    return Evaluation(records, oracle_block["metrics"] if oracle_block else None, plan.inputs.mismatch_allowed,
-                      oracle_relearn)
+    return Evaluation(records, oracle_block["metrics"] if oracle_block else None, plan.inputs.mismatch_allowed)
